@@ -1,0 +1,72 @@
+"""Atomic output writing: every file eoca produces appears whole or not at all.
+
+Outputs go to a temporary name in the destination folder and are renamed into place only once complete, so an
+interrupted run never leaves a truncated Parquet, JSON or report behind that a later step would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """Write ``table`` to ``path`` atomically (zstd-compressed unless ``compression`` is given)."""
+    kwargs.setdefault("compression", "zstd")
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, **kwargs)
+    return Path(path)
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays appear in metrics dicts; convert them rather than failing mid-write.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
+    return write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n", path)
+
+
+def write_yaml(obj: Any, path: str | os.PathLike[str]) -> Path:
+    return write_text(yaml.safe_dump(obj, sort_keys=False, allow_unicode=True), path)
