@@ -33,7 +33,12 @@ def test_customer_value_table_imports_as_single_item(workdir: Path) -> None:
     np.testing.assert_allclose(ds.exposures.column("amount").to_numpy(), spend)
     np.testing.assert_array_equal(ds.exposures.column("converted").to_numpy(), (spend > 0).astype(int))
     back = Dataset.load(workdir / "out")
-    assert [f.name for f in back.spec.customers.features] == ["channel", "tenure_months", "orders_last_year", "lifetime_spend"]
+    assert [f.name for f in back.spec.customers.features] == [
+        "channel",
+        "tenure_months",
+        "orders_last_year",
+        "lifetime_spend",
+    ]
     labels = back.split_labels()
     assert 0 < (labels == 2).sum() < 40
 
@@ -53,26 +58,37 @@ def test_import_reports_source_file_and_row(workdir: Path) -> None:
     fields[5] = "-12.5"
     text[5] = ",".join(fields)
     (workdir / "clv_customers.csv").write_text("\n".join(text) + "\n")
-    with pytest.raises(DataValidationError, match=r"clv_customers.csv, imported through the customer_value spec.*"
-                       r"column 'amount': has negative values: 1 row\(s\), first at row 4 \(-12.5\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"clv_customers.csv, imported through the customer_value spec.*"
+        r"column 'amount': has negative values: 1 row\(s\), first at row 4 \(-12.5\)",
+    ):
         import_dataset(workdir / "clv_spec.yaml", workdir / "out")
     assert not (workdir / "out" / "dataset.yaml").exists(), "a failed import writes nothing"
 
 
 def test_import_missing_mapped_column(workdir: Path) -> None:
-    spec = (workdir / "tables_spec.yaml").read_text().replace("risk: risk_class", "risk: risk_class").replace(
-        "risk_level: risk_class", "risk_level: riskclass"
+    spec = (
+        (workdir / "tables_spec.yaml")
+        .read_text()
+        .replace("risk: risk_class", "risk: risk_class")
+        .replace("risk_level: risk_class", "risk_level: riskclass")
     )
     (workdir / "tables_spec.yaml").write_text(spec)
-    with pytest.raises(DataValidationError, match=r"products.csv: column 'riskclass' \(mapped to 'risk_level'\) not found"):
+    with pytest.raises(
+        DataValidationError, match=r"products.csv: column 'riskclass' \(mapped to 'risk_level'\) not found"
+    ):
         import_dataset(workdir / "tables_spec.yaml")
 
 
 def test_import_unmapped_required_column(workdir: Path) -> None:
     spec = (workdir / "tables_spec.yaml").read_text().replace(", time: day", "")
     (workdir / "tables_spec.yaml").write_text(spec)
-    with pytest.raises(DataValidationError, match=r"deliveries.csv: required column 'time' of table 'exposures' is "
-                       r"neither in the file nor mapped \(add tables.exposures.columns.time"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"deliveries.csv: required column 'time' of table 'exposures' is "
+        r"neither in the file nor mapped \(add tables.exposures.columns.time",
+    ):
         import_dataset(workdir / "tables_spec.yaml")
 
 

@@ -31,8 +31,11 @@ def test_valid_dataset_round_trips(tiny: Dataset, tmp_path) -> None:
 
 def test_missing_column(tables) -> None:
     tables["exposures"] = tables["exposures"].drop(["converted"])
-    with pytest.raises(DataValidationError, match=r"table 'exposures' \(exposures.parquet\): missing required "
-                       r"column\(s\) \['converted'\]"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"table 'exposures' \(exposures.parquet\): missing required "
+        r"column\(s\) \['converted'\]",
+    ):
         _check(make_spec(), **tables)
 
 
@@ -62,13 +65,17 @@ def test_wrong_feature_type(tables) -> None:
 
 def test_nan_amount(tables) -> None:
     tables["exposures"] = _with(tables["exposures"], "amount", [0.0, float("nan"), 0.0, 0.0, 120.0, 0.0])
-    with pytest.raises(DataValidationError, match=r"column 'amount': has NaN or infinite values: 1 row\(s\), first at row 1"):
+    with pytest.raises(
+        DataValidationError, match=r"column 'amount': has NaN or infinite values: 1 row\(s\), first at row 1"
+    ):
         _check(make_spec(), **tables)
 
 
 def test_negative_amount(tables) -> None:
     tables["exposures"] = _with(tables["exposures"], "amount", [0.0, 2500.0, 0.0, 0.0, -5.0, 0.0])
-    with pytest.raises(DataValidationError, match=r"column 'amount': has negative values: 1 row\(s\), first at row 4 \(-5.0\)"):
+    with pytest.raises(
+        DataValidationError, match=r"column 'amount': has negative values: 1 row\(s\), first at row 4 \(-5.0\)"
+    ):
         _check(make_spec(), **tables)
 
 
@@ -80,13 +87,17 @@ def test_missing_values(tables) -> None:
 
 def test_amount_without_conversion(tables) -> None:
     tables["exposures"] = _with(tables["exposures"], "amount", [0.0, 2500.0, 75.0, 0.0, 120.0, 0.0])
-    with pytest.raises(DataValidationError, match=r"column 'amount': is > 0 where converted = 0.*first at row 2 \(75.0\)"):
+    with pytest.raises(
+        DataValidationError, match=r"column 'amount': is > 0 where converted = 0.*first at row 2 \(75.0\)"
+    ):
         _check(make_spec(), **tables)
 
 
 def test_binary_label_out_of_range(tables) -> None:
     tables["exposures"] = _with(tables["exposures"], "converted", [0, 1, 0, 2, 1, 0])
-    with pytest.raises(DataValidationError, match=r"column 'converted': must be 0 or 1: 1 row\(s\), first at row 3 \(2.0\)"):
+    with pytest.raises(
+        DataValidationError, match=r"column 'converted': must be 0 or 1: 1 row\(s\), first at row 3 \(2.0\)"
+    ):
         _check(make_spec(), **tables)
 
 
@@ -98,7 +109,9 @@ def test_conversion_without_click(tables) -> None:
 
 def test_duplicate_customer_ids(tables) -> None:
     tables["customers"] = _with(tables["customers"], "customer_id", [10, 11, 10, 13])
-    with pytest.raises(DataValidationError, match=r"table 'customers'.*column 'customer_id': has duplicate ids.*first at row 2 \(10\)"):
+    with pytest.raises(
+        DataValidationError, match=r"table 'customers'.*column 'customer_id': has duplicate ids.*first at row 2 \(10\)"
+    ):
         _check(make_spec(), **tables)
 
 
@@ -110,14 +123,19 @@ def test_duplicate_fund_ids(tables) -> None:
 
 def test_exposure_unknown_customer(tables) -> None:
     tables["exposures"] = _with(tables["exposures"], "customer_id", [10, 11, 12, 99, 10, 98])
-    with pytest.raises(DataValidationError, match=r"table 'exposures'.*column 'customer_id': refers to unknown customers: "
-                       r"2 row\(s\), first at row 3 \(99\), 5 \(98\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"table 'exposures'.*column 'customer_id': refers to unknown customers: "
+        r"2 row\(s\), first at row 3 \(99\), 5 \(98\)",
+    ):
         _check(make_spec(), **tables)
 
 
 def test_exposure_unknown_fund(tables) -> None:
     tables["exposures"] = _with(tables["exposures"], "fund_id", ["bond", "equity", "cash", "bond", "bond", "equity"])
-    with pytest.raises(DataValidationError, match=r"column 'fund_id': refers to unknown funds: 1 row\(s\), first at row 2 \('cash'\)"):
+    with pytest.raises(
+        DataValidationError, match=r"column 'fund_id': refers to unknown funds: 1 row\(s\), first at row 2 \('cash'\)"
+    ):
         _check(make_spec(), **tables)
 
 
@@ -127,8 +145,11 @@ def test_event_unknown_customer_and_type(tables) -> None:
     with pytest.raises(DataValidationError, match=r"table 'events'.*column 'customer_id': refers to unknown customers"):
         _check(make_spec(), **bad)
     bad["events"] = _with(tables["events"], "event_type", ["click", "hover"])
-    with pytest.raises(DataValidationError, match=r"column 'event_type': must be one of \['click', 'purchase', 'sell', "
-                       r"'favourite'\]: 1 row\(s\), first at row 1 \('hover'\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"column 'event_type': must be one of \['click', 'purchase', 'sell', "
+        r"'favourite'\]: 1 row\(s\), first at row 1 \('hover'\)",
+    ):
         _check(make_spec(), **bad)
 
 
@@ -140,8 +161,11 @@ def test_consumption_unknown_customer(tables) -> None:
 
 def test_risk_out_of_range(tables) -> None:
     tables["customers"] = _with(tables["customers"], "risk_tolerance", [1, 6, 3, 0])
-    with pytest.raises(DataValidationError, match=r"column 'risk_tolerance': risk tolerance outside the declared range "
-                       r"\[1, 5\]: 2 row\(s\), first at row 1 \(6.0\), 3 \(0.0\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"column 'risk_tolerance': risk tolerance outside the declared range "
+        r"\[1, 5\]: 2 row\(s\), first at row 1 \(6.0\), 3 \(0.0\)",
+    ):
         _check(make_spec(), **tables)
     tables = make_tables()
     tables["funds"] = _with(tables["funds"], "risk_level", [1, 9])
@@ -156,11 +180,15 @@ def test_empty_table(tables) -> None:
 
 
 def test_truth_must_cover_every_pair(tables) -> None:
-    spec = make_spec().model_copy(update={"truth": make_spec().customers.model_copy(update={"file": "truth.parquet", "features": []})})
+    spec = make_spec().model_copy(
+        update={"truth": make_spec().customers.model_copy(update={"file": "truth.parquet", "features": []})}
+    )
     truth = pa.table(
         {"customer_id": [10], "fund_id": ["bond"], "p": [0.01], "mu": [7.0], "sigma": [1.0], "etv": [20.0]}
     )
-    with pytest.raises(DataValidationError, match=r"table 'truth'.*has 1 rows; it must have one per \(customer, fund\) pair = 8"):
+    with pytest.raises(
+        DataValidationError, match=r"table 'truth'.*has 1 rows; it must have one per \(customer, fund\) pair = 8"
+    ):
         _check(spec, truth=truth, **tables)
 
 
@@ -191,12 +219,16 @@ def test_missing_spec_and_bad_yaml(tmp_path) -> None:
 def test_missing_table_file(tiny: Dataset, tmp_path) -> None:
     tiny.save(tmp_path / "ds")
     (tmp_path / "ds" / "events.parquet").unlink()
-    with pytest.raises(DataValidationError, match=r"table 'events': file .*events.parquet named in .*dataset.yaml does not exist"):
+    with pytest.raises(
+        DataValidationError, match=r"table 'events': file .*events.parquet named in .*dataset.yaml does not exist"
+    ):
         Dataset.load(tmp_path / "ds")
 
 
 def test_split_by_customer_fraction(tables) -> None:
-    spec = make_spec().model_copy(update={"split": make_spec().split.model_copy(update={"test_start": None, "test_fraction": 0.5, "seed": 3})})
+    spec = make_spec().model_copy(
+        update={"split": make_spec().split.model_copy(update={"test_start": None, "test_fraction": 0.5, "seed": 3})}
+    )
     ds = Dataset(spec=spec, **tables).validate()
     labels = ds.split_labels()
     cust = np.asarray(tables["exposures"].column("customer_id").to_numpy())

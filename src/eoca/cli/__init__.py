@@ -13,7 +13,13 @@ __all__ = ["app", "main"]
 def _register_commands() -> None:
     # Importing a command module registers its commands on ``app``; kept in one place so the CLI's surface is
     # visible at a glance.
-    from eoca.cli import data  # noqa: F401
+    from eoca.cli import (
+        allocate,  # noqa: F401
+        data,  # noqa: F401
+        predict,  # noqa: F401
+        run,  # noqa: F401
+        simulate,  # noqa: F401
+    )
 
 
 _register_commands()

@@ -4,4 +4,14 @@ from eoca.data.dataset import SPLITS, Dataset, load_spec
 from eoca.data.resolve import open_dataset
 from eoca.data.schema import EVENT_TYPES, DatasetSpec, FeatureSpec, SplitSpec, TableSpec
 
-__all__ = ["EVENT_TYPES", "SPLITS", "Dataset", "DatasetSpec", "FeatureSpec", "SplitSpec", "TableSpec", "load_spec", "open_dataset"]
+__all__ = [
+    "EVENT_TYPES",
+    "SPLITS",
+    "Dataset",
+    "DatasetSpec",
+    "FeatureSpec",
+    "SplitSpec",
+    "TableSpec",
+    "load_spec",
+    "open_dataset",
+]

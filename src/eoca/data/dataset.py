@@ -219,6 +219,9 @@ def compute_split(ds: Dataset) -> np.ndarray:
         test = _uniform_hash(cust_pos, rule.seed) < rule.test_fraction
     else:
         start = ds.test_start()
+        # test_start() is None only for fraction-based splits, which the branch above handles.
+        if start is None:
+            raise RuntimeError("time-based split without a test start; this is a bug in Dataset.test_start")
         times = np.asarray(ds.exposures.column("time").to_numpy(), dtype=np.int64)
         test = times >= start
     labels[test] = 2

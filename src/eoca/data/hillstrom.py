@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from eoca.data.dataset import Dataset
 from eoca.data.importer import read_source
-from eoca.data.schema import DatasetSpec, FeatureSpec, SplitSpec, TableSpec
+from eoca.data.schema import DatasetSpec, FeatureSpec, FeatureType, SplitSpec, TableSpec
 from eoca.errors import DataValidationError
 
 ARMS: tuple[str, ...] = ("No E-Mail", "Mens E-Mail", "Womens E-Mail")
@@ -117,7 +117,8 @@ def load_hillstrom(
             "propensity": pa.array(np.full(n, ARM_PROPENSITY)),
         }
     )
-    num, cat = "numeric", "categorical"
+    num: FeatureType = "numeric"
+    cat: FeatureType = "categorical"
     spec = DatasetSpec(
         name="hillstrom",
         description="Kevin Hillstrom's MineThatData e-mail test: 64,000 customers, three randomized arms.",

@@ -158,7 +158,7 @@ def _map_table(name: str, tm: TableMap, base: Path) -> tuple[pa.Table, TableSpec
         cols[feat.name] = _feature_array(_column(src, feat.source, file, feat.name), feat, file)
     spec = TableSpec(
         file=f"{name}.parquet",
-        features=[{"name": f.name, "type": f.type, "description": f.description} for f in tm.features],  # type: ignore[misc]
+        features=[{"name": f.name, "type": f.type, "description": f.description} for f in tm.features],
     )
     return pa.table(cols), spec, str(file)
 
@@ -205,7 +205,7 @@ def _customer_value(
     )
     cust_spec = TableSpec(
         file="customers.parquet",
-        features=[{"name": f.name, "type": f.type, "description": f.description} for f in cv.features],  # type: ignore[misc]
+        features=[{"name": f.name, "type": f.type, "description": f.description} for f in cv.features],
     )
     where = f"{file}, imported through the customer_value spec"
     return {

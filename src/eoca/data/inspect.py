@@ -35,7 +35,9 @@ def describe(ds: Dataset) -> dict[str, Any]:
         out["cvr_given_click"] = conv / clicks if clicks else float("nan")
     if len(converters):
         qs = np.quantile(converters, AMOUNT_QUANTILES)
-        out["amount_quantiles_converters"] = {f"p{round(q * 100)}": float(v) for q, v in zip(AMOUNT_QUANTILES, qs, strict=True)}
+        out["amount_quantiles_converters"] = {
+            f"p{round(q * 100)}": float(v) for q, v in zip(AMOUNT_QUANTILES, qs, strict=True)
+        }
         out["amount_mean_converters"] = float(converters.mean())
         med = float(np.median(converters))
         out["amount_p99_over_median"] = float(qs[-1] / med) if med > 0 else float("nan")

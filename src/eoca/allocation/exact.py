@@ -1,0 +1,585 @@
+"""The exact solver: one price per fund, a contracted successive-shortest-path finish, and a certificate.
+
+The problem is a transportation problem (totally unimodular), so its LP dual is tight:
+
+    min over lambda in R^k of  g(lambda) = sum_i topK_j(E[i, j] - lambda_j)  +  sum_j lambda_j d_j
+
+where topK sums the K largest reduced scores over the funds customer i is eligible for. For every lambda,
+g(lambda) is an upper bound on any allocation's value (weak duality). An allocation in which every customer
+holds K of its best reduced scores and every fund holds exactly d_j customers attains g(lambda), so it is
+optimal; checking that equality over all N customers is the certificate the solver returns.
+
+How lambda and the allocation are found:
+
+1. *Prices from samples.* Exact coordinate descent on g over random samples of growing size (demands scaled
+   to the sample): one fund at a time, lambda_j is set so that exactly d_j sampled customers prefer j.
+2. *Candidates.* A float32 scan of all customers at the sampled prices gives each customer's K best funds and
+   its margin (K-th best minus (K+1)-th best reduced score). A customer whose margin exceeds the largest
+   relative price move, max(delta) - min(delta), cannot change its choice, so only customers with a small margin
+   (the candidates, typically a few percent) take part in the rest.
+3. *Coordinate descent on the candidates* with exact integer demands (demand minus what the fixed customers
+   already fill) brings the per-fund counts close to the demands.
+4. *Successive shortest paths on the contracted graph.* With k funds, the residual network of the flow only
+   matters through k x k "edges": moving one unit from fund a to fund j through some customer who holds a
+   and not j costs (E[i,a] - E[i,j]) - lambda_a + lambda_j >= 0. Each (a, j) keeps its candidate customers
+   sorted by E[i,a] - E[i,j], so Dijkstra on k nodes finds the cheapest way to move a unit from an over-full
+   to an under-full fund; prices are updated from the distances (keeping every customer on its best reduced
+   scores), and all customers tied at the minimum move at once, which makes all-equal and duplicate rows cheap.
+5. *Certificate.* A float64 pass over all customers computes g(lambda) and checks that each customer holds
+   K best reduced scores. If any fixed customer was wrongly fixed (the prices moved more than its margin),
+   the candidate set grows and steps 2-5 repeat; the last resort is all customers as candidates, which is
+   plain successive shortest paths and always finishes. So the answer is exact whenever it is returned.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eoca.allocation._kernels import CHUNK, held_sets, top_levels, working_matrix
+
+__all__ = ["ExactOutcome", "solve_exact"]
+
+_EPS = np.finfo(np.float64).eps
+
+
+@dataclass
+class ExactOutcome:
+    """Solution of :func:`solve_exact`.
+
+    assign: int32 (N, K) fund indices per customer; prices: float64 (k,) lambda; primal / dual: objective and
+    the dual bound g(prices); certified: every customer holds K best reduced scores (so primal == dual up to
+    rounding); stats: counters and per-phase seconds.
+    """
+
+    assign: np.ndarray
+    prices: np.ndarray
+    primal: float
+    dual: float
+    certified: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+# --- Newton steps on the dual ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    """One pass at prices lam: counts (k,), dual value g, margin (n,) float32, boundary pair code (n,) int32
+    (K-th best fund * k + (K+1)-th best fund), and optionally the K best funds (n, K) int32."""
+
+    counts: np.ndarray
+    g: float
+    gap: np.ndarray
+    code: np.ndarray
+    assign: np.ndarray | None
+
+
+def _scan(M: np.ndarray, lam: np.ndarray, K: int, demand: np.ndarray, keep_assign: bool = False) -> _Scan:
+    """Scan M (k, n), float32 or float64 with -inf where ineligible, in chunks at prices lam (k,)."""
+    k, n = M.shape
+    lam_c = lam.astype(M.dtype)[:, None]
+    counts = np.zeros(k, dtype=np.int64)
+    gap = np.empty(n, dtype=np.float32)
+    code = np.empty(n, dtype=np.int32)
+    assign = np.empty((n, K), dtype=np.int32) if keep_assign else None
+    best = 0.0
+    for s in range(0, n, CHUNK):
+        e = min(n, s + CHUNK)
+        vals, idx = top_levels(M[:, s:e] - lam_c, K + 1)
+        top = idx[:K]
+        counts += np.bincount(top[top >= 0], minlength=k)
+        best += float(vals[:K].sum(dtype=np.float64))
+        with np.errstate(invalid="ignore"):
+            g = (vals[K - 1] - vals[K]).astype(np.float32)
+        np.copyto(g, np.float32(np.inf), where=np.isnan(g))
+        gap[s:e] = g
+        code[s:e] = idx[K - 1] * k + np.maximum(idx[K], 0)
+        if assign is not None:
+            assign[s:e] = top.T
+    return _Scan(counts, best + float(lam @ demand), gap, code, assign)
+
+
+def _newton_step(sc: _Scan, demand: np.ndarray, k: int) -> np.ndarray:
+    """Price step solving L step = 2 h (counts - demand).
+
+    L is the Laplacian of how many customers sit within h of the boundary between each pair of funds (their
+    K-th and (K+1)-th choices); count changes per unit of price are then L / (2h), since customers on both
+    sides of a boundary fall inside the window. h is chosen so the window holds about twice the imbalance.
+    """
+    ex = (sc.counts - demand).astype(np.float64)
+    imb = float(np.abs(ex).sum() / 2)
+    fin = np.flatnonzero(np.isfinite(sc.gap))
+    if fin.size < 2:
+        return np.zeros(k)
+    gaps = sc.gap[fin]
+    want = int(min(max(200 * k, 2 * imb), fin.size - 1))
+    for _ in range(6):
+        h = float(np.partition(gaps, want)[want])
+        sel = fin[gaps <= h]
+        pairs = np.bincount(sc.code[sel], minlength=k * k)[: k * k].reshape(k, k).astype(np.float64)
+        A = pairs + pairs.T
+        np.fill_diagonal(A, 0.0)
+        deg = A.sum(axis=1)
+        if not ((deg == 0) & (ex != 0)).any() or want >= fin.size - 1:
+            break
+        want = min(fin.size - 1, want * 4)
+    L = np.diag(deg) - A
+    L += np.eye(k) * (1e-9 * max(1.0, float(deg.max())))
+    return np.asarray(np.linalg.solve(L, 2.0 * max(h, 1e-30) * ex))
+
+
+def coordinate_prices(S: np.ndarray, dem: np.ndarray, lam: np.ndarray, K: int, sweeps: int, scale: float) -> np.ndarray:
+    """Gauss-Seidel coordinate descent on the dual over the customers of S (k, n) float64.
+
+    Each step sets lambda_j so that round(dem_j) customers have fund j among their K best reduced scores, the
+    other prices fixed (the exact minimiser of g along that coordinate). Slow to converge but robust far from
+    the optimum, where the Newton model is poor; used for a few sweeps on a small sample to start Newton.
+    """
+    k, n = S.shape
+    lam = lam.astype(np.float64).copy()
+    want = np.clip(np.round(dem).astype(np.int64), 0, n)
+    vals, idx = top_levels(S - lam[:, None], K + 1)
+    step = 1e-3 * scale
+    for _ in range(sweeps):
+        for j in range(k):
+            in_top = (idx[:K] == j).any(axis=0)
+            theta = np.where(in_top, vals[K], vals[K - 1])
+            with np.errstate(invalid="ignore"):
+                v = S[j] - theta
+            np.copyto(v, -np.inf, where=np.isnan(v))
+            v = v[np.isfinite(v)]
+            m = int(want[j])
+            if v.size == 0:
+                continue
+            if m <= 0:
+                new = float(v.max() + step)
+            elif m >= v.size:
+                new = float(v.min() - step)
+            else:
+                part = np.partition(v, (v.size - m - 1, v.size - m))
+                new = float(0.5 * (part[v.size - m] + part[v.size - m - 1]))
+            if new == lam[j]:
+                continue
+            lam[j] = new
+            rows = np.flatnonzero((idx == j).any(axis=0) | (S[j] - new > vals[K]))
+            if rows.size:
+                sv, si = top_levels(S[:, rows] - lam[:, None], K + 1)
+                vals[:, rows] = sv
+                idx[:, rows] = si
+    return lam
+
+
+def newton_prices(
+    M: np.ndarray,
+    demand: np.ndarray,
+    lam: np.ndarray,
+    K: int,
+    *,
+    max_scans: int,
+    stop_imbalance: float,
+    scale: float,
+    keep_assign: bool = False,
+) -> tuple[np.ndarray, _Scan, int]:
+    """Damped Newton on the dual over the customers of M (k, n); demand (k,) may be fractional (samples).
+
+    A step is accepted when it lowers the dual value g (which is convex, so this is a plain backtracking line
+    search); otherwise it is shortened. Steps are clipped to the score scale, beyond which the local model
+    means nothing. Returns prices, the scan at those prices, and the number of scans made.
+    """
+    k = M.shape[0]
+    lam = lam.astype(np.float64).copy()
+    sc = _scan(M, lam, K, demand, keep_assign)
+    scans = 1
+    fails = 0
+    # float32 reduced scores make g noisy in its last digits; tiny "increases" then still count as progress
+    # provided the counts got no worse
+    noise = (1e-6 if M.dtype == np.float32 else 1e-12) * abs(sc.g)
+    while scans < max_scans:
+        imb = float(np.abs(sc.counts - demand).sum() / 2)
+        if imb <= stop_imbalance:
+            break
+        step = np.clip(_newton_step(sc, demand, k), -scale, scale)
+        t = 1.0
+        accepted = False
+        while scans < max_scans and t > 1e-3:
+            trial = _scan(M, lam + t * step, K, demand, keep_assign)
+            scans += 1
+            t_imb = float(np.abs(trial.counts - demand).sum() / 2)
+            if trial.g < sc.g - noise or (trial.g <= sc.g + noise and t_imb < imb):
+                lam = lam + t * step
+                sc = trial
+                accepted = True
+                break
+            t *= 0.25
+        fails = 0 if accepted else fails + 1
+        if fails >= 2:
+            break
+    return lam, sc, scans
+
+
+# --- successive shortest paths on the contracted k-node graph -----------------------------------------------
+
+
+class _Contracted:
+    """Flow state over candidate customers, organised by fund pair.
+
+    S: float64 (k, m) candidate scores (-inf where ineligible); holds: bool (k, m) current funds; excess: int64
+    (k,) count minus demand per fund over *all* customers; lam: (k,) prices with every candidate holding K best
+    reduced scores. For each ordered pair (a, j) a list of chunks [keys, ids, pointer] holds candidates that
+    held a and not j when the chunk was made, sorted by key = S[a] - S[j]; stale entries are skipped lazily.
+    """
+
+    MERGE_AT = 12
+
+    def __init__(self, S: np.ndarray, holds: np.ndarray, excess: np.ndarray, lam: np.ndarray, K: int) -> None:
+        self.S = S
+        self.fin = np.isfinite(S)
+        self.holds = holds
+        self.excess = excess.astype(np.int64).copy()
+        self.lam = lam.astype(np.float64).copy()
+        self.K = K
+        k = S.shape[0]
+        self.k = k
+        self.chunks: list[list[list[Any]]] = [[] for _ in range(k * k)]
+        self.minkey = np.full((k, k), np.inf)
+        self.dirty: set[int] = set()
+        self.augmentations = 0
+        self.moved = 0
+        for a in range(k):
+            rows = np.flatnonzero(holds[a])
+            if rows.size == 0:
+                continue
+            for j in range(k):
+                if j == a:
+                    continue
+                sel = rows[~holds[j, rows] & self.fin[j, rows]]
+                if sel.size:
+                    self._add(a, j, sel)
+
+    def _add(self, a: int, j: int, ids: np.ndarray) -> None:
+        keys = self.S[a, ids] - self.S[j, ids]
+        order = np.argsort(keys, kind="stable")
+        e = a * self.k + j
+        self.chunks[e].append([keys[order], ids[order], 0])
+        self.dirty.add(e)
+
+    def _valid(self, a: int, j: int, ids: np.ndarray) -> np.ndarray:
+        return self.holds[a, ids] & ~self.holds[j, ids]
+
+    def _head(self, e: int) -> float:
+        a, j = divmod(e, self.k)
+        best = np.inf
+        keep: list[list[Any]] = []
+        for ch in self.chunks[e]:
+            keys, ids, p = ch
+            n = keys.shape[0]
+            w = 16
+            while p < n:
+                ok = self._valid(a, j, ids[p : p + w])
+                if ok.any():
+                    p += int(ok.argmax())
+                    break
+                p += w
+                w = min(w * 2, 1 << 16)
+            ch[2] = p
+            if p < n:
+                keep.append(ch)
+                best = min(best, float(keys[p]))
+        if len(keep) > self.MERGE_AT:
+            keep = [self._merge(a, j, keep)]
+        self.chunks[e] = keep
+        return best
+
+    def _merge(self, a: int, j: int, chunks: list[list[Any]]) -> list[Any]:
+        keys = np.concatenate([c[0][c[2] :] for c in chunks])
+        ids = np.concatenate([c[1][c[2] :] for c in chunks])
+        ok = self._valid(a, j, ids)
+        keys, ids = keys[ok], ids[ok]
+        ids, first = np.unique(ids, return_index=True)
+        keys = keys[first]
+        order = np.argsort(keys, kind="stable")
+        return [keys[order], ids[order], 0]
+
+    def _ties(self, e: int, kappa: float) -> np.ndarray:
+        """Distinct valid candidates on edge e whose key equals the edge minimum kappa."""
+        a, j = divmod(e, self.k)
+        parts = []
+        for keys, ids, p in self.chunks[e]:
+            hi = int(np.searchsorted(keys, kappa, side="right"))
+            if hi > p:
+                seg = ids[p:hi]
+                parts.append(seg[self._valid(a, j, seg)])
+        if not parts:
+            return np.zeros(0, dtype=np.int64)
+        out = np.concatenate(parts)
+        return np.unique(out) if len(parts) > 1 else out
+
+    def _shortest(self) -> tuple[np.ndarray, np.ndarray, int] | None:
+        for e in self.dirty:
+            self.minkey.flat[e] = self._head(e)
+        self.dirty.clear()
+        k = self.k
+        lam = self.lam
+        w = self.minkey - lam[:, None] + lam[None, :]
+        # reduced costs are >= 0 in exact arithmetic; clamp rounding noise so Dijkstra stays valid
+        np.maximum(w, 0.0, out=w)
+        dist = np.full(k, np.inf)
+        dist[self.excess > 0] = 0.0
+        pred = np.full(k, -1, dtype=np.int64)
+        done = np.zeros(k, dtype=bool)
+        while True:
+            cand = np.where(done, np.inf, dist)
+            u = int(cand.argmin())
+            if not np.isfinite(cand[u]):
+                return None
+            if self.excess[u] < 0:
+                return dist, pred, u
+            done[u] = True
+            nd = dist[u] + w[u]
+            better = (nd < dist) & ~done
+            dist[better] = nd[better]
+            pred[better] = u
+
+    def run(self) -> bool:
+        """Move units until every fund meets its demand; False if the candidates alone cannot do it."""
+        k = self.k
+        while (self.excess > 0).any():
+            found = self._shortest()
+            if found is None:
+                return False
+            dist, pred, t = found
+            self.lam -= np.minimum(dist, dist[t])
+            path: list[int] = []
+            v = t
+            while pred[v] >= 0:
+                path.append(int(pred[v]) * k + v)
+                v = int(pred[v])
+            s = v
+            amount = int(min(self.excess[s], -self.excess[t]))
+            movers = []
+            for e in path:
+                ties = self._ties(e, float(self.minkey.flat[e]))
+                movers.append(ties)
+                amount = min(amount, ties.shape[0])
+            if amount <= 0:
+                # a cached minimum went stale; recompute those edges and retry
+                self.dirty.update(path)
+                continue
+            touched: set[int] = set()
+            for e, ties in zip(path, movers, strict=True):
+                a, j = divmod(e, k)
+                X = ties[:amount]
+                self.holds[a, X] = False
+                self.holds[j, X] = True
+                touched.update((a, j))
+                for other in range(k):
+                    if other == j:
+                        continue
+                    sel = X[~self.holds[other, X] & self.fin[other, X]]
+                    if sel.size:
+                        self._add(j, other, sel)
+                if self.K > 1:
+                    for h in range(k):
+                        if h in (a, j):
+                            continue
+                        sel = X[self.holds[h, X]]
+                        if sel.size:
+                            self._add(h, a, sel)
+            self.excess[s] -= amount
+            self.excess[t] += amount
+            for f in touched:
+                self.dirty.update(f * k + x for x in range(k) if x != f)
+                self.dirty.update(x * k + f for x in range(k) if x != f)
+            self.augmentations += 1
+            self.moved += amount * len(path)
+        return True
+
+
+# --- certificate -------------------------------------------------------------------------------------------
+
+
+def _certify(
+    W: np.ndarray, lam: np.ndarray, assign: np.ndarray, demand: np.ndarray, K: int, tol: float
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """float64 pass over all customers.
+
+    Returns (primal, dual bound g(lam), customers not holding K distinct best reduced scores (beyond tol),
+    customers per fund (k,)). The certificate trusts none of the flow's bookkeeping: deliveries are recounted
+    here, because primal == g(lam) only follows from "everyone holds K best" when every fund is exactly full.
+    """
+    k, N = W.shape
+    counts = np.zeros(k, dtype=np.int64)
+    primal = 0.0
+    best_sum = 0.0
+    bad: list[np.ndarray] = []
+    lam_col = lam[:, None]
+    for s in range(0, N, CHUNK):
+        e = min(N, s + CHUNK)
+        R = W[:, s:e].astype(np.float64)
+        cols = np.arange(e - s)
+        got_e = np.zeros(e - s)
+        for q in range(K):
+            got_e += R[assign[s:e, q], cols]
+        R -= lam_col
+        best = R.max(axis=0) if K == 1 else np.partition(R, k - K, axis=0)[k - K :].sum(axis=0)
+        got = got_e - lam[assign[s:e]].sum(axis=1)
+        with np.errstate(invalid="ignore"):
+            viol = ~(best - got <= tol)
+        if K > 1:
+            # a fund held twice would count its reduced score twice and could fake "K best"
+            srt = np.sort(assign[s:e], axis=1)
+            viol |= (srt[:, 1:] == srt[:, :-1]).any(axis=1)
+        counts += np.bincount(assign[s:e].ravel(), minlength=k)
+        if viol.any():
+            bad.append(np.flatnonzero(viol) + s)
+        primal += float(got_e.sum())
+        best_sum += float(best.sum())
+    dual = best_sum + float(lam @ demand)
+    return primal, dual, (np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)), counts
+
+
+def _max_abs_finite(W: np.ndarray) -> float:
+    m = 0.0
+    for s in range(0, W.shape[1], CHUNK):
+        blk = W[:, s : s + CHUNK]
+        fin = blk[np.isfinite(blk)]
+        if fin.size:
+            m = max(m, float(np.abs(fin).max()))
+    return m
+
+
+# --- driver -------------------------------------------------------------------------------------------------
+
+
+def solve_exact(
+    scores: np.ndarray,
+    tolerance: np.ndarray,
+    risk: np.ndarray,
+    demand: np.ndarray,
+    K: int = 1,
+    *,
+    seed: int = 0,
+    max_rounds: int = 4,
+    working: np.ndarray | None = None,
+    candidate_target: int | None = None,
+) -> ExactOutcome:
+    """Maximise sum E*X with K funds per customer, d_j customers per fund and t_i >= r_j.
+
+    scores: float32 (N, k); tolerance: (N,); risk: (k,); demand: int (k,) summing to N*K. The plan must be
+    feasible (see :mod:`eoca.allocation.feasibility`). ``working`` may pass a precomputed
+    :func:`working_matrix` to save its copy. ``candidate_target`` overrides the initial number of candidate
+    customers (tests use it to exercise the growth and fallback paths on small instances). Returns an
+    :class:`ExactOutcome` whose allocation is optimal and certified by the dual bound.
+    """
+    t0 = time.perf_counter()
+    N, k = scores.shape
+    demand = np.asarray(demand, dtype=np.int64)
+    dem_f = demand.astype(np.float64)
+    stats: dict[str, Any] = {"rounds": 0, "candidates": [], "scans": [], "augmentations": 0}
+    W = working if working is not None else working_matrix(scores, tolerance, risk)
+    scale = max(_max_abs_finite(W), 1e-30)
+    stats["t_setup"] = time.perf_counter() - t0
+    lam = np.zeros(k)
+    rng = np.random.default_rng(seed)
+
+    # 1. prices from random samples: coordinate descent to get near, Newton on growing samples to get close
+    t1 = time.perf_counter()
+    n_cd = min(N, 20_000)
+    rows = np.sort(rng.choice(N, size=n_cd, replace=False)) if n_cd < N else np.arange(N)
+    lam = coordinate_prices(W[:, rows].astype(np.float64), dem_f * (n_cd / N), lam, K, 4, scale)
+    n_s = 50_000
+    while n_s * 4 < N:
+        rows = np.sort(rng.choice(N, size=n_s, replace=False))
+        S = W[:, rows].astype(np.float64)
+        lam, _, n_scans = newton_prices(
+            S, dem_f * (n_s / N), lam, K, max_scans=25, stop_imbalance=max(1.0, n_s * 2e-4), scale=scale
+        )
+        stats["scans"].append(n_scans)
+        n_s *= 10
+    stats["t_sample_prices"] = time.perf_counter() - t1
+
+    # 2. Newton on all customers until only a handful of units are misplaced
+    t2 = time.perf_counter()
+    lam, sc, n_scans = newton_prices(
+        W, dem_f, lam, K, max_scans=30, stop_imbalance=max(10.0, N * 2e-6), scale=scale, keep_assign=True
+    )
+    stats["scans"].append(n_scans)
+    stats["t_prices"] = time.perf_counter() - t2
+
+    primal = dual = float("nan")
+    certified = False
+    float32_slop = 8.0 * np.finfo(np.float32).eps
+    imbalance = int(np.abs(sc.counts - demand).sum() // 2)
+    stats["imbalance_after_prices"] = imbalance
+    target = min(N, max(20_000, N // 200, 100 * imbalance))
+    if candidate_target is not None:
+        target = max(1, min(N, candidate_target))
+    assign = sc.assign
+    assert assign is not None
+    for rnd in range(max_rounds + 1):
+        if rnd == max_rounds:
+            target = N  # last resort: every customer is a candidate, which always finishes
+        stats["rounds"] = rnd + 1
+        t3 = time.perf_counter()
+        if rnd > 0:
+            sc = _scan(W, lam, K, dem_f, keep_assign=True)
+            assert sc.assign is not None
+            assign = sc.assign
+        gap = sc.gap
+        # 3. candidates: customers whose choice could change when prices move by less than their margin
+        if target >= N:
+            C = np.arange(N)
+        else:
+            delta = max(
+                float(np.partition(gap, target - 1)[target - 1]), float32_slop * 4 * (scale + float(np.abs(lam).max()))
+            )
+            C = np.flatnonzero(gap <= delta)
+        fixed = np.ones(N, dtype=bool)
+        fixed[C] = False
+        counts_fixed = np.bincount(assign[fixed].ravel(), minlength=k)
+        del fixed, sc
+        stats["candidates"].append(int(C.size))
+        S = W[:, C].astype(np.float64)
+        _, idx = top_levels(S - lam[:, None], K)
+        holds = np.zeros((k, C.size), dtype=bool)
+        cols = np.arange(C.size)
+        for q in range(K):
+            holds[idx[q], cols] = True
+        excess = counts_fixed + holds.sum(axis=1) - demand
+        stats["t_candidates"] = stats.get("t_candidates", 0.0) + time.perf_counter() - t3
+
+        # 4. exact finish by successive shortest paths on the contracted graph
+        t4 = time.perf_counter()
+        net = _Contracted(S, holds, excess, lam, K)
+        ok = net.run()
+        lam = net.lam
+        stats["augmentations"] += net.augmentations
+        stats["t_flow"] = stats.get("t_flow", 0.0) + time.perf_counter() - t4
+        if not ok:
+            if target >= N:
+                raise RuntimeError("the flow could not meet the demands although the plan passed feasibility")
+            target = min(N, target * 8)
+            continue
+        assign[C] = held_sets(np.argsort(~net.holds, axis=0, kind="stable").astype(np.int32), K)
+        del net, S, holds
+
+        # 5. certificate over all customers
+        t5 = time.perf_counter()
+        tol = 64.0 * K * _EPS * (scale + float(np.abs(lam).max()))
+        primal, dual, bad, counts = _certify(W, lam, assign, demand, K, tol)
+        stats["t_certify"] = stats.get("t_certify", 0.0) + time.perf_counter() - t5
+        stats["violators"] = int(bad.size)
+        if not np.array_equal(counts, demand):
+            raise RuntimeError(
+                f"exact solver bookkeeping error: deliveries {counts.tolist()} differ from demands {demand.tolist()}"
+            )
+        if bad.size == 0:
+            certified = True
+            break
+        target = min(N, max(target * 8, int(bad.size) * 8))
+    stats["t_total"] = time.perf_counter() - t0
+    return ExactOutcome(assign=assign, prices=lam, primal=primal, dual=dual, certified=certified, stats=stats)

@@ -1,0 +1,91 @@
+"""The model zoo's interface: the batch a model consumes, the output it produces and the base class.
+
+Training and evaluation code only ever sees :class:`Batch`, :class:`ModelOutput` and :class:`EtvModel`;
+what a model actually reads lives in ``Batch.inputs`` and is produced by
+:class:`eoca.models.features.BoundFeatures`, so the two sides can change independently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+TASKS: frozenset[str] = frozenset({"ctr", "conversion", "amount", "etv"})
+"""Every task a model may declare; evaluation computes a task's metrics only for models that declare it."""
+
+
+@dataclass
+class Batch:
+    """A batch of (customer, fund) rows.
+
+    Attributes:
+        customer: int64 ``[B]``, position of the row's customer in the bound customers table.
+        fund: int64 ``[B]``, position of the row's fund in the bound funds table.
+        inputs: model inputs keyed by name (opaque to training code); every tensor has leading dim ``B`` or
+            is indexed by ``customer``/``fund`` (see :class:`eoca.models.features.BoundFeatures`).
+        converted: float32 ``[B]`` in {0, 1}; ``None`` for unlabelled (scoring) batches.
+        amount: float32 ``[B]``, purchase amount, 0 where not converted.
+        clicked: float32 ``[B]`` in {0, 1}, only when the dataset has click labels.
+    """
+
+    customer: Tensor
+    fund: Tensor
+    inputs: dict[str, Tensor] = field(default_factory=dict)
+    converted: Tensor | None = None
+    amount: Tensor | None = None
+    clicked: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.customer.shape[0])
+
+
+@dataclass
+class ModelOutput:
+    """A model's predictions; every tensor is float32 ``[B]``.
+
+    Attributes:
+        p: P(convert | exposure) over the entire exposure space (ESMM's pCTCVR where the model has one).
+        etv: expected transaction value, always from :func:`eoca.models.losses.expected_transaction_value`.
+        pctr, pcvr: click and post-click conversion probabilities (ESMM-style models only).
+        mu, sigma: lognormal parameters of the amount (models with a lognormal amount head).
+        amount: ``E[amount | convert]`` where the model has it.
+    """
+
+    p: Tensor
+    etv: Tensor
+    pctr: Tensor | None = None
+    pcvr: Tensor | None = None
+    mu: Tensor | None = None
+    sigma: Tensor | None = None
+    amount: Tensor | None = None
+
+
+class EtvModel(torch.nn.Module):
+    """Base class of every zoo model.
+
+    Subclasses set :attr:`name` and :attr:`tasks` and implement :meth:`loss` and :meth:`predict`.
+    """
+
+    name: str = "etv_model"
+    tasks: frozenset[str] = frozenset()
+
+    def loss(self, batch: Batch) -> Tensor:
+        """Scalar mean training loss of this model on a labelled batch."""
+        raise NotImplementedError(f"{type(self).__name__} does not define loss()")
+
+    def predict(self, batch: Batch) -> ModelOutput:
+        """Predictions for every row of ``batch``; the caller handles ``no_grad`` and ``eval()``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define predict()")
+
+
+def require_labels(batch: Batch, *names: str) -> list[Tensor]:
+    """Return the named label tensors of ``batch``, raising a clear error when one is missing."""
+    out: list[Tensor] = []
+    for name in names:
+        value = getattr(batch, name)
+        if value is None:
+            raise ValueError(f"training needs batch.{name}, but this batch has no '{name}' labels")
+        out.append(value)
+    return out

@@ -1,0 +1,278 @@
+"""``eoca run``: predict, optimise and evaluate end to end, writing one self-contained run folder.
+
+Steps (each timed and reported): 1. simulate or load the data; 2. train the configured models; 3. score every
+evaluation customer x fund; 4. build the delivery plan; 5. allocate with every configured method, plus the
+oracle (true ETV, exact) on simulated data; 6. evaluate online: a simulated A/B test with common random
+numbers when the simulator's ground truth exists, else inverse-propensity policy values on the held-out
+randomized log; 7. write config, metrics (JSON, CSV), allocations (Parquet), plots (PNG) and report.html.
+
+The run folder is assembled under a hidden temporary name beside its final name and renamed only when every
+file is written, so a crashed run never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from eoca.data import Dataset
+from eoca.errors import ConfigError, DataValidationError
+from eoca.io import write_json, write_parquet, write_text
+from eoca.pipeline.config import ORACLE, RunConfig, config_to_yaml
+from eoca.pipeline.frameworks import FrameworkRun, Plan, allocation_table, build_plan, run_method
+from eoca.pipeline.tables import write_csv
+
+console = Console(stderr=True)
+
+
+@dataclass
+class ModelRun:
+    """One trained model's outputs used downstream."""
+
+    name: str
+    offline: dict[str, Any]
+    etv: np.ndarray  # float32 (n_eval, k): predicted ETV of the evaluation customers
+    p: np.ndarray  # float32 (n_eval, k): predicted conversion probability
+    test_pred: dict[str, np.ndarray]  # predictions on the test exposures, keys etv and p (n_test,)
+    train_seconds: float
+    score_seconds: float
+    epochs: int
+
+
+@dataclass
+class RunResult:
+    """What a run produced; ``folder`` holds every artefact."""
+
+    folder: Path
+    config: RunConfig
+    dataset_name: str
+    models: list[ModelRun]
+    plan: Plan
+    frameworks: list[FrameworkRun]
+    online: dict[str, Any]
+    metrics: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def open_run_data(cfg: RunConfig) -> Dataset:
+    """The dataset a run works on: ``cfg.data`` if given, else the simulated world of ``cfg.simulator``."""
+    if cfg.data is not None:
+        from eoca.data.resolve import open_dataset
+
+        return open_dataset(cfg.data)
+    from eoca.simulate import load_simulator_config, simulate
+
+    sim = cfg.simulator
+    sets = [
+        *sim.set,
+        f"world.n_customers={sim.customers}",
+        f"world.n_funds={sim.funds}",
+        f"world.n_periods={sim.periods}",
+        f"seed={sim.seed}",
+    ]
+    return simulate(load_simulator_config(None, sets), progress=cfg.progress)
+
+
+def _folder(cfg: RunConfig, out: Path | None, runs_root: Path) -> Path:
+    if out is not None:
+        return out
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return runs_root / f"{stamp}-{cfg.name}"
+
+
+def run_pipeline(cfg: RunConfig, out: Path | None = None, runs_root: Path = Path("runs")) -> RunResult:
+    """Run every step of ``cfg`` and return the result; the run folder is ``out`` or ``runs_root/<stamp>-<name>``.
+
+    Raises:
+        ConfigError: the folder exists already, or the configuration does not fit the data.
+        DataValidationError / InfeasiblePlanError: bad data or an impossible delivery plan, with details.
+    """
+    final = _folder(cfg, out, runs_root)
+    if final.exists():
+        raise ConfigError(f"run folder {final} exists already; pass another --out or remove it")
+    work = final.parent / f".{final.name}.partial"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    try:
+        result = _run(cfg, work)
+        work.rename(final)
+    except BaseException:
+        console.print(f"[red]run failed; partial outputs kept in {work}[/]")
+        raise
+    result.folder = final
+    return result
+
+
+def _step(name: str, timings: dict[str, float], t0: float) -> float:
+    now = time.perf_counter()
+    timings[name] = now - t0
+    console.print(f"[green]done[/] {name} in {now - t0:.1f} s")
+    return now
+
+
+def _run(cfg: RunConfig, work: Path) -> RunResult:
+    timings: dict[str, float] = {}
+    t_all = t0 = time.perf_counter()
+    write_text(config_to_yaml(cfg), work / "config.yaml")
+
+    console.rule("1. data")
+    dataset = open_run_data(cfg)
+    simulated = dataset.truth is not None
+    t0 = _step("data", timings, t0)
+
+    console.rule("2-3. train and score")
+    plan = build_plan(dataset, cfg.plan)
+    models = [_train_and_score(cfg, dataset, name, plan, work) for name in cfg.models]
+    t0 = _step("train and score", timings, t0)
+
+    console.rule("4-5. plan and allocate")
+    frameworks = _allocate_all(cfg, dataset, plan, models)
+    write_parquet(allocation_table(frameworks), work / "allocations.parquet")
+    primary = _primary(cfg, frameworks)
+    write_parquet(primary.result.to_table(), work / "allocation.parquet")
+    t0 = _step("allocate", timings, t0)
+
+    console.rule("6. online evaluation")
+    from eoca.pipeline.online import evaluate_online
+
+    online = evaluate_online(cfg, dataset, plan, frameworks)
+    t0 = _step("online evaluation", timings, t0)
+
+    console.rule("7. report")
+    from eoca.pipeline.report import allocation_rows, build_report, write_plots
+
+    metrics = {
+        "date": dt.date.today().isoformat(),
+        "dataset": {
+            "name": dataset.spec.name,
+            "simulated": simulated,
+            "customers": dataset.n_customers,
+            "funds": dataset.n_funds,
+            "exposures": dataset.exposures.num_rows,
+            "evaluation_customers": int(plan.customer_pos.size),
+        },
+        "plan": {
+            "K": plan.K,
+            "risk_rule": cfg.plan.risk_rule,
+            "shares_rule": plan.shares_rule,
+            "demand": {str(f): int(d) for f, d in zip(_fund_ids(dataset), plan.demand.tolist(), strict=True)},
+        },
+        "offline": [{"model": m.name, **m.offline} for m in models],
+        "training": [
+            {"model": m.name, "epochs": m.epochs, "train_s": m.train_seconds, "score_s": m.score_seconds}
+            for m in models
+        ],
+        "allocation": allocation_rows(frameworks, dataset, plan),
+        "primary_framework": primary.name,
+        **online,
+    }
+    write_csv(metrics["offline"], work / "offline_metrics.csv")
+    write_csv(metrics["allocation"], work / "allocation_value.csv")
+    for key in ("ab_test", "policy_values"):
+        if key in online:
+            write_csv(online[key], work / f"{key}.csv")
+    plots = write_plots(work / "plots", dataset, plan, models, frameworks, online)
+    timings["report_inputs"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_all
+    metrics["timings_s"] = timings
+    result = RunResult(
+        folder=work,
+        config=cfg,
+        dataset_name=dataset.spec.name,
+        models=models,
+        plan=plan,
+        frameworks=frameworks,
+        online=online,
+        metrics=metrics,
+        timings=timings,
+    )
+    from eoca.pipeline.report import run_summary
+    from eoca.report import render_report
+
+    metrics["summary"] = run_summary(result)
+    write_json(metrics, work / "metrics.json")
+    render_report(work / "report.html", build_report(result, plots))
+    _step("report", timings, t0)
+    return result
+
+
+def _fund_ids(dataset: Dataset) -> list[Any]:
+    return list(dataset.funds.column("fund_id").to_pylist())
+
+
+def _train_and_score(cfg: RunConfig, dataset: Dataset, name: str, plan: Plan, work: Path) -> ModelRun:
+    from eoca.config import deep_merge, validate_config
+    from eoca.evaluation.compare import offline_metrics
+    from eoca.training import TrainConfig, train
+    from eoca.training.config import default_train_dict
+
+    tc = validate_config(
+        TrainConfig,
+        deep_merge(default_train_dict(), {**cfg.train, "model": name, "params": cfg.model_params.get(name, {})}),
+        "run config: train / model_params",
+    )
+    console.print(f"training [bold]{name}[/]")
+    t0 = time.perf_counter()
+    trained = train(dataset, tc, work / "models" / name, progress=cfg.progress)
+    t_train = time.perf_counter() - t0
+    offline = offline_metrics(trained, dataset, "test")
+    t0 = time.perf_counter()
+    mats = trained.score_matrix(dataset, chunk_customers=cfg.score_chunk, progress=cfg.progress)
+    t_score = time.perf_counter() - t0
+    test = dataset.split_mask("test")
+    cpos = dataset.customer_index(dataset.exposures.column("customer_id"))[test]
+    fpos = dataset.fund_index(dataset.exposures.column("fund_id"))[test]
+    test_pred = trained.predict_pairs(dataset, cpos, fpos)
+    etv = np.asarray(mats["etv"], dtype=np.float32)[plan.customer_pos]
+    p = np.asarray(mats["p"], dtype=np.float32)[plan.customer_pos]
+    if not np.isfinite(etv).all():
+        bad = int((~np.isfinite(etv)).sum())
+        raise DataValidationError(f"model '{name}' produced {bad:,} non-finite ETV scores; it diverged in training")
+    return ModelRun(
+        name=name,
+        offline=offline,
+        etv=etv,
+        p=p,
+        test_pred={"etv": np.asarray(test_pred["etv"]), "p": np.asarray(test_pred["p"])},
+        train_seconds=t_train,
+        score_seconds=t_score,
+        epochs=len(trained.history),
+    )
+
+
+def _allocate_all(cfg: RunConfig, dataset: Dataset, plan: Plan, models: list[ModelRun]) -> list[FrameworkRun]:
+    sources: list[tuple[str, np.ndarray, list[str]]] = [(m.name, m.etv, list(cfg.allocation.methods)) for m in models]
+    if dataset.truth is not None:
+        from eoca.simulate import truth_arrays
+
+        true_etv = truth_arrays(dataset).etv[plan.customer_pos].astype(np.float32)
+        sources.append((ORACLE, true_etv, ["exact"]))
+    out: list[FrameworkRun] = []
+    for model, scores, methods in sources:
+        for method in methods:
+            problem = plan.problem(scores, dataset, source=f"{model} scores")
+            res = run_method(problem, method, cfg.allocation)
+            gap = "" if res.gap is None else f", certificate gap {res.gap:.3g}"
+            console.print(
+                f"  {model}+{method}: objective {res.objective:,.0f} in {res.wall_time_s:.2f} s, "
+                f"{res.unassigned_customers().size:,} customers short{gap}"
+            )
+            out.append(FrameworkRun(name=f"{model}+{method}", model=model, method=method, result=res))
+    return out
+
+
+def _primary(cfg: RunConfig, frameworks: list[FrameworkRun]) -> FrameworkRun:
+    """The framework whose allocation is the run's answer: the last configured model with the exact method,
+    or its last method when exact is not configured."""
+    model = cfg.models[-1]
+    mine = [f for f in frameworks if f.model == model]
+    exact = [f for f in mine if f.method == "exact"]
+    return exact[0] if exact else mine[-1]

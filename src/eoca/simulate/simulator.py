@@ -1,0 +1,418 @@
+"""The simulator's pipeline: latent world -> behaviour and graph -> true pair parameters -> logged exposures,
+assembled into a validated :class:`eoca.data.Dataset`; plus the oracle accessors evaluation uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from scipy.special import expit
+
+from eoca.data.dataset import Dataset
+from eoca.data.schema import EVENT_TYPES, DatasetSpec, FeatureSpec, SplitSpec, TableSpec
+from eoca.errors import DataValidationError
+from eoca.simulate.config import SimulatorConfig, config_yaml
+from eoca.simulate.outcomes import (
+    PairLatents,
+    amount_parameters,
+    calibrate_cvr_shift,
+    click_and_conversion_logits,
+    draw_outcomes,
+    expected_value,
+)
+from eoca.simulate.policy import draw_deliveries, policy_probabilities
+from eoca.simulate.world import (
+    STEP_PAIRS,
+    STEP_POLICY,
+    Consumption,
+    CustomerLatents,
+    Events,
+    FundLatents,
+    chunk_count,
+    generate_consumption,
+    generate_customers,
+    generate_events,
+    generate_funds,
+    step_rng,
+)
+
+# Customers used to solve the CVR intercept for the target conversion rate; iid customers make a fixed
+# prefix an unbiased sample and keep the calibration cheap at a million customers.
+_CALIBRATION_CUSTOMERS = 50_000
+_STREAM_STRIDE = 1_000_003
+
+
+def period_stream(seed: int, period: int) -> int:
+    """Random stream of the outcomes of delivery period ``period`` in the world of ``seed``.
+
+    Periods 0..P-1 are the logged exposures. A simulated A/B test of the test period should draw with
+    ``period_stream(seed, P)`` or later, a stream no logged outcome used.
+    """
+    return seed * _STREAM_STRIDE + period
+
+
+@dataclass
+class World:
+    """A generated world: the dataset plus everything hidden from it.
+
+    Attributes:
+        config: the configuration it was generated from.
+        dataset: the validated dataset (what ``eoca simulate`` writes).
+        customers: latent customer traits.
+        funds: latent fund traits.
+        consumption: the graph with the merchants' latent price levels.
+        ctr, p, mu, sigma, etv: true pair quantities, float64 (N, K); p = CTCVR, etv = p (e^{mu+sigma^2/2} - 1).
+        eligible: bool (N, K): fund risk level <= customer risk tolerance.
+        cvr_shift: the calibrated conversion-given-click logit intercept.
+    """
+
+    config: SimulatorConfig
+    dataset: Dataset
+    customers: CustomerLatents
+    funds: FundLatents
+    events: Events
+    consumption: Consumption
+    ctr: np.ndarray
+    p: np.ndarray
+    mu: np.ndarray
+    sigma: np.ndarray
+    etv: np.ndarray
+    eligible: np.ndarray
+    cvr_shift: float
+
+
+class _Period(NamedTuple):
+    """One delivery period's logged exposures, arrays of shape (N,) in customer order."""
+
+    fund: np.ndarray
+    propensity: np.ndarray
+    clicked: np.ndarray
+    converted: np.ndarray
+    amount: np.ndarray
+
+
+class _Steps:
+    """Progress display over the pipeline's steps (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._progress: Progress | None = None
+        if enabled:
+            self._progress = Progress(
+                TextColumn("{task.description:<28}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
+
+    def __enter__(self) -> _Steps:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    @contextlib.contextmanager
+    def step(self, name: str, total: int = 1) -> Iterator[Callable[[], None]]:
+        prog = self._progress
+        if prog is None:
+            yield lambda: None
+            return
+        task = prog.add_task(name, total=total)
+        yield lambda: prog.advance(task)
+        prog.update(task, completed=total)
+
+
+def generate_world(config: SimulatorConfig, progress: bool = False) -> World:
+    """Generate the full world of ``config`` (deterministic for its seed).
+
+    Memory is dominated by a few (N, K) float64 matrices and the event table: about 1.5 GB at 1M x 8.
+    """
+    cfg = config
+    n, k = cfg.world.n_customers, cfg.world.n_funds
+    type_names = [t.name for t in cfg.funds.fund_types]
+    n_types = len(type_names)
+    with _Steps(progress) as steps:
+        with steps.step("customers and funds"):
+            cust, cust_cols = generate_customers(cfg)
+            funds, fund_cols = generate_funds(cfg)
+            tolerance = cust_cols["risk_tolerance"]
+            risk = fund_cols["risk_level"]
+            eligible = risk[None, :] <= tolerance[:, None]
+            pref_pair = cust.preference[:, funds.type_index]
+            rng = step_rng(cfg.seed, STEP_PAIRS)
+            base = PairLatents(
+                preference=pref_pair,
+                history=np.zeros((n, k)),
+                risk_gap=np.maximum(0.0, risk[None, :] - (3.0 + cust.risk_appetite[:, None])),
+                engagement=cust.engagement,
+                z_capital=cust.z_capital,
+                ticket_style=cust.ticket_style,
+                dispersion=cust.dispersion,
+                fund_appeal=funds.appeal,
+                fund_amount=funds.amount_effect,
+                fund_risk=funds.centred_risk,
+                pair_noise=rng.standard_normal((n, k)),
+            )
+            mu, sigma = amount_parameters(base, cfg)
+        with steps.step("behaviour events", chunk_count(n, k)) as tick:
+            events = generate_events(cfg, pref_pair, eligible, cust.engagement, funds.appeal, mu, sigma, tick)
+        with steps.step("consumption graph", chunk_count(n, 16)) as tick:
+            graph = generate_consumption(cfg, cust.z_capital, tick)
+        with steps.step("conversion model"):
+            ev_type_pos = events.customer * n_types + funds.type_index[events.fund]
+            purchases = events.event_type == EVENT_TYPES.index("purchase")
+            bought = np.bincount(ev_type_pos[purchases], minlength=n * n_types).reshape(n, n_types)
+            history = np.log1p(bought[:, funds.type_index].astype(np.float64))
+            lat = PairLatents(**{**base.__dict__, "history": history})
+            ctr_logit, cvr_logit = click_and_conversion_logits(lat, cfg)
+            ctr = expit(ctr_logit)
+            m = min(n, _CALIBRATION_CUSTOMERS)
+            shift = calibrate_cvr_shift(ctr[:m], cvr_logit[:m], eligible[:m], cfg.conversion.target_per_mille / 1000.0)
+            p = ctr * expit(cvr_logit + shift)
+            etv = expected_value(p, mu, sigma)
+        with steps.step("logged exposures", cfg.world.n_periods) as tick:
+            used = np.bincount(ev_type_pos, minlength=n * n_types).reshape(n, n_types)
+            favourite = np.where(used.sum(axis=1) > 0, np.argmax(used, axis=1), cust_cols["stated_preference"])
+            volume = np.log1p(np.bincount(events.fund, minlength=k).astype(np.float64))
+            pop_z = (volume - volume.mean()) / volume.std() if volume.std() > 0 else np.zeros(k)
+            probs = policy_probabilities(cfg.policy, favourite, funds.type_index, pop_z, risk, tolerance)
+            exposures: list[_Period] = []
+            rows = np.arange(n)
+            for t in range(cfg.world.n_periods):
+                fund, prop = draw_deliveries(probs, step_rng(cfg.seed, STEP_POLICY, t))
+                out = draw_outcomes(
+                    p[rows, fund],
+                    mu[rows, fund],
+                    sigma[rows, fund],
+                    rows,
+                    fund,
+                    period_stream(cfg.seed, t),
+                    ctr=ctr[rows, fund],
+                )
+                assert out.clicked is not None
+                exposures.append(_Period(fund, prop, out.clicked, out.converted, out.amount))
+                tick()
+        with steps.step("tables and validation"):
+            ds = _assemble(cfg, cust_cols, fund_cols, type_names, events, graph, exposures, p, mu, sigma, etv)
+            ds.validate()
+    return World(
+        config=cfg,
+        dataset=ds,
+        customers=cust,
+        funds=funds,
+        events=events,
+        consumption=graph,
+        ctr=ctr,
+        p=p,
+        mu=mu,
+        sigma=sigma,
+        etv=etv,
+        eligible=eligible,
+        cvr_shift=shift,
+    )
+
+
+def simulate(config: SimulatorConfig, progress: bool = False) -> Dataset:
+    """Generate the world of ``config`` and return its validated dataset (truth table included)."""
+    return generate_world(config, progress).dataset
+
+
+_CUSTOMER_FEATURES = (
+    ("age", "numeric", "age in years (older customers tend to hold more capital and take less risk)"),
+    ("city_tier", "categorical", "1 = largest cities .. 4; wealthier customers live in tier 1 more often"),
+    ("income_band", "categorical", "income decile 0..9, a noisy view of capital"),
+    ("log_holdings", "numeric", "log(1 + holdings on the platform); 0 for customers holding nothing yet"),
+    ("tenure_months", "numeric", "months since the account was opened"),
+    ("sessions_30d", "numeric", "app sessions in the last 30 days (engagement)"),
+    ("stated_preference", "categorical", "fund type named as favourite in the onboarding questionnaire"),
+)
+_FUND_FEATURES = (
+    ("fund_type", "categorical", "fund type"),
+    ("annual_return", "numeric", "trailing annual return, %"),
+    ("volatility", "numeric", "annualised volatility, %"),
+    ("management_fee", "numeric", "yearly management fee, %"),
+    ("fund_age_years", "numeric", "years since launch"),
+)
+
+
+def _assemble(
+    cfg: SimulatorConfig,
+    cust_cols: dict[str, np.ndarray],
+    fund_cols: dict[str, np.ndarray],
+    type_names: list[str],
+    events: Events,
+    graph: Consumption,
+    exposures: Sequence[_Period],
+    p: np.ndarray,
+    mu: np.ndarray,
+    sigma: np.ndarray,
+    etv: np.ndarray,
+) -> Dataset:
+    n, k = p.shape
+    names = pa.array(type_names, type=pa.string())
+    customers = pa.table(
+        {
+            "customer_id": pa.array(np.arange(n, dtype=np.int64)),
+            "risk_tolerance": cust_cols["risk_tolerance"],
+            **{
+                f: (names.take(pa.array(cust_cols[f])) if f == "stated_preference" else cust_cols[f])
+                for f, _, _ in _CUSTOMER_FEATURES
+            },
+        }
+    )
+    funds = pa.table(
+        {
+            "fund_id": pa.array(np.arange(k, dtype=np.int64)),
+            "risk_level": fund_cols["risk_level"],
+            **{
+                f: (names.take(pa.array(fund_cols[f])) if f == "fund_type" else fund_cols[f])
+                for f, _, _ in _FUND_FEATURES
+            },
+        }
+    )
+    periods = len(exposures)
+    exp_tab = pa.table(
+        {
+            "customer_id": np.tile(np.arange(n, dtype=np.int64), periods),
+            "fund_id": np.concatenate([e.fund for e in exposures]).astype(np.int64),
+            "time": np.repeat(np.arange(periods, dtype=np.int64), n),
+            "clicked": np.concatenate([e.clicked for e in exposures]),
+            "converted": np.concatenate([e.converted for e in exposures]),
+            "amount": np.concatenate([e.amount for e in exposures]),
+            "propensity": np.concatenate([e.propensity for e in exposures]),
+        }
+    )
+    ev_tab = pa.table(
+        {
+            "customer_id": events.customer,
+            "fund_id": events.fund,
+            "time": events.time,
+            "event_type": pa.array(list(EVENT_TYPES), type=pa.string()).take(pa.array(events.event_type)),
+            "amount": events.amount,
+        }
+    )
+    cons_tab = pa.table(
+        {
+            "customer_id": graph.customer,
+            "merchant_id": graph.merchant,
+            "payment_count": graph.payment_count,
+            "payment_total": graph.payment_total,
+        }
+    )
+    truth = pa.table(
+        {
+            "customer_id": np.repeat(np.arange(n, dtype=np.int64), k),
+            "fund_id": np.tile(np.arange(k, dtype=np.int64), n),
+            "p": p.ravel(),
+            "mu": mu.ravel(),
+            "sigma": sigma.ravel(),
+            "etv": etv.ravel(),
+        }
+    )
+    spec = DatasetSpec(
+        name=cfg.name,
+        description=(
+            f"eoca simulated fund platform: {n:,} customers, {k} funds, {periods} delivery periods "
+            f"(the last is the test period), seed {cfg.seed}"
+        ),
+        risk_levels=(1, 5),
+        customers=TableSpec(
+            file="customers.parquet",
+            features=[FeatureSpec(name=f, type=t, description=d) for f, t, d in _CUSTOMER_FEATURES],  # type: ignore[arg-type]
+        ),
+        funds=TableSpec(
+            file="funds.parquet",
+            features=[FeatureSpec(name=f, type=t, description=d) for f, t, d in _FUND_FEATURES],  # type: ignore[arg-type]
+        ),
+        exposures=TableSpec(file="exposures.parquet"),
+        events=TableSpec(file="events.parquet"),
+        consumption=TableSpec(file="consumption.parquet"),
+        truth=TableSpec(file="truth.parquet"),
+        split=SplitSpec(test_start=periods - 1, validation_fraction=0.1, seed=cfg.seed),
+        sequence_length=cfg.sequence_length,
+        propensity="logged",
+        notes={
+            "generator": "eoca simulate (docs/simulator.md)",
+            "truth": "oracle only: true p (CTCVR), mu, sigma of log(amount + 1), etv = p * (exp(mu + sigma^2/2) - 1)",
+            "simulator_config": config_yaml(cfg),
+        },
+    )
+    return Dataset(
+        spec=spec,
+        customers=customers,
+        funds=funds,
+        exposures=exp_tab,
+        events=ev_tab,
+        consumption=cons_tab,
+        truth=truth,
+    )
+
+
+# --- oracle accessors ----------------------------------------------------------------------------------------
+
+
+class TruthArrays(NamedTuple):
+    """True pair quantities in dataset order: float64 arrays of shape (N, K), row i = customers row i,
+    column j = funds row j."""
+
+    p: np.ndarray
+    mu: np.ndarray
+    sigma: np.ndarray
+    etv: np.ndarray
+
+
+def truth_arrays(dataset: Dataset) -> TruthArrays:
+    """The truth table of ``dataset`` as (N, K) matrices aligned with its customers and funds tables.
+
+    Raises:
+        DataValidationError: the dataset has no truth table (only simulated data have one) or it does not
+            cover every pair exactly once.
+    """
+    tr = dataset.truth
+    if tr is None:
+        raise DataValidationError(
+            f"dataset '{dataset.spec.name}' has no truth table; only simulated datasets carry the oracle"
+        )
+    n, k = dataset.n_customers, dataset.n_funds
+    rows = dataset.customer_index(tr.column("customer_id"))
+    cols = dataset.fund_index(tr.column("fund_id"))
+    flat = rows * k + cols
+    if tr.num_rows != n * k or np.bincount(flat, minlength=n * k).max(initial=0) != 1:
+        raise DataValidationError("table 'truth' must hold every (customer, fund) pair exactly once")
+    out = []
+    for name in ("p", "mu", "sigma", "etv"):
+        vals = np.asarray(tr.column(name).to_numpy(), dtype=np.float64)
+        mat = np.empty(n * k, dtype=np.float64)
+        mat[flat] = vals
+        out.append(mat.reshape(n, k))
+    return TruthArrays(*out)
+
+
+OutcomeDraw = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def outcome_draw(truth: TruthArrays | Dataset, stream: int) -> OutcomeDraw:
+    """An outcome source for :func:`eoca.evaluation.online.simulate_ab_test`: ``draw(customer_pos, fund_pos)
+    -> (converted, amount)`` from the true parameters, with common random numbers on ``stream``.
+
+    ``customer_pos`` / ``fund_pos`` are int arrays of shape (m,) indexing the truth matrices' rows / columns.
+    """
+    ta = truth_arrays(truth) if isinstance(truth, Dataset) else truth
+
+    def draw(customer_pos: np.ndarray, fund_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c = np.asarray(customer_pos, dtype=np.int64)
+        f = np.asarray(fund_pos, dtype=np.int64)
+        out = draw_outcomes(ta.p[c, f], ta.mu[c, f], ta.sigma[c, f], c, f, stream)
+        return out.converted, out.amount
+
+    return draw

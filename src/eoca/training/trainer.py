@@ -1,0 +1,496 @@
+"""Training loop of the ETV model zoo: Adam, early stopping on validation loss, a checkpoint every epoch, exact
+resume, and the EOCA grid search over learning rate x dropout.
+
+Reproducibility. Weight initialisation is seeded with ``config.seed``; each epoch then re-seeds both the data
+order (a ``torch.Generator`` handed to :meth:`BoundFeatures.exposure_batches`) and the global torch RNG that
+dropout draws from with a number derived from ``(seed, epoch)`` only. Epoch ``e`` therefore does exactly the
+same thing whether the process has run since epoch 0 or was restarted from the checkpoint of epoch ``e - 1``,
+which is what makes ``resume=True`` bit-identical to an uninterrupted run.
+
+Safety. Checkpoints and saved models contain only tensors and plain Python values (the FeatureSpace is stored
+as its JSON-like ``state_dict``), so they are read with ``torch.load(weights_only=True)``: a file that would
+need arbitrary unpickling to load is refused instead of executed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from eoca.config import validate_config
+from eoca.data import Dataset
+from eoca.errors import ConfigError, DataValidationError
+from eoca.io import atomic_path, write_json, write_yaml
+from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model
+from eoca.training.config import TrainConfig, coerce_train_config
+
+MODEL_FILE = "model.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
+GRID_FILE = "grid.json"
+GRID_CONFIG_FILE = "grid_config.yaml"
+_FORMAT = "eoca-etv-model"
+_CKPT_FORMAT = "eoca-training-checkpoint"
+_VERSION = 1
+
+OUTPUT_FIELDS: tuple[str, ...] = ("p", "etv", "pctr", "pcvr", "mu", "sigma", "amount")
+"""ModelOutput fields copied into predictions, in column order."""
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+# --- threads and seeds ---------------------------------------------------------------------------------------
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, which containers and ``taskset`` narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows have no affinity API
+        return max(1, os.cpu_count() or 1)
+
+
+def set_threads(num_threads: int | None = None) -> int:
+    """Set torch's intra-op threads to ``num_threads`` or the CPUs available; returns the number used.
+
+    torch defaults to the machine's physical core count, which oversubscribes a container limited to fewer.
+    """
+    n = num_threads or available_cpus()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of epoch ``epoch``'s data order and dropout: a fixed mix of (seed, epoch), no hidden state."""
+    x = (seed * 0x9E3779B97F4A7C15 + (epoch + 1) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x ^= x >> 31
+    return x & 0x7FFFFFFFFFFFFFFF
+
+
+# --- progress ------------------------------------------------------------------------------------------------
+def make_progress(enabled: bool) -> Progress:
+    """A rich progress display (bar, count, elapsed, remaining); ``enabled=False`` renders nothing."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+# --- the trained model ---------------------------------------------------------------------------------------
+@dataclass
+class TrainedModel:
+    """A fitted model with the feature encodings it was trained with, its config and its epoch history."""
+
+    model: EtvModel
+    features: FeatureSpace
+    config: TrainConfig
+    history: list[dict[str, float]]
+    _bound: tuple[Dataset, BoundFeatures] | None = field(default=None, repr=False, compare=False)
+
+    # binding encodes every customer of a dataset; scoring calls predict_pairs many times per dataset, so the
+    # last binding is kept (compared by identity, datasets are not hashable).
+    def bind(self, dataset: Dataset) -> BoundFeatures:
+        if self._bound is None or self._bound[0] is not dataset:
+            self._bound = (dataset, self.features.bind(dataset))
+        return self._bound[1]
+
+    @property
+    def name(self) -> str:
+        return self.config.model
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write ``model.pt`` (weights, features, config, history) and ``config.yaml`` into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "model": self.config.model,
+            "state_dict": self.model.state_dict(),
+            "features": self.features.state_dict(),
+            "config": self.config.model_dump(mode="json"),
+            "history": [dict(h) for h in self.history],
+        }
+        with atomic_path(d / MODEL_FILE) as tmp:
+            torch.save(payload, tmp)
+        write_yaml(self.config.model_dump(mode="json"), d / CONFIG_FILE)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> TrainedModel:
+        """Load a model saved by :meth:`save` (a run folder or the ``model.pt`` file itself), safely."""
+        p = Path(directory)
+        path = p / MODEL_FILE if p.is_dir() else p
+        payload = safe_torch_load(path)
+        if payload.get("format") != _FORMAT:
+            raise DataValidationError(f"{path}: not an eoca model file (format {payload.get('format')!r})")
+        config = validate_config(TrainConfig, payload["config"], f"{path} (config)")
+        features = FeatureSpace.from_state_dict(payload["features"])
+        model = build_model(config.model, features, config.params)
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError as exc:
+            raise DataValidationError(f"{path}: weights do not fit model '{config.model}': {exc}") from exc
+        model.eval()
+        return cls(model=model, features=features, config=config, history=list(payload.get("history", [])))
+
+    # --- prediction ----------------------------------------------------------------------------------------
+    def predict_pairs(
+        self, dataset: Dataset, customer_pos: np.ndarray, fund_pos: np.ndarray, batch_size: int = 65536
+    ) -> dict[str, np.ndarray]:
+        """Predictions for arbitrary (customer, fund) position pairs of ``dataset``.
+
+        Returns one float32 array of shape (m,) per ModelOutput field the model fills (``p``, ``etv`` always).
+        """
+        cust = np.asarray(customer_pos, dtype=np.int64).ravel()
+        fund = np.asarray(fund_pos, dtype=np.int64).ravel()
+        if cust.shape != fund.shape:
+            raise ValueError(f"customer_pos and fund_pos differ in length: {cust.size} vs {fund.size}")
+        if cust.size and (cust.min() < 0 or cust.max() >= dataset.n_customers):
+            raise ValueError(f"customer_pos must lie in [0, {dataset.n_customers})")
+        if fund.size and (fund.min() < 0 or fund.max() >= dataset.n_funds):
+            raise ValueError(f"fund_pos must lie in [0, {dataset.n_funds})")
+        bound = self.bind(dataset)
+        self.model.eval()
+        parts: dict[str, list[np.ndarray]] = {}
+        # An empty request still runs one pair so the caller learns which outputs the model has.
+        probe = cust.size == 0
+        if probe:
+            cust, fund = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+        with torch.inference_mode():
+            for s in range(0, cust.size, batch_size):
+                out = self.model.predict(bound.pair_batch(cust[s : s + batch_size], fund[s : s + batch_size]))
+                for name in OUTPUT_FIELDS:
+                    t = getattr(out, name, None)
+                    if t is not None:
+                        parts.setdefault(name, []).append(t.detach().to(torch.float32).reshape(-1).numpy())
+        result = {k: np.concatenate(v) for k, v in parts.items()}
+        return {k: v[:0] for k, v in result.items()} if probe else result
+
+    def score_matrix(
+        self, dataset: Dataset, *, chunk_customers: int = 65536, progress: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Every customer x every fund: one float32 array of shape (N, k) per output (``p``, ``etv``, ...)."""
+        n, k = dataset.n_customers, dataset.n_funds
+        out: dict[str, np.ndarray] = {}
+        for start, stop, chunk in iter_score_chunks(self, dataset, chunk_customers=chunk_customers, progress=progress):
+            for name, values in chunk.items():
+                if name not in out:
+                    out[name] = np.empty((n, k), dtype=np.float32)
+                out[name][start:stop] = values.reshape(stop - start, k)
+        if not out:  # a dataset without customers
+            out = {name: np.empty((0, k), dtype=np.float32) for name in self.predict_pairs(dataset, [], [])}
+        return out
+
+
+def iter_score_chunks(
+    trained: TrainedModel, dataset: Dataset, *, chunk_customers: int = 65536, progress: bool = False
+) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+    """Yield ``(start, stop, predictions)`` for customers ``start..stop-1`` x all funds, customer-major.
+
+    Memory stays proportional to ``chunk_customers * n_funds`` whatever the number of customers.
+    """
+    if chunk_customers < 1:
+        raise ConfigError(f"chunk_customers must be at least 1, got {chunk_customers}")
+    set_threads(trained.config.num_threads)
+    n, k = dataset.n_customers, dataset.n_funds
+    funds = np.arange(k, dtype=np.int64)
+    with make_progress(progress) as bar:
+        task = bar.add_task(f"scoring {trained.name}", total=n * k)
+        for start in range(0, n, chunk_customers):
+            stop = min(n, start + chunk_customers)
+            cust = np.repeat(np.arange(start, stop, dtype=np.int64), k)
+            fund = np.tile(funds, stop - start)
+            yield start, stop, trained.predict_pairs(dataset, cust, fund, batch_size=trained.config.eval_batch_size)
+            bar.advance(task, (stop - start) * k)
+
+
+# --- safe loading --------------------------------------------------------------------------------------------
+def safe_torch_load(path: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with errors that name the file; refuses anything needing pickle code."""
+    if not path.exists():
+        raise DataValidationError(f"{path}: file not found (train a model with `eoca train --out RUN` first)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataValidationError(
+            f"{path}: refused to load: it holds objects that only arbitrary unpickling could build, which eoca "
+            f"never writes ({exc})"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise DataValidationError(f"{path}: not a readable torch file: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise DataValidationError(f"{path}: expected a mapping, found {type(payload).__name__}")
+    return payload
+
+
+# --- the training loop ---------------------------------------------------------------------------------------
+@dataclass
+class _LoopState:
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped: bool = False
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    # np.random's state holds a numpy array, which weights_only loading refuses; store it as a tensor instead.
+    _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    return {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _set_numpy_rng_state(state: dict[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["pos"], state["has_gauss"], state["cached"]))
+
+
+def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _save_checkpoint(
+    path: Path, cfg: TrainConfig, features: FeatureSpace, model: EtvModel, opt: torch.optim.Optimizer, st: _LoopState
+) -> None:
+    payload = {
+        "format": _CKPT_FORMAT,
+        "version": _VERSION,
+        "config": cfg.model_dump(mode="json"),
+        "features": features.state_dict(),
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "best_model": st.best_state,
+        "loop": {"epoch": st.epoch, "best_loss": st.best_loss, "best_epoch": st.best_epoch,
+                 "bad_epochs": st.bad_epochs, "stopped": st.stopped},
+        "history": [dict(h) for h in st.history],
+        "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _valid_loss(model: EtvModel, bound: BoundFeatures, split: str, batch_size: int) -> float:
+    model.eval()
+    total, rows = 0.0, 0
+    with torch.inference_mode():
+        for batch in bound.exposure_batches(split, batch_size, shuffle=False):
+            total += float(model.loss(batch)) * len(batch)
+            rows += len(batch)
+    return total / rows if rows else math.nan
+
+
+def _fit_features(dataset: Dataset, cfg: TrainConfig) -> FeatureSpace:
+    return FeatureSpace.fit(
+        dataset, sequence_length=cfg.sequence_length, use_sequences=cfg.use_sequences, use_graph=cfg.use_graph
+    )
+
+
+def _train_one(
+    dataset: Dataset,
+    cfg: TrainConfig,
+    out: Path | None,
+    *,
+    resume: bool,
+    progress: bool,
+    on_epoch_end: EpochCallback | None,
+    features: FeatureSpace | None = None,
+    label: str | None = None,
+) -> tuple[TrainedModel, dict[str, Any]]:
+    started = time.perf_counter()
+    ckpt_path = out / CHECKPOINT_FILE if out is not None else None
+    ckpt: dict[str, Any] | None = None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ckpt = safe_torch_load(ckpt_path)
+        if ckpt.get("format") != _CKPT_FORMAT:
+            raise DataValidationError(f"{ckpt_path}: not an eoca training checkpoint")
+        diff = _config_diff(ckpt["config"], cfg.model_dump(mode="json"))
+        if diff:
+            raise ConfigError(
+                f"{ckpt_path}: cannot resume, the config differs from the checkpoint's in {', '.join(diff)}; "
+                "use the same settings or a new --out folder"
+            )
+        # The checkpoint's encodings, not a refit, so the resumed model sees exactly the inputs it trained on.
+        features = FeatureSpace.from_state_dict(ckpt["features"])
+    if features is None:
+        features = _fit_features(dataset, cfg)
+    bound = features.bind(dataset)
+    n_train, n_valid = bound.n_exposures("train"), bound.n_exposures("valid")
+    if n_train == 0:
+        raise DataValidationError(f"dataset '{dataset.spec.name}': no training exposures to fit a model on")
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    model = build_model(cfg.model, features, cfg.params)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    st = _LoopState()
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        loop = ckpt["loop"]
+        st = _LoopState(epoch=int(loop["epoch"]), history=list(ckpt["history"]), best_loss=float(loop["best_loss"]),
+                        best_epoch=int(loop["best_epoch"]), bad_epochs=int(loop["bad_epochs"]),
+                        stopped=bool(loop["stopped"]), best_state=ckpt["best_model"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        _set_numpy_rng_state(ckpt["rng"]["numpy"])
+
+    rows_per_epoch = min(n_train, cfg.max_train_rows or n_train)
+    name = label or cfg.model
+    with make_progress(progress) as bar:
+        task = bar.add_task(name, total=rows_per_epoch)
+        while st.epoch < cfg.max_epochs and not st.stopped:
+            epoch = st.epoch
+            t0 = time.perf_counter()
+            bar.reset(task, total=rows_per_epoch, description=f"{name} epoch {epoch + 1}/{cfg.max_epochs}")
+            seed = epoch_seed(cfg.seed, epoch)
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            model.train()
+            total, rows, step = 0.0, 0, 0
+            for batch in bound.exposure_batches("train", cfg.batch_size, shuffle=True, generator=gen):
+                if rows >= rows_per_epoch:
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss = model.loss(batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"model '{cfg.model}': training loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                        f"(lr={cfg.lr}); lower lr or check the data"
+                    )
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(batch)
+                rows += len(batch)
+                step += 1
+                bar.advance(task, len(batch))
+            train_loss = total / max(rows, 1)
+            # Without a validation split, early stopping falls back to the training loss (stated in metrics).
+            valid_loss = _valid_loss(model, bound, "valid", cfg.eval_batch_size) if n_valid else train_loss
+            seconds = time.perf_counter() - t0
+            record = {"epoch": float(epoch + 1), "train_loss": train_loss, "valid_loss": valid_loss,
+                      "rows": float(rows), "seconds": seconds, "samples_per_s": rows / seconds if seconds else 0.0}
+            st.history.append(record)
+            st.epoch = epoch + 1
+            if valid_loss < st.best_loss - cfg.min_delta:
+                st.best_loss, st.best_epoch, st.bad_epochs = valid_loss, epoch + 1, 0
+                st.best_state = _clone_state(model)
+            else:
+                st.bad_epochs += 1
+                st.stopped = st.bad_epochs >= cfg.patience
+            if ckpt_path is not None:
+                _save_checkpoint(ckpt_path, cfg, features, model, opt, st)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, record)
+
+    if st.best_state is not None:
+        model.load_state_dict(st.best_state)
+    model.eval()
+    trained = TrainedModel(model=model, features=features, config=cfg, history=st.history)
+    summary = {
+        "model": cfg.model,
+        "best_epoch": st.best_epoch,
+        "best_valid_loss": st.best_loss,
+        "epochs_run": st.epoch,
+        "early_stopped": st.stopped,
+        "validation": "valid split" if n_valid else "none: early stopping on the training loss",
+        "train_exposures": n_train,
+        "valid_exposures": n_valid,
+        "rows_per_epoch": rows_per_epoch,
+        "threads": torch.get_num_threads(),
+        "seconds": time.perf_counter() - started,
+        "history": st.history,
+    }
+    if out is not None:
+        trained.save(out)
+        write_json(summary, out / METRICS_FILE)
+    return trained, summary
+
+
+def _grid_search(
+    dataset: Dataset, cfg: TrainConfig, out: Path | None, *, resume: bool, progress: bool,
+    on_epoch_end: EpochCallback | None,
+) -> TrainedModel:
+    """Train every (lr, dropout) of the grid and keep the model with the lowest best validation loss."""
+    features = _fit_features(dataset, cfg)
+    results: list[dict[str, Any]] = []
+    best: tuple[float, TrainedModel, dict[str, Any]] | None = None
+    for lr in cfg.grid_lr:
+        for dropout in cfg.grid_dropout:
+            sub = cfg.model_copy(update={"lr": lr, "params": {**cfg.params, "dropout": dropout}, "grid": False})
+            tag = f"lr={lr:g}_dropout={dropout:g}"
+            sub_out = out / "grid" / tag if out is not None else None
+            trained, summary = _train_one(dataset, sub, sub_out, resume=resume, progress=progress,
+                                          on_epoch_end=on_epoch_end, features=features,
+                                          label=f"{cfg.model} {tag}")
+            loss = float(summary["best_valid_loss"])
+            results.append({"lr": lr, "dropout": dropout, "best_valid_loss": loss, "best_epoch": summary["best_epoch"]})
+            if best is None or loss < best[0]:
+                best = (loss, trained, summary)
+            else:
+                del trained  # keep one model in memory at a time
+    assert best is not None  # the validators guarantee a non-empty grid
+    _, winner, summary = best
+    if out is not None:
+        winner.save(out)
+        write_json({**summary, "grid": results, "selected": {"lr": winner.config.lr,
+                    "dropout": winner.config.params.get("dropout")}}, out / METRICS_FILE)
+        write_json(results, out / GRID_FILE)
+    return winner
+
+
+def train(
+    dataset: Dataset,
+    config: TrainConfig | dict[str, Any] | None,
+    out: Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainedModel:
+    """Train ``config.model`` on ``dataset``'s train split, early-stopping on its validation split.
+
+    Args:
+        dataset: a loaded :class:`~eoca.data.Dataset`.
+        config: a :class:`TrainConfig` or a partial mapping over the packaged defaults.
+        out: run folder; receives ``config.yaml``, ``metrics.json``, ``model.pt`` and ``checkpoint.pt`` (every
+            epoch). ``None`` trains in memory only.
+        resume: continue from ``out/checkpoint.pt`` when it exists (same config required); the result equals
+            that of an uninterrupted run.
+        progress: show rich progress bars.
+        on_epoch_end: called as ``on_epoch_end(epoch, record)`` after each epoch's checkpoint is written.
+
+    Returns:
+        The model restored to its best validation epoch.
+    """
+    cfg = coerce_train_config(config)
+    set_threads(cfg.num_threads)
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        out_path.mkdir(parents=True, exist_ok=True)
+        # A grid run's model.pt/config.yaml describe the winning grid point; the request itself is kept beside.
+        write_yaml(cfg.model_dump(mode="json"), out_path / (GRID_CONFIG_FILE if cfg.grid else CONFIG_FILE))
+    if cfg.grid:
+        return _grid_search(dataset, cfg, out_path, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
+    trained, _ = _train_one(dataset, cfg, out_path, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
+    return trained

@@ -1,0 +1,132 @@
+"""``eoca run`` end to end on a small simulated world and on Hillstrom (CI budget: a few minutes in all)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from eoca.cli import app
+from eoca.data.hillstrom import default_hillstrom_path
+
+SMALL = [
+    "simulator.customers=3000",
+    "simulator.funds=5",
+    "train.max_epochs=2",
+    "train.batch_size=512",
+    "ab_test.n_bootstrap=200",
+    "progress=false",
+]
+
+SECTIONS = (
+    "Data and delivery plan",
+    "Offline model comparison",
+    "Simulated online A/B test",
+    "Allocation value against the optimum",
+    "Delivered versus demanded",
+    "Predicted ETV",
+    "Calibration",
+    "Run details",
+)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "small"
+    args = ["run", "--out", str(out)]
+    for s in SMALL:
+        args += ["--set", s]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return out
+
+
+def test_run_folder_has_every_artefact(small_run: Path) -> None:
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "offline_metrics.csv",
+        "allocation_value.csv",
+        "ab_test.csv",
+        "allocation.parquet",
+        "allocations.parquet",
+        "report.html",
+        "plots/calibration.png",
+        "plots/etv_distribution.png",
+        "plots/delivered_vs_demanded.png",
+        "plots/allocation_value.png",
+        "plots/ab_lift.png",
+        "models/esmm",
+        "models/esdpm",
+    ):
+        assert (small_run / name).exists(), name
+    assert not list(small_run.parent.glob(".*partial")), "the temporary run folder must be renamed away"
+
+
+def test_report_has_every_section_and_is_self_contained(small_run: Path) -> None:
+    html = (small_run / "report.html").read_text(encoding="utf-8")
+    for heading in SECTIONS:
+        assert heading in html, heading
+    assert "data:image/png;base64," in html
+    # offline: no external scripts, styles or images
+    assert not re.search(r"""(src|href)=["']https?://""", html)
+
+
+def test_metrics_are_consistent(small_run: Path) -> None:
+    m = json.loads((small_run / "metrics.json").read_text())
+    assert m["dataset"]["customers"] == 3000
+    names = {r["framework"] for r in m["allocation"]}
+    assert names == {f"{a}+{b}" for a in ("esmm", "esdpm") for b in ("manual", "ha", "exact")} | {"oracle+exact"}
+    for r in m["allocation"]:
+        if r["method"] == "exact":
+            assert r["pct_of_optimum"] == pytest.approx(100.0)
+            assert r["customers_short"] == 0 and r["funds_off_demand"] == 0 and r["risk_rule_breaches"] == 0
+            assert abs(r["certificate_gap"]) <= 1e-6 * max(1.0, abs(r["objective"]))
+        else:
+            assert r["pct_of_optimum"] <= 100.0 + 1e-9
+        assert r["pct_of_oracle_true_value"] <= 100.0 + 1e-9
+    ab = {r["framework"]: r for r in m["ab_test"]}
+    assert ab["esmm+manual"]["role"] == "control"
+    assert ab["oracle+exact"]["role"] == "oracle"
+    assert ab["oracle+exact"]["pct_of_oracle_expected"] == pytest.approx(100.0)
+    assert all(r["deliveries"] <= 3000 for r in m["ab_test"])
+    assert {r["model"] for r in m["offline"]} == {"esmm", "esdpm"}
+    assert m["summary"] and m["primary_framework"] == "esdpm+exact"
+
+
+def test_allocation_parquet_covers_every_customer_once(small_run: Path) -> None:
+    t = pq.read_table(small_run / "allocation.parquet")
+    ids = t.column("customer_id").to_pylist()
+    assert len(ids) == 3000 and len(set(ids)) == 3000
+    assert t.column("fund_id").null_count == 0
+
+
+def test_existing_run_folder_is_refused(small_run: Path) -> None:
+    res = CliRunner().invoke(app, ["run", "--out", str(small_run), "--set", "simulator.customers=100"])
+    assert res.exit_code != 0
+    assert "exists already" in str(res.exception)
+
+
+@pytest.mark.skipif(not default_hillstrom_path().exists(), reason="Hillstrom data not found beside the checkout")
+def test_hillstrom_run_estimates_policy_values(tmp_path: Path) -> None:
+    out = tmp_path / "hill"
+    args = ["run", "--data", "hillstrom", "--out", str(out)]
+    for s in ("train.max_epochs=1", "ope.n_bootstrap=100", "progress=false", "models=[esmm]"):
+        args += ["--set", s]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["online_kind"] == "ips"
+    pols = {r["policy"]: r for r in m["policy_values"]}
+    assert "random" in pols and any(p.startswith("best single arm") for p in pols)
+    assert {"esmm+manual", "esmm+ha", "esmm+exact"} <= set(pols)
+    # The plan covers the held-out 30% of 64,000 customers with shares of about one third per arm.
+    assert m["dataset"]["evaluation_customers"] == pytest.approx(19_200, rel=0.02)
+    demand = list(m["plan"]["demand"].values())
+    assert max(demand) - min(demand) <= 0.05 * sum(demand)
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Policy value on the randomized log" in html

@@ -1,0 +1,33 @@
+"""A tiny simulated world shared by the training tests (2,000 customers, raised conversion rate so that a
+few hundred conversions exist and losses have something to learn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eoca.data import Dataset
+from eoca.simulate import load_simulator_config, simulate
+
+TINY_WORLD = [
+    "world.n_customers=2000",
+    "world.n_merchants=60",
+    "conversion.ctr_intercept=-1.5",
+    "conversion.target_per_mille=40",
+]
+
+# Small networks keep every test in seconds on two cores; the model architecture is the zoo's own.
+SMALL = {"max_epochs": 3, "patience": 3, "batch_size": 512, "num_threads": 1}
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_world")
+    simulate(load_simulator_config(None, TINY_WORLD)).save(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir: Path) -> Dataset:
+    return Dataset.load(tiny_dir)
