@@ -109,7 +109,7 @@ def test_sampled_prices_path_against_min_cost_flow() -> None:
 
 
 def test_k2_synthetic_against_lp() -> None:
-    p = synthetic_instance(3000, 6, 2, seed=9)
+    p = synthetic_instance(1000, 6, 2, seed=9)
     res = allocate(p, "exact")
     assert res.optimal and res.feasible
     assert res.objective == pytest.approx(lp_optimum(p), rel=1e-9)

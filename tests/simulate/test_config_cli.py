@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from eoca.data import Dataset
 from eoca.errors import ConfigError
@@ -109,3 +110,22 @@ def test_cli_help_explains() -> None:
     assert r.returncode == 0
     for word in ("--customers", "--funds", "--seed", "--out", "--config", "--set", "truth"):
         assert word in r.stdout
+
+
+def _dotted_keys(model: BaseModel, prefix: str = "") -> list[str]:
+    keys = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            keys += _dotted_keys(value, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def test_docs_list_every_config_key() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "simulator.md").read_text(encoding="utf-8")
+    keys = _dotted_keys(SimulatorConfig())
+    assert len(keys) > 50
+    missing = [k for k in keys if f"`{k}`" not in doc]
+    assert not missing, f"docs/simulator.md does not document {missing}"

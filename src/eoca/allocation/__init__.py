@@ -1,11 +1,32 @@
 """Allocation engine: decide which K funds each customer is shown, maximising total ETV exactly.
 
-Public API::
+From files (what ``eoca allocate`` does)::
 
-    from eoca.allocation import AllocationProblem, allocate, load_problem
+    from eoca.allocation import allocate, load_problem
     problem = load_problem("scores.parquet", "customers.parquet", "funds.parquet", "plan.yaml")
     result = allocate(problem, method="exact")        # or "ha", "ha_ptofa", "manual", "ip", "mcf"
     result.write("out/")                               # allocation.parquet + summary.json
+
+From arrays (what a pipeline holding predictions in memory does)::
+
+    from eoca.allocation import AllocationProblem, allocate
+    problem = AllocationProblem(
+        scores=etv,              # float32 (N, k); other float dtypes are converted once, float32 is not copied
+        tolerance=t,             # int (N,) customer risk tolerance
+        risk=r,                  # int (k,) fund risk level; customer i may hold fund j only if t[i] >= r[j]
+        demand=d,                # int (k,) customers per fund, summing to N * K (see shares_to_counts for shares)
+        K=1,                     # funds per customer
+        customer_ids=cids,       # (N,) ids written to the output; default 0..N-1
+        fund_ids=fids,           # (k,) ids written to the output; default 0..k-1
+    )
+    result = allocate(problem)   # raises InfeasiblePlanError (with numbers) if no allocation meets the plan
+
+The constructor validates shapes, dtypes and finiteness and raises DataValidationError / ConfigError naming the
+array and the first bad rows. The result (:class:`AllocationResult`) carries ``assign`` (int32 (N, K) fund
+positions into ``fund_ids``, -1 for a slot a baseline left empty), ``objective``, ``dual_bound`` and
+``certificate_gap`` (exact: the dual bound g(lambda) minus the objective, zero up to rounding), ``optimal``,
+``delivered`` (k,) against ``problem.demand``, ``violations``, ``wall_time_s``, ``peak_memory_mb``, ``info`` and
+``write(dir)``.
 
 Every method first runs the feasibility diagnosis (an impossible plan raises InfeasiblePlanError with numbers),
 and every result carries an independent constraint check (:func:`verify_allocation`).
@@ -68,9 +89,7 @@ def _heuristic(
     def go(problem: AllocationProblem, repair: bool = False, **_: Any) -> tuple[np.ndarray, None, None, dict]:
         assign, info = run(problem)
         if repair and (assign < 0).any():
-            t0 = time.perf_counter()
-            assign, rinfo = repair_allocation(problem, assign)
-            info["repair"] = {**rinfo, "seconds": time.perf_counter() - t0}
+            assign, info["repair"] = repair_allocation(problem, assign)
         return assign, None, None, info
 
     return go

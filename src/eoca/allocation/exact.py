@@ -11,14 +11,17 @@ optimal; checking that equality over all N customers is the certificate the solv
 
 How lambda and the allocation are found:
 
-1. *Prices from samples.* Exact coordinate descent on g over random samples of growing size (demands scaled
-   to the sample): one fund at a time, lambda_j is set so that exactly d_j sampled customers prefer j.
+1. *Prices from samples.* Exact coordinate descent on g over a small random sample (demands scaled to the
+   sample: one fund at a time, lambda_j is set so that exactly d_j sampled customers prefer j), then damped
+   Newton steps on samples growing tenfold, then on all customers until at most min(0.1% of N, 100) units are misplaced.
 2. *Candidates.* A float32 scan of all customers at the sampled prices gives each customer's K best funds and
    its margin (K-th best minus (K+1)-th best reduced score). A customer whose margin exceeds the largest
    relative price move, max(delta) - min(delta), cannot change its choice, so only customers with a small margin
    (the candidates, typically a few percent) take part in the rest.
-3. *Coordinate descent on the candidates* with exact integer demands (demand minus what the fixed customers
-   already fill) brings the per-fund counts close to the demands.
+3. *Newton on the candidates* with exact integer demands (demand minus what the fixed customers already fill)
+   brings the per-fund counts close to the demands. Its prices are kept only if they moved, relative to each
+   other, by less than half the candidates' margin window, so no fixed customer can be affected; otherwise the
+   round is retried after balancing over all customers.
 4. *Successive shortest paths on the contracted graph.* With k funds, the residual network of the flow only
    matters through k x k "edges": moving one unit from fund a to fund j through some customer who holds a
    and not j costs (E[i,a] - E[i,j]) - lambda_a + lambda_j >= 0. Each (a, j) keeps its candidate customers
@@ -183,15 +186,18 @@ def newton_prices(
     stop_imbalance: float,
     scale: float,
     keep_assign: bool = False,
+    max_move: float = np.inf,
 ) -> tuple[np.ndarray, _Scan, int]:
     """Damped Newton on the dual over the customers of M (k, n); demand (k,) may be fractional (samples).
 
     A step is accepted when it lowers the dual value g (which is convex, so this is a plain backtracking line
     search); otherwise it is shortened. Steps are clipped to the score scale, beyond which the local model
-    means nothing. Returns prices, the scan at those prices, and the number of scans made.
+    means nothing. Stops early once the prices have moved, relative to each other, by more than ``max_move``
+    (the caller then discards them). Returns prices, the scan at those prices, and the number of scans made.
     """
     k = M.shape[0]
     lam = lam.astype(np.float64).copy()
+    lam0 = lam.copy()
     sc = _scan(M, lam, K, demand, keep_assign)
     scans = 1
     fails = 0
@@ -216,7 +222,8 @@ def newton_prices(
                 break
             t *= 0.25
         fails = 0 if accepted else fails + 1
-        if fails >= 2:
+        moved = lam - lam0
+        if fails >= 2 or float(moved.max() - moved.min()) > max_move:
             break
     return lam, sc, scans
 
@@ -399,6 +406,17 @@ class _Contracted:
         return True
 
 
+def _holds(S: np.ndarray, lam: np.ndarray, K: int) -> np.ndarray:
+    """bool (k, m): each column of S (k, m) marks its K best reduced scores at prices lam."""
+    k, m = S.shape
+    _, idx = top_levels(S - lam[:, None], K)
+    holds = np.zeros((k, m), dtype=bool)
+    cols = np.arange(m)
+    for q in range(K):
+        holds[idx[q], cols] = True
+    return holds
+
+
 # --- certificate -------------------------------------------------------------------------------------------
 
 
@@ -466,13 +484,19 @@ def solve_exact(
     max_rounds: int = 4,
     working: np.ndarray | None = None,
     candidate_target: int | None = None,
+    full_scan_stop: float = 1e-3,
+    full_scan_cap: float = 100.0,
+    sample_sizes: tuple[int, int] = (5_000, 50_000),
 ) -> ExactOutcome:
     """Maximise sum E*X with K funds per customer, d_j customers per fund and t_i >= r_j.
 
     scores: float32 (N, k); tolerance: (N,); risk: (k,); demand: int (k,) summing to N*K. The plan must be
     feasible (see :mod:`eoca.allocation.feasibility`). ``working`` may pass a precomputed
     :func:`working_matrix` to save its copy. ``candidate_target`` overrides the initial number of candidate
-    customers (tests use it to exercise the growth and fallback paths on small instances). Returns an
+    customers (tests use it to exercise the growth and fallback paths on small instances). ``full_scan_stop``:
+    Newton over all customers stops once at most this fraction of N units (and at most ``full_scan_cap``) is
+    misplaced. ``sample_sizes``: customers
+    in the coordinate-descent sample and in the first Newton sample (growing tenfold while below N / 4). Returns an
     :class:`ExactOutcome` whose allocation is optimal and certified by the dual bound.
     """
     t0 = time.perf_counter()
@@ -488,10 +512,10 @@ def solve_exact(
 
     # 1. prices from random samples: coordinate descent to get near, Newton on growing samples to get close
     t1 = time.perf_counter()
-    n_cd = min(N, 20_000)
+    n_cd = min(N, sample_sizes[0])
     rows = np.sort(rng.choice(N, size=n_cd, replace=False)) if n_cd < N else np.arange(N)
     lam = coordinate_prices(W[:, rows].astype(np.float64), dem_f * (n_cd / N), lam, K, 4, scale)
-    n_s = 50_000
+    n_s = sample_sizes[1]
     while n_s * 4 < N:
         rows = np.sort(rng.choice(N, size=n_s, replace=False))
         S = W[:, rows].astype(np.float64)
@@ -502,10 +526,18 @@ def solve_exact(
         n_s *= 10
     stats["t_sample_prices"] = time.perf_counter() - t1
 
-    # 2. Newton on all customers until only a handful of units are misplaced
+    # 2. Newton on all customers until a small fraction of units is misplaced. Every full scan costs as much as
+    # HA's whole pass at 100k customers, so the last stretch is left to step 3, which only sees the candidates.
     t2 = time.perf_counter()
     lam, sc, n_scans = newton_prices(
-        W, dem_f, lam, K, max_scans=30, stop_imbalance=max(10.0, N * 2e-6), scale=scale, keep_assign=True
+        W,
+        dem_f,
+        lam,
+        K,
+        max_scans=30,
+        stop_imbalance=max(10.0, min(N * full_scan_stop, full_scan_cap)),
+        scale=scale,
+        keep_assign=True,
     )
     stats["scans"].append(n_scans)
     stats["t_prices"] = time.perf_counter() - t2
@@ -520,23 +552,30 @@ def solve_exact(
         target = max(1, min(N, candidate_target))
     assign = sc.assign
     assert assign is not None
+    stats["candidate_newton_rejected"] = 0
     for rnd in range(max_rounds + 1):
         if rnd == max_rounds:
             target = N  # last resort: every customer is a candidate, which always finishes
         stats["rounds"] = rnd + 1
         t3 = time.perf_counter()
         if rnd > 0:
-            sc = _scan(W, lam, K, dem_f, keep_assign=True)
+            # a retry: bring the full problem close to balance again (the old behaviour of a safe start) and
+            # take fresh choices and margins at those prices
+            lam, sc, n_scans = newton_prices(
+                W, dem_f, lam, K, max_scans=30, stop_imbalance=10.0, scale=scale, keep_assign=True
+            )
+            stats["scans"].append(n_scans)
             assert sc.assign is not None
             assign = sc.assign
         gap = sc.gap
         # 3. candidates: customers whose choice could change when prices move by less than their margin
+        delta: float = np.inf
         if target >= N:
             C = np.arange(N)
         else:
-            delta = max(
-                float(np.partition(gap, target - 1)[target - 1]), float32_slop * 4 * (scale + float(np.abs(lam).max()))
-            )
+            # the window never shrinks below float32 rounding of the reduced scores
+            floor = float(float32_slop * 4 * (scale + float(np.abs(lam).max())))
+            delta = max(float(np.partition(gap, target - 1)[target - 1]), floor)
             C = np.flatnonzero(gap <= delta)
         fixed = np.ones(N, dtype=bool)
         fixed[C] = False
@@ -544,12 +583,27 @@ def solve_exact(
         del fixed, sc
         stats["candidates"].append(int(C.size))
         S = W[:, C].astype(np.float64)
-        _, idx = top_levels(S - lam[:, None], K)
-        holds = np.zeros((k, C.size), dtype=bool)
-        cols = np.arange(C.size)
-        for q in range(K):
-            holds[idx[q], cols] = True
+        holds = _holds(S, lam, K)
         excess = counts_fixed + holds.sum(axis=1) - demand
+        if np.abs(excess).sum() > 20:
+            # Newton on the candidates alone, against the demand the fixed customers leave open. Accepted only
+            # if every price moves, relative to the others, by less than half the margin window: then no fixed
+            # customer's choice can change and the fixed counts stay right. Otherwise the retry round redoes
+            # the balancing over all customers.
+            dem_c = (demand - counts_fixed).astype(np.float64)
+            lam_try, _, n_scans = newton_prices(
+                S, dem_c, lam, K, max_scans=15, stop_imbalance=10.0, scale=scale, max_move=0.5 * delta
+            )
+            stats["scans"].append(n_scans)
+            move = lam_try - lam
+            if float(move.max() - move.min()) <= 0.5 * delta:
+                lam = lam_try
+                holds = _holds(S, lam, K)
+                excess = counts_fixed + holds.sum(axis=1) - demand
+            elif rnd < max_rounds:
+                stats["candidate_newton_rejected"] += 1
+                stats["t_candidates"] = stats.get("t_candidates", 0.0) + time.perf_counter() - t3
+                continue
         stats["t_candidates"] = stats.get("t_candidates", 0.0) + time.perf_counter() - t3
 
         # 4. exact finish by successive shortest paths on the contracted graph

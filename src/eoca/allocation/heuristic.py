@@ -111,10 +111,11 @@ def _run(problem: AllocationProblem, variant: str) -> tuple[np.ndarray, dict[str
         alive = alive[keep]
         Ez = Ez[:, keep]
         allowed = allowed[:, keep]
+    names = np.asarray(problem.fund_ids).tolist()  # plain Python ids, whatever the array dtype
     info: dict[str, Any] = {
         "recomputations": recomputations,
         "stranded_customers": int((assign < 0).any(axis=1).sum()),
-        "funds_short": {str(np.asarray(problem.fund_ids)[j].item()): int(rem[j]) for j in np.flatnonzero(rem > 0)},
+        "funds_short": {str(names[j]): int(rem[j]) for j in np.flatnonzero(rem > 0).tolist()},
     }
     return assign, info
 

@@ -39,6 +39,7 @@ def manual_priority(
     """
     N, K = problem.n_customers, problem.K
     fids = np.asarray(problem.fund_ids)
+    names = fids.tolist()  # plain Python ids for the JSON summary, whatever the array dtype
     if order is None:
         seq = priority_by_mean(problem)
     else:
@@ -66,11 +67,11 @@ def manual_priority(
             s = problem.scores[cand, j]
             take = cand[np.argpartition(-s, want - 1)[:want]] if want > 0 else cand[:0]
         if take.size < want:
-            short[str(fids[j].item())] = want - int(take.size)
+            short[str(names[j])] = want - int(take.size)
         assign[take, used[take]] = j
         used[take] += 1
     info = {
-        "priority": [fids[j].item() for j in seq.tolist()],
+        "priority": [names[j] for j in seq.tolist()],
         "funds_short": short,
         "stranded_customers": int((used < K).sum()),
     }

@@ -90,6 +90,21 @@ class AllocationResult:
         return None if g is None else g / max(1.0, abs(self.objective))
 
     @property
+    def certificate_gap(self) -> float | None:
+        """Alias of :attr:`gap`, the name used in summary.json."""
+        return self.gap
+
+    @property
+    def delivered(self) -> np.ndarray:
+        """Customers each fund received (k,) int64, recounted from :attr:`assign`."""
+        return self.verification.delivered
+
+    @property
+    def violations(self) -> dict[str, Any]:
+        """Every broken constraint, as in summary.json (all zeros / empty lists for a feasible allocation)."""
+        return self.verification.violations(np.asarray(self.problem.fund_ids))
+
+    @property
     def feasible(self) -> bool:
         return self.verification.ok
 
@@ -102,6 +117,7 @@ class AllocationResult:
         """JSON-ready summary: method, objective, certificate, deliveries, violations, time and memory."""
         p = self.problem
         fids = np.asarray(p.fund_ids)
+        names = fids.tolist()  # plain Python ids, whatever the array dtype (object arrays have no .item())
         short = self.unassigned_customers()
         return {
             "method": self.method,
@@ -116,7 +132,7 @@ class AllocationResult:
             "feasible": self.feasible,
             "per_fund": [
                 {
-                    "fund_id": fids[j].item(),
+                    "fund_id": names[j],
                     "risk_level": int(p.risk[j]),
                     "demanded": int(p.demand[j]),
                     "delivered": int(self.verification.delivered[j]),

@@ -53,14 +53,14 @@ class Verification:
     def violations(self, fund_ids: np.ndarray | None = None) -> dict[str, Any]:
         """JSON-friendly summary of everything that breaks a constraint (empty lists / zeros when ok)."""
         mism = self.fund_mismatch
-        fids = np.arange(len(mism)) if fund_ids is None else np.asarray(fund_ids)
+        names = (np.arange(len(mism)) if fund_ids is None else np.asarray(fund_ids)).tolist()
         return {
             "customers_without_all_funds": int(self.short_customers),
             "customers_with_repeated_fund": int(self.repeated),
             "risk_rule_breaches": int(self.risk_breaches),
             "invalid_fund_index": int(self.bad_index),
             "funds_off_demand": [
-                {"fund_id": fids[j].item(), "delivered": int(self.delivered[j]), "demanded": int(self.demanded[j])}
+                {"fund_id": names[j], "delivered": int(self.delivered[j]), "demanded": int(self.demanded[j])}
                 for j in np.flatnonzero(mism)
             ],
             "examples": self.examples,

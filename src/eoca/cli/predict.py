@@ -60,8 +60,11 @@ def train_cmd(
     summary["test"] = test
     write_json(summary, metrics_path)
     best = summary.get("best_valid_loss")
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in test.items() if v is not None and k in ("auc", "logloss", "mae",
-                                                                                           "gini", "thc", "tha"))
+    shown = ", ".join(
+        f"{k}={v:.4g}"
+        for k, v in test.items()
+        if v is not None and k in ("auc", "logloss", "mae", "gini", "thc", "tha")
+    )
     console.print(
         f"trained [bold]{cfg.model}[/] on {ds.spec.name}: {len(trained.history)} epochs, best valid loss "
         f"{best:.5g} in {time.perf_counter() - start:.1f} s; test {shown} -> {out}"
@@ -90,8 +93,9 @@ def score_cmd(
     write_scores(trained, ds, out, chunk_customers=chunk, progress=progress)
     pairs = ds.n_customers * ds.n_funds
     secs = time.perf_counter() - start
-    console.print(f"scored {pairs:,} pairs with {trained.name} in {secs:.1f} s ({pairs / max(secs, 1e-9):,.0f}/s) "
-                  f"-> {out}")
+    console.print(
+        f"scored {pairs:,} pairs with {trained.name} in {secs:.1f} s ({pairs / max(secs, 1e-9):,.0f}/s) -> {out}"
+    )
 
 
 @app.command("evaluate")

@@ -42,7 +42,7 @@ import numpy as np
 from eoca.data import Dataset
 from eoca.errors import ConfigError
 from eoca.evaluation import metrics as M
-from eoca.io import atomic_path, write_json, write_text
+from eoca.io import atomic_path, write_json, write_text, write_yaml
 
 ORACLE = "oracle"
 
@@ -272,7 +272,7 @@ def compare_models(
     progress: bool = True,
     split: str = "test",
 ) -> ComparisonResult:
-    """Train (or reuse) each model and write ``comparison.md``, ``.csv``, ``.json`` and ``thc_tha.png`` to ``out``.
+    """Train (or reuse) each model; write ``comparison.md``, ``.csv``, ``.json``, ``thc_tha.png``, ``config.yaml``.
 
     Args:
         dataset: the data; models train on its train split, early-stop on valid and are scored on ``split``.
@@ -315,20 +315,37 @@ def compare_models(
         configs[name] = trained.config.model_dump(mode="json")
     if dataset.truth is not None:
         labels = trained.bind(dataset).exposure_labels(split)
-        rows.append({"model": ORACLE, "tasks": "truth", **oracle_metrics(dataset, labels), "epochs": "",
-                     "train_seconds": ""})
-        notes.append(f"{ORACLE}: the simulator's true p and ETV scored like a model (the ceiling these outcomes allow)")
+        rows.append(
+            {"model": ORACLE, "tasks": "truth", **oracle_metrics(dataset, labels), "epochs": "", "train_seconds": ""}
+        )
+        notes.append(
+            f"{ORACLE}: the simulator's true p and ETV scored like a model "
+            "(the expected ceiling; on a sample metric a model can beat it by chance)"
+        )
     first = rows[0]
-    notes.insert(0, f"{int(first['n_exposures'] or 0):,} test exposures, {int(first['n_conversions'] or 0):,} "
-                 "conversions; MSE/MAE of ETV against the realised amount over the entire test space; "
-                 "— = the model has no such task")
+    notes.insert(
+        0,
+        f"{int(first['n_exposures'] or 0):,} test exposures, {int(first['n_conversions'] or 0):,} "
+        "conversions; MSE/MAE of ETV against the realised amount over the entire test space; "
+        "— = the model has no such task",
+    )
     md = render_markdown(dataset.spec.name, split, rows, notes)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
+        "config": write_yaml(base.model_dump(mode="json"), out / "config.yaml"),
         "markdown": write_text(md, out / "comparison.md"),
         "csv": write_text(render_csv(rows), out / "comparison.csv"),
-        "json": write_json({"dataset": dataset.spec.name, "split": split, "models": models, "rows": rows,
-                            "notes": notes, "configs": configs}, out / "comparison.json"),
+        "json": write_json(
+            {
+                "dataset": dataset.spec.name,
+                "split": split,
+                "models": models,
+                "rows": rows,
+                "notes": notes,
+                "configs": configs,
+            },
+            out / "comparison.json",
+        ),
         "png": plot_hits(rows, out / "thc_tha.png", f"THC / THA by model on {dataset.spec.name} ({split})"),
     }
     return ComparisonResult(dataset=dataset.spec.name, split=split, rows=rows, markdown=md, paths=paths)

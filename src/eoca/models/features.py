@@ -60,13 +60,13 @@ merchant): enough for attention to weigh a customer's main merchants, small enou
 _warned: set[str] = set()
 
 
-def _notice(key: str, message: str) -> None:
-    """Log and warn once per process: a switched-off branch should be visible, not repeated every epoch."""
-    if key in _warned:
-        return
-    _warned.add(key)
+def notice(key: str, message: str) -> None:
+    """Log ``message`` (fit / bind / build happen a few times per run, so the log stays short) and raise a
+    Python warning the first time per process and ``key``, so interactive users see a switched-off branch."""
     log.warning(message)
-    warnings.warn(message, UserWarning, stacklevel=3)
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 # --- small arrow helpers ---------------------------------------------------------------------------------------
@@ -199,6 +199,15 @@ class FeatureSpace:
                 # A list-valued fund feature is rare; its distinct lists become one categorical per fund.
                 f_cat.append({"name": feat.name, "vocab": _vocab(pc.cast(col, pa.string()))})
 
+        name = spec.name
+        if not dataset.has_clicks:
+            notice(
+                "fit-no-clicks", f"dataset '{name}' has no click labels: ESMM-style models train conversion directly"
+            )
+        if use_sequences and not dataset.has_events:
+            notice("fit-no-events", f"dataset '{name}' has no behaviour events: the sequence branch is switched off")
+        if use_graph and not dataset.has_graph:
+            notice("fit-no-graph", f"dataset '{name}' has no consumption graph: the graph branch is switched off")
         has_sequences = bool(use_sequences and dataset.has_events)
         event_amount = {"mean": 0.0, "std": 1.0}
         age_scale = 1.0
@@ -375,20 +384,20 @@ class BoundFeatures:
         self._clicked = _float(exp.column("clicked")).astype(np.float32) if dataset.has_clicks else None
         self._split_rows = {s: np.flatnonzero(dataset.split_mask(s)) for s in SPLITS}
         if space.has_clicks and not dataset.has_clicks:
-            _notice("bind-no-clicks", "dataset has no click labels; click-based losses are skipped for it")
+            notice("bind-no-clicks", "dataset has no click labels; click-based losses are skipped for it")
 
         self._seq: _Sequences | None = None
         if space.has_sequences:
             if dataset.has_events and dataset.events is not None:
                 self._seq = _Sequences(space, dataset, self._exp_time)
             else:
-                _notice("bind-no-events", "dataset has no behaviour events; sequences are empty (all padding)")
+                notice("bind-no-events", "dataset has no behaviour events; sequences are empty (all padding)")
         self._graph: _Graph | None = None
         if space.has_graph:
             if dataset.has_graph and dataset.consumption is not None:
                 self._graph = _Graph(space, dataset)
             else:
-                _notice("bind-no-graph", "dataset has no consumption graph; every customer has no merchants")
+                notice("bind-no-graph", "dataset has no consumption graph; every customer has no merchants")
 
     def _check_columns(self, dataset: Dataset) -> None:
         space = self.space
@@ -695,4 +704,3 @@ class _Graph:
             "g_e2_dst": torch.from_numpy(owner2.astype(np.int64)),
             "g_e2_attr": torch.from_numpy(self.attr[e2]),
         }
-

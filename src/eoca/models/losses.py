@@ -42,6 +42,12 @@ from torch import Tensor
 SIGMA_FLOOR: float = 1.0 / math.sqrt(2.0 * math.pi)
 """Smallest sigma any model may predict; see the module docstring for why exactly this value."""
 
+SIGMA_CEILING: float = 3.0
+"""Largest sigma any model may predict (softly approached). Above it ``exp(sigma^2 / 2)`` multiplies the
+expected amount by more than 90, and a pair seen with few converters can extrapolate its sigma there: the
+ETV of a handful of pairs then explodes and the allocation chases them. Real per-pair spreads of the log amount
+are 1 to 2 (EOCA Fig. 3), so the ceiling never binds on a plausible prediction."""
+
 LOG_ETV_CAP: float = 50.0
 """Cap on ``mu + sigma^2 / 2`` inside ETV: exp(50) ~ 5e21, beyond any transaction, yet finite in float32."""
 
@@ -68,9 +74,16 @@ def product_log_probs(logit_a: Tensor, logit_b: Tensor) -> tuple[Tensor, Tensor]
     return la + lb, torch.logaddexp(la_neg, la + lb_neg)
 
 
-def positive_sigma(raw: Tensor, floor: float = SIGMA_FLOOR) -> Tensor:
-    """Map an unconstrained tower output to ``sigma = floor + softplus(raw)`` (same shape)."""
-    return floor + F.softplus(raw)
+def positive_sigma(raw: Tensor, floor: float = SIGMA_FLOOR, ceiling: float = SIGMA_CEILING) -> Tensor:
+    """Map an unconstrained tower output to sigma in ``[floor, ceiling]`` (same shape).
+
+    ``w = softplus(raw)`` is then bent smoothly under ``ceiling - floor`` (``span - softplus(span - w)`` with a
+    sharp softplus), so sigma ~= ``floor + softplus(raw)`` well inside the range and its gradient never
+    vanishes at the top, unlike a hard clamp that would freeze a tower stuck above the ceiling.
+    """
+    span = ceiling - floor
+    w = span - F.softplus(span - F.softplus(raw), beta=4.0)
+    return torch.clamp(floor + w, min=floor)
 
 
 # --- densities -----------------------------------------------------------------------------------------------

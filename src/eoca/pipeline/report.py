@@ -251,9 +251,17 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
                 ),
                 Table(
                     [
-                        {"fund": f, "demanded": d}
-                        for f, d in zip(_fund_labels_from_metrics(result), m["plan"]["demand"].values(), strict=True)
+                        {
+                            "fund": f,
+                            "risk_level": r,
+                            "demanded": d,
+                            "share_pct": 100.0 * d / max(1, sum(m["plan"]["demand"].values())),
+                        }
+                        for f, r, d in zip(
+                            m["plan"]["demand"], m["plan"]["risk_levels"], m["plan"]["demand"].values(), strict=True
+                        )
                     ],
+                    labels={"share_pct": "share %"},
                     caption=f"Demands: {m['plan']['shares_rule']}.",
                 ),
             ],
@@ -271,42 +279,21 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
         )
     )
     if "ab_test" in m:
-        cols = [
-            "framework",
-            "role",
-            "deliveries",
-            "conversions",
-            "amount",
-            "cpmd",
-            "cpmd_lift_pct",
-            "cpmd_lift_ci_low",
-            "cpmd_lift_ci_high",
-            "tapmd",
-            "tapmd_lift_pct",
-            "tapmd_lift_ci_low",
-            "tapmd_lift_ci_high",
-            "expected_value",
-            "pct_of_oracle_expected",
-        ]
         blocks: list[Any] = [
             Table(
-                m["ab_test"],
-                columns=cols,
+                [_ab_display_row(r) for r in m["ab_test"]],
                 labels={
                     "cpmd": "CPMD",
+                    "cpmd_lift": "CPMD lift % [95% CI]",
                     "tapmd": "TAPMD",
-                    "cpmd_lift_pct": "CPMD lift %",
-                    "tapmd_lift_pct": "TAPMD lift %",
-                    "cpmd_lift_ci_low": "low",
-                    "cpmd_lift_ci_high": "high",
-                    "tapmd_lift_ci_low": "low",
-                    "tapmd_lift_ci_high": "high",
+                    "tapmd_lift": "TAPMD lift % [95% CI]",
                     "expected_value": "expected amount",
                     "pct_of_oracle_expected": "% of oracle",
                 },
                 highlight="tapmd",
                 caption="CPMD = conversions per 1,000 deliveries; TAPMD = amount per 1,000 deliveries (EOCA Eq. "
-                "17-18). Lifts against the control with paired bootstrap intervals; the oracle uses the true ETV.",
+                "17-18). Lifts against the control with paired bootstrap intervals; expected amount = the true "
+                "ETV of the delivered pairs (no draw noise); the oracle allocates the true ETV exactly.",
             ),
             Note(m["online_note"], kind="info", title="How the test was simulated"),
         ]
@@ -324,24 +311,18 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
     if "policy_values" in m:
         blocks = [
             Table(
-                m["policy_values"],
-                columns=[
-                    "policy",
-                    "role",
-                    "matched",
-                    "conversions_per_mille",
-                    "conversions_per_mille_ci_low",
-                    "conversions_per_mille_ci_high",
-                    "spend_per_mille",
-                    "spend_per_mille_ci_low",
-                    "spend_per_mille_ci_high",
-                    "conversions_lift_pct",
-                    "spend_lift_pct",
-                    "spend_lift_ci_low",
-                    "spend_lift_ci_high",
-                ],
+                [_ope_display_row(r) for r in m["policy_values"]],
+                labels={
+                    "matched": "customers matched",
+                    "conversions_per_mille": "conversions per mille [95% CI]",
+                    "spend_per_mille": "spend per mille",
+                    "spend_ci": "spend 95% CI",
+                    "conversions_lift": "conversions lift % [CI]",
+                    "spend_lift": "spend lift % [CI]",
+                },
                 highlight="spend_per_mille",
-                caption="Per 1,000 customers treated by the policy; self-normalised inverse propensity weighting.",
+                caption="Per 1,000 customers treated by the policy; self-normalised inverse propensity weighting; "
+                "lifts against the reference with paired bootstrap intervals.",
             ),
             Note(m["online_note"], kind="approximation", title="Estimated, not observed"),
         ]
@@ -446,8 +427,46 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
     )
 
 
-def _fund_labels_from_metrics(result: RunResult) -> list[str]:
-    return [str(f) for f in result.metrics["plan"]["demand"]]
+def _interval(value: float | None, low: float | None, high: float | None, fmt: str) -> str | None:
+    if value is None:
+        return None
+    return f"{value:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
+
+
+def _ope_display_row(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "policy": r["policy"],
+        "role": r["role"],
+        "matched": r["matched"],
+        "conversions_per_mille": _interval(
+            r["conversions_per_mille"], r["conversions_per_mille_ci_low"], r["conversions_per_mille_ci_high"], ".2f"
+        ),
+        "spend_per_mille": r["spend_per_mille"],
+        "spend_ci": f"[{r['spend_per_mille_ci_low']:,.0f}, {r['spend_per_mille_ci_high']:,.0f}]",
+        "conversions_lift": _interval(
+            r["conversions_lift_pct"], r["conversions_lift_ci_low"], r["conversions_lift_ci_high"], "+.1f"
+        ),
+        "spend_lift": _interval(r["spend_lift_pct"], r["spend_lift_ci_low"], r["spend_lift_ci_high"], "+.1f"),
+    }
+
+
+def _ab_display_row(r: dict[str, Any]) -> dict[str, Any]:
+    def lift(key: str) -> str | None:
+        return _interval(r[f"{key}_lift_pct"], r[f"{key}_lift_ci_low"], r[f"{key}_lift_ci_high"], "+.1f")
+
+    return {
+        "framework": r["framework"],
+        "role": r["role"],
+        "deliveries": r["deliveries"],
+        "conversions": r["conversions"],
+        "amount": r["amount"],
+        "cpmd": r["cpmd"],
+        "cpmd_lift": lift("cpmd"),
+        "tapmd": r["tapmd"],
+        "tapmd_lift": lift("tapmd"),
+        "expected_value": r["expected_value"],
+        "pct_of_oracle_expected": r["pct_of_oracle_expected"],
+    }
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:

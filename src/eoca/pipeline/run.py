@@ -164,6 +164,7 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
             "risk_rule": cfg.plan.risk_rule,
             "shares_rule": plan.shares_rule,
             "demand": {str(f): int(d) for f, d in zip(_fund_ids(dataset), plan.demand.tolist(), strict=True)},
+            "risk_levels": plan.risk.tolist(),
         },
         "offline": [{"model": m.name, **m.offline} for m in models],
         "training": [

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from scipy.special import expit
 
 from eoca.data.dataset import Dataset
-from eoca.data.schema import EVENT_TYPES, DatasetSpec, FeatureSpec, SplitSpec, TableSpec
+from eoca.data.schema import EVENT_TYPES, DatasetSpec, FeatureSpec, FeatureType, SplitSpec, TableSpec
 from eoca.errors import DataValidationError
 from eoca.simulate.config import SimulatorConfig, config_yaml
 from eoca.simulate.outcomes import (
@@ -135,7 +135,8 @@ class _Steps:
 def generate_world(config: SimulatorConfig, progress: bool = False) -> World:
     """Generate the full world of ``config`` (deterministic for its seed).
 
-    Memory is dominated by a few (N, K) float64 matrices and the event table: about 1.5 GB at 1M x 8.
+    Memory is dominated by a few (N, K) float64 matrices and the event table: the peak of generating and
+    writing 1M x 8 is about 2.7 GB (benchmarks/RESULTS.md).
     """
     cfg = config
     n, k = cfg.world.n_customers, cfg.world.n_funds
@@ -227,7 +228,7 @@ def simulate(config: SimulatorConfig, progress: bool = False) -> Dataset:
     return generate_world(config, progress).dataset
 
 
-_CUSTOMER_FEATURES = (
+_CUSTOMER_FEATURES: tuple[tuple[str, FeatureType, str], ...] = (
     ("age", "numeric", "age in years (older customers tend to hold more capital and take less risk)"),
     ("city_tier", "categorical", "1 = largest cities .. 4; wealthier customers live in tier 1 more often"),
     ("income_band", "categorical", "income decile 0..9, a noisy view of capital"),
@@ -236,7 +237,7 @@ _CUSTOMER_FEATURES = (
     ("sessions_30d", "numeric", "app sessions in the last 30 days (engagement)"),
     ("stated_preference", "categorical", "fund type named as favourite in the onboarding questionnaire"),
 )
-_FUND_FEATURES = (
+_FUND_FEATURES: tuple[tuple[str, FeatureType, str], ...] = (
     ("fund_type", "categorical", "fund type"),
     ("annual_return", "numeric", "trailing annual return, %"),
     ("volatility", "numeric", "annualised volatility, %"),
@@ -328,11 +329,11 @@ def _assemble(
         risk_levels=(1, 5),
         customers=TableSpec(
             file="customers.parquet",
-            features=[FeatureSpec(name=f, type=t, description=d) for f, t, d in _CUSTOMER_FEATURES],  # type: ignore[arg-type]
+            features=[FeatureSpec(name=f, type=t, description=d) for f, t, d in _CUSTOMER_FEATURES],
         ),
         funds=TableSpec(
             file="funds.parquet",
-            features=[FeatureSpec(name=f, type=t, description=d) for f, t, d in _FUND_FEATURES],  # type: ignore[arg-type]
+            features=[FeatureSpec(name=f, type=t, description=d) for f, t, d in _FUND_FEATURES],
         ),
         exposures=TableSpec(file="exposures.parquet"),
         events=TableSpec(file="events.parquet"),

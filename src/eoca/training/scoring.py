@@ -52,8 +52,13 @@ def write_scores(
                 writer.write_table(table)
             if writer is None:  # no customers: still write a valid, empty file with the full schema
                 preds = trained.predict_pairs(dataset, np.empty(0, np.int64), np.empty(0, np.int64))
-                empty = pa.table({"customer_id": customer_ids.slice(0, 0), "fund_id": fund_ids.slice(0, 0),
-                                  **{name: pa.array(v, type=pa.float32()) for name, v in preds.items()}})
+                empty = pa.table(
+                    {
+                        "customer_id": customer_ids.slice(0, 0),
+                        "fund_id": fund_ids.slice(0, 0),
+                        **{name: pa.array(v, type=pa.float32()) for name, v in preds.items()},
+                    }
+                )
                 pq.write_table(empty, tmp)
         finally:
             if writer is not None:

@@ -194,7 +194,10 @@ class TrainedModel:
                     out[name] = np.empty((n, k), dtype=np.float32)
                 out[name][start:stop] = values.reshape(stop - start, k)
         if not out:  # a dataset without customers
-            out = {name: np.empty((0, k), dtype=np.float32) for name in self.predict_pairs(dataset, [], [])}
+            out = {
+                name: np.empty((0, k), dtype=np.float32)
+                for name in self.predict_pairs(dataset, np.empty(0, np.int64), np.empty(0, np.int64))
+            }
         return out
 
 
@@ -253,9 +256,13 @@ class _LoopState:
 
 def _numpy_rng_state() -> dict[str, Any]:
     # np.random's state holds a numpy array, which weights_only loading refuses; store it as a tensor instead.
-    _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
-    return {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}
+    _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
 
 
 def _set_numpy_rng_state(state: dict[str, Any]) -> None:
@@ -278,8 +285,13 @@ def _save_checkpoint(
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
         "best_model": st.best_state,
-        "loop": {"epoch": st.epoch, "best_loss": st.best_loss, "best_epoch": st.best_epoch,
-                 "bad_epochs": st.bad_epochs, "stopped": st.stopped},
+        "loop": {
+            "epoch": st.epoch,
+            "best_loss": st.best_loss,
+            "best_epoch": st.best_epoch,
+            "bad_epochs": st.bad_epochs,
+            "stopped": st.stopped,
+        },
         "history": [dict(h) for h in st.history],
         "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state()},
     }
@@ -349,9 +361,15 @@ def _train_one(
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         loop = ckpt["loop"]
-        st = _LoopState(epoch=int(loop["epoch"]), history=list(ckpt["history"]), best_loss=float(loop["best_loss"]),
-                        best_epoch=int(loop["best_epoch"]), bad_epochs=int(loop["bad_epochs"]),
-                        stopped=bool(loop["stopped"]), best_state=ckpt["best_model"])
+        st = _LoopState(
+            epoch=int(loop["epoch"]),
+            history=list(ckpt["history"]),
+            best_loss=float(loop["best_loss"]),
+            best_epoch=int(loop["best_epoch"]),
+            bad_epochs=int(loop["bad_epochs"]),
+            stopped=bool(loop["stopped"]),
+            best_state=ckpt["best_model"],
+        )
         torch.set_rng_state(ckpt["rng"]["torch"])
         _set_numpy_rng_state(ckpt["rng"]["numpy"])
 
@@ -367,8 +385,9 @@ def _train_one(
             torch.manual_seed(seed)
             gen = torch.Generator().manual_seed(seed)
             model.train()
-            total, rows, step = 0.0, 0, 0
-            for batch in bound.exposure_batches("train", cfg.batch_size, shuffle=True, generator=gen):
+            total, rows = 0.0, 0
+            batches = bound.exposure_batches("train", cfg.batch_size, shuffle=True, generator=gen)
+            for step, batch in enumerate(batches):
                 if rows >= rows_per_epoch:
                     break
                 opt.zero_grad(set_to_none=True)
@@ -382,14 +401,21 @@ def _train_one(
                 opt.step()
                 total += float(loss.detach()) * len(batch)
                 rows += len(batch)
-                step += 1
                 bar.advance(task, len(batch))
+            train_seconds = time.perf_counter() - t0
             train_loss = total / max(rows, 1)
             # Without a validation split, early stopping falls back to the training loss (stated in metrics).
             valid_loss = _valid_loss(model, bound, "valid", cfg.eval_batch_size) if n_valid else train_loss
             seconds = time.perf_counter() - t0
-            record = {"epoch": float(epoch + 1), "train_loss": train_loss, "valid_loss": valid_loss,
-                      "rows": float(rows), "seconds": seconds, "samples_per_s": rows / seconds if seconds else 0.0}
+            record = {
+                "epoch": float(epoch + 1),
+                "train_loss": train_loss,
+                "valid_loss": valid_loss,
+                "rows": float(rows),
+                "seconds": seconds,
+                "train_seconds": train_seconds,
+                "samples_per_s": rows / train_seconds if train_seconds else 0.0,
+            }
             st.history.append(record)
             st.epoch = epoch + 1
             if valid_loss < st.best_loss - cfg.min_delta:
@@ -428,7 +454,12 @@ def _train_one(
 
 
 def _grid_search(
-    dataset: Dataset, cfg: TrainConfig, out: Path | None, *, resume: bool, progress: bool,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    out: Path | None,
+    *,
+    resume: bool,
+    progress: bool,
     on_epoch_end: EpochCallback | None,
 ) -> TrainedModel:
     """Train every (lr, dropout) of the grid and keep the model with the lowest best validation loss."""
@@ -440,9 +471,16 @@ def _grid_search(
             sub = cfg.model_copy(update={"lr": lr, "params": {**cfg.params, "dropout": dropout}, "grid": False})
             tag = f"lr={lr:g}_dropout={dropout:g}"
             sub_out = out / "grid" / tag if out is not None else None
-            trained, summary = _train_one(dataset, sub, sub_out, resume=resume, progress=progress,
-                                          on_epoch_end=on_epoch_end, features=features,
-                                          label=f"{cfg.model} {tag}")
+            trained, summary = _train_one(
+                dataset,
+                sub,
+                sub_out,
+                resume=resume,
+                progress=progress,
+                on_epoch_end=on_epoch_end,
+                features=features,
+                label=f"{cfg.model} {tag}",
+            )
             loss = float(summary["best_valid_loss"])
             results.append({"lr": lr, "dropout": dropout, "best_valid_loss": loss, "best_epoch": summary["best_epoch"]})
             if best is None or loss < best[0]:
@@ -453,8 +491,14 @@ def _grid_search(
     _, winner, summary = best
     if out is not None:
         winner.save(out)
-        write_json({**summary, "grid": results, "selected": {"lr": winner.config.lr,
-                    "dropout": winner.config.params.get("dropout")}}, out / METRICS_FILE)
+        write_json(
+            {
+                **summary,
+                "grid": results,
+                "selected": {"lr": winner.config.lr, "dropout": winner.config.params.get("dropout")},
+            },
+            out / METRICS_FILE,
+        )
         write_json(results, out / GRID_FILE)
     return winner
 

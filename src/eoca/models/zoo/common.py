@@ -1,0 +1,174 @@
+"""What every zoo model shares: parameter handling, the customer / fund encoders and the conversion heads."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from eoca.models.base import Batch, EtvModel, require_labels
+from eoca.models.features import FeatureSpace, notice
+from eoca.models.layers import CustomerArch, FundEmbedding, PairInput, Tower
+from eoca.models.losses import SIGMA_FLOOR, bce_loss, expected_transaction_value, log_probs, product_log_probs
+
+COMMON_DEFAULTS: dict[str, Any] = {
+    "embedding_dim": 8,  # per categorical feature / sequence token
+    "heads": 2,  # self-attention heads over the behaviour sequence
+    "dropout": 0.1,
+    "use_sequences": True,  # the papers give every model the same behaviour sequence
+    "tower_hidden": 32,
+}
+"""Parameters of every model; each zoo module adds its own (see its ``DEFAULTS``)."""
+
+MMOE_DEFAULTS: dict[str, Any] = {"n_experts": 4, "expert_dim": 32}
+GRAPH_DEFAULTS: dict[str, Any] = {"use_graph": True, "graph_hidden": 16, "graph_heads": 2}
+
+
+def logit(rate: float) -> float:
+    """``log(r / (1 - r))`` with ``r`` clipped away from 0 and 1 (a split with no positives still initialises)."""
+    r = min(max(rate, 1e-6), 1.0 - 1e-6)
+    return math.log(r / (1.0 - r))
+
+
+def output_layer(in_dim: int, bias: float) -> torch.nn.Linear:
+    """``Linear(in_dim, 1)`` with its bias set to ``bias`` (base-rate logit or mean target)."""
+    layer = torch.nn.Linear(in_dim, 1)
+    with torch.no_grad():
+        layer.bias.fill_(bias)
+    return layer
+
+
+class ZooModel(EtvModel):
+    """Base of the zoo: holds the feature space and parameters and encodes a batch into a :class:`PairInput`.
+
+    Subclasses set ``name``, ``DEFAULTS`` and build their bottom / towers in ``__init__`` after calling
+    ``super().__init__``.
+    """
+
+    DEFAULTS: ClassVar[dict[str, Any]] = COMMON_DEFAULTS
+    amount_mu: Tensor
+    amount_sigma: Tensor
+
+    def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
+        super().__init__()
+        self.space = space
+        self.params = params
+        use_graph = bool(params.get("use_graph", False))
+        if use_graph and not space.has_graph:
+            notice(
+                f"model-no-graph-{self.name}",
+                f"model '{self.name}': no consumption graph in the features; graph branch off",
+            )
+        if params["use_sequences"] and not space.has_sequences:
+            notice(
+                f"model-no-seq-{self.name}", f"model '{self.name}': no behaviour sequences in the features; branch off"
+            )
+        self.customer_arch = CustomerArch(
+            space,
+            embedding_dim=int(params["embedding_dim"]),
+            heads=int(params["heads"]),
+            dropout=float(params["dropout"]),
+            use_sequences=bool(params["use_sequences"]),
+            use_graph=use_graph,
+            graph_hidden=int(params.get("graph_hidden", 16)),
+            graph_heads=int(params.get("graph_heads", 1)),
+        )
+        self.fund_arch = FundEmbedding(space, int(params["embedding_dim"]))
+        stats = space.label_stats
+        # Constant amount model of conversion-only models: the lognormal fit of train converters' log1p amount.
+        self.register_buffer("amount_mu", torch.tensor(stats["log1p_mu"]), persistent=False)
+        self.register_buffer("amount_sigma", torch.tensor(max(stats["log1p_sigma"], SIGMA_FLOOR)), persistent=False)
+
+    def encode(self, batch: Batch) -> PairInput:
+        """Customer units ``[U, Dc]`` and funds ``[F, Df]`` of the batch, with the row indices into both."""
+        inputs = batch.inputs
+        return PairInput(
+            customer=self.customer_arch(inputs),
+            row_unit=inputs["row_unit"],
+            fund=self.fund_arch(inputs["f_num"], inputs["f_cat"]),
+            fund_index=batch.fund,
+        )
+
+    def constant_amount_etv(self, p: Tensor) -> tuple[Tensor, Tensor]:
+        """ETV of a model without an amount head: ``p`` times the train converters' lognormal mean of
+        ``log1p(amount)`` (EOCA Eq. 13 with a constant mu, sigma); returns ``(etv, amount)``, both ``[B]``."""
+        mu = self.amount_mu.expand_as(p)
+        sigma = self.amount_sigma.expand_as(p)
+        etv = expected_transaction_value("eoca", p=p, mu=mu, sigma=sigma)
+        amount = expected_transaction_value("eoca", p=torch.ones_like(p), mu=mu, sigma=sigma)
+        return etv, amount
+
+
+class ConversionHeads(torch.nn.Module):
+    """ESMM-style conversion: ``pCTCVR = pCTR * pCVR`` when the data has clicks, else one conversion tower.
+
+    ``forward(ctr_in [B, D], cvr_in [B, D]) -> (logit_ctr or None, logit_cvr)``; see :meth:`log_probs` and
+    :meth:`click_loss`.
+    """
+
+    def __init__(self, space: FeatureSpace, in_dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        stats = space.label_stats
+        self.has_clicks = space.has_clicks
+        if self.has_clicks:
+            ctr = stats["click_rate"]
+            cvr = stats["conversion_rate"] / ctr if ctr > 0 else stats["conversion_rate"]
+            self.ctr: Tower | None = Tower(in_dim, hidden, 1, dropout, [logit(ctr)])
+            self.cvr = Tower(in_dim, hidden, 1, dropout, [logit(cvr)])
+        else:
+            self.ctr = None
+            self.cvr = Tower(in_dim, hidden, 1, dropout, [logit(stats["conversion_rate"])])
+
+    def forward(self, ctr_in: Tensor, cvr_in: Tensor) -> tuple[Tensor | None, Tensor]:
+        logit_ctr = self.ctr(ctr_in).squeeze(-1) if self.ctr is not None else None
+        return logit_ctr, self.cvr(cvr_in).squeeze(-1)
+
+    @staticmethod
+    def log_probs(logit_ctr: Tensor | None, logit_cvr: Tensor) -> tuple[Tensor, Tensor]:
+        """``(log p, log(1-p))`` of the entire-space conversion probability, shapes ``[B]``."""
+        if logit_ctr is None:
+            return log_probs(logit_cvr)
+        return product_log_probs(logit_ctr, logit_cvr)
+
+    @staticmethod
+    def click_loss(logit_ctr: Tensor | None, batch: Batch) -> Tensor:
+        """BCE of pCTR against the click label (ESMM's CTR task); 0 without clicks in the data or the batch."""
+        if logit_ctr is None or batch.clicked is None:
+            return torch.zeros((), device=batch.fund.device)
+        lp, l1mp = log_probs(logit_ctr)
+        return bce_loss(lp, l1mp, batch.clicked)
+
+    @staticmethod
+    def probabilities(logit_ctr: Tensor | None, logit_cvr: Tensor) -> dict[str, Tensor | None]:
+        """``p`` (pCTCVR), ``pctr`` and ``pcvr`` (None without clicks), shapes ``[B]``."""
+        pcvr = torch.sigmoid(logit_cvr)
+        if logit_ctr is None:
+            return {"p": pcvr, "pctr": None, "pcvr": None}
+        pctr = torch.sigmoid(logit_ctr)
+        return {"p": pctr * pcvr, "pctr": pctr, "pcvr": pcvr}
+
+
+def task_set(space: FeatureSpace, *tasks: str) -> frozenset[str]:
+    """``tasks`` plus ``ctr`` when the data has click labels (only ESMM-style models pass through here)."""
+    return frozenset({*tasks, "ctr"} if space.has_clicks else set(tasks))
+
+
+def conversion_labels(batch: Batch) -> tuple[Tensor, Tensor]:
+    """``(converted, amount)`` of a labelled batch, each float32 ``[B]``."""
+    converted, amount = require_labels(batch, "converted", "amount")
+    return converted, amount
+
+
+__all__ = [
+    "COMMON_DEFAULTS",
+    "GRAPH_DEFAULTS",
+    "MMOE_DEFAULTS",
+    "ConversionHeads",
+    "ZooModel",
+    "conversion_labels",
+    "logit",
+    "output_layer",
+    "task_set",
+]

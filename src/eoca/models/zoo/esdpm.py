@@ -1,0 +1,113 @@
+"""ESDPM (EOCA Sec. 4.1): MMoE + ESMM (pCTCVR = pCTR x pCVR) + behaviour self-attention + consumption GAT,
+with mu / sigma towers for the lognormal purchase amount, trained with the ESJ loss (EOCA Eq. 12).
+
+:class:`EsdpmFamily` is shared with the models that keep this structure and change only the amount loss
+(``mtl_ziln``, ``ptofa``) or drop the graph (``esdpm_ncg``). The click BCE of ESMM's CTR task is added to the
+amount-aware loss when the data has click labels: the paper learns pCVR "as a hidden variable as ESMM", which
+needs the CTR task's supervision to tell pCTR from pCVR.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from eoca.models.base import Batch, ModelOutput
+from eoca.models.features import FeatureSpace
+from eoca.models.layers import MMoE, Tower
+from eoca.models.losses import (
+    SIGMA_FLOOR,
+    esj_loss,
+    expected_transaction_value,
+    positive_sigma,
+    ptofa_loss,
+    ziln_loss,
+)
+from eoca.models.zoo.common import (
+    COMMON_DEFAULTS,
+    GRAPH_DEFAULTS,
+    MMOE_DEFAULTS,
+    ConversionHeads,
+    ZooModel,
+    conversion_labels,
+    task_set,
+)
+
+AMOUNT_LOSSES = ("esj", "ziln", "ptofa")
+
+
+def _softplus_inverse(y: float) -> float:
+    return y + math.log(-math.expm1(-y)) if y < 20 else y
+
+
+class EsdpmFamily(ZooModel):
+    """MMoE with three gated tasks (CTR, CVR, amount); the amount tower outputs ``(mu, raw sigma)``.
+
+    ``amount_loss`` picks ESJ (``y_v = amount + 1`` lognormal, ETV by EOCA Eq. 13), ZILN or PTOFA (amount
+    itself lognormal, ETV ``p * exp(mu + sigma^2 / 2)``).
+    """
+
+    amount_loss: ClassVar[str] = "esj"
+    DEFAULTS: ClassVar[dict[str, Any]] = {**COMMON_DEFAULTS, **MMOE_DEFAULTS, **GRAPH_DEFAULTS}
+
+    def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
+        super().__init__(space, params)
+        if self.amount_loss not in AMOUNT_LOSSES:
+            raise ValueError(f"unknown amount loss {self.amount_loss!r}; valid: {AMOUNT_LOSSES}")
+        self.tasks = task_set(space, "conversion", "amount", "etv")
+        dropout = float(params["dropout"])
+        self.mmoe = MMoE(
+            self.customer_arch.out_dim,
+            self.fund_arch.out_dim,
+            n_tasks=3,
+            n_experts=int(params["n_experts"]),
+            expert_dim=int(params["expert_dim"]),
+            dropout=dropout,
+        )
+        hidden = int(params["tower_hidden"])
+        self.heads = ConversionHeads(space, self.mmoe.out_dim, hidden, dropout)
+        stats = space.label_stats
+        sigma0 = max(stats["log1p_sigma"], SIGMA_FLOOR + 0.1)
+        self.lognormal = Tower(
+            self.mmoe.out_dim, hidden, 2, dropout, [stats["log1p_mu"], _softplus_inverse(sigma0 - SIGMA_FLOOR)]
+        )
+        self.formula = "eoca" if self.amount_loss == "esj" else "lognormal"
+
+    def _forward(self, batch: Batch) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
+        """``(logit_ctr or None, logit_cvr, mu, sigma)``, each ``[B]``."""
+        h = self.mmoe(self.encode(batch))  # [B, 3, K]
+        logit_ctr, logit_cvr = self.heads(h[:, 0], h[:, 1])
+        out = self.lognormal(h[:, 2])
+        return logit_ctr, logit_cvr, out[:, 0], positive_sigma(out[:, 1])
+
+    def _amount_loss(self, log_p: Tensor, log_1mp: Tensor, mu: Tensor, sigma: Tensor, amount: Tensor) -> Tensor:
+        if self.amount_loss == "esj":
+            return esj_loss(log_p, log_1mp, mu, sigma, amount)
+        if self.amount_loss == "ziln":
+            return ziln_loss(log_p, log_1mp, mu, sigma, amount)
+        return ptofa_loss(log_p, log_1mp, mu, sigma, amount, float(self.params["eps"]))
+
+    def loss(self, batch: Batch) -> Tensor:
+        _, amount = conversion_labels(batch)
+        logit_ctr, logit_cvr, mu, sigma = self._forward(batch)
+        log_p, log_1mp = ConversionHeads.log_probs(logit_ctr, logit_cvr)
+        return self._amount_loss(log_p, log_1mp, mu, sigma, amount) + ConversionHeads.click_loss(logit_ctr, batch)
+
+    def predict(self, batch: Batch) -> ModelOutput:
+        logit_ctr, logit_cvr, mu, sigma = self._forward(batch)
+        probs = ConversionHeads.probabilities(logit_ctr, logit_cvr)
+        p = probs["p"]
+        assert p is not None
+        etv = expected_transaction_value(self.formula, p=p, mu=mu, sigma=sigma)
+        amount = expected_transaction_value(self.formula, p=p.new_ones(()).expand_as(p), mu=mu, sigma=sigma)
+        return ModelOutput(p=p, etv=etv, pctr=probs["pctr"], pcvr=probs["pcvr"], mu=mu, sigma=sigma, amount=amount)
+
+
+class Esdpm(EsdpmFamily):
+    name = "esdpm"
+    amount_loss = "esj"
+
+
+MODEL = Esdpm

@@ -1,0 +1,53 @@
+"""MMoE (EOCA Sec. 5.1): shared experts with a gate per task; a conversion tower predicts pCTCVR directly
+(no latent pCVR) with BCE, an amount tower regresses ``log1p(amount)`` over every exposure with MSE; ETV is
+``expm1(v_hat)`` (log-regression formula), as for Shared-Bottom."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from eoca.models.base import Batch, ModelOutput
+from eoca.models.features import FeatureSpace
+from eoca.models.layers import MMoE, Tower
+from eoca.models.losses import bce_loss, expected_transaction_value, log_probs, mse_log_amount_loss
+from eoca.models.zoo.common import COMMON_DEFAULTS, MMOE_DEFAULTS, ZooModel, conversion_labels, logit
+
+
+class MMoEModel(ZooModel):
+    name = "mmoe"
+    tasks = frozenset({"conversion", "amount", "etv"})
+    DEFAULTS: ClassVar[dict[str, Any]] = {**COMMON_DEFAULTS, **MMOE_DEFAULTS}
+
+    def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
+        super().__init__(space, params)
+        dropout = float(params["dropout"])
+        self.mmoe = MMoE(
+            self.customer_arch.out_dim,
+            self.fund_arch.out_dim,
+            n_tasks=2,
+            n_experts=int(params["n_experts"]),
+            expert_dim=int(params["expert_dim"]),
+            dropout=dropout,
+        )
+        stats = space.label_stats
+        hidden = int(params["tower_hidden"])
+        self.conversion = Tower(self.mmoe.out_dim, hidden, 1, dropout, [logit(stats["conversion_rate"])])
+        self.amount = Tower(self.mmoe.out_dim, hidden, 1, dropout, [stats["mean_log1p_all"]])
+
+    def _heads(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        h = self.mmoe(self.encode(batch))  # [B, 2, K]
+        return self.conversion(h[:, 0]).squeeze(-1), self.amount(h[:, 1]).squeeze(-1)
+
+    def loss(self, batch: Batch) -> Tensor:
+        converted, amount = conversion_labels(batch)
+        logit_c, v_hat = self._heads(batch)
+        return bce_loss(*log_probs(logit_c), converted) + mse_log_amount_loss(v_hat, amount)
+
+    def predict(self, batch: Batch) -> ModelOutput:
+        logit_c, v_hat = self._heads(batch)
+        return ModelOutput(p=logit_c.sigmoid(), etv=expected_transaction_value("log_regression", v_hat=v_hat))
+
+
+MODEL = MMoEModel

@@ -1,0 +1,137 @@
+"""FeatureSpace / BoundFeatures: train-only fitting, serialisation, batching, leakage and missing branches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from eoca.data import Dataset
+from eoca.errors import DataValidationError
+from eoca.models import FeatureSpace
+from eoca.models.features import BoundFeatures
+
+
+def _assert_same_batches(a: BoundFeatures, b: BoundFeatures) -> None:
+    for ba, bb in zip(
+        a.exposure_batches("valid", 256, shuffle=False), b.exposure_batches("valid", 256, shuffle=False), strict=True
+    ):
+        assert torch.equal(ba.customer, bb.customer) and torch.equal(ba.fund, bb.fund)
+        assert ba.inputs.keys() == bb.inputs.keys()
+        for key in ba.inputs:
+            assert torch.equal(ba.inputs[key], bb.inputs[key]), key
+
+
+def test_state_dict_round_trip_gives_identical_batches(sim: Dataset) -> None:
+    space = FeatureSpace.fit(sim)
+    state = json.loads(json.dumps(space.state_dict()))  # must survive JSON unchanged
+    restored = FeatureSpace.from_state_dict(state)
+    assert restored.state_dict() == space.state_dict()
+    _assert_same_batches(space.bind(sim), restored.bind(sim))
+
+
+def test_exposure_batches_cover_split_once_and_labels_align(sim: Dataset) -> None:
+    bound = FeatureSpace.fit(sim).bind(sim)
+    labels = bound.exposure_labels("train")
+    assert labels["customer_pos"].size == bound.n_exposures("train") == int(sim.split_mask("train").sum())
+    batches = list(bound.exposure_batches("train", 500, shuffle=False))
+    np.testing.assert_array_equal(np.concatenate([b.customer.numpy() for b in batches]), labels["customer_pos"])
+    np.testing.assert_array_equal(
+        np.concatenate([b.amount.numpy() for b in batches if b.amount is not None]), labels["amount"]
+    )
+    g = torch.Generator().manual_seed(0)
+    shuffled = np.concatenate(
+        [b.customer.numpy() for b in bound.exposure_batches("train", 500, shuffle=True, generator=g)]
+    )
+    np.testing.assert_array_equal(np.sort(shuffled), np.sort(labels["customer_pos"]))
+    first = batches[0]
+    rows = first.inputs["row_unit"]
+    assert torch.equal(first.inputs["unit_customer"][rows], first.customer)
+
+
+def test_fit_uses_train_split_only(sim: Dataset) -> None:
+    space = FeatureSpace.fit(sim)
+    train = sim.split_mask("train")
+    converted = np.asarray(sim.exposures.column("converted").to_numpy(), dtype=float)
+    assert space.label_stats["conversion_rate"] == pytest.approx(converted[train].mean())
+    assert space.label_stats["n_train"] == train.sum()
+
+
+def test_pair_batch_and_sequences(sim: Dataset) -> None:
+    space = FeatureSpace.fit(sim)
+    bound = space.bind(sim)
+    cust = np.repeat(np.arange(50), bound.n_funds)
+    fund = np.tile(np.arange(bound.n_funds), 50)
+    batch = bound.pair_batch(cust, fund)
+    assert len(batch) == cust.size and batch.converted is None
+    assert batch.inputs["unit_customer"].shape[0] == 50  # customer side encoded once per customer
+    mask = batch.inputs["seq_mask"]
+    assert mask.shape[1] == space.sequence_length and mask.any()
+    # Right-aligned: once a slot is real, every later slot is too (latest event last).
+    assert torch.equal(mask.int().cummax(dim=1).values.bool(), mask)
+    with pytest.raises(IndexError):
+        bound.pair_batch(np.array([10**9]), np.array([0]))
+
+
+def test_events_at_or_after_exposure_never_enter_its_sequence(sim: Dataset) -> None:
+    assert sim.events is not None
+    # Move every event of the first customers into the exposure period: their sequences must be cut per row.
+    ev = sim.events
+    cust_pos = sim.customer_index(ev.column("customer_id"))
+    late = cust_pos < 20
+    times = np.asarray(ev.column("time").to_numpy(), dtype=np.int64)
+    new_times = np.where(late, np.arange(times.size) % 5, times)  # periods 0..4 overlap exposures 0..3
+    events = ev.set_column(ev.column_names.index("time"), "time", pa.array(new_times))
+    shifted = Dataset(
+        spec=sim.spec,
+        customers=sim.customers,
+        funds=sim.funds,
+        exposures=sim.exposures,
+        events=events,
+        consumption=sim.consumption,
+    )
+    bound = FeatureSpace.fit(shifted).bind(shifted)
+    exp_time = np.asarray(sim.exposures.column("time").to_numpy(), dtype=np.int64)
+    exp_cust = sim.customer_index(sim.exposures.column("customer_id"))
+    checked = 0
+    for split in ("train", "valid", "test"):
+        rows = np.flatnonzero(sim.split_mask(split))
+        for batch in bound.exposure_batches(split, 4096, shuffle=False):
+            n = len(batch)
+            r, rows = rows[:n], rows[n:]
+            unit = batch.inputs["row_unit"]
+            counts = batch.inputs["seq_mask"].sum(dim=1)[unit].numpy()
+            for i in np.flatnonzero(exp_cust[r] < 20):
+                c, t = exp_cust[r][i], exp_time[r][i]
+                expected = min(int(((cust_pos == c) & (new_times < t)).sum()), bound.space.sequence_length)
+                assert counts[i] == expected
+                checked += 1
+    assert checked > 0
+
+
+def test_missing_graph_and_events_switch_branches_off(hillstrom_like: Dataset) -> None:
+    space = FeatureSpace.fit(hillstrom_like)
+    assert not space.has_graph and not space.has_sequences and not space.has_clicks
+    batch = next(space.bind(hillstrom_like).exposure_batches("train", 64, shuffle=False))
+    assert not any(k.startswith(("seq_", "g_")) for k in batch.inputs)
+    assert batch.clicked is None
+
+
+def test_use_flags_turn_branches_off(sim: Dataset) -> None:
+    space = FeatureSpace.fit(sim, use_sequences=False, use_graph=False, sequence_length=8)
+    assert not space.has_sequences and not space.has_graph and space.sequence_length == 8
+
+
+def test_bind_rejects_other_funds_and_missing_columns(sim: Dataset) -> None:
+    space = FeatureSpace.fit(sim)
+    funds = sim.funds.filter(pa.array(np.arange(sim.n_funds) > 0))
+    with pytest.raises(DataValidationError, match="funds"):
+        space.bind(Dataset(spec=sim.spec, customers=sim.customers, funds=funds, exposures=sim.exposures))
+    customers = sim.customers.drop_columns(["age"])
+    with pytest.raises(DataValidationError, match="age"):
+        space.bind(Dataset(spec=sim.spec, customers=customers, funds=sim.funds, exposures=sim.exposures))
+    with pytest.raises(DataValidationError, match="version"):
+        FeatureSpace.from_state_dict({**space.state_dict(), "version": 99})

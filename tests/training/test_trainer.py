@@ -1,0 +1,151 @@
+"""Trainer: loss falls, save/load round trip, exact resume, safe loading, grid search, config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from eoca.data import Dataset
+from eoca.errors import ConfigError, DataValidationError
+from eoca.training import TrainConfig, TrainedModel, load_train_config, train
+from eoca.training.trainer import CHECKPOINT_FILE, MODEL_FILE, epoch_seed
+
+from .conftest import SMALL
+
+
+def _cfg(**kw: Any) -> dict[str, Any]:
+    return {**SMALL, **kw}
+
+
+def test_training_loss_falls_and_run_folder_is_complete(tiny: Dataset, tmp_path: Path) -> None:
+    trained = train(tiny, _cfg(model="esdpm"), tmp_path, progress=False)
+    losses = [h["train_loss"] for h in trained.history]
+    assert len(losses) == 3
+    assert losses[-1] < losses[0]
+    for name in (MODEL_FILE, CHECKPOINT_FILE, "config.yaml", "metrics.json"):
+        assert (tmp_path / name).exists(), name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["best_epoch"] >= 1
+    assert metrics["best_valid_loss"] == min(h["valid_loss"] for h in trained.history)
+
+
+def test_save_load_gives_identical_predictions(tiny: Dataset, tmp_path: Path) -> None:
+    trained = train(tiny, _cfg(model="esdpm", max_epochs=1), None, progress=False)
+    trained.save(tmp_path)
+    loaded = TrainedModel.load(tmp_path)
+    assert loaded.config == trained.config
+    rng = np.random.default_rng(0)
+    cust = rng.integers(0, tiny.n_customers, 500)
+    fund = rng.integers(0, tiny.n_funds, 500)
+    a = trained.predict_pairs(tiny, cust, fund)
+    b = loaded.predict_pairs(tiny, cust, fund)
+    assert set(a) == set(b) >= {"p", "etv", "mu", "sigma"}
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert loaded.history == trained.history
+
+
+class _CrashError(RuntimeError):
+    pass
+
+
+def _crash_after(epoch: int) -> Any:
+    def callback(e: int, record: dict[str, float]) -> None:
+        if e == epoch:
+            raise _CrashError(f"simulated crash after epoch {e}")
+
+    return callback
+
+
+def test_resume_after_crash_equals_uninterrupted_run(tiny: Dataset, tmp_path: Path) -> None:
+    cfg = _cfg(model="esmm", params={"dropout": 0.3})  # dropout on: the RNG stream must be restored too
+    straight = train(tiny, cfg, tmp_path / "a", progress=False)
+    with pytest.raises(_CrashError):
+        train(tiny, cfg, tmp_path / "b", progress=False, on_epoch_end=_crash_after(1))
+    saved = torch.load(tmp_path / "b" / CHECKPOINT_FILE, weights_only=True)
+    assert saved["loop"]["epoch"] == 1
+    resumed = train(tiny, cfg, tmp_path / "b", resume=True, progress=False)
+    assert len(resumed.history) == len(straight.history) == 3
+    for ha, hb in zip(straight.history, resumed.history, strict=True):
+        assert ha["train_loss"] == hb["train_loss"]
+        assert ha["valid_loss"] == hb["valid_loss"]
+    sa, sb = straight.model.state_dict(), resumed.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def test_resume_refuses_a_changed_config(tiny: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(_CrashError):
+        train(tiny, _cfg(model="esmm"), tmp_path, progress=False, on_epoch_end=_crash_after(1))
+    with pytest.raises(ConfigError, match="lr"):
+        train(tiny, _cfg(model="esmm", lr=0.05), tmp_path, resume=True, progress=False)
+
+
+class _Payload:
+    """Unpickling this would call _Payload.mark(): proof the loader executed code from the file."""
+
+    executed = False
+
+    @classmethod
+    def mark(cls) -> None:
+        cls.executed = True
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_Payload.mark, ())
+
+
+def test_loading_refuses_non_weights_pickle(tmp_path: Path) -> None:
+    torch.save({"format": "eoca-etv-model", "state_dict": _Payload()}, tmp_path / MODEL_FILE)
+    with pytest.raises(DataValidationError, match="refused"):
+        TrainedModel.load(tmp_path)
+    assert not _Payload.executed
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(DataValidationError, match=r"junk\.pt"):
+        TrainedModel.load(tmp_path / "junk.pt")
+
+
+def test_grid_search_selects_lowest_validation_loss(tiny: Dataset, tmp_path: Path) -> None:
+    cfg = _cfg(model="mtl_mse", max_epochs=1, grid=True, grid_lr=[0.01, 0.04], grid_dropout=[0.1])
+    winner = train(tiny, cfg, tmp_path, progress=False)
+    grid = json.loads((tmp_path / "grid.json").read_text())
+    assert len(grid) == 2
+    best = min(grid, key=lambda g: g["best_valid_loss"])
+    assert winner.config.lr == best["lr"]
+    assert winner.config.params["dropout"] == 0.1
+    assert TrainedModel.load(tmp_path).config.lr == best["lr"]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("lr=-1", "lr"),
+        ("learning_rate=0.1", "learning_rate"),
+        ("grid_dropout=[1.5]", "grid_dropout"),
+        ("batch_size=abc", "batch_size"),
+    ],
+)
+def test_config_errors_name_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_train_config(None, [override])
+
+
+def test_defaults_file_matches_model_defaults() -> None:
+    # train.yaml is the documented source of defaults; it must say what TrainConfig would default to.
+    assert load_train_config() == TrainConfig()
+
+
+def test_unknown_model_is_a_config_error(tiny: Dataset) -> None:
+    with pytest.raises(ConfigError, match="esdpmm"):
+        train(tiny, _cfg(model="esdpmm"), None, progress=False)
+
+
+def test_epoch_seed_depends_on_seed_and_epoch_only() -> None:
+    seeds = {epoch_seed(s, e) for s in range(5) for e in range(5)}
+    assert len(seeds) == 25
+    assert epoch_seed(3, 2) == epoch_seed(3, 2)
