@@ -35,19 +35,26 @@ def top_levels(R: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
     k, m = R.shape
     vals = np.full((levels, m), -np.inf, dtype=R.dtype)
     idx = np.full((levels, m), -1, dtype=np.int32)
-    if levels == 2:
-        # The K = 1 hot path (every full scan of a 10M-row matrix): a running best and runner-up.
+    if levels == 2 and m > 0:
+        # The K = 1 hot path (every full scan of a 10M-row matrix). The best value is one fast reduction over the
+        # short fund axis; its fund is the lowest index attaining it (scan funds from the last to the first);
+        # the runner-up is the best of the other funds, lowest index first. Strict comparisons keep -inf entries
+        # (ineligible funds) out, so a customer with fewer than two eligible funds gets -inf / -1 as before.
         v1, v2, i1, i2 = vals[0], vals[1], idx[0], idx[1]
+        np.max(R, axis=0, out=v1)
+        mask = np.empty(m, dtype=bool)
+        for j in range(k - 1, -1, -1):
+            np.equal(R[j], v1, out=mask)
+            np.copyto(i1, j, where=mask)
+        np.copyto(i1, -1, where=v1 == -np.inf)
+        other = np.empty(m, dtype=bool)
         for j in range(k):
             x = R[j]
-            up1 = x > v1
-            up2 = ~up1 & (x > v2)
-            np.copyto(v2, v1, where=up1)
-            np.copyto(i2, i1, where=up1)
-            np.copyto(v2, x, where=up2)
-            i2[up2] = j
-            np.copyto(v1, x, where=up1)
-            i1[up1] = j
+            np.greater(x, v2, out=mask)
+            np.not_equal(i1, j, out=other)
+            mask &= other
+            np.copyto(v2, x, where=mask)
+            np.copyto(i2, j, where=mask)
         return vals, idx
     if levels <= 4 or k <= levels:
         for j in range(k):

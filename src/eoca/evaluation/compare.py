@@ -281,17 +281,13 @@ def compare_models(
         runs: folder of run folders ``runs/<model>``; a model whose ``model.pt`` exists there is loaded instead
             of trained, the others train into it. Default ``out/runs``, where interrupted runs resume.
     """
-    from eoca.models import MODEL_NAMES
+    from eoca.models.zoo import model_names_problem
     from eoca.training import TrainedModel, train
     from eoca.training.config import coerce_train_config
 
-    if not models:
-        raise ConfigError("models: give at least one model name, e.g. esmm,esdpm")
-    unknown = [m for m in models if m not in MODEL_NAMES]
-    if unknown:
-        raise ConfigError(f"models: unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}")
-    if len(set(models)) != len(models):
-        raise ConfigError(f"models: a model is listed twice in {','.join(models)}")
+    problem = model_names_problem(models)
+    if problem is not None:
+        raise ConfigError(f"models: {problem}")
     base = coerce_train_config(config)
     out = Path(out)
     run_root = Path(runs) if runs is not None else out / "runs"

@@ -22,7 +22,7 @@ class _Strict(BaseModel):
 
 
 class SimulatorSection(_Strict):
-    customers: int = Field(50_000, ge=10, description="customers N of the simulated world")
+    customers: int = Field(100_000, ge=10, description="customers N of the simulated world")
     funds: int = Field(8, ge=1, description="funds k")
     periods: int = Field(4, ge=2, description="delivery periods logged; the last is the offline test period")
     seed: int = Field(0, description="seed of the world; the A/B test draws the period after the last one")
@@ -96,15 +96,11 @@ class RunConfig(_Strict):
     @field_validator("models")
     @classmethod
     def _models_known(cls, models: list[str]) -> list[str]:
-        from eoca.models import MODEL_NAMES
+        from eoca.models.zoo import model_names_problem
 
-        if not models:
-            raise ValueError("name at least one model to train")
-        unknown = [m for m in models if m not in MODEL_NAMES]
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODEL_NAMES)}")
-        if len(set(models)) != len(models):
-            raise ValueError(f"a model is listed twice: {models}")
+        problem = model_names_problem(models)
+        if problem is not None:
+            raise ValueError(problem)
         if ORACLE in models:
             raise ValueError(f"'{ORACLE}' is reserved for the true-ETV ceiling")
         return models

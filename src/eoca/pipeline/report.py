@@ -189,10 +189,8 @@ def run_summary(result: RunResult) -> list[str]:
     if "ab_test" in m:
         rows = {r["framework"]: r for r in m["ab_test"]}
         ctrl = m["ab_test_control"]
-        best = max(
-            (r for r in m["ab_test"] if not r["framework"].startswith(ORACLE)),
-            key=lambda r: r["tapmd"],
-        )
+        fws = [r for r in m["ab_test"] if not r["framework"].startswith(ORACLE)]
+        best = max(fws, key=lambda r: r["tapmd"])
         lines.append(
             f"Simulated A/B test against {ctrl}: {best['framework']} brings the most amount per mille deliveries "
             f"(TAPMD {best['tapmd']:,.0f}, {_pct(best['tapmd_lift_pct'])} "
@@ -200,19 +198,31 @@ def run_summary(result: RunResult) -> list[str]:
             f"{best['cpmd']:.2f} ({_pct(best['cpmd_lift_pct'])})."
         )
         oracle = m.get("ab_test_oracle")
-        if oracle and oracle in rows and best["pct_of_oracle_expected"] is not None:
+        if oracle and oracle in rows and all(r["pct_of_oracle_expected"] is not None for r in fws):
+            # Realised amounts of a few hundred heavy-tailed purchases are noisy; the expected value of the
+            # delivered pairs (true ETV) ranks frameworks without that noise, so say which leads on it.
+            top = max(fws, key=lambda r: r["expected_value"])
             lines.append(
-                f"Against the ceiling (true ETV + exact allocation), {best['framework']} captures "
-                f"{best['pct_of_oracle_expected']:.1f}% of the expected value; {ctrl} captures "
-                f"{rows[ctrl]['pct_of_oracle_expected']:.1f}%."
-            )
-        for r in m["allocation"]:
-            if r["customers_short"] and r["model"] != ORACLE:
-                lines.append(
-                    f"{r['framework']} left {r['customers_short']:,} customers without a fund and "
-                    f"{r['funds_off_demand']} fund(s) off their contract."
+                f"Expected value (true ETV of the delivered pairs, free of purchase noise) as % of the ceiling "
+                f"(true ETV + exact allocation): {top['framework']} {top['pct_of_oracle_expected']:.1f}% (highest), "
+                f"{ctrl} {rows[ctrl]['pct_of_oracle_expected']:.1f}%; "
+                + ", ".join(
+                    f"{r['framework']} {r['pct_of_oracle_expected']:.1f}%"
+                    for r in fws
+                    if r["framework"] not in (top["framework"], ctrl)
                 )
-                break
+                + "."
+            )
+        broken = [r for r in m["allocation"] if r["customers_short"] or r["funds_off_demand"]]
+        if broken:
+            lines.append(
+                "Contracts broken (customers left without a fund, funds off their demand): "
+                + "; ".join(
+                    f"{r['framework']} {r['customers_short']:,} customers, {r['funds_off_demand']} fund(s)"
+                    for r in broken
+                )
+                + ". The exact solver meets every contract."
+            )
     if "policy_values" in m:
         ref = m["policy_reference"]
         fws = [r for r in m["policy_values"] if r["role"] != "reference" and r["policy"] != "random"]

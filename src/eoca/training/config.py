@@ -39,6 +39,7 @@ class TrainConfig(BaseModel):
     use_graph: bool = True
     sequence_length: int | None = Field(None, ge=1)
     num_threads: int | None = Field(None, ge=1)
+    deterministic: bool = True
 
     @field_validator("grid_lr")
     @classmethod

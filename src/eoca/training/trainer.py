@@ -14,6 +14,7 @@ need arbitrary unpickling to load is refused instead of executed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pickle
@@ -69,6 +70,22 @@ def set_threads(num_threads: int | None = None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool) -> Iterator[None]:
+    """Run the block with torch's deterministic kernels when ``enabled``, restoring the caller's setting.
+
+    With more than one thread some CPU kernels (scatter/index-add backward passes among them) sum in an order
+    that depends on scheduling; the last-bit differences grow over epochs of rare-positive training into
+    visibly different models, so two identical runs would disagree. Deterministic kernels cost little here.
+    """
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled or before)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -534,7 +551,8 @@ def train(
         out_path.mkdir(parents=True, exist_ok=True)
         # A grid run's model.pt/config.yaml describe the winning grid point; the request itself is kept beside.
         write_yaml(cfg.model_dump(mode="json"), out_path / (GRID_CONFIG_FILE if cfg.grid else CONFIG_FILE))
-    if cfg.grid:
-        return _grid_search(dataset, cfg, out_path, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
-    trained, _ = _train_one(dataset, cfg, out_path, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
+    with deterministic_kernels(cfg.deterministic):
+        if cfg.grid:
+            return _grid_search(dataset, cfg, out_path, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
+        trained, _ = _train_one(dataset, cfg, out_path, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
     return trained

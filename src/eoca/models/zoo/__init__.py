@@ -27,6 +27,18 @@ MODEL_NAMES: tuple[str, ...] = (
 )
 
 
+def model_names_problem(models: list[str] | tuple[str, ...]) -> str | None:
+    """Why ``models`` is not a usable list of zoo names (empty, unknown names, repeats), or None if it is."""
+    if not models:
+        return "give at least one model name, e.g. esmm,esdpm"
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown:
+        return f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}"
+    if len(set(models)) != len(models):
+        return f"a model is listed twice in {','.join(models)}"
+    return None
+
+
 def model_class(name: str) -> type[ZooModel]:
     """The class of zoo model ``name``; unknown names raise :class:`ConfigError` listing the valid ones."""
     if name not in MODEL_NAMES:

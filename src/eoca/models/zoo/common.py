@@ -10,7 +10,7 @@ from torch import Tensor
 
 from eoca.models.base import Batch, EtvModel, require_labels
 from eoca.models.features import FeatureSpace, notice
-from eoca.models.layers import CustomerArch, FundEmbedding, PairInput, Tower
+from eoca.models.layers import CustomerArch, FundEmbedding, MMoE, PairInput, Tower
 from eoca.models.losses import SIGMA_FLOOR, bce_loss, expected_transaction_value, log_probs, product_log_probs
 
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -50,6 +50,17 @@ class ZooModel(EtvModel):
     DEFAULTS: ClassVar[dict[str, Any]] = COMMON_DEFAULTS
     amount_mu: Tensor
     amount_sigma: Tensor
+
+    def _build_mmoe(self, n_tasks: int) -> MMoE:
+        """The MMoE bottom over the customer and fund encodings, sized by ``params``; one gate per task."""
+        return MMoE(
+            self.customer_arch.out_dim,
+            self.fund_arch.out_dim,
+            n_tasks=n_tasks,
+            n_experts=int(self.params["n_experts"]),
+            expert_dim=int(self.params["expert_dim"]),
+            dropout=float(self.params["dropout"]),
+        )
 
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
         super().__init__()

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from eoca.models.base import Batch, ModelOutput
 from eoca.models.features import FeatureSpace
-from eoca.models.layers import MMoE, Tower
+from eoca.models.layers import Tower
 from eoca.models.losses import (
     SIGMA_FLOOR,
     esj_loss,
@@ -58,14 +58,7 @@ class EsdpmFamily(ZooModel):
             raise ValueError(f"unknown amount loss {self.amount_loss!r}; valid: {AMOUNT_LOSSES}")
         self.tasks = task_set(space, "conversion", "amount", "etv")
         dropout = float(params["dropout"])
-        self.mmoe = MMoE(
-            self.customer_arch.out_dim,
-            self.fund_arch.out_dim,
-            n_tasks=3,
-            n_experts=int(params["n_experts"]),
-            expert_dim=int(params["expert_dim"]),
-            dropout=dropout,
-        )
+        self.mmoe = self._build_mmoe(3)
         hidden = int(params["tower_hidden"])
         self.heads = ConversionHeads(space, self.mmoe.out_dim, hidden, dropout)
         stats = space.label_stats

@@ -13,7 +13,6 @@ from torch import Tensor
 
 from eoca.models.base import Batch, ModelOutput
 from eoca.models.features import FeatureSpace
-from eoca.models.layers import MMoE
 from eoca.models.losses import bce_loss
 from eoca.models.zoo.common import (
     COMMON_DEFAULTS,
@@ -33,14 +32,7 @@ class Esmm(ZooModel):
         super().__init__(space, params)
         self.tasks = task_set(space, "conversion")
         dropout = float(params["dropout"])
-        self.mmoe = MMoE(
-            self.customer_arch.out_dim,
-            self.fund_arch.out_dim,
-            n_tasks=2,
-            n_experts=int(params["n_experts"]),
-            expert_dim=int(params["expert_dim"]),
-            dropout=dropout,
-        )
+        self.mmoe = self._build_mmoe(2)
         self.heads = ConversionHeads(space, self.mmoe.out_dim, int(params["tower_hidden"]), dropout)
 
     def _logits(self, batch: Batch) -> tuple[Tensor | None, Tensor]:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from eoca.models.base import Batch, ModelOutput
 from eoca.models.features import FeatureSpace
-from eoca.models.layers import MMoE, Tower
+from eoca.models.layers import Tower
 from eoca.models.losses import bce_loss, expected_transaction_value, log_probs, mse_log_amount_loss
 from eoca.models.zoo.common import COMMON_DEFAULTS, MMOE_DEFAULTS, ZooModel, conversion_labels, logit
 
@@ -23,14 +23,7 @@ class MMoEModel(ZooModel):
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
         super().__init__(space, params)
         dropout = float(params["dropout"])
-        self.mmoe = MMoE(
-            self.customer_arch.out_dim,
-            self.fund_arch.out_dim,
-            n_tasks=2,
-            n_experts=int(params["n_experts"]),
-            expert_dim=int(params["expert_dim"]),
-            dropout=dropout,
-        )
+        self.mmoe = self._build_mmoe(2)
         stats = space.label_stats
         hidden = int(params["tower_hidden"])
         self.conversion = Tower(self.mmoe.out_dim, hidden, 1, dropout, [logit(stats["conversion_rate"])])

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from eoca.models.base import Batch, ModelOutput
 from eoca.models.features import FeatureSpace
-from eoca.models.layers import MMoE, Tower
+from eoca.models.layers import Tower
 from eoca.models.losses import bce_loss, expected_transaction_value, mse_log_amount_loss
 from eoca.models.zoo.common import (
     COMMON_DEFAULTS,
@@ -30,14 +30,7 @@ class MtlMse(ZooModel):
         super().__init__(space, params)
         self.tasks = task_set(space, "conversion", "amount", "etv")
         dropout = float(params["dropout"])
-        self.mmoe = MMoE(
-            self.customer_arch.out_dim,
-            self.fund_arch.out_dim,
-            n_tasks=3,
-            n_experts=int(params["n_experts"]),
-            expert_dim=int(params["expert_dim"]),
-            dropout=dropout,
-        )
+        self.mmoe = self._build_mmoe(3)
         hidden = int(params["tower_hidden"])
         self.heads = ConversionHeads(space, self.mmoe.out_dim, hidden, dropout)
         self.value = Tower(self.mmoe.out_dim, hidden, 1, dropout, [space.label_stats["mean_log1p_all"]])
