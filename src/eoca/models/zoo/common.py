@@ -8,10 +8,17 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from eoca.models.base import Batch, EtvModel, require_labels
+from eoca.models.base import Batch, EtvModel, ModelOutput, require_labels
 from eoca.models.features import FeatureSpace, notice
 from eoca.models.layers import CustomerArch, FundEmbedding, MMoE, PairInput, Tower
-from eoca.models.losses import SIGMA_FLOOR, bce_loss, expected_transaction_value, log_probs, product_log_probs
+from eoca.models.losses import (
+    SIGMA_FLOOR,
+    bce_loss,
+    expected_transaction_value,
+    log_probs,
+    mse_log_amount_loss,
+    product_log_probs,
+)
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "embedding_dim": 8,  # per categorical feature / sequence token
@@ -173,6 +180,7 @@ def conversion_labels(batch: Batch) -> tuple[Tensor, Tensor]:
 
 
 __all__ = [
+    "ConversionPlusLogAmount",
     "COMMON_DEFAULTS",
     "GRAPH_DEFAULTS",
     "MMOE_DEFAULTS",
@@ -183,3 +191,21 @@ __all__ = [
     "output_layer",
     "task_set",
 ]
+
+
+class ConversionPlusLogAmount(ZooModel):
+    """The plain multi-task recipe of EOCA Sec. 4.1.3 (Shared-Bottom, MMoE): BCE on conversion plus MSE on
+    ``log1p(amount)`` over every exposure, simply added; ETV by the log-regression formula. Subclasses build
+    their bottom and implement ``_heads(batch) -> (conversion logit [B], v_hat [B])``."""
+
+    def _heads(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError  # abstract: every subclass defines its own bottom
+
+    def loss(self, batch: Batch) -> Tensor:
+        converted, amount = conversion_labels(batch)
+        logit_c, v_hat = self._heads(batch)
+        return bce_loss(*log_probs(logit_c), converted) + mse_log_amount_loss(v_hat, amount)
+
+    def predict(self, batch: Batch) -> ModelOutput:
+        logit_c, v_hat = self._heads(batch)
+        return ModelOutput(p=logit_c.sigmoid(), etv=expected_transaction_value("log_regression", v_hat=v_hat))

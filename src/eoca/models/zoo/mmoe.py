@@ -8,14 +8,18 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from eoca.models.base import Batch, ModelOutput
+from eoca.models.base import Batch
 from eoca.models.features import FeatureSpace
 from eoca.models.layers import Tower
-from eoca.models.losses import bce_loss, expected_transaction_value, log_probs, mse_log_amount_loss
-from eoca.models.zoo.common import COMMON_DEFAULTS, MMOE_DEFAULTS, ZooModel, conversion_labels, logit
+from eoca.models.zoo.common import (
+    COMMON_DEFAULTS,
+    MMOE_DEFAULTS,
+    ConversionPlusLogAmount,
+    logit,
+)
 
 
-class MMoEModel(ZooModel):
+class MMoEModel(ConversionPlusLogAmount):
     name = "mmoe"
     tasks = frozenset({"conversion", "amount", "etv"})
     DEFAULTS: ClassVar[dict[str, Any]] = {**COMMON_DEFAULTS, **MMOE_DEFAULTS}
@@ -32,15 +36,6 @@ class MMoEModel(ZooModel):
     def _heads(self, batch: Batch) -> tuple[Tensor, Tensor]:
         h = self.mmoe(self.encode(batch))  # [B, 2, K]
         return self.conversion(h[:, 0]).squeeze(-1), self.amount(h[:, 1]).squeeze(-1)
-
-    def loss(self, batch: Batch) -> Tensor:
-        converted, amount = conversion_labels(batch)
-        logit_c, v_hat = self._heads(batch)
-        return bce_loss(*log_probs(logit_c), converted) + mse_log_amount_loss(v_hat, amount)
-
-    def predict(self, batch: Batch) -> ModelOutput:
-        logit_c, v_hat = self._heads(batch)
-        return ModelOutput(p=logit_c.sigmoid(), etv=expected_transaction_value("log_regression", v_hat=v_hat))
 
 
 MODEL = MMoEModel
