@@ -180,11 +180,11 @@ def conversion_labels(batch: Batch) -> tuple[Tensor, Tensor]:
 
 
 __all__ = [
-    "ConversionPlusLogAmount",
     "COMMON_DEFAULTS",
     "GRAPH_DEFAULTS",
     "MMOE_DEFAULTS",
     "ConversionHeads",
+    "ConversionPlusLogAmount",
     "ZooModel",
     "conversion_labels",
     "logit",
