@@ -65,3 +65,12 @@ def test_umask_fallback_without_proc(monkeypatch: pytest.MonkeyPatch, umask: Non
     os.umask(0o027)
     assert current_umask() == 0o027
     assert current_umask() == 0o027, "reading the mask must not change it"
+
+
+def test_write_csv_keeps_missing_values_empty_and_columns_in_order(tmp_path) -> None:
+    from eoca.io import write_csv
+
+    path = write_csv([{"a": 1, "b": None}, {"a": 2.5, "c": "x"}], tmp_path / "t.csv")
+    assert path.read_text(encoding="utf-8") == "a,b,c\n1,,\n2.5,,x\n"
+    write_csv([{"a": 1, "b": 2}], tmp_path / "u.csv", columns=["b"])
+    assert (tmp_path / "u.csv").read_text(encoding="utf-8") == "b\n2\n"

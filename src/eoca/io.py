@@ -7,11 +7,12 @@ interrupted run never leaves a truncated Parquet, JSON or report behind that a l
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,17 @@ def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
 
 def write_yaml(obj: Any, path: str | os.PathLike[str]) -> Path:
     return write_text(yaml.safe_dump(obj, sort_keys=False, allow_unicode=True), path)
+
+
+def write_csv(
+    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], columns: Sequence[str] | None = None
+) -> Path:
+    """Write metric rows as CSV atomically: ``columns`` (default: every key, in order of first appearance);
+    a missing key or ``None`` is an empty cell, never a made-up number."""
+    keys = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if r.get(k) is None else r.get(k) for k in keys})
+    return Path(path)

@@ -27,8 +27,6 @@ that is ``p`` times a constant, i.e. the argmax of ``p``).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import time
@@ -42,7 +40,7 @@ import numpy as np
 from eoca.data import Dataset
 from eoca.errors import ConfigError
 from eoca.evaluation import metrics as M
-from eoca.io import atomic_path, write_json, write_text, write_yaml
+from eoca.io import atomic_path, write_csv, write_json, write_text, write_yaml
 
 ORACLE = "oracle"
 
@@ -227,14 +225,7 @@ def render_markdown(dataset_name: str, split: str, rows: list[dict[str, Any]], n
     return "\n".join(parts) + "\n"
 
 
-def render_csv(rows: list[dict[str, Any]]) -> str:
-    keys = ["model", "tasks", *METRIC_KEYS, "n_exposures", "n_conversions", "epochs", "train_seconds"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in keys})
-    return buf.getvalue()
+CSV_COLUMNS = ("model", "tasks", *METRIC_KEYS, "n_exposures", "n_conversions", "epochs", "train_seconds")
 
 
 def plot_hits(rows: list[dict[str, Any]], path: str | os.PathLike[str], title: str) -> Path:
@@ -330,7 +321,7 @@ def compare_models(
     paths = {
         "config": write_yaml(base.model_dump(mode="json"), out / "config.yaml"),
         "markdown": write_text(md, out / "comparison.md"),
-        "csv": write_text(render_csv(rows), out / "comparison.csv"),
+        "csv": write_csv(rows, out / "comparison.csv", CSV_COLUMNS),
         "json": write_json(
             {
                 "dataset": dataset.spec.name,

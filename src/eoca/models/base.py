@@ -7,6 +7,7 @@ what a model actually reads lives in ``Batch.inputs`` and is produced by
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -62,7 +63,7 @@ class ModelOutput:
     amount: Tensor | None = None
 
 
-class EtvModel(torch.nn.Module):
+class EtvModel(torch.nn.Module, ABC):
     """Base class of every zoo model.
 
     Subclasses set :attr:`name` and :attr:`tasks` and implement :meth:`loss` and :meth:`predict`.
@@ -71,13 +72,13 @@ class EtvModel(torch.nn.Module):
     name: str = "etv_model"
     tasks: frozenset[str] = frozenset()
 
+    @abstractmethod
     def loss(self, batch: Batch) -> Tensor:
         """Scalar mean training loss of this model on a labelled batch."""
-        raise NotImplementedError(f"{type(self).__name__} does not define loss()")
 
+    @abstractmethod
     def predict(self, batch: Batch) -> ModelOutput:
         """Predictions for every row of ``batch``; the caller handles ``no_grad`` and ``eval()``."""
-        raise NotImplementedError(f"{type(self).__name__} does not define predict()")
 
 
 def require_labels(batch: Batch, *names: str) -> list[Tensor]:

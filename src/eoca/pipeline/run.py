@@ -24,10 +24,9 @@ from rich.console import Console
 
 from eoca.data import Dataset
 from eoca.errors import ConfigError, DataValidationError
-from eoca.io import write_json, write_parquet, write_text
+from eoca.io import write_csv, write_json, write_parquet, write_text
 from eoca.pipeline.config import ORACLE, RunConfig, config_to_yaml
 from eoca.pipeline.frameworks import FrameworkRun, Plan, allocation_table, build_plan, run_method
-from eoca.pipeline.tables import write_csv
 
 console = Console(stderr=True)
 

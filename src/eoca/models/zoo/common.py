@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import torch
@@ -198,8 +199,9 @@ class ConversionPlusLogAmount(ZooModel):
     ``log1p(amount)`` over every exposure, simply added; ETV by the log-regression formula. Subclasses build
     their bottom and implement ``_heads(batch) -> (conversion logit [B], v_hat [B])``."""
 
+    @abstractmethod
     def _heads(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError  # abstract: every subclass defines its own bottom
+        """Conversion logit [B] and ``v_hat`` [B] from the subclass's own bottom."""
 
     def loss(self, batch: Batch) -> Tensor:
         converted, amount = conversion_labels(batch)
