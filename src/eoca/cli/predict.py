@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from eoca.cli._engine import Engine, MemoryLimit, Scheduler, Workers, check_engine
 from eoca.cli.app import app
 from eoca.errors import ConfigError
 
@@ -78,8 +79,17 @@ def score_cmd(
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write (customer_id, fund_id, p, etv, ...).")],
     chunk: Annotated[int, typer.Option("--chunk", help="Customers per streamed chunk.", min=1)] = 65536,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    engine: Engine = "local",
+    scheduler: Scheduler = None,
+    workers: Workers = 2,
+    memory_limit: MemoryLimit = "4GB",
+    part_size: Annotated[int, typer.Option("--part-size", help="--engine dask: customers per written part.", min=1)] = 1
+    << 20,
 ) -> None:
     """Score every customer x every fund of a dataset with a trained model, streamed to one Parquet file.
+
+    With --engine dask, OUT is a folder: the workers write OUT/scores/ and OUT/customers/ as Parquet parts of
+    --part-size customers (the input of `eoca allocate --engine dask`); the model is sent to each worker once.
 
     The checkpoint is loaded with torch.load(weights_only=True): files that need arbitrary pickle code are
     refused. Memory stays proportional to --chunk x funds, whatever the number of customers.
@@ -87,6 +97,20 @@ def score_cmd(
     from eoca.data import open_dataset
     from eoca.training import TrainedModel, write_scores
 
+    if check_engine(engine):
+        from eoca.distributed import ClusterSpec, open_client
+        from eoca.distributed.scoring import score_dask
+
+        trained = TrainedModel.load(run)
+        start = time.perf_counter()
+        with open_client(ClusterSpec(scheduler=scheduler, workers=workers, memory_limit=memory_limit)) as client:
+            parts, pairs = score_dask(client, trained, data, out, part_size=part_size, chunk=chunk)
+        secs = time.perf_counter() - start
+        console.print(
+            f"scored {pairs:,} pairs with {trained.name} on Dask in {secs:.1f} s, {parts} parts -> "
+            f"{out / 'scores'} and {out / 'customers'}"
+        )
+        return
     trained = TrainedModel.load(run)
     ds = open_dataset(data, with_truth=False)
     start = time.perf_counter()

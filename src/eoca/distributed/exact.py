@@ -221,8 +221,9 @@ class DaskStore:
     ) -> tuple[DaskStore, np.ndarray, np.ndarray]:
         """Load every partition on the workers; returns the store and the tolerance groups (tvals, tcnt) of
         all customers (for the feasibility diagnosis). Checks that partitions hold disjoint customers."""
-        fids = client.scatter(np.asarray(fund_ids), broadcast=True)
-        r = client.scatter(np.asarray(risk), broadcast=True)
+        # fund ids and risk levels travel inside the tasks (k values): scattered data could not be recomputed
+        # after the loss of a worker, a task's own arguments can
+        fids, r = np.asarray(fund_ids), np.asarray(risk)
         # pure=False: a second load of the same files (rewritten in between) must read them again
         blocks = [client.submit(load_block, str(s), str(c), fids, r, pure=False) for s, c in pairs]
         infos = client.gather([client.submit(_block_info, b) for b in blocks])
@@ -399,7 +400,7 @@ def write_allocation(store: DaskStore, assign: list[Any], fund_ids: np.ndarray, 
     """Write one allocation part per partition (each by the worker holding it) into ``folder`` atomically:
     parts go to a temporary folder that replaces ``folder`` only when every part is written. Returns rows."""
     c = store.client
-    fids = c.scatter(np.asarray(fund_ids), broadcast=True)
+    fids = np.asarray(fund_ids)
     with atomic_dir(folder) as tmp:
         futs = [
             c.submit(_write_part, b, a, fids, str(tmp / n), pure=False)
