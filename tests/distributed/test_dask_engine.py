@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 
 pytest.importorskip("distributed")
 
-from eoca.allocation import AllocationProblem, allocate, feasibility_issues  # noqa: E402
-from eoca.allocation.generate import synthetic_instance  # noqa: E402
-from eoca.cli import app  # noqa: E402
-from eoca.distributed import ClusterSpec, DistributedError, atomic_dir, open_client  # noqa: E402
-from eoca.distributed.exact import DaskStore, allocate_dask  # noqa: E402
-from eoca.distributed.generate import write_problem  # noqa: E402
-from eoca.errors import ConfigError, InfeasiblePlanError  # noqa: E402
+from eoca.allocation import AllocationProblem, allocate, feasibility_issues
+from eoca.allocation.generate import synthetic_instance
+from eoca.cli import app
+from eoca.distributed import ClusterSpec, DistributedError, atomic_dir, open_client
+from eoca.distributed.exact import DaskStore, allocate_dask
+from eoca.distributed.generate import write_problem
+from eoca.errors import ConfigError, InfeasiblePlanError
 
 
 @pytest.fixture(scope="module")
