@@ -192,3 +192,10 @@ def test_single_machine_methods_refuse_the_dask_engine(tmp_path: Path) -> None:
     )
     assert res.exit_code != 0
     assert "one machine only" in str(res.exception) + res.output
+
+
+def test_run_with_dask_refuses_the_sequential_baselines(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["run", "--engine", "dask", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert res.exit_code != 0
+    assert "one machine only" in str(res.exception) + res.output
+    assert not (tmp_path / "r").exists()

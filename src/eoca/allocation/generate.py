@@ -44,9 +44,7 @@ def fund_factors(rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarr
     return v, b, nj
 
 
-def score_block(
-    rng: np.random.Generator, n: int, factors: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> np.ndarray:
+def score_block(rng: np.random.Generator, n: int, factors: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """ETV float64 (n, k) of n new customers against funds with the given factors (see the module docstring)."""
     v, b, nj = factors
     k = v.shape[1]

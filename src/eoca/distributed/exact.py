@@ -56,13 +56,20 @@ from eoca.allocation.problem import (
     load_plan,
     read_scores,
 )
-from eoca.allocation.result import peak_memory_mb
+from eoca.allocation.result import AllocationResult, peak_memory_mb
 from eoca.distributed.cluster import DistributedError
 from eoca.distributed.parts import atomic_dir, pair_parts, part_rows
 from eoca.errors import ConfigError, DataValidationError, EocaError
 from eoca.io import write_json, write_parquet
 
-__all__ = ["Block", "DaskStore", "DistributedAllocation", "allocate_dask", "load_funds"]
+__all__ = [
+    "Block",
+    "DaskStore",
+    "DistributedAllocation",
+    "allocate_dask",
+    "allocate_problem_dask",
+    "load_funds",
+]
 
 SINGLE_MACHINE = ("ha", "ha_ptofa", "manual")
 
@@ -480,3 +487,44 @@ def allocate_dask(
     if out is not None:
         write_json(result.summary(), Path(out) / "summary.json")
     return result
+
+
+def allocate_problem_dask(
+    client: Any, problem: AllocationProblem, workdir: str | os.PathLike[str], *, part_size: int = 1 << 20
+) -> AllocationResult:
+    """The exact allocation of an in-memory problem on the cluster (what ``eoca run --engine dask`` does):
+    the problem is written as parts under ``workdir`` (shared storage for a remote cluster), solved by
+    :func:`allocate_dask` and read back; returns the same verified :class:`AllocationResult` as the local
+    engine (its assignment in the problem's customer order)."""
+    import pyarrow.parquet as pq
+
+    from eoca.distributed.generate import write_problem
+
+    t0 = time.perf_counter()
+    data = write_problem(problem, Path(workdir) / "problem", part_size)
+    res = allocate_dask(
+        client, data / "scores", data / "customers", data / "funds.parquet", data / "plan.yaml", Path(workdir) / "out"
+    )
+    table = pq.read_table(Path(workdir) / "out" / "allocation")
+    K = problem.K
+    # parts come back in customer order, K rows per customer; map fund ids to positions
+    fids = np.asarray(problem.fund_ids)
+    order = np.argsort(fids, kind="stable")
+    got = np.asarray(table.column("fund_id").to_numpy(zero_copy_only=False))
+    assign = order[np.searchsorted(fids, got, sorter=order)].astype(np.int32).reshape(-1, K)
+    cust = np.asarray(table.column("customer_id").to_numpy(zero_copy_only=False))[::K]
+    if not np.array_equal(cust, np.asarray(problem.customer_ids)):
+        raise DistributedError("the partitioned allocation came back in another customer order")
+    info = dict(res.info)
+    info["engine"] = "dask"
+    out = AllocationResult.build(
+        "exact",
+        problem,
+        assign,
+        dual_bound=res.dual_bound,
+        optimal=res.certified,
+        wall_time_s=time.perf_counter() - t0,
+        info=info,
+    )
+    out.optimal = bool(res.certified) and out.feasible
+    return out

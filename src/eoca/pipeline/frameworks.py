@@ -7,6 +7,8 @@ plan in one place guarantees that the comparison is between allocators and model
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,9 +158,18 @@ class FrameworkRun:
         return rows[keep], funds[keep]
 
 
+EXACT_ENGINE: ContextVar[Callable[[AllocationProblem], AllocationResult] | None] = ContextVar(
+    "EXACT_ENGINE", default=None
+)
+"""Another engine for the exact method (``eoca run --engine dask`` sets one for the duration of the run)."""
+
+
 def run_method(problem: AllocationProblem, method: str, cfg_alloc: Any) -> AllocationResult:
     """Allocate with one method; 'ha' becomes PTOFA's Eq. 7 when K > 1 (EOCA Algorithm 1 is one fund each)."""
     name = "ha_ptofa" if method == "ha" and problem.K > 1 else method
+    engine = EXACT_ENGINE.get()
+    if engine is not None and name == "exact":
+        return engine(problem)
     return allocate(
         problem,
         name,
