@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eoca.allocation import allocate
+from eoca.allocation import DeliveryPlan, allocate
 from eoca.errors import ConfigError
-from eoca.allocation import DeliveryPlan
 from eoca.pipeline.config import load_run_config
-from eoca.pipeline.results import RunData
 from eoca.pipeline.frameworks import FrameworkRun, build_plan, evaluation_customers, logged_shares
 from eoca.pipeline.online import simulated_ab
+from eoca.pipeline.results import RunData
 from eoca.simulate import load_simulator_config, simulate, truth_arrays
 
 
