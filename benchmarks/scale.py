@@ -97,7 +97,7 @@ def local(args: argparse.Namespace) -> dict[str, Any]:
         del t
     plan = load_plan(folder / "plan.yaml")
     problem = AllocationProblem(
-        scores=E, tolerance=tol, risk=risk, demand=plan.demands(fids, n, plan.K or 1), K=plan.K or 1, fund_ids=fids
+        scores=E, tolerance=tol, risk=risk, demand=plan.demand_vector(fids, n), K=plan.K, fund_ids=fids
     )
     read_s = time.perf_counter() - t0
     read_cpu = _usage()["cpu_s"] - c0

@@ -45,15 +45,14 @@ from eoca.allocation.exact import (
     solve_store,
 )
 from eoca.allocation.feasibility import group_feasibility_issues, raise_if_infeasible, tolerance_groups
+from eoca.allocation.plan import DeliveryPlan, load_plan
 from eoca.allocation.problem import (
     AllocationProblem,
-    DeliveryPlan,
     _ids,
     _int_col,
     _read_table,
     _require,
     _unique_or_fail,
-    load_plan,
     read_scores,
 )
 from eoca.allocation.result import AllocationResult, peak_memory_mb
@@ -87,14 +86,17 @@ class Block:
     tcnt: np.ndarray
 
 
-def load_block(scores: str, customers: str, fund_ids: np.ndarray, risk: np.ndarray) -> Block:
+def load_block(scores: str, customers: str, fund_ids: np.ndarray, risk: np.ndarray, risk_rule: bool = True) -> Block:
     """Read one partition: customers part (customer_id, risk_tolerance) and its scores part, long or wide,
-    validated like the in-memory loader (every customer scored once per fund, finite values)."""
+    validated like the in-memory loader (every customer scored once per fund, finite values). Without the
+    risk rule every customer may hold every fund."""
     ct = _read_table(customers, "customers", ["customer_id", "risk_tolerance"])
     _require(ct, ["customer_id", "risk_tolerance"], customers, "customers")
     cids = _ids(ct.column("customer_id"), customers, "customer_id")
     _unique_or_fail(cids, customers, "customer_id")
     tol = _int_col(ct, "risk_tolerance", customers)
+    if not risk_rule:
+        tol = DeliveryPlan(K=1, demands={"_": 0}, risk_rule=False).tolerances(tol, risk)
     del ct
     E = read_scores(scores, cids, fund_ids)
     k = len(fund_ids)
@@ -224,7 +226,12 @@ class DaskStore:
 
     @classmethod
     def load(
-        cls, client: Any, pairs: list[tuple[Path, Path]], fund_ids: np.ndarray, risk: np.ndarray
+        cls,
+        client: Any,
+        pairs: list[tuple[Path, Path]],
+        fund_ids: np.ndarray,
+        risk: np.ndarray,
+        risk_rule: bool = True,
     ) -> tuple[DaskStore, np.ndarray, np.ndarray]:
         """Load every partition on the workers; returns the store and the tolerance groups (tvals, tcnt) of
         all customers (for the feasibility diagnosis). Checks that partitions hold disjoint customers."""
@@ -232,7 +239,7 @@ class DaskStore:
         # after the loss of a worker, a task's own arguments can
         fids, r = np.asarray(fund_ids), np.asarray(risk)
         # pure=False: a second load of the same files (rewritten in between) must read them again
-        blocks = [client.submit(load_block, str(s), str(c), fids, r, pure=False) for s, c in pairs]
+        blocks = [client.submit(load_block, str(s), str(c), fids, r, risk_rule, pure=False) for s, c in pairs]
         infos = client.gather([client.submit(_block_info, b) for b in blocks])
         sizes = [i[0] for i in infos]
         ranges = [(i[3], i[4], str(pairs[j][1])) for j, i in enumerate(infos) if i[0] > 0]
@@ -390,14 +397,13 @@ def solve_dask(
     *,
     seed: int = 0,
     max_sample: int | None = 5_000_000,
+    source: str = "plan",
 ) -> tuple[ExactOutcome, np.ndarray, int]:
     """Feasibility diagnosis (a reduction over tolerance groups) and the exact solve on the store.
 
     Returns the outcome (its ``assign`` a list of per-partition futures), the demand (k,) and K."""
-    K_eff = K if K is not None else (plan.K if plan.K is not None else 1)
-    if K_eff > len(fund_ids):
-        raise ConfigError(f"K={K_eff} funds per customer but only {len(fund_ids)} funds exist")
-    demand = plan.demands(fund_ids, store.n, K_eff)
+    K_eff = K if K is not None else plan.K  # the command line is the more specific instruction
+    demand = plan.demand_vector(fund_ids, store.n, K_eff, source=source)
     raise_if_infeasible(group_feasibility_issues(tvals, tcnt, risk, demand, K_eff, fund_ids))
     out = solve_store(store, demand, K_eff, seed=seed, max_sample=max_sample)
     return out, demand, K_eff
@@ -450,9 +456,10 @@ def allocate_dask(
     for _, c in pairs:
         part_rows(c)  # a clear error for an unreadable part before any task is sent
     try:
-        store, tvals, tcnt = store_cls.load(client, pairs, fund_ids, risk)
+        store, tvals, tcnt = store_cls.load(client, pairs, fund_ids, risk, p.risk_rule)
         t_load = time.perf_counter() - t0
-        outcome, demand, K_eff = solve_dask(store, tvals, tcnt, risk, fund_ids, p, K, seed=seed)
+        src = "plan" if isinstance(plan, DeliveryPlan) else str(plan)
+        outcome, demand, K_eff = solve_dask(store, tvals, tcnt, risk, fund_ids, p, K, seed=seed, source=src)
         if not outcome.certified:
             raise DistributedError("the exact solver did not certify its allocation; nothing was written")
         folder = None
