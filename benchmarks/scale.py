@@ -155,6 +155,47 @@ def dask(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def unit(args: argparse.Namespace) -> dict[str, Any]:
+    """CPU seconds of each per-partition operation on one part, in this process (no Dask): the numbers the
+    extrapolation in docs/scale.md multiplies by partitions and passes."""
+    import tempfile
+
+    import numpy as np
+
+    from eoca.allocation.exact import _scan, certify_block
+    from eoca.distributed.exact import _write_part, load_block, load_funds
+
+    folder = Path(args.dir)
+    name = sorted((folder / "scores").iterdir())[0].name
+    fids, risk = load_funds(folder / "funds.parquet")
+    out: dict[str, Any] = {"step": "unit", "part": name}
+    reps = 3
+
+    def cpu(fn: Any) -> float:
+        best = float("inf")
+        for _ in range(reps):
+            c0 = time.process_time()
+            fn()
+            best = min(best, time.process_time() - c0)
+        return best
+
+    blk = load_block(str(folder / "scores" / name), str(folder / "customers" / name), fids, risk)
+    n = blk.W.shape[1]
+    lam = np.zeros(len(fids))
+    out["customers"] = n
+    out["load_cpu_s"] = cpu(
+        lambda: load_block(str(folder / "scores" / name), str(folder / "customers" / name), fids, risk)
+    )
+    out["scan_cpu_s"] = cpu(lambda: _scan(blk.W, lam, args.K, np.zeros(len(fids)), True))
+    assign = _scan(blk.W, lam, args.K, np.zeros(len(fids)), True).assign
+    assert assign is not None
+    out["certify_cpu_s"] = cpu(lambda: certify_block(blk.W, lam, assign, args.K, 1e-9))
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        out["write_cpu_s"] = cpu(lambda: _write_part(blk, assign, fids, str(Path(tmp) / name)))
+    out["driver"] = _usage()
+    return out
+
+
 def _child(args: argparse.Namespace, step: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--step", step] + [
         f"--{k.replace('_', '-')}={v}"
@@ -175,7 +216,7 @@ def _child(args: argparse.Namespace, step: str) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--step", choices=["gen", "local", "dask"], default=None)
+    ap.add_argument("--step", choices=["gen", "local", "dask", "unit"], default=None)
     ap.add_argument("--N", type=int, default=1 << 20)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--K", type=int, default=1)
@@ -190,7 +231,7 @@ def main() -> None:
     ap.add_argument("--steps", default="gen,local,dask")
     args = ap.parse_args()
     if args.step:
-        fn = {"gen": gen, "local": local, "dask": dask}[args.step]
+        fn = {"gen": gen, "local": local, "dask": dask, "unit": unit}[args.step]
         print(json.dumps(fn(args), default=str))
         return
     rows = []
