@@ -455,6 +455,8 @@ def _train_customer_mask(mapped: _Mapped, split: SplitSpec, name: str) -> np.nda
     """Which customers have a training exposure (their rows define the training means)."""
     cust = mapped.tables["customers"]
     exp = mapped.tables["exposures"]
+    if "customer_id" not in cust.column_names or "customer_id" not in exp.column_names:
+        return np.ones(cust.num_rows, dtype=bool)
     keys = cust.column("customer_id").combine_chunks()
     pos = pc.index_in(exp.column("customer_id"), value_set=keys)
     if pos.null_count or keys.null_count:
@@ -462,6 +464,8 @@ def _train_customer_mask(mapped: _Mapped, split: SplitSpec, name: str) -> np.nda
     cust_pos = np.asarray(pos.to_numpy(zero_copy_only=False), dtype=np.int64)
     times = None
     if split.test_fraction is None:
+        if "time" not in exp.column_names:
+            return np.ones(cust.num_rows, dtype=bool)
         t = exp.column("time")
         if t.null_count:
             return np.ones(cust.num_rows, dtype=bool)
@@ -603,7 +607,7 @@ def import_dataset(spec_path: str | os.PathLike[str], out: str | os.PathLike[str
         mapped = _transactions(ispec.transactions, ispec, base)
     else:
         mapped = _map_tables(ispec, base)
-    raise_all(mapped.problems)
+    # Mapping problems are not raised yet: the missing-value checks below add theirs, so one run lists all.
     train_customers = _train_customer_mask(mapped, ispec.split, ispec.name)
     _fill_missing(mapped, "customers", train_customers)
     if "funds" in mapped.specs:
