@@ -161,7 +161,8 @@ def test_sampling_rate_and_weight_column(tmp_path: Path) -> None:
     conv = np.asarray(ds.exposures.column("converted").to_numpy())
     assert np.average(conv, weights=w) == pytest.approx(0.05), "weights restore the population rate"
     assert "oversampled design" in ds.spec.notes["sampling"]
-    spec = _write(tmp_path, "s.yaml", head + "customer_value: {path: d.csv, customer_id: id, amount: gift, weight: w}\n")
+    cv = "customer_value: {path: d.csv, customer_id: id, amount: gift, weight: w}\n"
+    spec = _write(tmp_path, "s.yaml", head + cv)
     assert import_dataset(spec).exposures.column("weight").to_pylist()[:3] == [0, 1, 2]
 
 
