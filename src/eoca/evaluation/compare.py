@@ -19,10 +19,19 @@ What each number means (all on the test split's logged exposures, computed by :m
   for the true ETV's argmax = 1). An ``oracle`` row computes every metric from the truth itself: the ceiling
   the logged outcomes' noise allows.
 
-A metric of a task the model does not declare in ``EtvModel.tasks`` is ``None`` (shown "—"), as in the papers'
-tables: e.g. DNN-V has no conversion metrics, ESMM and DNN-C no amount/ETV metrics. THC/THA and the true
-value of the argmax are decisions, computed for every model from its ``etv`` output (for conversion-only models
-that is ``p`` times a constant, i.e. the argmax of ``p``).
+Conversion metrics of a model that does not declare the ``conversion`` task in ``EtvModel.tasks`` are ``None``
+(shown "—"), e.g. DNN-V's. ETV metrics are computed for **every** model, since every model scores an ETV (for
+conversion-only models such as DNN-C and ESMM it is ``p`` times the train converters' constant amount): the
+table then shows what the ETV a user would get from ``eoca score`` is worth. THC/THA and the true value of the
+argmax are decisions, computed for every model from its ``etv`` output.
+
+Single-item (customer-value) data: THC/THA are the same for every model when there is one item, so they are
+left out; instead the comparison writes a **decile table** per model (mean predicted vs mean actual value per
+predicted decile, with the decile's share of the total value) and a **cumulative-gain chart** (``gain.png``).
+
+Sampling weights (an oversampled design, see docs/data.md) make every metric weighted: each test exposure
+counts as ``weight`` population exposures. Peers that are not neural zoo models (``bgnbd``, see
+:mod:`eoca.peers`) are fitted on the same train split and scored on the same test rows, into the same table.
 """
 
 from __future__ import annotations
@@ -113,6 +122,7 @@ def metrics_from_predictor(
     fund = np.asarray(labels["fund_pos"], dtype=np.int64)
     conv = np.asarray(labels["converted"], dtype=np.float64)
     amount = np.asarray(labels["amount"], dtype=np.float64)
+    w = np.asarray(labels["weight"], dtype=np.float64) if "weight" in labels else None
     out: dict[str, float | None] = dict.fromkeys(METRIC_KEYS)
     out["n_exposures"] = float(cust.size)
     out["n_conversions"] = float(conv.sum())
@@ -120,18 +130,19 @@ def metrics_from_predictor(
         return out
     pred = predict(cust, fund)
     if "conversion" in tasks:
-        out["auc"] = _safe(lambda: M.auc(conv, pred["p"]))
-        out["logloss"] = _safe(lambda: M.logloss(conv, np.clip(pred["p"], 0.0, 1.0)))
+        out["auc"] = _safe(lambda: M.auc(conv, pred["p"], w))
+        out["logloss"] = _safe(lambda: M.logloss(conv, np.clip(pred["p"], 0.0, 1.0), weight=w))
     if "ctr" in tasks and "clicked" in labels and "pctr" in pred:
         clicked = np.asarray(labels["clicked"], dtype=np.float64)
-        out["ctr_auc"] = _safe(lambda: M.auc(clicked, pred["pctr"]))
-        out["ctr_logloss"] = _safe(lambda: M.logloss(clicked, np.clip(pred["pctr"], 0.0, 1.0)))
-    if "etv" in tasks:
-        etv = pred["etv"]
-        out["mse"] = M.mse(amount, etv)
-        out["mae"] = M.mae(amount, etv)
-        out["gini"] = _safe(lambda: M.normalized_gini(amount, etv))
-        out["spearman"] = _safe(lambda: M.spearman(amount, etv))
+        out["ctr_auc"] = _safe(lambda: M.auc(clicked, pred["pctr"], w))
+        out["ctr_logloss"] = _safe(lambda: M.logloss(clicked, np.clip(pred["pctr"], 0.0, 1.0), weight=w))
+    etv = np.asarray(pred["etv"], dtype=np.float64)
+    out["mse"] = M.mse(amount, etv, w)
+    out["mae"] = M.mae(amount, etv, w)
+    out["gini"] = _safe(lambda: M.normalized_gini(amount, etv, w))
+    out["spearman"] = _safe(lambda: M.spearman(amount, etv, w))
+    if dataset.n_funds == 1:
+        return out  # one item: no choice between items, so no decision metrics
 
     # Decisions: every test customer x every fund, argmax among the funds the risk rule allows.
     customers = np.unique(cust)
@@ -147,9 +158,8 @@ def metrics_from_predictor(
         true = truth_etv[customers]
         tm = M.true_etv_metrics(etv_matrix, true, eligible)
         # Errors over eligible pairs only: ineligible pairs are never shown, so their predictions do not matter.
-        if "etv" in tasks:
-            out["true_mae"] = M.mae(true[eligible], etv_matrix[eligible])
-            out["true_spearman"] = _safe(lambda: M.spearman(true[eligible], etv_matrix[eligible]))
+        out["true_mae"] = M.mae(true[eligible], etv_matrix[eligible])
+        out["true_spearman"] = _safe(lambda: M.spearman(true[eligible], etv_matrix[eligible]))
         out["true_value_argmax"] = tm["true_value_argmax"]
         out["argmax_share_of_oracle"] = _safe(lambda: tm["argmax_share_of_oracle"])
     return out
@@ -157,14 +167,30 @@ def metrics_from_predictor(
 
 def offline_metrics(trained: Any, dataset: Dataset, split: str = "test") -> dict[str, float | None]:
     """The comparison metrics of a :class:`~eoca.training.TrainedModel` on ``split`` of ``dataset``."""
-    bound = trained.bind(dataset)
-    labels = bound.exposure_labels(split)
+    labels = split_labels(dataset, split)
     batch = int(trained.config.eval_batch_size)
 
     def predict(c: np.ndarray, f: np.ndarray) -> dict[str, np.ndarray]:
         return dict(trained.predict_pairs(dataset, c, f, batch_size=batch))
 
     return metrics_from_predictor(dataset, labels, predict, frozenset(trained.model.tasks), _truth_etv(dataset))
+
+
+def split_labels(dataset: Dataset, split: str) -> dict[str, np.ndarray]:
+    """The exposures of ``split`` (in file order): ``customer_pos``, ``fund_pos``, ``converted``, ``amount``,
+    and ``clicked`` / ``weight`` where the dataset has them; every array has shape (m,)."""
+    rows = np.flatnonzero(dataset.split_mask(split))
+    exp = dataset.exposures
+    out = {
+        "customer_pos": dataset.customer_index(exp.column("customer_id"))[rows],
+        "fund_pos": dataset.fund_index(exp.column("fund_id"))[rows],
+        "converted": np.asarray(exp.column("converted").to_numpy(), dtype=np.float64)[rows],
+        "amount": np.asarray(exp.column("amount").to_numpy(), dtype=np.float64)[rows],
+    }
+    for extra in ("clicked", "weight"):
+        if extra in exp.column_names:
+            out[extra] = np.asarray(exp.column(extra).to_numpy(), dtype=np.float64)[rows]
+    return out
 
 
 def _truth_etv(dataset: Dataset) -> np.ndarray | None:
@@ -204,8 +230,15 @@ def _table(rows: list[dict[str, Any]], keys: list[str], extra: list[tuple[str, s
     return "\n".join(lines)
 
 
-def render_markdown(dataset_name: str, split: str, rows: list[dict[str, Any]], notes: list[str]) -> str:
-    """Two tables: prediction quality (EOCA Tables 1-2) and decisions (Figure 5 plus the true-ETV columns)."""
+def render_markdown(
+    dataset_name: str,
+    split: str,
+    rows: list[dict[str, Any]],
+    notes: list[str],
+    decile_tables: Mapping[str, list[dict[str, float]]] | None = None,
+) -> str:
+    """Prediction quality (EOCA Tables 1-2) and decisions (Figure 5 plus the true-ETV columns); for
+    single-item data (``decile_tables`` given) the decile table of each model instead of the decisions."""
     present = [k for k in METRIC_KEYS if any(r.get(k) is not None for r in rows)]
     pred_keys = [k for k in _PREDICTION_KEYS if k in present]
     dec_keys = [k for k in _DECISION_KEYS if k in present]
@@ -214,13 +247,28 @@ def render_markdown(dataset_name: str, split: str, rows: list[dict[str, Any]], n
         "",
         "### Prediction (EOCA Tables 1-2)",
         "",
-        _table(rows, pred_keys, []),
-        "",
-        "### Decisions: THC / THA (EOCA Eq. 15-16, Figure 5)" + (" and true ETV" if "true_mae" in present else ""),
-        "",
-        _table(rows, dec_keys, [("epochs", "epochs"), ("train_seconds", "train s")]),
-        "",
     ]
+    if decile_tables is not None:
+        parts += [_table(rows, pred_keys, [("epochs", "epochs"), ("train_seconds", "train s")]), ""]
+        parts += ["### Deciles of predicted value (mean predicted vs mean actual; share of the total value)", ""]
+        for name, table in decile_tables.items():
+            parts += [f"**{name}**", "", "| decile | customers | mean predicted | mean actual | share of value |",
+                      "|---:|---:|---:|---:|---:|"]
+            parts += [
+                f"| {int(d['decile'])} | {d['customers']:,.0f} | {d['mean_predicted']:,.2f} | "
+                f"{d['mean_actual']:,.2f} | {d['share_of_value']:.1%} |"
+                for d in table
+            ]
+            parts.append("")
+    else:
+        parts += [
+            _table(rows, pred_keys, []),
+            "",
+            "### Decisions: THC / THA (EOCA Eq. 15-16, Figure 5)" + (" and true ETV" if "true_mae" in present else ""),
+            "",
+            _table(rows, dec_keys, [("epochs", "epochs"), ("train_seconds", "train s")]),
+            "",
+        ]
     parts += [f"- {n}" for n in notes]
     return "\n".join(parts) + "\n"
 
@@ -252,6 +300,41 @@ def plot_hits(rows: list[dict[str, Any]], path: str | os.PathLike[str], title: s
     return Path(path)
 
 
+def plot_gain(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], perfect: tuple[np.ndarray, np.ndarray],
+              path: str | os.PathLike[str], title: str) -> Path:
+    """Cumulative-gain chart (share of customers targeted, best predicted first, vs share of the total value
+    captured) of every model, with the perfect ranking and the random diagonal; written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.8))
+    ax.plot(*perfect, color="#999999", linestyle="--", label="perfect")
+    ax.plot([0, 1], [0, 1], color="#bbbbbb", linestyle=":", label="random")
+    for name, (x, y) in curves.items():
+        ax.plot(x, y, label=name)
+    ax.set_xlabel("share of customers targeted (highest predicted first)")
+    ax.set_ylabel("share of total realised value")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _trained_predictor(trained: Any, dataset: Dataset) -> PairPredictor:
+    batch = int(trained.config.eval_batch_size)
+
+    def predict(c: np.ndarray, f: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(trained.predict_pairs(dataset, c, f, batch_size=batch))
+
+    return predict
+
+
 # --- the comparison ------------------------------------------------------------------------------------------
 def compare_models(
     dataset: Dataset,
@@ -263,45 +346,69 @@ def compare_models(
     progress: bool = True,
     split: str = "test",
 ) -> ComparisonResult:
-    """Train (or reuse) each model; write ``comparison.md``, ``.csv``, ``.json``, ``thc_tha.png``, ``config.yaml``.
+    """Train (or reuse) each model; write ``comparison.md``, ``.csv``, ``.json``, ``config.yaml`` and
+    ``thc_tha.png`` (several items) or ``gain.png`` plus ``deciles.csv`` (one item).
 
     Args:
         dataset: the data; models train on its train split, early-stop on valid and are scored on ``split``.
-        models: zoo names, in table order.
+        models: zoo names or peers (:data:`eoca.peers.PEER_NAMES`), in table order.
         config: a :class:`~eoca.training.TrainConfig` or mapping shared by every model (``model`` is replaced).
         runs: folder of run folders ``runs/<model>``; a model whose ``model.pt`` exists there is loaded instead
             of trained, the others train into it. Default ``out/runs``, where interrupted runs resume.
     """
     from eoca.models.zoo import model_names_problem
+    from eoca.peers import PEER_NAMES, make_peer
     from eoca.training import TrainedModel, train
     from eoca.training.config import coerce_train_config
 
-    problem = model_names_problem(models)
+    zoo = [m for m in models if m not in PEER_NAMES]
+    problem = model_names_problem(zoo) if zoo else None
+    if problem is None and len(set(models)) != len(models):
+        problem = f"a model is listed twice in {','.join(models)}"
     if problem is not None:
-        raise ConfigError(f"models: {problem}")
+        raise ConfigError(f"models: {problem} (peers: {', '.join(PEER_NAMES)})")
     base = coerce_train_config(config)
     out = Path(out)
     run_root = Path(runs) if runs is not None else out / "runs"
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     configs: dict[str, Any] = {}
+    labels = split_labels(dataset, split)
+    truth = _truth_etv(dataset)
+    single = dataset.n_funds == 1
+    test_etv: dict[str, np.ndarray] = {}
     for name in models:
         run_dir = run_root / name
         t0 = time.perf_counter()
-        if runs is not None and (run_dir / "model.pt").exists():
-            trained = TrainedModel.load(run_dir)
-            notes.append(f"{name}: reused {run_dir}")
+        if name in PEER_NAMES:
+            peer = make_peer(name)
+            peer.fit(dataset)
+            predict: PairPredictor = peer.predict_pairs_for(dataset)
+            tasks, seconds = frozenset(peer.tasks), time.perf_counter() - t0
+            epochs: int | str = ""
+            configs[name] = peer.describe()
+            notes.append(f"{name}: {peer.describe()['method']}")
         else:
-            trained = train(dataset, base.model_copy(update={"model": name}), run_dir, resume=True, progress=progress)
-        seconds = sum(float(h.get("seconds", 0.0)) for h in trained.history) or time.perf_counter() - t0
-        row: dict[str, Any] = {"model": name, "tasks": ",".join(sorted(trained.model.tasks))}
-        row.update(offline_metrics(trained, dataset, split))
-        row["epochs"] = len(trained.history)
+            if runs is not None and (run_dir / "model.pt").exists():
+                trained = TrainedModel.load(run_dir)
+                notes.append(f"{name}: reused {run_dir}")
+            else:
+                trained = train(
+                    dataset, base.model_copy(update={"model": name}), run_dir, resume=True, progress=progress
+                )
+            seconds = sum(float(h.get("seconds", 0.0)) for h in trained.history) or time.perf_counter() - t0
+            predict, tasks, epochs = _trained_predictor(trained, dataset), frozenset(trained.model.tasks), len(
+                trained.history
+            )
+            configs[name] = trained.config.model_dump(mode="json")
+        row: dict[str, Any] = {"model": name, "tasks": ",".join(sorted(tasks))}
+        row.update(metrics_from_predictor(dataset, labels, predict, tasks, truth))
+        row["epochs"] = epochs
         row["train_seconds"] = round(seconds, 1)
         rows.append(row)
-        configs[name] = trained.config.model_dump(mode="json")
+        if single:
+            test_etv[name] = np.asarray(predict(labels["customer_pos"], labels["fund_pos"])["etv"], dtype=np.float64)
     if dataset.truth is not None:
-        labels = trained.bind(dataset).exposure_labels(split)
         rows.append(
             {"model": ORACLE, "tasks": "truth", **oracle_metrics(dataset, labels), "epochs": "", "train_seconds": ""}
         )
@@ -310,13 +417,18 @@ def compare_models(
             "(the expected ceiling; on a sample metric a model can beat it by chance)"
         )
     first = rows[0]
+    weighted = "weight" in labels
     notes.insert(
         0,
         f"{int(first['n_exposures'] or 0):,} test exposures, {int(first['n_conversions'] or 0):,} "
         "conversions; MSE/MAE of ETV against the realised amount over the entire test space; "
-        "— = the model has no such task",
+        "— = the model has no such task"
+        + ("; metrics weighted by the sampling weights (population, not sample)" if weighted else ""),
     )
-    md = render_markdown(dataset.spec.name, split, rows, notes)
+    w = labels.get("weight")
+    amount = labels["amount"]
+    decile_tables = {n: M.deciles(amount, e, w) for n, e in test_etv.items()} if single else None
+    md = render_markdown(dataset.spec.name, split, rows, notes, decile_tables)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "config": write_yaml(base.model_dump(mode="json"), out / "config.yaml"),
@@ -330,9 +442,21 @@ def compare_models(
                 "rows": rows,
                 "notes": notes,
                 "configs": configs,
+                **({"deciles": decile_tables} if decile_tables is not None else {}),
             },
             out / "comparison.json",
         ),
-        "png": plot_hits(rows, out / "thc_tha.png", f"THC / THA by model on {dataset.spec.name} ({split})"),
     }
+    title = f"{dataset.spec.name} ({split})"
+    if decile_tables is not None:
+        flat = [{"model": n, **d} for n, table in decile_tables.items() for d in table]
+        paths["deciles"] = write_csv(
+            flat, out / "deciles.csv", ("model", "decile", "customers", "mean_predicted", "mean_actual",
+                                         "share_of_value")
+        )
+        curves = {n: M.gain_curve(amount, e, w) for n, e in test_etv.items()}
+        paths["png"] = plot_gain(curves, M.gain_curve(amount, amount, w), out / "gain.png",
+                                 f"Cumulative gain on {title}")
+    else:
+        paths["png"] = plot_hits(rows, out / "thc_tha.png", f"THC / THA by model on {title}")
     return ComparisonResult(dataset=dataset.spec.name, split=split, rows=rows, markdown=md, paths=paths)
