@@ -65,11 +65,12 @@ class IncentiveConfig(_Section):
     dormant_fraction: float = Field(
         default=0.2, ge=0, lt=1, description="share of customers who never buy whatever they get (lost causes)"
     )
-    sensitivity_capital: float = Field(
-        default=-0.7, ge=-0.99, le=0.99, description="correlation of price sensitivity with log capital"
-    )
-    aversion_age: float = Field(
-        default=0.6, ge=-0.99, le=0.99, description="correlation of message aversion with standardised age"
+    trait_noise: float = Field(
+        default=0.15,
+        ge=0,
+        le=1,
+        description="share of the variance of price sensitivity, message aversion and dormancy that no profile "
+        "feature explains (0: fully predictable from the profile, 1: pure noise)",
     )
     median_ticket: float = Field(default=2000.0, gt=1, description="exp(mu) of an average converter's purchase")
     ticket_capital: float = Field(default=0.5, ge=0, description="d mu / d (sd of log capital)")

@@ -5,11 +5,14 @@ Latent traits (drawn on their own random stream, so the rest of the world is unt
 
 * *engagement* (the world's own trait) raises the untreated conversion: engaged customers buy anyway
   ("sure things"), and gain little from an incentive in absolute terms once their p is high;
-* *price sensitivity*, negatively correlated with capital (seen through income band, city tier, holdings):
-  the coupon arms' lift grows with it, so some customers buy only with a large coupon ("persuadables");
-* *message aversion*, correlated with age: a message's lift falls with it and turns negative, which puts
-  those customers off ("sleeping dogs");
-* *dormancy*: a share of the least engaged customers never buy whatever they get ("lost causes").
+* *price sensitivity*, higher for low income band and holdings: the coupon arms' lift grows with it, so some
+  customers buy only with a large coupon ("persuadables");
+* *message aversion*, higher for older and less active customers: a message's lift falls with it and turns
+  negative, which puts those customers off ("sleeping dogs");
+* *dormancy*: a share of the least active, most recent customers never buy whatever they get ("lost causes").
+
+Each of these three is a standardised profile signal mixed with independent noise, the noise carrying the share
+``trait_noise`` of its variance (what no model can learn from the profile).
 
 Per customer i and arm t (0 = no incentive): ``logit p_it = logit(base_rate) + base_engagement * engagement
 + [t > 0] (lift_t + lift_price_sensitivity_t * sensitivity + lift_aversion_t * aversion)`` (p = 0 if dormant);
@@ -91,11 +94,23 @@ def generate_incentives(world: World, cfg: IncentiveConfig) -> IncentiveWorld:
     cust = world.dataset.customers
     n = lat.engagement.shape[0]
     rng = step_rng(seed, STEP_INCENTIVES)
-    sens = cfg.sensitivity_capital * lat.z_capital + np.sqrt(1 - cfg.sensitivity_capital**2) * rng.standard_normal(n)
-    age = np.asarray(cust.column("age").to_numpy(), dtype=np.float64)
-    z_age = (age - age.mean()) / max(float(age.std()), 1e-9)
-    aversion = cfg.aversion_age * z_age + np.sqrt(1 - cfg.aversion_age**2) * rng.standard_normal(n)
-    dormant_score = lat.engagement + 0.5 * rng.standard_normal(n)
+    nu = cfg.trait_noise
+
+    def z(x: np.ndarray) -> np.ndarray:
+        return (x - x.mean()) / max(float(x.std()), 1e-9)
+
+    def trait(signal: np.ndarray) -> np.ndarray:
+        return np.sqrt(1.0 - nu) * z(signal) + np.sqrt(nu) * rng.standard_normal(n)
+
+    def column(name: str) -> np.ndarray:
+        return np.asarray(cust.column(name).to_numpy(), dtype=np.float64)
+
+    sessions = z(np.log1p(column("sessions_30d")))
+    # the profile shows each trait partly: income and holdings (capital) for price sensitivity, age and app use
+    # for message aversion, app use and tenure for dormancy
+    sens = trait(-(z(column("income_band")) + 0.5 * z(column("log_holdings"))))
+    aversion = trait(z(column("age")) - 0.5 * sessions)
+    dormant_score = trait(sessions + 0.5 * z(column("tenure_months")))
     dormant = (
         dormant_score < np.quantile(dormant_score, cfg.dormant_fraction) if cfg.dormant_fraction > 0
         else np.zeros(n, dtype=bool)
@@ -119,8 +134,7 @@ def generate_incentives(world: World, cfg: IncentiveConfig) -> IncentiveWorld:
     expected_cost = np.where(on_conv[None, :], p * unit[None, :], unit[None, :])
 
     # randomized logging policy with customer-specific, recorded propensities
-    sessions = np.log1p(np.asarray(cust.column("sessions_30d").to_numpy(), dtype=np.float64))
-    z_s = (sessions - sessions.mean()) / max(float(sessions.std()), 1e-9)
+    z_s = sessions
     w = np.empty((n, k))
     w[:, 0] = cfg.control_log_weight
     for t, a in enumerate(arms, start=1):
