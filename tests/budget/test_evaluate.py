@@ -24,9 +24,7 @@ def test_qini_and_uplift_match_scikit_uplift(seed: int) -> None:
         np.testing.assert_allclose(x1, x2)
         np.testing.assert_allclose(y1, y2, rtol=1e-12, atol=1e-9)
     assert qini_auc_score(y, score, treated) == pytest.approx(sklift.qini_auc_score(y, score, treated), rel=1e-10)
-    assert uplift_auc_score(y, score, treated) == pytest.approx(
-        sklift.uplift_auc_score(y, score, treated), rel=1e-10
-    )
+    assert uplift_auc_score(y, score, treated) == pytest.approx(sklift.uplift_auc_score(y, score, treated), rel=1e-10)
 
 
 def test_snips_recovers_a_known_policy_value() -> None:

@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +33,7 @@ __all__ = [
     "IncentiveData",
     "IncentiveTruth",
     "encode_features",
+    "from_world",
     "load_hillstrom_incentives",
     "load_simulated",
     "load_table",
@@ -105,7 +107,9 @@ class IncentiveData:
     def subset(self, rows: np.ndarray) -> IncentiveData:
         """The customers at ``rows`` (int positions or a bool mask)."""
         t = self.truth
-        sub_t = None if t is None else IncentiveTruth(*(getattr(t, f)[rows] for f in IncentiveTruth.__dataclass_fields__))
+        sub_t = (
+            None if t is None else IncentiveTruth(*(getattr(t, f)[rows] for f in IncentiveTruth.__dataclass_fields__))
+        )
         return replace(
             self,
             customer_id=self.customer_id[rows],
@@ -155,7 +159,9 @@ def _check_arms(arms: Sequence[ArmSpec], where: str) -> tuple[ArmSpec, ...]:
     return tuple(arms)
 
 
-def encode_features(table: pa.Table, numeric: Sequence[str], categorical: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+def encode_features(
+    table: pa.Table, numeric: Sequence[str], categorical: Sequence[str]
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Numeric columns as float32 (missing -> column mean) and categoricals one-hot; returns (X (n, d), names)."""
     cols: list[np.ndarray] = []
     names: list[str] = []
@@ -299,8 +305,14 @@ def load_table(
     src = read_source(file)
     arm_specs = _check_arms(arms, str(file))
     names = [a.name for a in arm_specs]
-    for c in [treatment, value, *([converted] if converted else []), *([propensity] if propensity else []),
-              *numeric, *categorical]:
+    for c in [
+        treatment,
+        value,
+        *([converted] if converted else []),
+        *([propensity] if propensity else []),
+        *numeric,
+        *categorical,
+    ]:
         if c not in src.column_names:
             raise DataValidationError(f"{file}: column '{c}' not found; the file has {src.column_names}")
     tr = np.asarray(pc.cast(src.column(treatment), pa.string()).to_numpy(zero_copy_only=False))
@@ -343,9 +355,7 @@ def load_table(
     X, fnames = encode_features(src, numeric, categorical)
     unit = np.array([a.cost for a in arm_specs])
     on_conv = np.array([a.cost_rule == "on_conversion" for a in arm_specs])
-    ids = (
-        np.asarray(src.column(id_column).to_numpy(zero_copy_only=False)) if id_column else np.arange(src.num_rows)
-    )
+    ids = np.asarray(src.column(id_column).to_numpy(zero_copy_only=False)) if id_column else np.arange(src.num_rows)
     return IncentiveData(
         name=file.stem,
         customer_id=ids,
@@ -357,4 +367,39 @@ def load_table(
         converted=conv,
         value=val,
         cost=np.where(on_conv[arm], conv * unit[arm], unit[arm]),
+    )
+
+
+def from_world(world: Any) -> IncentiveData:
+    """The incentive campaign of a simulated :class:`eoca.simulate.simulator.World` whose config has incentives,
+    generated in memory (the same draws ``eoca simulate`` writes)."""
+    from eoca.simulate.incentives import generate_incentives
+
+    cfg = world.config.incentives
+    if cfg is None:
+        raise DataValidationError("the simulated world has no incentives section; add one (incentives={}) first")
+    inc = generate_incentives(world, cfg)
+    ds = world.dataset
+    feats = ds.spec.customers.features
+    X, names = encode_features(
+        ds.customers,
+        [f.name for f in feats if f.type == "numeric"],
+        [f.name for f in feats if f.type != "numeric"],
+    )
+    arms = _check_arms(
+        [ArmSpec(inc.arm_names[t], inc.cost_rules[t], float(inc.unit_costs[t])) for t in range(len(inc.arm_names))],
+        "incentives",
+    )
+    return IncentiveData(
+        name=ds.spec.name,
+        customer_id=np.asarray(ds.customers.column("customer_id").to_numpy(zero_copy_only=False)),
+        features=X,
+        feature_names=names,
+        arms=arms,
+        arm=inc.arm,
+        propensity=inc.propensity,
+        converted=inc.converted.astype(np.float64),
+        value=inc.amount,
+        cost=inc.cost,
+        truth=IncentiveTruth(inc.p, inc.mu, inc.sigma, inc.value, inc.expected_cost),
     )

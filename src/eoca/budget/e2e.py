@@ -67,7 +67,7 @@ class E2EConfig:
 
 class _PerturbedArgmax(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, theta: Tensor, sigma: float, z: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, theta: Tensor, sigma: float, z: Tensor) -> Tensor:
         # z: (M, B, k) standard normal draws; the output is the mean one-hot of the perturbed argmax
         hot = torch.nn.functional.one_hot((theta.unsqueeze(0) + sigma * z).argmax(-1), theta.shape[-1])
         hot = hot.to(theta.dtype)
@@ -76,7 +76,7 @@ class _PerturbedArgmax(torch.autograd.Function):
         return hot.mean(0)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         z, hot = ctx.saved_tensors
         # d/dtheta E[<g, onehot(argmax(theta + sigma Z))>] = E[<g, onehot> Z] / sigma (Gaussian integration by parts)
         inner = (hot * grad.unsqueeze(0)).sum(-1, keepdim=True)
@@ -162,8 +162,14 @@ class MarketingRegulariser:
         u = torch.rand(size, generator=generator)
         return torch.exp(np.log(lo) + u * (np.log(hi) - np.log(lo)))
 
-    def loss(self, value: Tensor, p: Tensor, idx: Tensor, generator: torch.Generator | None = None,
-             prices: Tensor | None = None) -> Tensor:
+    def loss(
+        self,
+        value: Tensor,
+        p: Tensor,
+        idx: Tensor,
+        generator: torch.Generator | None = None,
+        prices: Tensor | None = None,
+    ) -> Tensor:
         """Minus the IPS Lagrangian reward of the relaxed policy on the customers ``idx``; value, p: (B, k)."""
         lam = self.draw_prices(idx.numel(), generator) if prices is None else prices
         cost = torch.where(self.on_conv.unsqueeze(0), p * self.unit.unsqueeze(0), self.unit.unsqueeze(0))

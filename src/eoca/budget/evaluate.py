@@ -63,8 +63,9 @@ class CurvePoint:
     value_ci: tuple[float, float] = (float("nan"), float("nan"))
 
 
-def allocate(pred: Prediction, data: IncentiveData, budget: float, caps: Mapping[int, int] | None = None
-             ) -> BudgetSolution:
+def allocate(
+    pred: Prediction, data: IncentiveData, budget: float, caps: Mapping[int, int] | None = None
+) -> BudgetSolution:
     """The exact solver on predicted values and predicted expected costs."""
     return solve_budget(pred.value, data.cost_matrix(pred.p), budget, caps=caps)
 

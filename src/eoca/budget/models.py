@@ -273,12 +273,12 @@ class MultiHeadNet:
                 a = arm[idx]
                 r = torch.arange(idx.numel())
                 loss = esj_loss(log_p[r, a], log_1mp[r, a], mu[r, a], sigma[r, a], amount[idx])
-                tot_pred += float(loss) * idx.numel()
+                tot_pred += float(loss.detach()) * idx.numel()
                 if reg is not None and epoch >= self.e2e.warmup_epochs:
                     value = etv_eoca(log_p.exp(), mu, sigma)
                     goal = reg.loss(value, log_p.exp(), idx, gen)
                     loss = loss + self.e2e.weight * goal
-                    tot_goal += float(goal) * idx.numel()
+                    tot_goal += float(goal.detach()) * idx.numel()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -317,9 +317,7 @@ def make_model(name: str, seed: int = 0, **kwargs: Any) -> UpliftModel:
     if name in ("e2e", "e2e_perturbed"):
         from eoca.budget.e2e import E2EConfig
 
-        est = "perturbed" if name == "e2e_perturbed" else "softmax"
-        return MultiHeadNet(seed, e2e=E2EConfig(estimator=est), name=name, **kwargs)
+        cfg = E2EConfig(estimator="perturbed") if name == "e2e_perturbed" else E2EConfig()
+        return MultiHeadNet(seed, e2e=cfg, name=name, **kwargs)
     valid = ", ".join([*MODEL_NAMES, "e2e_perturbed"])
     raise DataValidationError(f"unknown budget model '{name}'; valid: {valid}")
-
-

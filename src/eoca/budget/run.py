@@ -136,7 +136,9 @@ def run_budget(
     else:
         curves += _snips_curves(test, preds, fractions, full, seed)
         ref = max((p.value for p in curves if p.fraction == max(fractions)), default=0.0)
-    aucc_by = {name: aucc([p for p in curves if p.policy == name], ref) for name in dict.fromkeys(p.policy for p in curves)}
+    aucc_by = {
+        name: aucc([p for p in curves if p.policy == name], ref) for name in dict.fromkeys(p.policy for p in curves)
+    }
     best = max(preds, key=lambda m: aucc_by.get(m, -np.inf))
     ope_rows = _ope_at_budget(test, preds, best, b_abs, n_bootstrap, seed)
     sol = allocate(preds[best], test, b_abs)
@@ -179,8 +181,7 @@ def run_budget(
     return result
 
 
-def _simulated_goals(test: IncentiveData, preds: dict[str, Prediction], full: float, seed: int
-                     ) -> list[dict[str, Any]]:
+def _simulated_goals(test: IncentiveData, preds: dict[str, Prediction], full: float, seed: int) -> list[dict[str, Any]]:
     """True incremental value at the goal budgets: each model, the baselines, and the share of the oracle."""
     assert test.truth is not None
     t = test.truth
@@ -214,8 +215,9 @@ def _simulated_goals(test: IncentiveData, preds: dict[str, Prediction], full: fl
     return rows_out
 
 
-def _snips_curves(test: IncentiveData, preds: dict[str, Prediction], fractions: Sequence[float], full: float,
-                  seed: int) -> list[CurvePoint]:
+def _snips_curves(
+    test: IncentiveData, preds: dict[str, Prediction], fractions: Sequence[float], full: float, seed: int
+) -> list[CurvePoint]:
     """SNIPS incremental value (x n customers) along the budgets, with bootstrap intervals of the difference to
     giving nobody an incentive."""
     out: list[CurvePoint] = []
@@ -234,8 +236,9 @@ def _snips_curves(test: IncentiveData, preds: dict[str, Prediction], fractions: 
     return out
 
 
-def _ope_at_budget(test: IncentiveData, preds: dict[str, Prediction], best: str, budget: float, n_bootstrap: int,
-                   seed: int) -> list[dict[str, Any]]:
+def _ope_at_budget(
+    test: IncentiveData, preds: dict[str, Prediction], best: str, budget: float, n_bootstrap: int, seed: int
+) -> list[dict[str, Any]]:
     """SNIPS at ``budget``: each model's solver policy, the best model's top-uplift and single-arm policies and
     random targeting; lifts against random targeting with paired bootstrap intervals."""
     pols: dict[str, Any] = {name: allocate(pred, test, budget).arm for name, pred in preds.items()}
@@ -243,10 +246,12 @@ def _ope_at_budget(test: IncentiveData, preds: dict[str, Prediction], best: str,
     pols[f"{best}:top_uplift"] = top_uplift_policy(pb, test, budget)
     for t in range(1, test.n_arms):
         pols[f"{best}:only_{test.arms[t].name}"] = single_arm_policy(pb, test, budget, t)
-    exp_cost = test.cost_matrix(np.broadcast_to(
-        [test.converted[test.arm == t].mean() if (test.arm == t).any() else 0.0 for t in range(test.n_arms)],
-        (test.n, test.n_arms),
-    ))
+    exp_cost = test.cost_matrix(
+        np.broadcast_to(
+            [test.converted[test.arm == t].mean() if (test.arm == t).any() else 0.0 for t in range(test.n_arms)],
+            (test.n, test.n_arms),
+        )
+    )
     pols["random"] = random_policy(test, budget, exp_cost)
     pols["control"] = np.zeros(test.n, dtype=np.int64)
     res = snips_policies(test, pols, reference="random", n_bootstrap=n_bootstrap, seed=seed)
@@ -293,9 +298,9 @@ def _uplift_rows(test: IncentiveData, preds: dict[str, Prediction]) -> list[dict
 
 def budget_curve_chart(result: BudgetRunResult) -> bytes:
     """Incremental value against the budget (share of the treat-everyone cost), one line per policy."""
-    from eoca.report import plots  # selects the headless backend before pyplot is used
-
     import matplotlib.pyplot as plt
+
+    from eoca.report import plots  # selects the headless backend before pyplot is used
 
     fig, ax = plt.subplots(figsize=(8.0, 4.8))
     try:
@@ -304,13 +309,14 @@ def budget_curve_chart(result: BudgetRunResult) -> bytes:
             pts = [p for p in result.curves if p.policy == name]
             x = np.array([p.fraction for p in pts]) * 100
             y = np.array([p.value for p in pts])
-            style = {"color": "#1c2733", "linestyle": "--"} if name == "oracle" else {
-                "color": plots.PALETTE[i % len(plots.PALETTE)]}
-            ax.plot(x, y, marker="o", markersize=3, label=name, **style)
+            color = "#1c2733" if name == "oracle" else plots.PALETTE[i % len(plots.PALETTE)]
+            ax.plot(
+                x, y, marker="o", markersize=3, label=name, color=color, linestyle="--" if name == "oracle" else "-"
+            )
             lo = np.array([p.value_ci[0] for p in pts])
             hi = np.array([p.value_ci[1] for p in pts])
             if np.isfinite(lo).all() and np.isfinite(hi).all():
-                ax.fill_between(x, lo, hi, alpha=0.15, color=style["color"])
+                ax.fill_between(x, lo, hi, alpha=0.15, color=color)
         ax.set_xlabel("budget, % of the treat-everyone cost")
         what = "true expected" if result.simulated else "SNIPS (95% bootstrap band)"
         ax.set_ylabel(f"incremental value, {what}")

@@ -178,7 +178,7 @@ def hull_segments(value: np.ndarray, cost: np.ndarray) -> _Segments:
         m = hi - lo
         rows = np.arange(m)
         cmin = C.min(axis=1)
-        cur = np.where(C == cmin[:, None], V, -np.inf).argmax(axis=1)
+        cur = np.where(cmin[:, None] == C, V, -np.inf).argmax(axis=1)
         start[lo:hi] = cur
         cur_v, cur_c = V[rows, cur], C[rows, cur]
         alive = np.ones(m, dtype=bool)
@@ -218,10 +218,16 @@ def hull_segments(value: np.ndarray, cost: np.ndarray) -> _Segments:
     return _Segments(start, slope, dc, cust, arm, step)
 
 
-def dual_bound(value: np.ndarray, cost: np.ndarray, budget: float, price: float,
-               cap_prices: Mapping[int, float] | None = None, caps: Mapping[int, int] | None = None) -> float:
+def dual_bound(
+    value: np.ndarray,
+    cost: np.ndarray,
+    budget: float,
+    price: float,
+    cap_prices: Mapping[int, float] | None = None,
+    caps: Mapping[int, int] | None = None,
+) -> float:
     """g(lambda, mu) = sum_i max_t (V - lambda C - mu_t) + lambda B + sum_t mu_t cap_t, evaluated directly."""
-    n, k = value.shape
+    k = value.shape[1]
     mu = np.zeros(k)
     extra = 0.0
     for t, m in (cap_prices or {}).items():
@@ -512,7 +518,7 @@ def _solve_with_caps(
     v: np.ndarray, c: np.ndarray, b: float, caps: dict[int, int]
 ) -> tuple[np.ndarray, float, dict[int, float]]:
     """Coordinate bisection on the cap multipliers around the exact budget core, then a repair to the caps."""
-    n, k = v.shape
+    k = v.shape[1]
     mu = np.zeros(k)
     hi_mu = float(np.ptp(v)) + 1.0
     arm, price = _solve_lagrangian(v, c, b)[:2]
@@ -571,8 +577,9 @@ def _repair_caps(reduced: np.ndarray, c: np.ndarray, arm: np.ndarray, caps: dict
                 break
             a = int(best[i])
             if not np.isfinite(alt[i, a]) or room[a] <= 0:
-                row = np.where((c[on_t[i]] <= c[on_t[i], t]) & (room > 0) & (np.arange(k) != t),
-                               reduced[on_t[i]], -np.inf)
+                row = np.where(
+                    (c[on_t[i]] <= c[on_t[i], t]) & (room > 0) & (np.arange(k) != t), reduced[on_t[i]], -np.inf
+                )
                 a = int(row.argmax())
                 if not np.isfinite(row[a]):
                     continue

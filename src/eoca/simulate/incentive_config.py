@@ -41,11 +41,19 @@ def _default_arms() -> list[IncentiveArmConfig]:
     return [
         IncentiveArmConfig(name="message", cost_rule="fixed", cost=1.0, lift=0.2, lift_aversion=-0.9),
         IncentiveArmConfig(
-            name="small_coupon", cost_rule="on_conversion", cost=30.0, lift=0.15, lift_price_sensitivity=0.45,
+            name="small_coupon",
+            cost_rule="on_conversion",
+            cost=30.0,
+            lift=0.15,
+            lift_price_sensitivity=0.45,
             amount_lift=0.03,
         ),
         IncentiveArmConfig(
-            name="large_coupon", cost_rule="on_conversion", cost=120.0, lift=0.2, lift_price_sensitivity=1.1,
+            name="large_coupon",
+            cost_rule="on_conversion",
+            cost=120.0,
+            lift=0.2,
+            lift_price_sensitivity=1.1,
             amount_lift=0.08,
         ),
     ]

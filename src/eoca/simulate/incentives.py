@@ -112,7 +112,8 @@ def generate_incentives(world: World, cfg: IncentiveConfig) -> IncentiveWorld:
     aversion = trait(z(column("age")) - 0.5 * sessions)
     dormant_score = trait(sessions + 0.5 * z(column("tenure_months")))
     dormant = (
-        dormant_score < np.quantile(dormant_score, cfg.dormant_fraction) if cfg.dormant_fraction > 0
+        dormant_score < np.quantile(dormant_score, cfg.dormant_fraction)
+        if cfg.dormant_fraction > 0
         else np.zeros(n, dtype=bool)
     )
 
@@ -140,7 +141,7 @@ def generate_incentives(world: World, cfg: IncentiveConfig) -> IncentiveWorld:
     for t, a in enumerate(arms, start=1):
         w[:, t] = a.log_weight * np.exp(cfg.log_tilt * z_s)
     probs = w / w.sum(axis=1, keepdims=True)
-    u = step_rng(seed, STEP_INCENTIVE_POLICY).random(n)
+    u = np.asarray(step_rng(seed, STEP_INCENTIVE_POLICY).random(n), dtype=np.float64)
     arm = categorical_rows(np.cumsum(probs, axis=1), np.arange(n), u)
     rows = np.arange(n)
     prop = probs[rows, arm]
