@@ -17,9 +17,11 @@ def _register_commands() -> None:
         allocate,  # noqa: F401
         budget,  # noqa: F401
         data,  # noqa: F401
-        predict,  # noqa: F401
+        evaluate,  # noqa: F401
         run,  # noqa: F401
+        score,  # noqa: F401
         simulate,  # noqa: F401
+        train,  # noqa: F401
     )
 
 
