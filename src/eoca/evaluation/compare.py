@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from eoca.data import Dataset
-from eoca.errors import ConfigError
 from eoca.evaluation import metrics as M
-from eoca.io import atomic_path, write_csv, write_json, write_text, write_yaml
-
-ORACLE = "oracle"
+from eoca.evaluation.metrics import ORACLE
+from eoca.io import atomic_path
+from eoca.risk import eligible_mask
 
 # (key, header, task the metric belongs to or None for decisions every model makes, format)
 COLUMNS: tuple[tuple[str, str, str | None, str], ...] = (
@@ -91,20 +88,14 @@ class ComparisonResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def _eligible(dataset: Dataset, customers: np.ndarray) -> np.ndarray:
-    """(len(customers), k) mask of the funds each customer may be shown (risk level <= tolerance)."""
-    tol = np.asarray(dataset.customers.column("risk_tolerance").to_numpy(), dtype=np.int64)[customers]
-    lvl = np.asarray(dataset.funds.column("risk_level").to_numpy(), dtype=np.int64)
-    return np.asarray(lvl[None, :] <= tol[:, None])
-
-
 def _safe(fn: Callable[[], float]) -> float | None:
     v = fn()
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
 def metrics_from_predictor(
-    dataset: Dataset,
+    tolerance: np.ndarray,
+    risk: np.ndarray,
     labels: Mapping[str, np.ndarray],
     predict: PairPredictor,
     tasks: frozenset[str],
@@ -113,7 +104,9 @@ def metrics_from_predictor(
     """Every comparison metric of one predictor on the exposures in ``labels`` (see the module docstring).
 
     Args:
-        labels: ``customer_pos``, ``fund_pos``, ``converted``, ``amount`` (and ``clicked``), shape (m,).
+        tolerance: int (N,) risk tolerance of every customer of the dataset (positions index it).
+        risk: int (k,) risk level of every fund.
+        labels: ``customer_pos``, ``fund_pos``, ``converted``, ``amount`` (and ``clicked``, ``weight``), shape (m,).
         predict: maps (customer_pos, fund_pos) arrays to at least ``p`` and ``etv`` arrays.
         tasks: which task families apply; metrics of other tasks are None.
         truth_etv: the (N, k) true ETV of a simulated dataset, or None.
@@ -141,16 +134,16 @@ def metrics_from_predictor(
     out["mae"] = M.mae(amount, etv, w)
     out["gini"] = _safe(lambda: M.normalized_gini(amount, etv, w))
     out["spearman"] = _safe(lambda: M.spearman(amount, etv, w))
-    if dataset.n_funds == 1:
+    k = int(np.asarray(risk).size)
+    if k == 1:
         return out  # one item: no choice between items, so no decision metrics
 
     # Decisions: every test customer x every fund, argmax among the funds the risk rule allows.
     customers = np.unique(cust)
-    k = dataset.n_funds
     grid = predict(np.repeat(customers, k), np.tile(np.arange(k, dtype=np.int64), customers.size))
     etv_matrix = grid["etv"].astype(np.float64).reshape(customers.size, k)
-    eligible = _eligible(dataset, customers)
-    chosen = np.full(dataset.n_customers, -1, dtype=np.int64)
+    eligible = eligible_mask(np.asarray(tolerance)[customers], risk)
+    chosen = np.full(np.asarray(tolerance).size, -1, dtype=np.int64)
     chosen[customers] = M.argmax_fund(etv_matrix, eligible)
     hits = M.hit_totals(chosen, cust, fund, conv, amount)
     out.update({"thc": hits["thc"], "tha": hits["tha"], "hits": hits["hits"]})
@@ -163,54 +156,6 @@ def metrics_from_predictor(
         out["true_value_argmax"] = tm["true_value_argmax"]
         out["argmax_share_of_oracle"] = _safe(lambda: tm["argmax_share_of_oracle"])
     return out
-
-
-def offline_metrics(trained: Any, dataset: Dataset, split: str = "test") -> dict[str, float | None]:
-    """The comparison metrics of a :class:`~eoca.training.TrainedModel` on ``split`` of ``dataset``."""
-    labels = split_labels(dataset, split)
-    batch = int(trained.config.eval_batch_size)
-
-    def predict(c: np.ndarray, f: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(trained.predict_pairs(dataset, c, f, batch_size=batch))
-
-    return metrics_from_predictor(dataset, labels, predict, frozenset(trained.model.tasks), _truth_etv(dataset))
-
-
-def split_labels(dataset: Dataset, split: str) -> dict[str, np.ndarray]:
-    """The exposures of ``split`` (in file order): ``customer_pos``, ``fund_pos``, ``converted``, ``amount``,
-    and ``clicked`` / ``weight`` where the dataset has them; every array has shape (m,)."""
-    rows = np.flatnonzero(dataset.split_mask(split))
-    exp = dataset.exposures
-    out = {
-        "customer_pos": dataset.customer_index(exp.column("customer_id"))[rows],
-        "fund_pos": dataset.fund_index(exp.column("fund_id"))[rows],
-        "converted": np.asarray(exp.column("converted").to_numpy(), dtype=np.float64)[rows],
-        "amount": np.asarray(exp.column("amount").to_numpy(), dtype=np.float64)[rows],
-    }
-    for extra in ("clicked", "weight"):
-        if extra in exp.column_names:
-            out[extra] = np.asarray(exp.column(extra).to_numpy(), dtype=np.float64)[rows]
-    return out
-
-
-def _truth_etv(dataset: Dataset) -> np.ndarray | None:
-    if dataset.truth is None:
-        return None
-    from eoca.simulate import truth_arrays
-
-    return truth_arrays(dataset).etv
-
-
-def oracle_metrics(dataset: Dataset, labels: Mapping[str, np.ndarray]) -> dict[str, float | None]:
-    """The metrics of the simulator's true p and ETV: what a perfect model would score on these outcomes."""
-    from eoca.simulate import truth_arrays
-
-    ta = truth_arrays(dataset)
-
-    def predict(c: np.ndarray, f: np.ndarray) -> dict[str, np.ndarray]:
-        return {"p": ta.p[c, f], "etv": ta.etv[c, f]}
-
-    return metrics_from_predictor(dataset, labels, predict, frozenset({"conversion", "etv"}), ta.etv)
 
 
 # --- rendering -----------------------------------------------------------------------------------------------
@@ -324,139 +269,3 @@ def plot_gain(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], perfect: tupl
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return Path(path)
-
-
-def _trained_predictor(trained: Any, dataset: Dataset) -> PairPredictor:
-    batch = int(trained.config.eval_batch_size)
-
-    def predict(c: np.ndarray, f: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(trained.predict_pairs(dataset, c, f, batch_size=batch))
-
-    return predict
-
-
-# --- the comparison ------------------------------------------------------------------------------------------
-def compare_models(
-    dataset: Dataset,
-    models: list[str],
-    out: Path,
-    *,
-    config: Any = None,
-    runs: Path | None = None,
-    progress: bool = True,
-    split: str = "test",
-) -> ComparisonResult:
-    """Train (or reuse) each model; write ``comparison.md``, ``.csv``, ``.json``, ``config.yaml`` and
-    ``thc_tha.png`` (several items) or ``gain.png`` plus ``deciles.csv`` (one item).
-
-    Args:
-        dataset: the data; models train on its train split, early-stop on valid and are scored on ``split``.
-        models: zoo names or peers (:data:`eoca.peers.PEER_NAMES`), in table order.
-        config: a :class:`~eoca.training.TrainConfig` or mapping shared by every model (``model`` is replaced).
-        runs: folder of run folders ``runs/<model>``; a model whose ``model.pt`` exists there is loaded instead
-            of trained, the others train into it. Default ``out/runs``, where interrupted runs resume.
-    """
-    from eoca.models.zoo import model_names_problem
-    from eoca.peers import PEER_NAMES, make_peer
-    from eoca.training import TrainedModel, train
-    from eoca.training.config import coerce_train_config
-
-    zoo = [m for m in models if m not in PEER_NAMES]
-    problem = model_names_problem(zoo) if zoo else None
-    if problem is None and len(set(models)) != len(models):
-        problem = f"a model is listed twice in {','.join(models)}"
-    if problem is not None:
-        raise ConfigError(f"models: {problem} (peers: {', '.join(PEER_NAMES)})")
-    base = coerce_train_config(config)
-    out = Path(out)
-    run_root = Path(runs) if runs is not None else out / "runs"
-    rows: list[dict[str, Any]] = []
-    notes: list[str] = []
-    configs: dict[str, Any] = {}
-    labels = split_labels(dataset, split)
-    truth = _truth_etv(dataset)
-    single = dataset.n_funds == 1
-    test_etv: dict[str, np.ndarray] = {}
-    for name in models:
-        run_dir = run_root / name
-        t0 = time.perf_counter()
-        if name in PEER_NAMES:
-            peer = make_peer(name)
-            peer.fit(dataset)
-            predict: PairPredictor = peer.predict_pairs_for(dataset)
-            tasks, seconds = frozenset(peer.tasks), time.perf_counter() - t0
-            epochs: int | str = ""
-            configs[name] = peer.describe()
-            notes.append(f"{name}: {peer.describe()['method']}")
-        else:
-            if runs is not None and (run_dir / "model.pt").exists():
-                trained = TrainedModel.load(run_dir)
-                notes.append(f"{name}: reused {run_dir}")
-            else:
-                trained = train(
-                    dataset, base.model_copy(update={"model": name}), run_dir, resume=True, progress=progress
-                )
-            seconds = sum(float(h.get("seconds", 0.0)) for h in trained.history) or time.perf_counter() - t0
-            predict, tasks, epochs = _trained_predictor(trained, dataset), frozenset(trained.model.tasks), len(
-                trained.history
-            )
-            configs[name] = trained.config.model_dump(mode="json")
-        row: dict[str, Any] = {"model": name, "tasks": ",".join(sorted(tasks))}
-        row.update(metrics_from_predictor(dataset, labels, predict, tasks, truth))
-        row["epochs"] = epochs
-        row["train_seconds"] = round(seconds, 1)
-        rows.append(row)
-        if single:
-            test_etv[name] = np.asarray(predict(labels["customer_pos"], labels["fund_pos"])["etv"], dtype=np.float64)
-    if dataset.truth is not None:
-        rows.append(
-            {"model": ORACLE, "tasks": "truth", **oracle_metrics(dataset, labels), "epochs": "", "train_seconds": ""}
-        )
-        notes.append(
-            f"{ORACLE}: the simulator's true p and ETV scored like a model "
-            "(the expected ceiling; on a sample metric a model can beat it by chance)"
-        )
-    first = rows[0]
-    weighted = "weight" in labels
-    notes.insert(
-        0,
-        f"{int(first['n_exposures'] or 0):,} test exposures, {int(first['n_conversions'] or 0):,} "
-        "conversions; MSE/MAE of ETV against the realised amount over the entire test space; "
-        "— = the model has no such task"
-        + ("; metrics weighted by the sampling weights (population, not sample)" if weighted else ""),
-    )
-    w = labels.get("weight")
-    amount = labels["amount"]
-    decile_tables = {n: M.deciles(amount, e, w) for n, e in test_etv.items()} if single else None
-    md = render_markdown(dataset.spec.name, split, rows, notes, decile_tables)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "config": write_yaml(base.model_dump(mode="json"), out / "config.yaml"),
-        "markdown": write_text(md, out / "comparison.md"),
-        "csv": write_csv(rows, out / "comparison.csv", CSV_COLUMNS),
-        "json": write_json(
-            {
-                "dataset": dataset.spec.name,
-                "split": split,
-                "models": models,
-                "rows": rows,
-                "notes": notes,
-                "configs": configs,
-                **({"deciles": decile_tables} if decile_tables is not None else {}),
-            },
-            out / "comparison.json",
-        ),
-    }
-    title = f"{dataset.spec.name} ({split})"
-    if decile_tables is not None:
-        flat = [{"model": n, **d} for n, table in decile_tables.items() for d in table]
-        paths["deciles"] = write_csv(
-            flat, out / "deciles.csv", ("model", "decile", "customers", "mean_predicted", "mean_actual",
-                                         "share_of_value")
-        )
-        curves = {n: M.gain_curve(amount, e, w) for n, e in test_etv.items()}
-        paths["png"] = plot_gain(curves, M.gain_curve(amount, amount, w), out / "gain.png",
-                                 f"Cumulative gain on {title}")
-    else:
-        paths["png"] = plot_hits(rows, out / "thc_tha.png", f"THC / THA by model on {title}")
-    return ComparisonResult(dataset=dataset.spec.name, split=split, rows=rows, markdown=md, paths=paths)
