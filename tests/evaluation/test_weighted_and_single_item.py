@@ -49,6 +49,7 @@ def test_deciles_and_gain_curve() -> None:
     weighted = M.deciles(y, y, np.r_[np.ones(8), 2.0, 2.0])
     assert sum(d["customers"] for d in weighted) == pytest.approx(12.0)
     x, g = M.gain_curve(y, y, points=11)
+    assert x[1] == pytest.approx(0.1)
     assert g[0] == 0.0 and g[-1] == pytest.approx(1.0) and g[1] == pytest.approx(0.9)
     _, g_rev = M.gain_curve(y, -y, points=11)
     assert g_rev[8] == pytest.approx(0.0)  # worst order: the value comes last
