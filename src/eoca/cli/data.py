@@ -11,7 +11,7 @@ from rich.table import Table
 
 from eoca.cli.app import app
 from eoca.data.resolve import open_dataset
-from eoca.io import write_json
+from eoca.io import output_folder, write_json
 
 console = Console()
 
@@ -20,6 +20,9 @@ console = Console()
 def import_cmd(
     spec: Annotated[Path, typer.Option("--spec", help="YAML mapping your files' columns to eoca's roles.")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset to.")],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT if it exists (it is swapped in whole when complete).")
+    ] = False,
 ) -> None:
     """Import your own CSV or Parquet files as an eoca dataset.
 
@@ -31,7 +34,9 @@ def import_cmd(
     """
     from eoca.data.importer import import_dataset
 
-    ds = import_dataset(spec, out)
+    with output_folder(out, overwrite=overwrite) as work:
+        ds = import_dataset(spec, None)
+        ds.save(work)
     console.print(
         f"imported [bold]{ds.spec.name}[/]: {ds.n_customers:,} customers, {ds.n_funds:,} funds, "
         f"{ds.exposures.num_rows:,} exposures -> {out}"

@@ -33,6 +33,9 @@ def run_cmd(
         bool, typer.Option("--print-config", help="Print the resolved configuration as YAML and exit.")
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace --out if it exists (swapped in whole when complete).")
+    ] = False,
 ) -> None:
     """Predict, allocate and evaluate end to end, then write a run folder with report.html.
 
@@ -53,7 +56,7 @@ def run_cmd(
     if print_config:
         typer.echo(config_to_yaml(cfg), nl=False)
         return
-    result = run_pipeline(cfg, out=out)
+    result = run_pipeline(cfg, out=out, overwrite=overwrite)
     console.print(f"[bold]report:[/] {result.folder / 'report.html'}")
     for line in result.metrics.get("summary", []):
         console.print(f"  {line}")

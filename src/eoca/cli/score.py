@@ -11,6 +11,7 @@ from rich.console import Console
 
 from eoca.cli.app import app
 from eoca.cli.options import DATA_HELP
+from eoca.errors import ConfigError
 
 console = Console(stderr=True)
 
@@ -29,11 +30,17 @@ def score_cmd(
     refused. Memory stays proportional to --chunk x funds, whatever the number of customers.
     """
     from eoca.data import open_dataset
+    from eoca.io import remove_stale_temporaries
     from eoca.training import TrainedModel, write_scores
 
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; expected the path of the Parquet file to write")
     trained = TrainedModel.load(run)
     ds = open_dataset(data, with_truth=False)
     start = time.perf_counter()
+    # A killed earlier run leaves its hidden temporary file beside OUT; nothing else would ever remove it.
+    for stale in remove_stale_temporaries(out):
+        console.print(f"removed {stale}, left by an interrupted earlier run")
     write_scores(trained, ds, out, chunk_customers=chunk, progress=progress)
     pairs = ds.n_customers * ds.n_funds
     secs = time.perf_counter() - start

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from eoca.cli.app import app
-from eoca.io import write_text
+from eoca.io import output_folder, write_text
 
 console = Console()
 
@@ -38,6 +38,9 @@ def simulate_cmd(
         bool, typer.Option("--print-config", help="Print the resolved config as YAML and exit.")
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT if it exists (it is swapped in whole when complete).")
+    ] = False,
 ) -> None:
     """Simulate a fund-marketing platform with ground truth and write it as an eoca dataset.
 
@@ -65,9 +68,10 @@ def simulate_cmd(
         typer.echo(config_yaml(cfg), nl=False)
         return
     start = time.perf_counter()
-    ds = simulate(cfg, progress=progress)
-    ds.save(out)
-    write_text(config_yaml(cfg), out / "simulator.yaml")
+    with output_folder(out, overwrite=overwrite) as work:
+        ds = simulate(cfg, progress=progress)
+        ds.save(work)
+        write_text(config_yaml(cfg), work / "simulator.yaml")
     exp = ds.exposures
     conv = int(exp.column("converted").to_numpy().sum())
     console.print(

@@ -13,7 +13,6 @@ file is written, so a crashed run never leaves a folder that looks complete.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,9 @@ import numpy as np
 from rich.console import Console
 
 from eoca.data import Dataset
-from eoca.errors import ConfigError, DataValidationError
+from eoca.errors import DataValidationError
 from eoca.evaluation.metrics import ORACLE
-from eoca.io import write_csv, write_json, write_parquet, write_text
+from eoca.io import check_output_folder, output_folder, partial_folder, write_csv, write_json, write_parquet, write_text
 from eoca.pipeline.config import RunConfig, config_to_yaml
 from eoca.pipeline.frameworks import FrameworkRun, Plan, allocation_table, build_plan, run_method
 from eoca.pipeline.results import ModelRun, RunData, RunResult
@@ -58,23 +57,21 @@ def _folder(cfg: RunConfig, out: Path | None, runs_root: Path) -> Path:
     return runs_root / f"{stamp}-{cfg.name}"
 
 
-def run_pipeline(cfg: RunConfig, out: Path | None = None, runs_root: Path = Path("runs")) -> RunResult:
+def run_pipeline(
+    cfg: RunConfig, out: Path | None = None, runs_root: Path = Path("runs"), *, overwrite: bool = False
+) -> RunResult:
     """Run every step of ``cfg`` and return the result; the run folder is ``out`` or ``runs_root/<stamp>-<name>``.
 
     Raises:
-        ConfigError: the folder exists already, or the configuration does not fit the data.
+        ConfigError: the folder exists already (and ``overwrite`` is off), or the configuration does not fit
+            the data.
         DataValidationError / InfeasiblePlanError: bad data or an impossible delivery plan, with details.
     """
-    final = _folder(cfg, out, runs_root)
-    if final.exists():
-        raise ConfigError(f"run folder {final} exists already; pass another --out or remove it")
-    work = final.parent / f".{final.name}.partial"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    final = check_output_folder(_folder(cfg, out, runs_root), overwrite)
+    work = partial_folder(final)
     try:
-        result = _run(cfg, work)
-        work.rename(final)
+        with output_folder(final, overwrite=overwrite, keep_on_failure=True) as work:
+            result = _run(cfg, work)
     except BaseException:
         console.print(f"[red]run failed; partial outputs kept in {work}[/]")
         raise
