@@ -86,9 +86,41 @@ def _step(name: str, timings: dict[str, float], t0: float) -> float:
     return now
 
 
+def pin_threads(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with the training thread count resolved to a number.
+
+    Training reduces sums across threads, so the thread count changes the last bits of every gradient, and
+    over epochs the models' scores; deterministic kernels make a run repeatable only for a fixed count. Writing
+    the resolved count into the run's config.yaml makes ``eoca run --config RUN/config.yaml`` give the same
+    numbers on any machine with the same library versions (recorded in metrics.json), whatever its cores.
+    """
+    from eoca.training.trainer import resolve_threads
+
+    if cfg.train.num_threads is not None:
+        return cfg
+    train = cfg.train.model_copy(update={"num_threads": resolve_threads(None)})
+    return cfg.model_copy(update={"train": train})
+
+
+def environment() -> dict[str, Any]:
+    """The library versions and platform that, with the configuration, determine a run's numbers."""
+    import platform
+
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+    }
+
+
 def _run(cfg: RunConfig, work: Path) -> RunResult:
     timings: dict[str, float] = {}
     t_all = t0 = time.perf_counter()
+    cfg = pin_threads(cfg)
     write_text(config_to_yaml(cfg), work / "config.yaml")
 
     console.rule("1. data")
@@ -151,6 +183,13 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
         ],
         "allocation": allocation,
         "primary_framework": primary.name,
+        "reproducibility": {
+            **environment(),
+            "train_threads": cfg.train.num_threads,
+            "deterministic_kernels": cfg.train.deterministic,
+            "note": "the same config.yaml (seeds and train.num_threads included) and the same library versions "
+            "give the same numbers",
+        },
         **online,
     }
     write_csv(metrics["offline"], work / "offline_metrics.csv")

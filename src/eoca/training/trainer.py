@@ -62,12 +62,17 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def resolve_threads(num_threads: int | None = None) -> int:
+    """The intra-op thread count training uses for the configured ``num_threads`` (None: the CPUs available)."""
+    return num_threads or available_cpus()
+
+
 def set_threads(num_threads: int | None = None) -> int:
     """Set torch's intra-op threads to ``num_threads`` or the CPUs available; returns the number used.
 
     torch defaults to the machine's physical core count, which oversubscribes a container limited to fewer.
     """
-    n = num_threads or available_cpus()
+    n = resolve_threads(num_threads)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
