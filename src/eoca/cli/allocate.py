@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from eoca.cli.app import app
+from eoca.cli.options import Overwrite
 from eoca.errors import ConfigError
 
 console = Console(stderr=True)
@@ -60,9 +61,7 @@ def allocate_cmd(
     priority: Annotated[
         str | None, typer.Option("--priority", help="manual: comma-separated fund ids, highest priority first.")
     ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT if it exists (it is swapped in whole when complete).")
-    ] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Allocate funds to customers maximising total expected transaction value (ETV).
 

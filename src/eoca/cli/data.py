@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eoca.cli.app import app
+from eoca.cli.options import Overwrite
 from eoca.data.resolve import open_dataset
 from eoca.io import output_folder, write_json
 
@@ -20,9 +21,7 @@ console = Console()
 def import_cmd(
     spec: Annotated[Path, typer.Option("--spec", help="YAML mapping your files' columns to eoca's roles.")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset to.")],
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT if it exists (it is swapped in whole when complete).")
-    ] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Import your own CSV or Parquet files as an eoca dataset.
 

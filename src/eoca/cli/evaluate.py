@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from eoca.cli.app import app
-from eoca.cli.options import CONFIG_HELP, DATA_HELP, SET_HELP
+from eoca.cli.options import CONFIG_HELP, DATA_HELP, SET_HELP, Overwrite
 from eoca.errors import ConfigError
 
 console = Console(stderr=True)
@@ -27,9 +27,7 @@ def evaluate_cmd(
     config: Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP)] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT if it exists (it is swapped in whole when complete).")
-    ] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train (or reuse) several models with one config and compare them on the test split (EOCA Tables 1-2,
     Figure 5): AUC, logloss, MSE, MAE, Gini, Spearman, THC, THA and, on simulated data, errors against the true

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from eoca.cli.app import app
+from eoca.cli.options import Overwrite
 
 console = Console()
 
@@ -33,9 +34,7 @@ def run_cmd(
         bool, typer.Option("--print-config", help="Print the resolved configuration as YAML and exit.")
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace --out if it exists (swapped in whole when complete).")
-    ] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Predict, allocate and evaluate end to end, then write a run folder with report.html.
 

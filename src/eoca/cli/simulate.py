@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from eoca.cli.app import app
+from eoca.cli.options import Overwrite
 from eoca.io import output_folder, write_text
 
 console = Console()
@@ -39,9 +40,7 @@ def simulate_cmd(
         bool, typer.Option("--print-config", help="Print the resolved config as YAML and exit.")
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT if it exists (it is swapped in whole when complete).")
-    ] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Simulate a fund-marketing platform with ground truth and write it as an eoca dataset.
 

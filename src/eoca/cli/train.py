@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from eoca.cli.app import app
-from eoca.cli.options import CONFIG_HELP, DATA_HELP, SET_HELP
+from eoca.cli.options import CONFIG_HELP, DATA_HELP, SET_HELP, Overwrite
 
 console = Console(stderr=True)
 
@@ -30,9 +30,7 @@ def train_cmd(
         bool, typer.Option("--grid", help="Grid search lr {0.01,0.02,0.04,0.06} x dropout {0.1,0.3,0.5}.")
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT if it exists (it is swapped in whole when complete).")
-    ] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train one model of the zoo: Adam, early stopping on validation loss, a checkpoint every epoch.
 
