@@ -13,11 +13,11 @@ from typing import Any
 import pyarrow.parquet as pq
 
 SMALL = [
-    "simulator.customers=1200",
-    "simulator.funds=4",
+    "simulator.customers=600",
+    "simulator.funds=3",
     "models=[esmm]",
     "allocation.methods=[manual,exact]",
-    "train.max_epochs=2",
+    "train.max_epochs=1",
     "train.batch_size=256",
     "ab_test.n_bootstrap=50",
     "ope.n_bootstrap=50",
