@@ -10,6 +10,7 @@ from rich.console import Console
 
 from eoca.cli._engine import Engine, MemoryLimit, Scheduler, Workers, check_engine
 from eoca.cli.app import app
+from eoca.cli.options import Overwrite
 from eoca.errors import ConfigError
 
 console = Console(stderr=True)
@@ -68,6 +69,7 @@ def allocate_cmd(
     scheduler: Scheduler = None,
     workers: Workers = 2,
     memory_limit: MemoryLimit = "4GB",
+    overwrite: Overwrite = False,
 ) -> None:
     """Allocate funds to customers maximising total expected transaction value (ETV).
 
@@ -83,6 +85,9 @@ def allocate_cmd(
     exact method runs on the cluster and OUT/allocation/ is written one part per input part.
     """
     from eoca.allocation import allocate, load_problem
+    from eoca.io import check_output_folder, output_folder
+
+    check_output_folder(out, overwrite)  # before the solve, so a bad --out fails at once
 
     dask_engine = check_engine(engine)
     cust, fnd = customers, funds
@@ -106,12 +111,14 @@ def allocate_cmd(
     if cust is None or fnd is None:
         raise ConfigError("give --data DIR, or both --customers and --funds")
     if dask_engine:
-        _allocate_dask(scores, cust, fnd, plan, out, method, K, scheduler, workers, memory_limit)
+        _allocate_dask(scores, cust, fnd, plan, out, overwrite, method, K, scheduler, workers, memory_limit)
         return
     problem = load_problem(scores, cust, fnd, plan, K=K)
     order = [p.strip() for p in priority.split(",")] if priority else None
     result = allocate(problem, method, repair=repair, time_limit=time_limit, priority=order)
-    alloc_path, summary_path = result.write(out)
+    with output_folder(out, overwrite=overwrite) as work:
+        written = result.write(work)
+    alloc_path, summary_path = (out / p.name for p in written)
     gap = "" if result.gap is None else f", certificate gap {result.gap:.3g}"
     console.print(
         f"[bold]{method}[/]: {problem.n_customers:,} customers x {problem.n_funds} funds, K={problem.K}: "
@@ -131,6 +138,7 @@ def _allocate_dask(
     funds: Path,
     plan: Path,
     out: Path,
+    overwrite: bool,
     method: str,
     K: int | None,
     scheduler: str | None,
@@ -139,12 +147,14 @@ def _allocate_dask(
 ) -> None:
     from eoca.distributed import ClusterSpec, open_client
     from eoca.distributed.exact import SINGLE_MACHINE, allocate_dask
+    from eoca.io import output_folder
 
     if method in SINGLE_MACHINE or method != "exact":
         # the same message allocate_dask gives, before a cluster is started for nothing
         allocate_dask(None, scores, customers, funds, plan, None, method=method)
-    with open_client(ClusterSpec(scheduler=scheduler, workers=workers, memory_limit=memory_limit)) as client:
-        result = allocate_dask(client, scores, customers, funds, plan, out, K=K, method=method)
+    spec = ClusterSpec(scheduler=scheduler, workers=workers, memory_limit=memory_limit)
+    with open_client(spec) as client, output_folder(out, overwrite=overwrite) as work:
+        result = allocate_dask(client, scores, customers, funds, plan, work, K=K, method=method)
     console.print(
         f"[bold]exact[/] (dask, {result.info['partitions']} partitions): {result.n_customers:,} customers x "
         f"{len(result.fund_ids)} funds, K={result.K}: objective {result.objective:,.2f}, certificate gap "

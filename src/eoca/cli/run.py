@@ -10,6 +10,7 @@ from rich.console import Console
 
 from eoca.cli._engine import Engine, MemoryLimit, Scheduler, Workers, check_engine
 from eoca.cli.app import app
+from eoca.cli.options import Overwrite
 
 console = Console()
 
@@ -38,6 +39,7 @@ def run_cmd(
     scheduler: Scheduler = None,
     workers: Workers = 2,
     memory_limit: MemoryLimit = "4GB",
+    overwrite: Overwrite = False,
 ) -> None:
     """Predict, allocate and evaluate end to end, then write a run folder with report.html.
 
@@ -63,15 +65,17 @@ def run_cmd(
         typer.echo(config_to_yaml(cfg), nl=False)
         return
     if check_engine(engine):
-        result = _run_on_dask(cfg, out, scheduler, workers, memory_limit)
+        result = _run_on_dask(cfg, out, overwrite, scheduler, workers, memory_limit)
     else:
-        result = run_pipeline(cfg, out=out)
+        result = run_pipeline(cfg, out=out, overwrite=overwrite)
     console.print(f"[bold]report:[/] {result.folder / 'report.html'}")
     for line in result.metrics.get("summary", []):
         console.print(f"  {line}")
 
 
-def _run_on_dask(cfg: Any, out: Path | None, scheduler: str | None, workers: int, memory_limit: str) -> Any:
+def _run_on_dask(
+    cfg: Any, out: Path | None, overwrite: bool, scheduler: str | None, workers: int, memory_limit: str
+) -> Any:
     import tempfile
 
     from eoca.distributed import ClusterSpec, open_client
@@ -100,6 +104,6 @@ def _run_on_dask(cfg: Any, out: Path | None, scheduler: str | None, workers: int
 
         token = EXACT_ENGINE.set(solve)
         try:
-            return run_pipeline(cfg, out=out)
+            return run_pipeline(cfg, out=out, overwrite=overwrite)
         finally:
             EXACT_ENGINE.reset(token)

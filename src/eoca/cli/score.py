@@ -53,6 +53,7 @@ def score_cmd(
     --engine dask`); each model is sent to each worker once.
     """
     from eoca.data import open_dataset
+    from eoca.io import remove_stale_temporaries
     from eoca.training import TrainedModel, write_scores
 
     names = [r.name for r in run]
@@ -60,6 +61,10 @@ def score_cmd(
         raise ConfigError(
             f"--run: several run folders share a name ({', '.join(names)}); their score files would collide"
         )
+    if len(run) == 1 and out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; expected the path of the Parquet file to write")
+    if len(run) > 1 and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; expected a folder for the score files of {len(run)} runs")
     trained = [TrainedModel.load(r) for r in run]  # every checkpoint checked before any work
     if check_engine(engine):
         from eoca.distributed import ClusterSpec, open_client
@@ -79,6 +84,9 @@ def score_cmd(
     for folder, model in zip(run, trained, strict=True):
         target = out if len(run) == 1 else out / f"{folder.name}.parquet"
         start = time.perf_counter()
+        # A killed earlier run leaves its hidden temporary file beside the target; nothing else would remove it.
+        for stale in remove_stale_temporaries(target):
+            console.print(f"removed {stale}, left by an interrupted earlier run")
         write_scores(model, ds, target, chunk_customers=chunk, progress=progress)
         pairs = ds.n_customers * ds.n_funds
         secs = time.perf_counter() - start

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eoca.errors import DataValidationError
-from eoca.io import current_umask
+from eoca.io import output_folder
 
 __all__ = ["atomic_dir", "is_partitioned", "list_parts", "pair_parts", "part_name", "part_rows"]
 
@@ -80,25 +78,8 @@ def part_rows(path: str | os.PathLike[str]) -> int:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``path``; when the block succeeds it replaces ``path`` whole.
-
-    A failure removes the temporary folder and leaves any earlier ``path`` untouched. An existing ``path`` is
-    moved aside, the new folder renamed in, and the old one deleted, so ``path`` is at every instant either
-    the old complete dataset, absent for the moment between two renames, or the new complete dataset.
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; give it a plain mkdir's mode
-        old: Path | None = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-            os.replace(final, old / final.name)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    """Yield an empty temporary folder beside ``path``; when the block succeeds it replaces ``path`` whole
+    (:func:`eoca.io.output_folder` with overwrite: a failure removes the temporary folder and leaves any earlier
+    ``path`` untouched)."""
+    with output_folder(path, overwrite=True) as work:
+        yield work
