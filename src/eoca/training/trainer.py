@@ -474,7 +474,8 @@ def _train_one(
     if st.best_state is not None:
         model.load_state_dict(st.best_state)
     model.eval()
-    trained = TrainedModel(model=model, features=features, config=cfg, history=st.history)
+    # The training binding serves scoring the same dataset next (as `eoca run` does) without encoding it again.
+    trained = TrainedModel(model=model, features=features, config=cfg, history=st.history, _bound=(dataset, bound))
     summary = {
         "model": cfg.model,
         "best_epoch": st.best_epoch,
