@@ -1,4 +1,4 @@
-"""Training and scoring throughput of the ETV zoo (issues 4 and 10).
+"""Training and scoring throughput of the ETV zoo, with a same-size plain MLP as the reference.
 
     python benchmarks/train.py            # 200k customers x 8 funds; 10M x 8 streamed scoring
     python benchmarks/train.py --quick    # 20k customers; 200k x 8 scoring (a smoke run, a few minutes)

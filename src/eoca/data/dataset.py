@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import yaml
 from pydantic import ValidationError
 
-from eoca.data.schema import ALL_TABLES, OPTIONAL_TABLES, SPEC_FILE, DatasetSpec
+from eoca.config import format_validation_error, read_yaml
+from eoca.data.schema import ALL_TABLES, OPTIONAL_TABLES, SPEC_FILE, DatasetSpec, SplitSpec
 from eoca.data.validate import check_dataset, check_table
 from eoca.errors import ConfigError, DataValidationError
 from eoca.io import write_parquet, write_yaml
@@ -21,17 +21,14 @@ from eoca.io import write_parquet, write_yaml
 SPLITS = ("train", "valid", "test")
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """Render pydantic errors as ``source: key.path: message`` lines, so the user sees which key is wrong."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{source}: {loc}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def load_spec(path: str | os.PathLike[str]) -> DatasetSpec:
+    """The spec of the dataset in folder ``path`` (or of the spec file ``path`` itself), validated."""
     path = Path(path)
+    if path.is_file() and path.suffix.lower() in (".parquet", ".csv", ".gz", ".pq"):
+        raise DataValidationError(
+            f"{path}: is a data file; expected a dataset folder holding {SPEC_FILE} and Parquet tables "
+            "(create one with `eoca simulate` or `eoca import`)"
+        )
     if path.is_dir():
         path = path / SPEC_FILE
     if not path.exists():
@@ -39,12 +36,7 @@ def load_spec(path: str | os.PathLike[str]) -> DatasetSpec:
             f"{path}: no dataset spec found. A dataset is a folder with {SPEC_FILE} and Parquet tables; create one "
             "with `eoca simulate` or `eoca import`."
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml(path, "dataset spec")
     try:
         return DatasetSpec.model_validate(raw)
     except ValidationError as exc:
@@ -211,18 +203,38 @@ def compute_split(ds: Dataset) -> np.ndarray:
     The random parts hash the row's customer position (and, for validation, the row number) with the seed, so
     the split depends only on the data and the seed, not on the machine or the reading order.
     """
-    rule = ds.spec.split
-    n = ds.exposures.num_rows
     cust_pos = ds.customer_index(ds.exposures.column("customer_id"))
+    times = None
+    if ds.spec.split.test_fraction is None:
+        times = np.asarray(ds.exposures.column("time").to_numpy(), dtype=np.int64)
+    labels = split_rows(ds.spec.split, cust_pos, times)
+    if not (labels == 0).any():
+        raise DataValidationError(no_training_message(ds.spec.name, ds.spec.split))
+    return labels
+
+
+def no_training_message(name: str, rule: SplitSpec) -> str:
+    return (
+        f"dataset '{name}': the split rule {rule.model_dump(exclude_none=True)} leaves no training "
+        "exposures; lower split.test_start / split.test_fraction / split.validation_fraction"
+    )
+
+
+def split_rows(rule: SplitSpec, cust_pos: np.ndarray, times: np.ndarray | None) -> np.ndarray:
+    """The split labels (0 train, 1 valid, 2 test; int8, shape (n,)) of exposures whose customers sit at
+    ``cust_pos`` in the customers table and whose delivery times are ``times`` (needed by time-based rules).
+
+    The one implementation of the split rule, shared by :func:`compute_split` and the importer (which needs the
+    training rows before a dataset exists, to fill missing values with training means).
+    """
+    n = cust_pos.size
     labels = np.zeros(n, dtype=np.int8)
     if rule.test_fraction is not None:
         test = _uniform_hash(cust_pos, rule.seed) < rule.test_fraction
     else:
-        start = ds.test_start()
-        # test_start() is None only for fraction-based splits, which the branch above handles.
-        if start is None:
-            raise RuntimeError("time-based split without a test start; this is a bug in Dataset.test_start")
-        times = np.asarray(ds.exposures.column("time").to_numpy(), dtype=np.int64)
+        if times is None:
+            raise ValueError("a time-based split needs the exposures' times")
+        start = rule.test_start if rule.test_start is not None else (int(times.max()) if n else 0)
         test = times >= start
     labels[test] = 2
     rest = ~test
@@ -230,9 +242,4 @@ def compute_split(ds: Dataset) -> np.ndarray:
         # Validation is drawn by customer so a customer's exposures do not straddle train and validation.
         valid = _uniform_hash(cust_pos, rule.seed + 1) < rule.validation_fraction
         labels[rest & valid] = 1
-    if not (labels == 0).any():
-        raise DataValidationError(
-            f"dataset '{ds.spec.name}': the split rule {rule.model_dump(exclude_none=True)} leaves no training "
-            "exposures; lower split.test_start / split.test_fraction / split.validation_fraction"
-        )
     return labels

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eoca.data.dataset import Dataset
-from eoca.data.importer import read_source
 from eoca.data.schema import DatasetSpec, FeatureSpec, FeatureType, SplitSpec, TableSpec
+from eoca.data.sources import read_inferred
 from eoca.errors import DataValidationError
 
 ARMS: tuple[str, ...] = ("No E-Mail", "Mens E-Mail", "Womens E-Mail")
@@ -49,16 +49,13 @@ EXPECTED_COLUMNS = (
 
 
 def default_hillstrom_path() -> Path:
-    """``../shared/data/hillstrom/hillstrom.csv.gz`` beside the checkout (or ``$EOCA_DATA/hillstrom/...``)."""
+    """Where ``--data hillstrom`` looks: ``$EOCA_DATA/hillstrom/hillstrom.csv.gz`` when the environment variable
+    ``EOCA_DATA`` is set, else ``../shared/data/hillstrom/hillstrom.csv.gz`` relative to the working directory
+    (the shared data folder beside a checkout, when commands run from the checkout's root). The location never
+    depends on where the package is installed; pass an explicit path to use another copy."""
     env = os.environ.get("EOCA_DATA")
-    if env:
-        return Path(env) / "hillstrom" / "hillstrom.csv.gz"
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent.parent / "shared" / "data" / "hillstrom" / "hillstrom.csv.gz"
-        if candidate.exists():
-            return candidate
-    return Path.cwd().parent / "shared" / "data" / "hillstrom" / "hillstrom.csv.gz"
+    root = Path(env) if env else Path.cwd().parent / "shared" / "data"
+    return root / "hillstrom" / "hillstrom.csv.gz"
 
 
 def load_hillstrom(
@@ -71,7 +68,7 @@ def load_hillstrom(
             f"{file}: Hillstrom data not found. Pass its path (e.g. --data path/to/hillstrom.csv.gz) or set "
             "EOCA_DATA to the folder that holds hillstrom/hillstrom.csv.gz"
         )
-    src = read_source(file)
+    src = read_inferred(file)
     missing = [c for c in EXPECTED_COLUMNS if c not in src.column_names]
     if missing:
         raise DataValidationError(f"{file}: missing Hillstrom column(s) {missing}; found {src.column_names}")

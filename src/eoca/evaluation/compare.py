@@ -19,17 +19,25 @@ What each number means (all on the test split's logged exposures, computed by :m
   for the true ETV's argmax = 1). An ``oracle`` row computes every metric from the truth itself: the ceiling
   the logged outcomes' noise allows.
 
-A metric of a task the model does not declare in ``EtvModel.tasks`` is ``None`` (shown "—"), as in the papers'
-tables: e.g. DNN-V has no conversion metrics, ESMM and DNN-C no amount/ETV metrics. THC/THA and the true
-value of the argmax are decisions, computed for every model from its ``etv`` output (for conversion-only models
-that is ``p`` times a constant, i.e. the argmax of ``p``).
+Conversion metrics of a model that does not declare the ``conversion`` task in ``EtvModel.tasks`` are ``None``
+(shown "—"), e.g. DNN-V's. ETV metrics are computed for **every** model, since every model scores an ETV (for
+conversion-only models such as DNN-C and ESMM it is ``p`` times the train converters' constant amount): the
+table then shows what the ETV a user would get from ``eoca score`` is worth. THC/THA and the true value of the
+argmax are decisions, computed for every model from its ``etv`` output.
+
+Single-item (customer-value) data: THC/THA are the same for every model when there is one item, so they are
+left out; instead the comparison writes a **decile table** per model (mean predicted vs mean actual value per
+predicted decile, with the decile's share of the total value) and a **cumulative-gain chart** (``gain.png``).
+
+Sampling weights (an oversampled design, see docs/data.md) make every metric weighted: each test exposure
+counts as ``weight`` population exposures. Peers that are not neural zoo models (``bgnbd``, see
+:mod:`eoca.peers`) are fitted on the same train split and scored on the same test rows, into the same table.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from eoca.data import Dataset
-from eoca.errors import ConfigError
 from eoca.evaluation import metrics as M
-from eoca.io import atomic_path, write_csv, write_json, write_text, write_yaml
-
-ORACLE = "oracle"
+from eoca.evaluation.metrics import ORACLE
+from eoca.io import atomic_path
+from eoca.risk import eligible_mask
 
 # (key, header, task the metric belongs to or None for decisions every model makes, format)
 COLUMNS: tuple[tuple[str, str, str | None, str], ...] = (
@@ -82,20 +88,14 @@ class ComparisonResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def _eligible(dataset: Dataset, customers: np.ndarray) -> np.ndarray:
-    """(len(customers), k) mask of the funds each customer may be shown (risk level <= tolerance)."""
-    tol = np.asarray(dataset.customers.column("risk_tolerance").to_numpy(), dtype=np.int64)[customers]
-    lvl = np.asarray(dataset.funds.column("risk_level").to_numpy(), dtype=np.int64)
-    return np.asarray(lvl[None, :] <= tol[:, None])
-
-
 def _safe(fn: Callable[[], float]) -> float | None:
     v = fn()
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
 def metrics_from_predictor(
-    dataset: Dataset,
+    tolerance: np.ndarray,
+    risk: np.ndarray,
     labels: Mapping[str, np.ndarray],
     predict: PairPredictor,
     tasks: frozenset[str],
@@ -104,7 +104,9 @@ def metrics_from_predictor(
     """Every comparison metric of one predictor on the exposures in ``labels`` (see the module docstring).
 
     Args:
-        labels: ``customer_pos``, ``fund_pos``, ``converted``, ``amount`` (and ``clicked``), shape (m,).
+        tolerance: int (N,) risk tolerance of every customer of the dataset (positions index it).
+        risk: int (k,) risk level of every fund.
+        labels: ``customer_pos``, ``fund_pos``, ``converted``, ``amount`` (and ``clicked``, ``weight``), shape (m,).
         predict: maps (customer_pos, fund_pos) arrays to at least ``p`` and ``etv`` arrays.
         tasks: which task families apply; metrics of other tasks are None.
         truth_etv: the (N, k) true ETV of a simulated dataset, or None.
@@ -113,6 +115,7 @@ def metrics_from_predictor(
     fund = np.asarray(labels["fund_pos"], dtype=np.int64)
     conv = np.asarray(labels["converted"], dtype=np.float64)
     amount = np.asarray(labels["amount"], dtype=np.float64)
+    w = np.asarray(labels["weight"], dtype=np.float64) if "weight" in labels else None
     out: dict[str, float | None] = dict.fromkeys(METRIC_KEYS)
     out["n_exposures"] = float(cust.size)
     out["n_conversions"] = float(conv.sum())
@@ -120,26 +123,27 @@ def metrics_from_predictor(
         return out
     pred = predict(cust, fund)
     if "conversion" in tasks:
-        out["auc"] = _safe(lambda: M.auc(conv, pred["p"]))
-        out["logloss"] = _safe(lambda: M.logloss(conv, np.clip(pred["p"], 0.0, 1.0)))
+        out["auc"] = _safe(lambda: M.auc(conv, pred["p"], w))
+        out["logloss"] = _safe(lambda: M.logloss(conv, np.clip(pred["p"], 0.0, 1.0), weight=w))
     if "ctr" in tasks and "clicked" in labels and "pctr" in pred:
         clicked = np.asarray(labels["clicked"], dtype=np.float64)
-        out["ctr_auc"] = _safe(lambda: M.auc(clicked, pred["pctr"]))
-        out["ctr_logloss"] = _safe(lambda: M.logloss(clicked, np.clip(pred["pctr"], 0.0, 1.0)))
-    if "etv" in tasks:
-        etv = pred["etv"]
-        out["mse"] = M.mse(amount, etv)
-        out["mae"] = M.mae(amount, etv)
-        out["gini"] = _safe(lambda: M.normalized_gini(amount, etv))
-        out["spearman"] = _safe(lambda: M.spearman(amount, etv))
+        out["ctr_auc"] = _safe(lambda: M.auc(clicked, pred["pctr"], w))
+        out["ctr_logloss"] = _safe(lambda: M.logloss(clicked, np.clip(pred["pctr"], 0.0, 1.0), weight=w))
+    etv = np.asarray(pred["etv"], dtype=np.float64)
+    out["mse"] = M.mse(amount, etv, w)
+    out["mae"] = M.mae(amount, etv, w)
+    out["gini"] = _safe(lambda: M.normalized_gini(amount, etv, w))
+    out["spearman"] = _safe(lambda: M.spearman(amount, etv, w))
+    k = int(np.asarray(risk).size)
+    if k == 1:
+        return out  # one item: no choice between items, so no decision metrics
 
     # Decisions: every test customer x every fund, argmax among the funds the risk rule allows.
     customers = np.unique(cust)
-    k = dataset.n_funds
     grid = predict(np.repeat(customers, k), np.tile(np.arange(k, dtype=np.int64), customers.size))
     etv_matrix = grid["etv"].astype(np.float64).reshape(customers.size, k)
-    eligible = _eligible(dataset, customers)
-    chosen = np.full(dataset.n_customers, -1, dtype=np.int64)
+    eligible = eligible_mask(np.asarray(tolerance)[customers], risk)
+    chosen = np.full(np.asarray(tolerance).size, -1, dtype=np.int64)
     chosen[customers] = M.argmax_fund(etv_matrix, eligible)
     hits = M.hit_totals(chosen, cust, fund, conv, amount)
     out.update({"thc": hits["thc"], "tha": hits["tha"], "hits": hits["hits"]})
@@ -147,44 +151,11 @@ def metrics_from_predictor(
         true = truth_etv[customers]
         tm = M.true_etv_metrics(etv_matrix, true, eligible)
         # Errors over eligible pairs only: ineligible pairs are never shown, so their predictions do not matter.
-        if "etv" in tasks:
-            out["true_mae"] = M.mae(true[eligible], etv_matrix[eligible])
-            out["true_spearman"] = _safe(lambda: M.spearman(true[eligible], etv_matrix[eligible]))
+        out["true_mae"] = M.mae(true[eligible], etv_matrix[eligible])
+        out["true_spearman"] = _safe(lambda: M.spearman(true[eligible], etv_matrix[eligible]))
         out["true_value_argmax"] = tm["true_value_argmax"]
         out["argmax_share_of_oracle"] = _safe(lambda: tm["argmax_share_of_oracle"])
     return out
-
-
-def offline_metrics(trained: Any, dataset: Dataset, split: str = "test") -> dict[str, float | None]:
-    """The comparison metrics of a :class:`~eoca.training.TrainedModel` on ``split`` of ``dataset``."""
-    bound = trained.bind(dataset)
-    labels = bound.exposure_labels(split)
-    batch = int(trained.config.eval_batch_size)
-
-    def predict(c: np.ndarray, f: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(trained.predict_pairs(dataset, c, f, batch_size=batch))
-
-    return metrics_from_predictor(dataset, labels, predict, frozenset(trained.model.tasks), _truth_etv(dataset))
-
-
-def _truth_etv(dataset: Dataset) -> np.ndarray | None:
-    if dataset.truth is None:
-        return None
-    from eoca.simulate import truth_arrays
-
-    return truth_arrays(dataset).etv
-
-
-def oracle_metrics(dataset: Dataset, labels: Mapping[str, np.ndarray]) -> dict[str, float | None]:
-    """The metrics of the simulator's true p and ETV: what a perfect model would score on these outcomes."""
-    from eoca.simulate import truth_arrays
-
-    ta = truth_arrays(dataset)
-
-    def predict(c: np.ndarray, f: np.ndarray) -> dict[str, np.ndarray]:
-        return {"p": ta.p[c, f], "etv": ta.etv[c, f]}
-
-    return metrics_from_predictor(dataset, labels, predict, frozenset({"conversion", "etv"}), ta.etv)
 
 
 # --- rendering -----------------------------------------------------------------------------------------------
@@ -204,8 +175,15 @@ def _table(rows: list[dict[str, Any]], keys: list[str], extra: list[tuple[str, s
     return "\n".join(lines)
 
 
-def render_markdown(dataset_name: str, split: str, rows: list[dict[str, Any]], notes: list[str]) -> str:
-    """Two tables: prediction quality (EOCA Tables 1-2) and decisions (Figure 5 plus the true-ETV columns)."""
+def render_markdown(
+    dataset_name: str,
+    split: str,
+    rows: list[dict[str, Any]],
+    notes: list[str],
+    decile_tables: Mapping[str, list[dict[str, float]]] | None = None,
+) -> str:
+    """Prediction quality (EOCA Tables 1-2) and decisions (Figure 5 plus the true-ETV columns); for
+    single-item data (``decile_tables`` given) the decile table of each model instead of the decisions."""
     present = [k for k in METRIC_KEYS if any(r.get(k) is not None for r in rows)]
     pred_keys = [k for k in _PREDICTION_KEYS if k in present]
     dec_keys = [k for k in _DECISION_KEYS if k in present]
@@ -214,13 +192,28 @@ def render_markdown(dataset_name: str, split: str, rows: list[dict[str, Any]], n
         "",
         "### Prediction (EOCA Tables 1-2)",
         "",
-        _table(rows, pred_keys, []),
-        "",
-        "### Decisions: THC / THA (EOCA Eq. 15-16, Figure 5)" + (" and true ETV" if "true_mae" in present else ""),
-        "",
-        _table(rows, dec_keys, [("epochs", "epochs"), ("train_seconds", "train s")]),
-        "",
     ]
+    if decile_tables is not None:
+        parts += [_table(rows, pred_keys, [("epochs", "epochs"), ("train_seconds", "train s")]), ""]
+        parts += ["### Deciles of predicted value (mean predicted vs mean actual; share of the total value)", ""]
+        for name, table in decile_tables.items():
+            parts += [f"**{name}**", "", "| decile | customers | mean predicted | mean actual | share of value |",
+                      "|---:|---:|---:|---:|---:|"]
+            parts += [
+                f"| {int(d['decile'])} | {d['customers']:,.0f} | {d['mean_predicted']:,.2f} | "
+                f"{d['mean_actual']:,.2f} | {d['share_of_value']:.1%} |"
+                for d in table
+            ]
+            parts.append("")
+    else:
+        parts += [
+            _table(rows, pred_keys, []),
+            "",
+            "### Decisions: THC / THA (EOCA Eq. 15-16, Figure 5)" + (" and true ETV" if "true_mae" in present else ""),
+            "",
+            _table(rows, dec_keys, [("epochs", "epochs"), ("train_seconds", "train s")]),
+            "",
+        ]
     parts += [f"- {n}" for n in notes]
     return "\n".join(parts) + "\n"
 
@@ -252,87 +245,27 @@ def plot_hits(rows: list[dict[str, Any]], path: str | os.PathLike[str], title: s
     return Path(path)
 
 
-# --- the comparison ------------------------------------------------------------------------------------------
-def compare_models(
-    dataset: Dataset,
-    models: list[str],
-    out: Path,
-    *,
-    config: Any = None,
-    runs: Path | None = None,
-    progress: bool = True,
-    split: str = "test",
-) -> ComparisonResult:
-    """Train (or reuse) each model; write ``comparison.md``, ``.csv``, ``.json``, ``thc_tha.png``, ``config.yaml``.
+def plot_gain(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], perfect: tuple[np.ndarray, np.ndarray],
+              path: str | os.PathLike[str], title: str) -> Path:
+    """Cumulative-gain chart (share of customers targeted, best predicted first, vs share of the total value
+    captured) of every model, with the perfect ranking and the random diagonal; written atomically as PNG."""
+    import matplotlib
 
-    Args:
-        dataset: the data; models train on its train split, early-stop on valid and are scored on ``split``.
-        models: zoo names, in table order.
-        config: a :class:`~eoca.training.TrainConfig` or mapping shared by every model (``model`` is replaced).
-        runs: folder of run folders ``runs/<model>``; a model whose ``model.pt`` exists there is loaded instead
-            of trained, the others train into it. Default ``out/runs``, where interrupted runs resume.
-    """
-    from eoca.models.zoo import model_names_problem
-    from eoca.training import TrainedModel, train
-    from eoca.training.config import coerce_train_config
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
 
-    problem = model_names_problem(models)
-    if problem is not None:
-        raise ConfigError(f"models: {problem}")
-    base = coerce_train_config(config)
-    out = Path(out)
-    run_root = Path(runs) if runs is not None else out / "runs"
-    rows: list[dict[str, Any]] = []
-    notes: list[str] = []
-    configs: dict[str, Any] = {}
-    for name in models:
-        run_dir = run_root / name
-        t0 = time.perf_counter()
-        if runs is not None and (run_dir / "model.pt").exists():
-            trained = TrainedModel.load(run_dir)
-            notes.append(f"{name}: reused {run_dir}")
-        else:
-            trained = train(dataset, base.model_copy(update={"model": name}), run_dir, resume=True, progress=progress)
-        seconds = sum(float(h.get("seconds", 0.0)) for h in trained.history) or time.perf_counter() - t0
-        row: dict[str, Any] = {"model": name, "tasks": ",".join(sorted(trained.model.tasks))}
-        row.update(offline_metrics(trained, dataset, split))
-        row["epochs"] = len(trained.history)
-        row["train_seconds"] = round(seconds, 1)
-        rows.append(row)
-        configs[name] = trained.config.model_dump(mode="json")
-    if dataset.truth is not None:
-        labels = trained.bind(dataset).exposure_labels(split)
-        rows.append(
-            {"model": ORACLE, "tasks": "truth", **oracle_metrics(dataset, labels), "epochs": "", "train_seconds": ""}
-        )
-        notes.append(
-            f"{ORACLE}: the simulator's true p and ETV scored like a model "
-            "(the expected ceiling; on a sample metric a model can beat it by chance)"
-        )
-    first = rows[0]
-    notes.insert(
-        0,
-        f"{int(first['n_exposures'] or 0):,} test exposures, {int(first['n_conversions'] or 0):,} "
-        "conversions; MSE/MAE of ETV against the realised amount over the entire test space; "
-        "— = the model has no such task",
-    )
-    md = render_markdown(dataset.spec.name, split, rows, notes)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "config": write_yaml(base.model_dump(mode="json"), out / "config.yaml"),
-        "markdown": write_text(md, out / "comparison.md"),
-        "csv": write_csv(rows, out / "comparison.csv", CSV_COLUMNS),
-        "json": write_json(
-            {
-                "dataset": dataset.spec.name,
-                "split": split,
-                "models": models,
-                "rows": rows,
-                "notes": notes,
-                "configs": configs,
-            },
-            out / "comparison.json",
-        ),
-        "png": plot_hits(rows, out / "thc_tha.png", f"THC / THA by model on {dataset.spec.name} ({split})"),
-    }
-    return ComparisonResult(dataset=dataset.spec.name, split=split, rows=rows, markdown=md, paths=paths)
+    fig, ax = plt.subplots(figsize=(6.0, 4.8))
+    ax.plot(*perfect, color="#999999", linestyle="--", label="perfect")
+    ax.plot([0, 1], [0, 1], color="#bbbbbb", linestyle=":", label="random")
+    for name, (x, y) in curves.items():
+        ax.plot(x, y, label=name)
+    ax.set_xlabel("share of customers targeted (highest predicted first)")
+    ax.set_ylabel("share of total realised value")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)
