@@ -19,6 +19,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -546,6 +547,39 @@ def _grid_search(
     return winner
 
 
+def check_learnable(dataset: Dataset) -> None:
+    """Refuse data nothing can be learnt from, and warn about data almost nothing can.
+
+    Raises:
+        DataValidationError: fewer than two customers, or no conversion among the training exposures (every
+            model would predict zero whatever its inputs).
+
+    Warns (``UserWarning``) when the training exposures hold a single conversion: a model then fits that one
+    customer, and its scores say little about anyone else.
+    """
+    name = dataset.spec.name
+    if dataset.n_customers < 2:
+        raise DataValidationError(
+            f"dataset '{name}' has {dataset.n_customers} customer(s); a model needs at least two customers to "
+            "learn who converts"
+        )
+    train_rows = dataset.split_mask("train")
+    converted = np.asarray(dataset.exposures.column("converted").to_numpy(zero_copy_only=False))[train_rows]
+    n_conv = int(np.count_nonzero(converted))
+    if n_conv == 0:
+        raise DataValidationError(
+            f"dataset '{name}': none of the {int(train_rows.sum()):,} training exposures converted, so there is "
+            "nothing to learn (every model would predict zero); add data with conversions"
+        )
+    if n_conv == 1:
+        warnings.warn(
+            f"dataset '{name}': only 1 of the {int(train_rows.sum()):,} training exposures converted; the model "
+            "learns that one customer and its scores say little about anyone else",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def train(
     dataset: Dataset,
     config: TrainConfig | dict[str, Any] | None,
@@ -571,6 +605,7 @@ def train(
         The model restored to its best validation epoch.
     """
     cfg = coerce_train_config(config)
+    check_learnable(dataset)
     set_threads(cfg.num_threads)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
