@@ -99,7 +99,8 @@ class TamorBatch:
     def rows(self, index: Tensor) -> TamorBatch:
         """The batch restricted to ``index`` (int64 ``[b]``)."""
         taken: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        return TamorBatch(**{k: None if v is None else v.index_select(0, index) for k, v in taken.items()})
+        out: dict[str, Any] = {k: None if v is None else v.index_select(0, index) for k, v in taken.items()}
+        return TamorBatch(**out)
 
 
 @dataclass
