@@ -11,14 +11,14 @@ from eoca.tamor.config import SCENARIO_NAMES, MultiScenarioWorldConfig, TamorCon
 from eoca.tamor.evaluate import build_slates, contract_demand, oracle_scores, simulate_next_period
 from eoca.tamor.model import TamorBatch, UserBias
 from eoca.tamor.train import WorldTensors, build_net, fit_framework
-from eoca.tamor.world import SPECIFIC_SCENARIO, generate_multi_scenario_world
+from eoca.tamor.world import SPECIFIC_SCENARIO, MultiScenarioWorld, generate_multi_scenario_world
 
 TINY = MultiScenarioWorldConfig(n_customers=1500)
 TRAIN = TamorTrainConfig(epochs=4, batch_size=256, dim=8, user_bias_buckets=4096)
 
 
 @pytest.fixture(scope="module")
-def world():  # type: ignore[no-untyped-def]
+def world() -> MultiScenarioWorld:
     return generate_multi_scenario_world(TINY, seed=3)
 
 
@@ -54,7 +54,7 @@ def test_tier_statistics_hold() -> None:
     assert w.train.click[(tier == 0) & camp].mean() > w.train.click[(tier == 2) & camp].mean()
 
 
-def test_scenario_features_are_missing_outside_their_scenario(world) -> None:  # type: ignore[no-untyped-def]
+def test_scenario_features_are_missing_outside_their_scenario(world: MultiScenarioWorld) -> None:
     own = SPECIFIC_SCENARIO[None, :] == world.scenario[:, None]
     assert np.all(np.isfinite(world.item_specific[own]))
     assert np.all(np.isnan(world.item_specific[~own]))
@@ -66,7 +66,7 @@ def test_too_few_safe_items_is_a_clear_error() -> None:
         generate_multi_scenario_world(cfg, seed=0)
 
 
-def _same_user_every_tier(world, item: int) -> TamorBatch:  # type: ignore[no-untyped-def]
+def _same_user_every_tier(world: MultiScenarioWorld, item: int) -> TamorBatch:
     t = WorldTensors.of(world)
     b = t.batch(torch.zeros(3, dtype=torch.int64), torch.full((3,), item, dtype=torch.int64))
     b.tier = torch.arange(3)
@@ -74,7 +74,7 @@ def _same_user_every_tier(world, item: int) -> TamorBatch:  # type: ignore[no-un
 
 
 @pytest.mark.parametrize(("name", "aware"), [("tamor", True), ("pooled", False)])
-def test_tier_gates_change_the_representation(world, name: str, aware: bool) -> None:  # type: ignore[no-untyped-def]
+def test_tier_gates_change_the_representation(world: MultiScenarioWorld, name: str, aware: bool) -> None:
     torch.manual_seed(0)
     net = build_net(name, world, TRAIN, world.train)
     for p in net.parameters():  # gates start as the identity; any trained state moves them
@@ -93,7 +93,7 @@ def test_tier_gates_change_the_representation(world, name: str, aware: bool) -> 
 
 
 @pytest.mark.parametrize("name", ["tamor", "tamor_no_scenario", "star", "per_tier"])
-def test_items_of_every_scenario_score_without_nan(world, name: str) -> None:  # type: ignore[no-untyped-def]
+def test_items_of_every_scenario_score_without_nan(world: MultiScenarioWorld, name: str) -> None:
     model = fit_framework(name, world, TamorTrainConfig(epochs=1, dim=8, user_bias_buckets=1024), seed=0)
     out = model.score_matrix(world, WorldTensors.of(world))
     for field in ("p", "pctr", "etv", "amount", "p_upgrade"):
@@ -103,7 +103,7 @@ def test_items_of_every_scenario_score_without_nan(world, name: str) -> None:  #
     assert torch.all(out.p_upgrade <= out.p + 1e-7)  # an upgrade needs a purchase
 
 
-def test_each_task_loss_falls(world) -> None:  # type: ignore[no-untyped-def]
+def test_each_task_loss_falls(world: MultiScenarioWorld) -> None:
     model = fit_framework("tamor", world, TRAIN, seed=0)
     for task in ("click", "conversion", "amount", "upgrade"):
         curve = model.stats.task_loss[task]
@@ -122,7 +122,7 @@ def test_unseen_customer_gets_the_prior_zero_bias() -> None:
     assert torch.all(UserBias(buckets=8, dim=3)(keys) == 0)  # nothing registered: all prior
 
 
-def test_unseen_customer_scores_through_the_model(world) -> None:  # type: ignore[no-untyped-def]
+def test_unseen_customer_scores_through_the_model(world: MultiScenarioWorld) -> None:
     model = fit_framework("tamor", world, TamorTrainConfig(epochs=1, dim=8, user_bias_buckets=1024), seed=0)
     net = model.nets[-1]
     assert net.user_bias is not None
@@ -135,7 +135,7 @@ def test_unseen_customer_scores_through_the_model(world) -> None:  # type: ignor
     assert torch.isfinite(out.p).all()
 
 
-def test_slates_contracts_and_simulated_period(world) -> None:  # type: ignore[no-untyped-def]
+def test_slates_contracts_and_simulated_period(world: MultiScenarioWorld) -> None:
     cfg = TamorConfig()
     scores = oracle_scores(world, cfg.rank)
     free = build_slates(scores, world, cfg.rank)
