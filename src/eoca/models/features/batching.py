@@ -1,0 +1,243 @@
+"""Binding a dataset to a fitted :class:`FeatureSpace` and cutting customer-factorised batches from it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from eoca.data.dataset import SPLITS, Dataset
+from eoca.errors import DataValidationError
+from eoca.models.base import Batch
+from eoca.models.features.encoding import (
+    _FIRST_TOKEN,
+    _as_str,
+    _codes,
+    _float,
+    _int,
+    _standardise,
+    notice,
+)
+from eoca.models.features.fitting import FeatureSpace
+from eoca.models.features.graph import ConsumptionGraph
+from eoca.models.features.sequences import BehaviourSequences, empty_sequences
+
+
+# --- bound tensors ------------------------------------------------------------------------------------------------
+class BoundFeatures:
+    """A dataset encoded by a :class:`FeatureSpace`; cuts :class:`Batch` es by vectorised gathers.
+
+    Attributes:
+        n_customers, n_funds: rows of the bound customers / funds tables (batch positions index them).
+    """
+
+    def __init__(self, space: FeatureSpace, dataset: Dataset) -> None:
+        self.space = space
+        self.n_customers = dataset.n_customers
+        self.n_funds = dataset.n_funds
+        self._check_columns(dataset)
+        cust = dataset.customers
+        num = [_standardise(_float(cust.column(f["name"])), f["mean"], f["std"]) for f in space.customer_numeric]
+        self.c_num = torch.from_numpy(np.stack(num, axis=1) if num else np.zeros((self.n_customers, 0), np.float32))
+        cat = [_codes(cust.column(f["name"]), f["vocab"], 1) for f in space.customer_categorical]
+        self.c_cat = torch.from_numpy(np.stack(cat, axis=1) if cat else np.zeros((self.n_customers, 0), np.int64))
+        self.c_lists = [torch.from_numpy(_pad_lists(cust.column(f["name"]), f)) for f in space.customer_lists]
+
+        funds = dataset.funds
+        fnum = [_standardise(_float(funds.column(f["name"])), f["mean"], f["std"]) for f in space.fund_numeric]
+        self.f_num = torch.from_numpy(np.stack(fnum, axis=1) if fnum else np.zeros((self.n_funds, 0), np.float32))
+        fcat = [
+            _codes(funds.column(f["name"]) if f["name"] != "fund_id" else funds.column("fund_id"), f["vocab"], 1)
+            for f in space.fund_categorical
+        ]
+        self.f_cat = torch.from_numpy(np.stack(fcat, axis=1))
+
+        exp = dataset.exposures
+        self._exp_customer = dataset.customer_index(exp.column("customer_id"))
+        self._exp_fund = dataset.fund_index(exp.column("fund_id"))
+        self._exp_time = _int(exp.column("time"))
+        self._converted = _float(exp.column("converted")).astype(np.float32)
+        self._amount = _float(exp.column("amount")).astype(np.float32)
+        self._clicked = _float(exp.column("clicked")).astype(np.float32) if dataset.has_clicks else None
+        self._split_rows = {s: np.flatnonzero(dataset.split_mask(s)) for s in SPLITS}
+        if space.has_clicks and not dataset.has_clicks:
+            notice("bind-no-clicks", "dataset has no click labels; click-based losses are skipped for it")
+
+        self._seq: BehaviourSequences | None = None
+        if space.has_sequences:
+            if dataset.has_events and dataset.events is not None:
+                self._seq = BehaviourSequences(space, dataset, self._exp_time)
+            else:
+                notice("bind-no-events", "dataset has no behaviour events; sequences are empty (all padding)")
+        self._graph: ConsumptionGraph | None = None
+        if space.has_graph:
+            if dataset.has_graph and dataset.consumption is not None:
+                self._graph = ConsumptionGraph(space, dataset)
+            else:
+                notice("bind-no-graph", "dataset has no consumption graph; every customer has no merchants")
+
+    def _check_columns(self, dataset: Dataset) -> None:
+        space = self.space
+        ids = _as_str(dataset.funds.column("fund_id")).to_pylist()
+        if sorted(ids) != sorted(space.fund_ids):
+            raise DataValidationError(
+                f"dataset '{dataset.spec.name}' has funds {ids[:10]}, but the model was fitted on funds "
+                f"{space.fund_ids[:10]}; models score only the funds they were trained on"
+            )
+        wanted = {
+            "customers": [
+                f["name"] for f in space.customer_numeric + space.customer_categorical + space.customer_lists
+            ],
+            "funds": [f["name"] for f in space.fund_numeric + space.fund_categorical],
+        }
+        for table, names in wanted.items():
+            have = set(getattr(dataset, table).column_names)
+            missing = [n for n in names if n not in have]
+            if missing:
+                raise DataValidationError(
+                    f"dataset '{dataset.spec.name}' table '{table}' lacks feature column(s) {missing} the model "
+                    "was fitted with"
+                )
+
+    # -- labels ---------------------------------------------------------------------------------------------
+    def n_exposures(self, split: str) -> int:
+        return int(self._rows(split).size)
+
+    def _rows(self, split: str) -> np.ndarray:
+        if split not in self._split_rows:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return self._split_rows[split]
+
+    def exposure_labels(self, split: str) -> dict[str, np.ndarray]:
+        """Labels of the split's rows, in the order of ``exposure_batches(split, ..., shuffle=False)``."""
+        rows = self._rows(split)
+        out = {
+            "customer_pos": self._exp_customer[rows],
+            "fund_pos": self._exp_fund[rows],
+            "converted": self._converted[rows],
+            "amount": self._amount[rows],
+        }
+        if self._clicked is not None:
+            out["clicked"] = self._clicked[rows]
+        return out
+
+    def exposure_batches(
+        self, split: str, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
+        """Every exposure row of ``split`` exactly once, in batches of ``batch_size`` with labels filled.
+
+        ``shuffle=True`` is the training mode: rows are permuted with ``generator`` and graph neighbours are
+        sampled at random; ``shuffle=False`` keeps file order and samples neighbours deterministically.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        rows = self._rows(split)
+        if shuffle:
+            perm = torch.randperm(rows.size, generator=generator).numpy()
+            rows = rows[perm]
+        rng: np.random.Generator | None = None
+        if shuffle:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+            rng = np.random.default_rng(seed)
+        for start in range(0, rows.size, batch_size):
+            r = rows[start : start + batch_size]
+            batch = self._make_batch(self._exp_customer[r], self._exp_fund[r], self._exp_time[r], rng)
+            batch.converted = torch.from_numpy(self._converted[r])
+            batch.amount = torch.from_numpy(self._amount[r])
+            if self._clicked is not None:
+                batch.clicked = torch.from_numpy(self._clicked[r])
+            yield batch
+
+    def pair_batch(self, customer_pos: np.ndarray, fund_pos: np.ndarray) -> Batch:
+        """An unlabelled batch of arbitrary (customer, fund) pairs, e.g. for scoring every customer x fund.
+
+        The behaviour sequence is each customer's latest events (all of them, as of "now").
+        """
+        cust = np.asarray(customer_pos, dtype=np.int64)
+        fund = np.asarray(fund_pos, dtype=np.int64)
+        if cust.shape != fund.shape or cust.ndim != 1:
+            raise ValueError(f"customer_pos and fund_pos must be 1-D of equal length, got {cust.shape}, {fund.shape}")
+        if cust.size and (cust.min() < 0 or cust.max() >= self.n_customers):
+            raise IndexError(f"customer positions must lie in [0, {self.n_customers})")
+        if fund.size and (fund.min() < 0 or fund.max() >= self.n_funds):
+            raise IndexError(f"fund positions must lie in [0, {self.n_funds})")
+        return self._make_batch(cust, fund, None, None)
+
+    # -- batch assembly -----------------------------------------------------------------------------------------
+    def _make_batch(
+        self, cust: np.ndarray, fund: np.ndarray, time: np.ndarray | None, rng: np.random.Generator | None
+    ) -> Batch:
+        seq = self._seq
+        unit_end: np.ndarray | None = None
+        unit_now: np.ndarray | None = None
+        if seq is not None and not seq.static and time is not None:
+            # Rows of one customer at different times see different histories: a unit is (customer, time).
+            t0 = int(time.min())
+            key = cust * (int(time.max()) - t0 + 1) + (time - t0)
+            _, first, row_unit = np.unique(key, return_index=True, return_inverse=True)
+            unit_cust, unit_time = cust[first], time[first]
+            unit_end = seq.cut(unit_cust, unit_time)
+            unit_now = unit_time
+        else:
+            unit_cust, row_unit = np.unique(cust, return_inverse=True)
+            if seq is not None:
+                unit_end = seq.latest(unit_cust)
+        uc = torch.from_numpy(unit_cust)
+        inputs: dict[str, torch.Tensor] = {
+            "row_unit": torch.from_numpy(row_unit.reshape(-1).astype(np.int64)),
+            "unit_customer": uc,
+            "c_num": self.c_num[uc],
+            "c_cat": self.c_cat[uc],
+            "f_num": self.f_num,
+            "f_cat": self.f_cat,
+        }
+        for i, lst in enumerate(self.c_lists):
+            inputs[f"c_list_{i}"] = lst[uc]
+        if self.space.has_sequences:
+            if seq is not None and unit_end is not None:
+                inputs.update(seq.gather(unit_cust, unit_end, unit_now))
+            else:
+                inputs.update(empty_sequences(unit_cust.size, self.space.sequence_length))
+        if self.space.has_graph:
+            if self._graph is not None:
+                inputs.update(self._graph.sample(unit_cust, rng, self.c_num, self.c_cat))
+            else:
+                inputs.update(_empty_graph(self.c_num.shape[1], self.c_cat.shape[1]))
+        return Batch(customer=torch.from_numpy(cust), fund=torch.from_numpy(fund), inputs=inputs)
+
+
+def _pad_lists(col: pa.ChunkedArray, feat: dict[str, Any]) -> np.ndarray:
+    """List feature -> int64 ``[N, max_len]`` tokens (latest ``max_len`` kept, 0 = padding)."""
+    arr = col.combine_chunks()
+    n = len(arr)
+    max_len = int(feat["max_len"])
+    out = np.zeros((n, max_len), dtype=np.int64)
+    lengths = _int(pc.fill_null(pc.list_value_length(arr), 0))
+    tokens = _codes(pc.list_flatten(arr), feat["vocab"], _FIRST_TOKEN)
+    tokens[tokens < _FIRST_TOKEN] = 1
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    take = np.minimum(lengths, max_len)
+    row = np.repeat(np.arange(n), take)
+    pos_in_row = np.arange(take.sum()) - np.repeat(np.cumsum(take) - take, take)
+    src = np.repeat(offsets[1:] - take, take) + pos_in_row
+    out[row, pos_in_row] = tokens[src]
+    return out
+
+
+def _empty_graph(dn: int, dc: int) -> dict[str, torch.Tensor]:
+    empty_i = torch.zeros(0, dtype=torch.int64)
+    return {
+        "g_merchant": empty_i,
+        "g_c2_num": torch.zeros((0, dn), dtype=torch.float32),
+        "g_c2_cat": torch.zeros((0, dc), dtype=torch.int64),
+        "g_e1_src": empty_i,
+        "g_e1_dst": empty_i,
+        "g_e1_attr": torch.zeros((0, 2), dtype=torch.float32),
+        "g_e2_src": empty_i,
+        "g_e2_dst": empty_i,
+        "g_e2_attr": torch.zeros((0, 2), dtype=torch.float32),
+    }

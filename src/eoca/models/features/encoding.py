@@ -1,0 +1,80 @@
+"""Shared encoding constants and Arrow -> NumPy helpers of the feature package."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+log = logging.getLogger("eoca.models.features")
+
+STATE_VERSION = 1
+UNKNOWN = 0
+"""Index 0 of every categorical vocabulary: values never seen in training (and missing values)."""
+PAD = 0
+"""Index 0 of list / sequence tokens is padding; 1 is "unknown"; known values start at 2."""
+_FIRST_TOKEN = 2
+MAX_LIST_LEN = 16
+"""List-valued (``sequence``-type) profile features keep at most this many tokens per customer."""
+DEFAULT_NEIGHBOURS = 10
+"""Neighbours sampled per node and hop of the consumption graph (merchants per customer, customers per
+merchant): enough for attention to weigh a customer's main merchants, small enough to keep batches cheap."""
+
+_warned: set[str] = set()
+
+
+def notice(key: str, message: str) -> None:
+    """Log ``message`` (fit / bind / build happen a few times per run, so the log stays short) and raise a
+    Python warning the first time per process and ``key``, so interactive users see a switched-off branch."""
+    log.warning(message)
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+# --- small arrow helpers ---------------------------------------------------------------------------------------
+def _as_str(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return pc.cast(arr, pa.string())
+
+
+def _codes(col: pa.ChunkedArray | pa.Array, vocab: list[str], offset: int) -> np.ndarray:
+    """Vocabulary positions ``offset + i`` of each value; values not in ``vocab`` (or null) map to ``offset - 1``."""
+    idx = pc.index_in(_as_str(col), value_set=pa.array(vocab, type=pa.string()))
+    out = np.asarray(pc.fill_null(idx, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return out + offset
+
+
+def _float(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _int(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return np.asarray(pc.cast(arr, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _moments(x: np.ndarray) -> tuple[float, float]:
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return 0.0, 1.0
+    std = float(x.std())
+    # A constant column carries no information; std 1 keeps it at 0 instead of dividing by zero.
+    return float(x.mean()), std if std > 1e-12 else 1.0
+
+
+def _standardise(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    z = (x - mean) / std
+    # Missing values become the training mean; clipping keeps an outlier in new data from saturating a layer.
+    return np.clip(np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0), -10.0, 10.0).astype(np.float32)
+
+
+def _vocab(col: pa.ChunkedArray | pa.Array) -> list[str]:
+    values = pc.unique(pc.drop_null(_as_str(col))).to_pylist()
+    return sorted(str(v) for v in values)
