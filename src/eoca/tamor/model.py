@@ -241,9 +241,17 @@ class UserBias(nn.Module):
         nn.init.zeros_(self.table.weight)
         self.register_buffer("seen", torch.zeros(0, dtype=torch.int64))
 
-    def register(self, keys: np.ndarray) -> None:
+    def register(self, keys: np.ndarray | Tensor) -> None:
         """Mark ``keys`` (int64 ``(n,)``) as known customers."""
-        self.seen = torch.from_numpy(np.union1d(self.seen.numpy(), np.asarray(keys, dtype=np.int64)))
+        new = torch.as_tensor(np.asarray(keys, dtype=np.int64)) if isinstance(keys, np.ndarray) else keys.long()
+        self.seen = torch.unique(torch.cat([self.seen, new.detach().cpu()]))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # The set of known customers grows with training: take the saved one's size before copying it in.
+        saved = state_dict.get(prefix + "seen")
+        if saved is not None:
+            self.seen = torch.empty_like(saved)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def bucket(self, key: Tensor) -> Tensor:
         """Multiplicative hash of ``key`` into ``0..buckets-1`` (int64 ``[B]``)."""
