@@ -108,11 +108,11 @@ class DatasetSpec(_Strict):
             ts = getattr(self, table)
             if ts is not None and ts.features:
                 raise ValueError(f"{table}: only customers and funds declare features")
-        for key, table in (("tier_column", self.customers), ("scenario_column", self.funds)):
+        for key, spec in (("tier_column", self.customers), ("scenario_column", self.funds)):
             column = getattr(self, key)
-            kinds = {f.name: f.type for f in table.features}
+            kinds = {f.name: f.type for f in spec.features}
             if column is not None and kinds.get(column) != "categorical":
-                raise ValueError(f"{key} {column!r} must name a declared categorical feature of {table.file}")
+                raise ValueError(f"{key} {column!r} must name a declared categorical feature of {spec.file}")
         scoped = [f.name for f in self.customers.features if f.scenarios is not None]
         if scoped:
             raise ValueError(f"customers: scenarios applies to fund features only, found it on {scoped}")

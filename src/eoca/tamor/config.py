@@ -86,7 +86,7 @@ def _default_tiers() -> list[TierBehaviour]:
 class MultiScenarioWorldConfig(_Section):
     """The multi-scenario world: customers in tiers, items of several scenarios, outcomes per objective."""
 
-    n_customers: int = Field(default=40_000, ge=30, description="customers")
+    n_customers: int = Field(default=20_000, ge=30, description="customers")
     items_per_scenario: list[int] = Field(
         default_factory=lambda: [16, 8, 6, 6],
         min_length=4,
