@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from eoca.config import load_config, read_yaml
+from eoca.tamor.config import TamorConfig
 
 ORACLE = "oracle"
 """Name of the pseudo-model whose scores are the simulator's true ETV (the ceiling of the A/B test)."""
@@ -92,6 +93,9 @@ class RunConfig(_Strict):
     ope: OPESection = Field(default_factory=OPESection)
     score_chunk: int = Field(65_536, ge=1, description="customers scored per chunk")
     progress: bool = Field(True, description="show progress bars")
+    tamor: TamorConfig | None = Field(
+        None, description="multi-scenario TAMOR run instead of the fund pipeline (see docs/tamor.md); off when null"
+    )
 
     @field_validator("models")
     @classmethod

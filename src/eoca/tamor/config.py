@@ -30,6 +30,18 @@ SCENARIO_FEATURES: dict[str, tuple[str, ...]] = {
 """Scenario-specific item features; an item of another scenario has them missing (NaN) by design."""
 
 
+FRAMEWORK_NAMES: tuple[str, ...] = (
+    "tamor",
+    "tamor_no_tier",
+    "tamor_no_scenario",
+    "tamor_no_bias",
+    "pooled",
+    "per_tier",
+    "star",
+)
+"""Networks a comparison may include (:data:`eoca.tamor.model.VARIANTS` defines each)."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -183,6 +195,11 @@ class TamorConfig(_Section):
 
     @model_validator(mode="after")
     def _control_listed(self) -> TamorConfig:
+        unknown = [f for f in self.frameworks if f not in FRAMEWORK_NAMES]
+        if unknown:
+            raise ValueError(f"unknown framework(s) {unknown}; choose from {list(FRAMEWORK_NAMES)}")
+        if len(set(self.frameworks)) != len(self.frameworks):
+            raise ValueError(f"a framework is listed twice in {self.frameworks}")
         if self.control not in self.frameworks:
             raise ValueError(f"control {self.control!r} must be one of frameworks {self.frameworks}")
         return self

@@ -43,6 +43,7 @@ from eoca.models.losses import (
     product_log_probs,
 )
 from eoca.models.zoo.common import logit
+from eoca.tamor.config import FRAMEWORK_NAMES
 
 TASK_NAMES: tuple[str, ...] = ("click", "conversion", "amount", "upgrade")
 
@@ -69,6 +70,7 @@ VARIANTS: dict[str, Variant] = {
     "star": Variant(tier_aware=False, scenario_encoders=False, user_bias=False, bottom="star"),
 }
 """Every network of the comparison: TAMOR, its ablations and the three baselines of issue 13."""
+assert tuple(VARIANTS) == FRAMEWORK_NAMES, "eoca.tamor.config.FRAMEWORK_NAMES must list VARIANTS in order"
 
 
 @dataclass
