@@ -88,7 +88,9 @@ def check_table(name: str, table: pa.Table, spec: TableSpec, file: str | None = 
         _check_column(name, file, table, feat.name, feat.type, None)
 
 
-def _check_column(name: str, file: str | None, table: pa.Table, column: str, kind: Any, col: Column | None) -> None:
+def _check_column(
+    name: str, file: str | None, table: pa.Table, column: str, kind: Any, col: Column | None
+) -> None:
     arr = table.column(column)
     if not arrow_type_ok(kind, arr.type):
         raise _fail(name, file, column, f"has type {arr.type}, expected {KIND_HINT[kind]}")
@@ -135,7 +137,9 @@ def check_unique(name: str, file: str | None, table: pa.Table, column: str) -> N
     )
 
 
-def check_references(name: str, file: str | None, table: pa.Table, column: str, keys: pa.Array, target: str) -> None:
+def check_references(
+    name: str, file: str | None, table: pa.Table, column: str, keys: pa.Array, target: str
+) -> None:
     """Every value of ``table[column]`` must be one of ``keys`` (the ids of table ``target``)."""
     arr = table.column(column)
     if arr.type != keys.type:
@@ -154,7 +158,9 @@ def check_references(name: str, file: str | None, table: pa.Table, column: str, 
     raise _fail(name, file, column, f"refers to unknown {target}: {_rows_message(rows, vals)}")
 
 
-def check_range(name: str, file: str | None, table: pa.Table, column: str, lo: int, hi: int, what: str) -> None:
+def check_range(
+    name: str, file: str | None, table: pa.Table, column: str, lo: int, hi: int, what: str
+) -> None:
     vals = _as_float(table.column(column))
     bad = (vals < lo) | (vals > hi)
     if bad.any():
@@ -164,7 +170,9 @@ def check_range(name: str, file: str | None, table: pa.Table, column: str, lo: i
         )
 
 
-def check_dataset(spec: DatasetSpec, tables: dict[str, pa.Table], files: dict[str, str] | None = None) -> None:
+def check_dataset(
+    spec: DatasetSpec, tables: dict[str, pa.Table], files: dict[str, str] | None = None
+) -> None:
     """Cross-table checks: unique keys, references, risk ranges, label consistency.
 
     ``tables`` maps table name to Arrow table for every table present; each has already passed
