@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from eoca.evaluation.metrics import ORACLE
 from eoca.tamor.config import TamorConfig
 from eoca.tamor.evaluate import (
     PeriodResult,
@@ -18,8 +19,6 @@ from eoca.tamor.evaluate import (
 )
 from eoca.tamor.train import TamorModel, WorldTensors, fit_framework
 from eoca.tamor.world import MultiScenarioWorld, generate_multi_scenario_world
-
-ORACLE = "oracle"
 
 
 @dataclass

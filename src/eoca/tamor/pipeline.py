@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from eoca.errors import ConfigError
-from eoca.io import write_csv, write_json, write_text
+from eoca.evaluation.metrics import ORACLE
+from eoca.io import output_folder, write_csv, write_json, write_yaml
 from eoca.report import Facts, Note, Report, Section, Table, render_report
 from eoca.tamor.config import SCENARIO_NAMES, TIER_NAMES, TamorConfig
 from eoca.tamor.evaluate import METRICS
-from eoca.tamor.experiment import ORACLE, TamorResult, run_comparison
+from eoca.tamor.experiment import TamorResult, run_comparison
 
 
 @dataclass
@@ -43,22 +41,16 @@ def run_tamor_pipeline(
     final = out if out is not None else runs_root / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
     if final.exists():
         raise ConfigError(f"run folder {final} exists already; pass another --out or remove it")
-    work = final.parent / f".{final.name}.partial"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
     t0 = time.perf_counter()
-    write_text(
-        yaml.safe_dump({"name": name, "tamor": cfg.model_dump(mode="json")}, sort_keys=False), work / "config.yaml"
-    )
-    result = run_comparison(cfg)
-    metrics = tamor_metrics(cfg, result)
-    metrics["timings_s"] = {"total": time.perf_counter() - t0}
-    write_csv(metrics["offline"], work / "tamor_offline.csv")
-    write_csv(metrics["period"], work / "tamor_period.csv")
-    write_json(metrics, work / "metrics.json")
-    render_report(work / "report.html", build_tamor_report(cfg, metrics, name))
-    work.rename(final)
+    with output_folder(final) as work:
+        write_yaml({"name": name, "tamor": cfg.model_dump(mode="json")}, work / "config.yaml")
+        result = run_comparison(cfg)
+        metrics = tamor_metrics(cfg, result)
+        metrics["timings_s"] = {"total": time.perf_counter() - t0}
+        write_csv(metrics["offline"], work / "tamor_offline.csv")
+        write_csv(metrics["period"], work / "tamor_period.csv")
+        write_json(metrics, work / "metrics.json")
+        render_report(work / "report.html", build_tamor_report(cfg, metrics, name))
     return TamorRunResult(folder=final, result=result, metrics=metrics)
 
 
