@@ -34,9 +34,14 @@ def slate_scores(etv: np.ndarray, p_upgrade: np.ndarray, cfg: TamorRankConfig) -
 
 
 def output_scores(out: TamorOutput, world: MultiScenarioWorld, cfg: TamorRankConfig) -> np.ndarray:
-    """Slate scores ``(N, M)`` from a model's row-major score matrix (see ``TamorModel.score_matrix``)."""
+    """Slate scores ``(N, M)`` from a model's row-major score matrix (see ``TamorModel.score_matrix``).
+
+    P(upgrade) counts only for customers who are not high-holding yet: the platform knows the tier, and a model's
+    upgrade head, never trained on high-holding rows, would otherwise add an arbitrary term to their ranking.
+    """
     shape = (world.n_customers, world.n_items)
-    return slate_scores(out.etv.numpy().reshape(shape), out.p_upgrade.numpy().reshape(shape), cfg)
+    p_up = out.p_upgrade.numpy().reshape(shape) * (world.tier < 2)[:, None]
+    return slate_scores(out.etv.numpy().reshape(shape), p_up, cfg)
 
 
 def oracle_scores(world: MultiScenarioWorld, cfg: TamorRankConfig) -> np.ndarray:

@@ -58,6 +58,7 @@ class Variant:
     user_bias: bool = True
     bottom: Literal["ple", "mmoe", "star"] = "ple"
     per_tier: bool = False
+    amount_to_upgrade: bool = True
 
 
 VARIANTS: dict[str, Variant] = {
@@ -65,9 +66,18 @@ VARIANTS: dict[str, Variant] = {
     "tamor_no_tier": Variant(tier_aware=False),
     "tamor_no_scenario": Variant(scenario_encoders=False),
     "tamor_no_bias": Variant(user_bias=False),
-    "pooled": Variant(tier_aware=False, scenario_encoders=False, user_bias=False, bottom="mmoe"),
-    "per_tier": Variant(tier_aware=False, scenario_encoders=False, user_bias=False, bottom="mmoe", per_tier=True),
-    "star": Variant(tier_aware=False, scenario_encoders=False, user_bias=False, bottom="star"),
+    "pooled": Variant(
+        tier_aware=False, scenario_encoders=False, user_bias=False, bottom="mmoe", amount_to_upgrade=False
+    ),
+    "per_tier": Variant(
+        tier_aware=False,
+        scenario_encoders=False,
+        user_bias=False,
+        bottom="mmoe",
+        per_tier=True,
+        amount_to_upgrade=False,
+    ),
+    "star": Variant(tier_aware=False, scenario_encoders=False, user_bias=False, bottom="star", amount_to_upgrade=False),
 }
 """Every network of the comparison: TAMOR, its ablations and the three baselines of issue 13."""
 assert tuple(VARIANTS) == FRAMEWORK_NAMES, "eoca.tamor.config.FRAMEWORK_NAMES must list VARIANTS in order"
@@ -142,28 +152,32 @@ class ScenarioItemEncoder(nn.Module):
     """Scenario-specific encoders into one space: ``[B, Dx] -> [B, D]``.
 
     ``columns[s]`` lists the columns of ``item_specific`` owned by scenario ``s``; row ``b`` is encoded by the
-    encoder of ``scenario[b]`` from its own columns only (missing values of other scenarios are never read, and a
-    missing value of its own is read as 0 with a missing indicator).
+    linear encoder of ``scenario[b]`` from its own columns only (a fixed mask zeroes every other column's weights,
+    so missing values of other scenarios are never read; a missing value of its own is read as 0 with a missing
+    indicator). All scenarios are evaluated in one batched product and each row keeps its own scenario's output.
     """
+
+    mask: Tensor
 
     def __init__(self, columns: list[list[int]], dim: int) -> None:
         super().__init__()
-        self.columns = [torch.tensor(c, dtype=torch.int64) for c in columns]
-        self.encoders = nn.ModuleList(nn.Linear(2 * max(len(c), 1), dim) for c in columns)
-        self.dim = dim
+        n_in = max((max(c) + 1 for c in columns if c), default=0)
+        mask = torch.zeros(len(columns), 2 * n_in)
+        for s, cols in enumerate(columns):
+            for c in cols:
+                mask[s, c] = mask[s, n_in + c] = 1.0
+        self.register_buffer("mask", mask, persistent=False)
+        fan_in = mask.sum(1).clamp(min=1.0)[:, None, None]
+        self.weight = nn.Parameter(torch.randn(len(columns), 2 * n_in, dim) / fan_in.sqrt())
+        self.bias = nn.Parameter(torch.zeros(len(columns), dim))
+        self.n_in = n_in
 
     def forward(self, specific: Tensor, scenario: Tensor) -> Tensor:
-        out = specific.new_zeros((specific.shape[0], self.dim))
-        for s, (cols, enc) in enumerate(zip(self.columns, self.encoders, strict=True)):
-            rows = torch.nonzero(scenario == s).squeeze(1)
-            if rows.numel() == 0:
-                continue
-            x = specific.index_select(0, rows)
-            x = x.index_select(1, cols) if cols.numel() else x.new_zeros((rows.numel(), 1))
-            missing = torch.isnan(x)
-            feats = torch.cat([torch.where(missing, torch.zeros_like(x), x), missing.to(x.dtype)], dim=1)
-            out = out.index_copy(0, rows, enc(feats))
-        return out
+        x = specific[:, : self.n_in]
+        missing = torch.isnan(x)
+        feats = torch.cat([torch.where(missing, torch.zeros_like(x), x), missing.to(x.dtype)], dim=1)
+        every = torch.einsum("bi,sid->bsd", feats, self.weight * self.mask.unsqueeze(2)) + self.bias  # [B, S, D]
+        return every[torch.arange(feats.shape[0]), scenario]
 
 
 class GenericItemEncoder(nn.Module):
@@ -231,15 +245,18 @@ class UserBias(nn.Module):
 
     Keys are hashed into ``buckets`` rows (memory independent of the number of customers). Only customers
     registered with :meth:`register` (the training customers) read their row; any other key gets zeros, the
-    prior, even when it hashes to a bucket a training customer uses. Rows start at zero.
+    prior, even when it hashes to a bucket a training customer uses. Rows start at zero. ``sparse``: sparse
+    gradients for the table (train it with ``torch.optim.SparseAdam``).
     """
 
     seen: Tensor
 
-    def __init__(self, buckets: int, dim: int) -> None:
+    def __init__(self, buckets: int, dim: int, sparse: bool = False) -> None:
         super().__init__()
         self.buckets = buckets
-        self.table = nn.Embedding(buckets, dim)
+        # sparse: only the rows a batch touches get gradients (train with SparseAdam); a dense update of a large
+        # table every step costs more than the rest of the network.
+        self.table = nn.Embedding(buckets, dim, sparse=sparse)
         nn.init.zeros_(self.table.weight)
         self.register_buffer("seen", torch.zeros(0, dtype=torch.int64))
 
@@ -320,14 +337,15 @@ class TamorNet(nn.Module):
             self.star = None
             mmoe = variant.bottom == "mmoe"
             self.cgc = CGC(in_dim, dim, n_tasks, shared_experts=4 if mmoe else 2, task_experts=0 if mmoe else 1)
-        self.user_bias = UserBias(bias_buckets, bias_dim) if variant.user_bias else None
+        self.user_bias = UserBias(bias_buckets, bias_dim, sparse=True) if variant.user_bias else None
+        self.log_amount0 = float(init["log_amount"])
         extra = bias_dim if variant.user_bias else 0
         self.towers = nn.ModuleDict(
             {
                 "click": _tower(dim + extra, dim, 1, [logit(init["click_rate"])]),
                 "conversion": _tower(dim + extra, dim, 1, [logit(init["cvr_rate"])]),
                 "amount": _tower(dim, dim, 2, [init["log_amount"], 0.5]),
-                "upgrade": _tower(dim + extra, dim, 1, [logit(init["upgrade_rate"])]),
+                "upgrade": _tower(dim + (2 if variant.amount_to_upgrade else 0), dim, 1, [logit(init["upgrade_rate"])]),
             }
         )
 
@@ -361,8 +379,22 @@ class TamorNet(nn.Module):
         click = t["click"](with_bias(per_task[0])).squeeze(1)
         cvr = t["conversion"](with_bias(per_task[1])).squeeze(1)
         amount = t["amount"](per_task[2])
-        upgrade = t["upgrade"](with_bias(per_task[3])).squeeze(1)
-        return click, cvr, amount[:, 0], positive_sigma(amount[:, 1]), upgrade, (ub if ub is not None else user[:, :0])
+        mu, sigma = amount[:, 0], positive_sigma(amount[:, 1])
+        up_in = per_task[3]
+        if self.variant.amount_to_upgrade:
+            # An upgrade is driven by the amount bought: the upgrade tower reads the predicted amount distribution.
+            up_in = torch.cat([up_in, mu.detach().unsqueeze(1) - self.log_amount0, sigma.detach().unsqueeze(1)], dim=1)
+        upgrade = t["upgrade"](up_in).squeeze(1)
+        if ub is None:
+            base_click, base_cvr = click, cvr
+        else:
+            # The upgrade chain uses the purchase probability at the prior bias (zeros): the per-customer bias serves
+            # the click and conversion tasks, and an upgrade, a tier objective, is not fitted to it.
+            zeros = torch.zeros_like(ub)
+            base_click = t["click"](torch.cat([per_task[0], zeros], dim=1)).squeeze(1)
+            base_cvr = t["conversion"](torch.cat([per_task[1], zeros], dim=1)).squeeze(1)
+        self._base = (base_click, base_cvr)
+        return click, cvr, mu, sigma, upgrade, (ub if ub is not None else user[:, :0])
 
     def forward(self, b: TamorBatch) -> TamorOutput:
         click, cvr, mu, sigma, upgrade, _ = self._logits(b)
@@ -370,7 +402,10 @@ class TamorNet(nn.Module):
         p = pctr * pcvr
         etv = expected_transaction_value("lognormal", p=p, mu=mu, sigma=sigma)
         amount = expected_transaction_value("lognormal", p=torch.ones_like(p), mu=mu, sigma=sigma)
-        return TamorOutput(pctr=pctr, pcvr=pcvr, p=p, mu=mu, sigma=sigma, amount=amount, etv=etv, p_upgrade=p * pup)
+        p_base = torch.sigmoid(self._base[0]) * torch.sigmoid(self._base[1])
+        return TamorOutput(
+            pctr=pctr, pcvr=pcvr, p=p, mu=mu, sigma=sigma, amount=amount, etv=etv, p_upgrade=p_base * pup
+        )
 
     def task_losses(self, b: TamorBatch, l2: float = 0.0) -> dict[str, Tensor]:
         """Each task's mean loss on labelled batch ``b`` (scalars), plus ``bias_l2`` (the user-bias penalty)."""
@@ -380,8 +415,9 @@ class TamorNet(nn.Module):
         lp_click = (F.logsigmoid(click), F.logsigmoid(-click))
         lp_ctcvr = product_log_probs(click, cvr)
         # P(upgrade) = pCTCVR * s(u); 1 - p = (1 - pCTCVR) + pCTCVR (1 - s(u)), summed in log space.
-        lp_up = lp_ctcvr[0] + F.logsigmoid(upgrade)
-        l1mp_up = torch.logaddexp(lp_ctcvr[1], lp_ctcvr[0] + F.logsigmoid(-upgrade))
+        lp_base = product_log_probs(*self._base)
+        lp_up = lp_base[0] + F.logsigmoid(upgrade)
+        l1mp_up = torch.logaddexp(lp_base[1], lp_base[0] + F.logsigmoid(-upgrade))
         applies = b.upgrade >= 0
         up_label = torch.where(applies, b.upgrade, torch.zeros_like(b.upgrade))
         up_terms = -(up_label * lp_up + (1.0 - up_label) * l1mp_up) * applies.to(lp_up.dtype)

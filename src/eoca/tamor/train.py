@@ -67,12 +67,30 @@ class FitStats:
 
 
 class TamorModel:
-    """A trained framework: one :class:`TamorNet` (or one per tier for ``per_tier``) with ``predict``."""
+    """A trained framework: one :class:`TamorNet` (or one per tier for ``per_tier``) with ``predict``.
+
+    ``calibration`` holds the factors ``predict`` multiplies into ETV / amount (``etv``) and P(upgrade)
+    (``upgrade``): observed over predicted totals on the validation rows, so that the slate's trade-off between
+    amount and upgrades compares like with like across frameworks (1.0 before :meth:`calibrate`).
+    """
 
     def __init__(self, name: str, nets: dict[int, TamorNet], stats: FitStats) -> None:
         self.name = name
         self.nets = nets  # key -1: one network for every tier; else the tier it serves
         self.stats = stats
+        self.calibration = {"etv": 1.0, "upgrade": 1.0}
+
+    def calibrate(self, tensors: WorldTensors, log: ExposureLog) -> None:
+        """Set :attr:`calibration` from labelled rows ``log`` (ratio of sums; a factor stays 1.0 without data)."""
+        self.calibration = {"etv": 1.0, "upgrade": 1.0}
+        out = self.predict(tensors, log.customer, log.item)
+        applies = log.upgrade >= 0
+        pred_up = float(out.p_upgrade.numpy()[applies].sum())
+        pred_amount = float(out.etv.numpy().sum())
+        if pred_amount > 0 and log.amount.sum() > 0:
+            self.calibration["etv"] = float(log.amount.sum()) / pred_amount
+        if pred_up > 0 and (log.upgrade[applies] > 0).any():
+            self.calibration["upgrade"] = float(log.upgrade[applies].sum()) / pred_up
 
     def predict(self, tensors: WorldTensors, cust: np.ndarray, item: np.ndarray, chunk: int = 65_536) -> TamorOutput:
         """Predictions for pairs ``(cust[r], item[r])``, each field float32 ``[R]``."""
@@ -96,7 +114,12 @@ class TamorModel:
                         buf = parts.setdefault(name, torch.zeros(len(b)))
                         buf[rows] = value
                 outs.append(TamorOutput(**parts))
-        return TamorOutput(**{k: torch.cat([getattr(o, k) for o in outs]) for k in vars(outs[0])})
+        out = TamorOutput(**{k: torch.cat([getattr(o, k) for o in outs]) for k in vars(outs[0])})
+        c_etv, c_up = self.calibration["etv"], self.calibration["upgrade"]
+        if c_etv != 1.0 or c_up != 1.0:
+            out.etv, out.amount = out.etv * c_etv, out.amount * c_etv
+            out.p_upgrade = torch.minimum(out.p_upgrade * c_up, out.p)
+        return out
 
     def score_matrix(self, world: MultiScenarioWorld, tensors: WorldTensors) -> TamorOutput:
         """Predictions for every (customer, item) pair, each field ``[N * M]`` in row-major (customer, item) order."""
@@ -149,22 +172,29 @@ def fit_framework(
     seed: int = 0,
     tensors: WorldTensors | None = None,
 ) -> TamorModel:
-    """Train framework ``name`` (a key of :data:`eoca.tamor.model.VARIANTS`) on ``world.train``."""
+    """Train framework ``name`` (a key of :data:`eoca.tamor.model.VARIANTS`) on ``world.train`` less a random
+    ``cfg.validation_fraction`` of its rows, which then calibrate the model (see :class:`TamorModel`)."""
     set_threads(cfg.threads)
     tensors = tensors or WorldTensors.of(world)
     stats = FitStats()
     var = variant(name)
-    groups = {t: world.tier[world.train.customer] == t for t in range(len(TIER_NAMES))} if var.per_tier else None
+    held = np.random.default_rng([seed, 1313, 7]).random(len(world.train)) < cfg.validation_fraction
+    fit_log, valid_log = world.train.subset(~held), world.train.subset(held)
+    tiers = world.tier[fit_log.customer]
+    groups = {t: tiers == t for t in range(len(TIER_NAMES))} if var.per_tier else None
     nets: dict[int, TamorNet] = {}
-    for key, mask in (groups or {-1: np.ones(len(world.train), dtype=bool)}).items():
-        log = world.train.subset(mask)
+    for key, mask in (groups or {-1: np.ones(len(fit_log), dtype=bool)}).items():
+        log = fit_log.subset(mask)
         torch.manual_seed(seed * 7 + key + 1)
         net = build_net(name, world, cfg, log)
         if net.user_bias is not None:
             net.user_bias.register(world.customer_id[np.unique(log.customer)])
         _fit_net(net, tensors, _labels(log), cfg, seed, stats)
         nets[key] = net
-    return TamorModel(name, nets, stats)
+    model = TamorModel(name, nets, stats)
+    if len(valid_log):
+        model.calibrate(tensors, valid_log)
+    return model
 
 
 def _fit_net(
@@ -175,7 +205,11 @@ def _fit_net(
     seed: int,
     stats: FitStats,
 ) -> None:
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    sparse = [net.user_bias.table.weight] if net.user_bias is not None and net.user_bias.table.sparse else []
+    dense = [p for p in net.parameters() if all(p is not q for q in sparse)]
+    opts: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=cfg.lr)]
+    if sparse:
+        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
     gen = torch.Generator().manual_seed(seed)
     n = lab["cust"].numel()
     net.train()
@@ -191,9 +225,11 @@ def _fit_net(
             b.amount, b.upgrade = lab["amount"].index_select(0, idx), lab["upgrade"].index_select(0, idx)
             losses = net.task_losses(b, cfg.user_bias_l2)
             total = sum(losses.values(), torch.zeros(()))
-            opt.zero_grad(set_to_none=True)
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
             total.backward()
-            opt.step()
+            for opt in opts:
+                opt.step()
             for k, loss in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(loss.detach())
             steps += 1
