@@ -152,7 +152,7 @@ class TamorTrainConfig(_Section):
     user_bias_l2: float = Field(default=1e-4, ge=0, description="L2 penalty on the rows of the user-bias table used")
     threads: int = Field(default=1, ge=1, description="torch threads")
     validation_fraction: float = Field(
-        default=0.1,
+        default=0.0,
         ge=0,
         lt=1,
         description="training rows held out to calibrate ETV and P(upgrade); 0: none",
