@@ -157,3 +157,13 @@ def test_slates_contracts_and_simulated_period(world: MultiScenarioWorld) -> Non
     # common random numbers: the same slates give the same outcome, so a framework against itself has zero lift
     same = simulate_next_period(world, {"a": free, "b": free.copy()}, control="a", oracle=None)
     assert same.lift("b", "a")["amount"] == (0.0, 0.0, 0.0)
+
+
+def test_calibration_matches_observed_totals(world: MultiScenarioWorld) -> None:
+    model = fit_framework("pooled", world, TamorTrainConfig(epochs=1, dim=8, validation_fraction=0.2), seed=0)
+    assert model.calibration["etv"] != 1.0  # fitted on the held-out fifth of the training rows
+    tensors = WorldTensors.of(world)
+    model.calibrate(tensors, world.test)
+    out = model.predict(tensors, world.test.customer, world.test.item)
+    assert float(out.etv.sum()) == pytest.approx(float(world.test.amount.sum()), rel=1e-3)
+    assert torch.all(out.p_upgrade <= out.p)
