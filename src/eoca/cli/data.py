@@ -34,11 +34,12 @@ def import_cmd(
     ds = import_dataset(spec, out)
     console.print(
         f"imported [bold]{ds.spec.name}[/]: {ds.n_customers:,} customers, {ds.n_funds:,} fund(s), "
-        f"{ds.exposures.num_rows:,} exposures -> {out}"
+        f"{ds.exposures.num_rows:,} exposures -> {out}",
+        soft_wrap=True,
     )
     for key, note in ds.spec.notes.items():
         if key != "imported_from":
-            console.print(f"  {key}: {note}", highlight=False)
+            console.print(f"  {key}: {note}", highlight=False, soft_wrap=True)
 
 
 def _fmt(v: Any) -> str:
