@@ -58,4 +58,5 @@ def test_eoca_run_with_a_multi_scenario_config(tmp_path: Path) -> None:
     period = (out / "tamor_period.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in period[1:]] == ["tamor", "pooled", "per_tier", "star", "oracle"]
     again = CliRunner().invoke(app, args)
-    assert isinstance(again.exception, ConfigError) and "exists already" in str(again.exception)
+    assert isinstance(again.exception, ConfigError) and "not empty" in str(again.exception)
+    assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0

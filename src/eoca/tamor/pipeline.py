@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eoca.errors import ConfigError
 from eoca.evaluation.metrics import ORACLE
-from eoca.io import output_folder, write_csv, write_json, write_yaml
+from eoca.io import check_output_folder, output_folder, write_csv, write_json, write_yaml
 from eoca.report import Facts, Note, Report, Section, Table, render_report
 from eoca.tamor.config import SCENARIO_NAMES, TIER_NAMES, TamorConfig
 from eoca.tamor.evaluate import METRICS
@@ -34,15 +33,17 @@ class TamorRunResult:
 
 
 def run_tamor_pipeline(
-    cfg: TamorConfig, name: str, out: Path | None = None, runs_root: Path = Path("runs")
+    cfg: TamorConfig, name: str, out: Path | None = None, runs_root: Path = Path("runs"), *, overwrite: bool = False
 ) -> TamorRunResult:
-    """Run the comparison of ``cfg`` into ``out`` (default ``runs_root/<stamp>-<name>``); refuses an existing
-    folder."""
+    """Run the comparison of ``cfg`` into ``out`` (default ``runs_root/<stamp>-<name>``).
+
+    Raises:
+        ConfigError: the folder exists and is not empty (unless ``overwrite``), or is a file.
+    """
     final = out if out is not None else runs_root / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
-    if final.exists():
-        raise ConfigError(f"run folder {final} exists already; pass another --out or remove it")
+    check_output_folder(final, overwrite)
     t0 = time.perf_counter()
-    with output_folder(final) as work:
+    with output_folder(final, overwrite=overwrite) as work:
         write_yaml({"name": name, "tamor": cfg.model_dump(mode="json")}, work / "config.yaml")
         result = run_comparison(cfg)
         metrics = tamor_metrics(cfg, result)
