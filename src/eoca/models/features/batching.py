@@ -21,6 +21,7 @@ from eoca.models.features.encoding import (
     _int,
     _standardise,
     notice,
+    stable_keys,
 )
 from eoca.models.features.fitting import FeatureSpace
 from eoca.models.features.graph import ConsumptionGraph
@@ -46,6 +47,7 @@ class BoundFeatures:
         cat = [_codes(cust.column(f["name"]), f["vocab"], 1) for f in space.customer_categorical]
         self.c_cat = torch.from_numpy(np.stack(cat, axis=1) if cat else np.zeros((self.n_customers, 0), np.int64))
         self.c_lists = [torch.from_numpy(_pad_lists(cust.column(f["name"]), f)) for f in space.customer_lists]
+        self.c_key = torch.from_numpy(stable_keys(cust.column("customer_id")))
 
         funds = dataset.funds
         fnum = [_standardise(_float(funds.column(f["name"])), f["mean"], f["std"]) for f in space.fund_numeric]
@@ -199,6 +201,7 @@ class BoundFeatures:
             "unit_customer": uc,
             "c_num": self.c_num[uc],
             "c_cat": self.c_cat[uc],
+            "c_key": self.c_key[uc],
             "f_num": self.f_num,
             "f_cat": self.f_cat,
         }
