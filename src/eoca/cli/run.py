@@ -10,6 +10,7 @@ from rich.console import Console
 
 from eoca.cli._engine import Engine, MemoryLimit, Scheduler, Workers, check_engine
 from eoca.cli.app import app
+from eoca.errors import ConfigError
 from eoca.cli.options import Overwrite
 
 console = Console()
@@ -64,7 +65,18 @@ def run_cmd(
     if print_config:
         typer.echo(config_to_yaml(cfg), nl=False)
         return
-    if check_engine(engine):
+    dask_engine = check_engine(engine)
+    if cfg.tamor is not None:
+        if dask_engine:
+            raise ConfigError("--engine dask runs the fund-allocation pipeline's exact allocations; TAMOR runs locally")
+        from eoca.tamor.pipeline import run_tamor_pipeline
+
+        tamor = run_tamor_pipeline(cfg.tamor, cfg.name, out=out, overwrite=overwrite)
+        console.print(f"[bold]report:[/] {tamor.folder / 'report.html'}")
+        for line in tamor.metrics["summary"]:
+            console.print(f"  {line}")
+        return
+    if dask_engine:
         result = _run_on_dask(cfg, out, overwrite, scheduler, workers, memory_limit)
     else:
         result = run_pipeline(cfg, out=out, overwrite=overwrite)
