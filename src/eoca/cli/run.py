@@ -10,8 +10,8 @@ from rich.console import Console
 
 from eoca.cli._engine import Engine, MemoryLimit, Scheduler, Workers, check_engine
 from eoca.cli.app import app
-from eoca.errors import ConfigError
 from eoca.cli.options import Overwrite
+from eoca.errors import ConfigError
 
 console = Console()
 
