@@ -195,8 +195,6 @@ class BoundFeatures:
             unit_now = unit_time
         else:
             unit_cust, row_unit = np.unique(cust, return_inverse=True)
-            if seq is not None:
-                unit_end = seq.latest(unit_cust)
         uc = torch.from_numpy(unit_cust)
         inputs: dict[str, torch.Tensor] = {
             "row_unit": torch.from_numpy(row_unit.reshape(-1).astype(np.int64)),
@@ -210,10 +208,12 @@ class BoundFeatures:
         for i, lst in enumerate(self.c_lists):
             inputs[f"c_list_{i}"] = lst[uc]
         if self.space.has_sequences:
-            if seq is not None and unit_end is not None:
+            if seq is None:
+                inputs.update(empty_sequences(unit_cust.size, self.space.sequence_length))
+            elif unit_end is not None:
                 inputs.update(seq.gather(unit_cust, unit_end, unit_now))
             else:
-                inputs.update(empty_sequences(unit_cust.size, self.space.sequence_length))
+                inputs.update(seq.latest_sequences(unit_cust))
         if self.space.has_graph:
             if self._graph is not None:
                 inputs.update(self._graph.sample(unit_cust, rng, self.c_num, self.c_cat))
