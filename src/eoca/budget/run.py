@@ -395,3 +395,55 @@ def write_budget_run(result: BudgetRunResult, out: str | Path) -> Path:
         write_bytes(png, folder / name)
     write_text(report_markdown(result), folder / "report.md")
     return folder
+
+
+def report_section(result: BudgetRunResult) -> Any:
+    """The HTML report section of a budget run (for ``eoca run``)."""
+    from eoca.report.render import Facts, Image, Note, Section, Table
+
+    c = result.certificate
+    blocks: list[Any] = [
+        Facts(
+            [
+                ("customers (train / held out)", f"{result.n_train:,} / {result.n_test:,}"),
+                ("treat-everyone cost", f"{result.full_cost:,.0f}"),
+                ("budget", f"{result.budget:,.0f}"),
+                ("best model (AUCC)", result.best_model),
+                ("price lambda", f"{c['price']:.6g}"),
+                ("dual bound / integer value", f"{c['dual_bound']:,.2f} / {c['value']:,.2f}"),
+                ("gap (bound: one customer's value)", f"{c['gap']:.4g} ({c['gap_bound']:.4g})"),
+            ]
+        )
+    ]
+    if "budget_curves.png" in result.plots:
+        blocks.append(Image(result.plots["budget_curves.png"], "budget curves", "Incremental value by budget."))
+    if result.goal_rows:
+        blocks.append(Table(result.goal_rows, caption="True incremental value at 10/30/50% of the treat-everyone cost"))
+    blocks.append(Table(result.ope_rows, caption="SNIPS value at the budget; lifts against random targeting"))
+    blocks.append(Table(result.uplift_rows, caption="Qini coefficient and uplift AUC per arm (conversion), AUCC"))
+    blocks.append(
+        Note(
+            "The allocation is exact up to the reported gap, which is at most one customer's value; values and "
+            "costs of the models' allocations are predictions, the tables score them with the truth (simulated "
+            "data) or by SNIPS on the randomized log.",
+            kind="approximation",
+        )
+    )
+    return Section(
+        "Incentive budget allocation",
+        "Which incentive, if any, each customer gets so that the campaign's incremental value is highest within the "
+        "budget (docs/budget.md).",
+        blocks,
+    )
+
+
+def pipeline_section(sim_config: Any, folder: Path, models: Sequence[str] | None = None) -> Any:
+    """Run the budget job on the incentive campaign of a simulated world, write it to ``folder`` and return the
+    report section. The world is regenerated from its config (deterministic), so ``eoca run`` need not keep it."""
+    from eoca.budget.data import from_world
+    from eoca.simulate.simulator import generate_world
+
+    chosen = DEFAULT_MODELS if models is None else models
+    result = run_budget(from_world(generate_world(sim_config)), models=chosen, seed=sim_config.seed)
+    write_budget_run(result, folder)
+    return report_section(result)
