@@ -231,6 +231,10 @@ class XLearner:
         return Prediction(p=p, value=value)
 
 
+MU_SPAN = 3.0
+"""Largest distance of a predicted mu (log amount) from the training converters' mean: a factor e^3 ~ 20."""
+
+
 class MultiHeadNet:
     """Shared body, one (conversion, mu, sigma) head per arm, trained with the ESJ likelihood.
 
@@ -266,12 +270,15 @@ class MultiHeadNet:
                 self.heads = nn.Linear(hidden, 3 * k)
                 with torch.no_grad():
                     self.heads.bias.view(k, 3)[:, 0] = -2.5
-                    self.heads.bias.view(k, 3)[:, 1] = mu0
+                    self.heads.bias.view(k, 3)[:, 1] = 0.0
                     self.heads.bias.view(k, 3)[:, 2] = 0.0
 
             def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
                 out = self.heads(self.body(x)).view(x.shape[0], k, 3)
-                return out[..., 0], out[..., 1], out[..., 2]
+                # mu stays within MU_SPAN of the training converters' mean log amount: an unbounded head
+                # extrapolates to absurd amounts for a few customers, and the goal term would chase them
+                mu = mu0 + MU_SPAN * torch.tanh(out[..., 1] / MU_SPAN)
+                return out[..., 0], mu, out[..., 2]
 
         return Net(self.hidden)
 
@@ -327,7 +334,11 @@ class MultiHeadNet:
                 loss = esj_loss(log_p[r, a], log_1mp[r, a], mu[r, a], sigma[r, a], amount[idx])
                 tot_pred += float(loss.detach()) * idx.numel()
                 if reg is not None and epoch >= self.e2e.warmup_epochs:
-                    value = etv_eoca(log_p.exp(), mu, sigma)
+                    # the goal moves conversion only: the amount given conversion is the likelihood's alone.
+                    # Through mu and sigma the goal could inflate a value almost for free in likelihood (few
+                    # converters pin them) and it would, since the relaxed policy prefers ever harder decisions
+                    p_all = log_p.exp()
+                    value = p_all * (etv_eoca(p_all, mu, sigma) / p_all.clamp_min(1e-12)).detach()
                     goal = reg.loss(value, log_p.exp(), idx, gen)
                     loss = loss + self.e2e.weight * goal
                     tot_goal += float(goal.detach()) * idx.numel()
