@@ -33,9 +33,12 @@ def import_cmd(
 
     ds = import_dataset(spec, out)
     console.print(
-        f"imported [bold]{ds.spec.name}[/]: {ds.n_customers:,} customers, {ds.n_funds:,} funds, "
+        f"imported [bold]{ds.spec.name}[/]: {ds.n_customers:,} customers, {ds.n_funds:,} fund(s), "
         f"{ds.exposures.num_rows:,} exposures -> {out}"
     )
+    for key, note in ds.spec.notes.items():
+        if key != "imported_from":
+            console.print(f"  {key}: {note}", highlight=False)
 
 
 def _fmt(v: Any) -> str:

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eoca.data.dataset import Dataset
-from eoca.data.importer import read_source
 from eoca.data.schema import DatasetSpec, FeatureSpec, FeatureType, SplitSpec, TableSpec
+from eoca.data.sources import read_inferred
 from eoca.errors import DataValidationError
 
 ARMS: tuple[str, ...] = ("No E-Mail", "Mens E-Mail", "Womens E-Mail")
@@ -68,7 +68,7 @@ def load_hillstrom(
             f"{file}: Hillstrom data not found. Pass its path (e.g. --data path/to/hillstrom.csv.gz) or set "
             "EOCA_DATA to the folder that holds hillstrom/hillstrom.csv.gz"
         )
-    src = read_source(file)
+    src = read_inferred(file)
     missing = [c for c in EXPECTED_COLUMNS if c not in src.column_names]
     if missing:
         raise DataValidationError(f"{file}: missing Hillstrom column(s) {missing}; found {src.column_names}")

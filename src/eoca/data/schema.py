@@ -130,6 +130,12 @@ TABLE_COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("converted", "binary", description="1 if the customer bought the fund"),
         Column("amount", "nonneg_float", description="purchase amount, 0 when not converted"),
         Column("propensity", "prob", required=False, description="logging policy's probability of this fund"),
+        Column(
+            "weight",
+            "nonneg_float",
+            required=False,
+            description="sampling weight: how many population exposures the row stands for (oversampled data)",
+        ),
     ),
     "events": (
         Column("customer_id", "id"),

@@ -63,6 +63,7 @@ class BoundFeatures:
         self._converted = _float(exp.column("converted")).astype(np.float32)
         self._amount = _float(exp.column("amount")).astype(np.float32)
         self._clicked = _float(exp.column("clicked")).astype(np.float32) if dataset.has_clicks else None
+        self._weight = _float(exp.column("weight")) if "weight" in exp.column_names else None
         self._split_rows = {s: np.flatnonzero(dataset.split_mask(s)) for s in SPLITS}
         if space.has_clicks and not dataset.has_clicks:
             notice("bind-no-clicks", "dataset has no click labels; click-based losses are skipped for it")
@@ -132,11 +133,19 @@ class BoundFeatures:
 
         ``shuffle=True`` is the training mode: rows are permuted with ``generator`` and graph neighbours are
         sampled at random; ``shuffle=False`` keeps file order and samples neighbours deterministically.
+
+        Sampling weights (an oversampled design): in training mode the split's rows are instead drawn with
+        replacement with probability proportional to their weight, as many draws as rows, so every loss's
+        expectation is the population-weighted loss without any model weighting its own loss.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         rows = self._rows(split)
-        if shuffle:
+        if shuffle and self._weight is not None and rows.size:
+            w = self._weight[rows]
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+            rows = rows[np.random.default_rng(seed).choice(rows.size, size=rows.size, p=w / w.sum())]
+        elif shuffle:
             perm = torch.randperm(rows.size, generator=generator).numpy()
             rows = rows[perm]
         rng: np.random.Generator | None = None
