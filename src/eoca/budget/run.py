@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,8 +109,13 @@ def run_budget(
     seed: int = 0,
     n_bootstrap: int = 500,
     plots: bool = True,
+    caps: Mapping[str, int] | None = None,
 ) -> BudgetRunResult:
-    """Train ``models`` on a random part of ``data``, evaluate on the rest (see the module docstring)."""
+    """Train ``models`` on a random part of ``data``, evaluate on the rest (see the module docstring).
+
+    ``caps`` (arm name -> most customers) applies to the allocation written at ``budget``; the curves are
+    uncapped.
+    """
     if not models:
         raise DataValidationError("run_budget needs at least one model")
     train, test = data.split(test_fraction, seed)
@@ -141,7 +146,12 @@ def run_budget(
     }
     best = max(preds, key=lambda m: aucc_by.get(m, -np.inf))
     ope_rows = _ope_at_budget(test, preds, best, b_abs, n_bootstrap, seed)
-    sol = allocate(preds[best], test, b_abs)
+    cap_idx = {}
+    for arm_name, m in (caps or {}).items():
+        if arm_name not in test.arm_names:
+            raise DataValidationError(f"cap on unknown arm '{arm_name}'; arms are {test.arm_names}")
+        cap_idx[test.arm_names.index(arm_name)] = int(m)
+    sol = allocate(preds[best], test, b_abs, caps=cap_idx or None)
     cert = {**sol.certificate.to_dict(), "model": best, "budget": b_abs, "predicted_cost": sol.cost}
     if simulated:
         v, c = true_outcome(test, sol.arm)

@@ -75,6 +75,12 @@ def budget_cmd(
         typer.Option("--arm", help="Table log: NAME:RULE:COST per arm, control first (rule fixed|on_conversion)."),
     ] = None,
     numeric: Annotated[list[str] | None, typer.Option("--numeric", help="Table log: numeric feature.")] = None,
+    cap: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cap", help="At most COUNT customers on an arm, ARM=COUNT (repeatable; solver certifies the gap)."
+        ),
+    ] = None,
     categorical: Annotated[
         list[str] | None, typer.Option("--categorical", help="Table log: categorical feature.")
     ] = None,
@@ -127,6 +133,13 @@ def budget_cmd(
             numeric=numeric or (),
             categorical=categorical or (),
         )
+    caps: dict[str, int] = {}
+    for text in cap or []:
+        name, _, count = text.partition("=")
+        try:
+            caps[name] = int(count)
+        except ValueError:
+            raise DataValidationError(f"--cap {text!r}: expected ARM=COUNT, e.g. large_coupon=1000") from None
     result = run_budget(
         inc_data,
         models=[m.strip() for m in models.split(",") if m.strip()],
@@ -134,6 +147,7 @@ def budget_cmd(
         test_fraction=test_fraction,
         seed=seed,
         n_bootstrap=bootstrap,
+        caps=caps,
     )
     write_budget_run(result, out)
     c = result.certificate
