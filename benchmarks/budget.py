@@ -143,7 +143,9 @@ def bench_hillstrom(models: list[str], seed: int) -> dict[str, Any]:
     data = load_hillstrom_incentives()
     # every arm but the control costs one e-mail, so the treat-everyone cost is the number of held-out customers
     # and a third of it e-mails one customer in three
-    res = run_budget(data, models=models, budget=f"{100.0 / 3.0!r}%", seed=seed, n_bootstrap=1000, plots=False)
+    res = run_budget(
+        data, models=models, budget=f"{100.0 / 3.0!r}%", seed=seed, n_bootstrap=1000, plots=False, crossfit=True
+    )
     return {
         "budget": res.budget,
         "n_test": res.n_test,

@@ -110,23 +110,42 @@ def run_budget(
     n_bootstrap: int = 500,
     plots: bool = True,
     caps: Mapping[str, int] | None = None,
+    crossfit: bool = False,
 ) -> BudgetRunResult:
     """Train ``models`` on a random part of ``data``, evaluate on the rest (see the module docstring).
 
     ``caps`` (arm name -> most customers) applies to the allocation written at ``budget``; the curves are
-    uncapped.
+    uncapped. With ``crossfit`` the customers are split in two folds, each predicted by models trained on the
+    other, and every customer is evaluated (``test_fraction`` is then unused).
     """
     if not models:
         raise DataValidationError("run_budget needs at least one model")
-    train, test = data.split(test_fraction, seed)
-    full = test.treat_all_cost()
-    b_abs = parse_budget(budget, full)
     preds: dict[str, Prediction] = {}
     fit_s: dict[str, float] = {}
-    for name in models:
-        t0 = time.perf_counter()
-        preds[name] = _fit(name, train, seed).predict(test.features)
-        fit_s[name] = time.perf_counter() - t0
+    if crossfit:
+        # two folds, each predicted by the models trained on the other: every customer is evaluated, none by a
+        # model that saw them
+        fold = np.random.default_rng(seed).random(data.n) < 0.5
+        train, test = data.subset(~fold), data
+        for name in models:
+            t0 = time.perf_counter()
+            parts = {}
+            for held in (fold, ~fold):
+                parts[bool(held is fold)] = (held, _fit(name, data.subset(~held), seed).predict(data.features[held]))
+            p_all = np.empty((data.n, data.n_arms))
+            v_all = np.empty((data.n, data.n_arms))
+            for held, pred in parts.values():
+                p_all[held], v_all[held] = pred.p, pred.value
+            preds[name] = Prediction(p=p_all, value=v_all)
+            fit_s[name] = time.perf_counter() - t0
+    else:
+        train, test = data.split(test_fraction, seed)
+        for name in models:
+            t0 = time.perf_counter()
+            preds[name] = _fit(name, train, seed).predict(test.features)
+            fit_s[name] = time.perf_counter() - t0
+    full = test.treat_all_cost()
+    b_abs = parse_budget(budget, full)
     simulated = test.truth is not None
     curves: list[CurvePoint] = []
     goal_rows: list[dict[str, Any]] = []
@@ -154,8 +173,8 @@ def run_budget(
     sol = allocate(preds[best], test, b_abs, caps=cap_idx or None)
     cert = {**sol.certificate.to_dict(), "model": best, "budget": b_abs, "predicted_cost": sol.cost}
     if simulated:
-        v, c = true_outcome(test, sol.arm)
-        cert.update(true_incremental_value=v, true_cost=c)
+        true_v, true_c = true_outcome(test, sol.arm)
+        cert.update(true_incremental_value=true_v, true_cost=true_c)
     cost_m = test.cost_matrix(preds[best].p)
     rows = np.arange(test.n)
     allocation = pa.table(

@@ -56,6 +56,13 @@ def budget_cmd(
     ] = 50_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the models and a simulated world.")] = 0,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Share of customers held out.")] = 0.5,
+    crossfit: Annotated[
+        bool,
+        typer.Option(
+            "--crossfit/--no-crossfit",
+            help="Two folds, each predicted by models trained on the other; evaluates every customer.",
+        ),
+    ] = False,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap replicates of the SNIPS intervals.")] = 500,
     email_cost: Annotated[
         float, typer.Option("--email-cost", help="Hillstrom: cost of one e-mail (an assumption; default 1.0).")
@@ -148,6 +155,7 @@ def budget_cmd(
         seed=seed,
         n_bootstrap=bootstrap,
         caps=caps,
+        crossfit=crossfit,
     )
     write_budget_run(result, out)
     c = result.certificate
