@@ -39,7 +39,7 @@ from eoca.data.importer import import_dataset
 from eoca.evaluation import metrics as M
 from eoca.io import write_json, write_text
 from eoca.peers import make_peer
-from eoca.pipeline.evaluate import split_labels, trained_predictor
+from eoca.pipeline.evaluate import split_exposures, trained_predictor
 from eoca.training import train
 
 CDNOW_SPEC = """\
@@ -119,7 +119,7 @@ def fit_and_predict(ds: Dataset, model: str, cfg: dict[str, Any]) -> tuple[np.nd
     predict = trained_predictor(trained, ds)
     out = []
     for split in ("valid", "test"):
-        lab = split_labels(ds, split)
+        lab = split_exposures(ds, split)
         out.append(np.asarray(predict(lab["customer_pos"], lab["fund_pos"])["etv"], dtype=np.float64))
     return out[0], out[1]
 
@@ -143,10 +143,14 @@ def paired_bootstrap(
 def run_one(name: str, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ds = build(name, work / f"{name}_{seed}", split_seed=seed)
     base = {"seed": seed, "num_threads": 1, "max_epochs": args.max_epochs, "patience": 3}
-    valid, test = split_labels(ds, "valid"), split_labels(ds, "test")
+    valid, test = split_exposures(ds, "valid"), split_exposures(ds, "test")
     wv, wt = valid.get("weight"), test.get("weight")
-    res: dict[str, Any] = {"dataset": name, "seed": seed, "test_customers": int(test["amount"].size),
-                           "zero_label_share": float((test["amount"] == 0).mean())}
+    res: dict[str, Any] = {
+        "dataset": name,
+        "seed": seed,
+        "test_customers": int(test["amount"].size),
+        "zero_label_share": float((test["amount"] == 0).mean()),
+    }
     t0 = time.perf_counter()
     cands: dict[str, tuple[float, np.ndarray]] = {}
     for model in args.models.split(","):

@@ -98,3 +98,13 @@ def test_score_several_runs_loads_data_once(log_data: Path, tmp_path: Path) -> N
         table = pq.read_table(out / f"{model}.parquet")
         assert table.column("customer_id").to_pylist() == ids, "ids written exactly (text with leading zeros)"
         assert ids[0].startswith("0")
+    # ... and allocations keep them too.
+    (tmp_path / "plan.yaml").write_text("shares: {all: 1.0}\n")
+    res = runner.invoke(
+        app,
+        ["allocate", "--scores", str(out / "dnn_c.parquet"), "--data", str(log_data), "--plan",
+         str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "alloc")],
+    )
+    assert res.exit_code == 0, res.output
+    alloc = pq.read_table(tmp_path / "alloc" / "allocation.parquet")
+    assert sorted(alloc.column("customer_id").to_pylist()) == sorted(ids)

@@ -9,7 +9,7 @@ import pytest
 
 from eoca.data.donations import write_donation_sample
 from eoca.data.importer import import_dataset
-from eoca.pipeline.evaluate import offline_metrics, split_labels
+from eoca.pipeline.evaluate import offline_metrics, split_exposures
 from eoca.training import train
 
 SPEC = """\
@@ -45,7 +45,7 @@ def test_weights_make_probabilities_refer_to_the_population(donation_files: tupl
         (root / f"{label}.yaml").write_text(SPEC.format(sampling=sampling))
         ds = import_dataset(root / f"{label}.yaml")
         trained = train(ds, cfg, None, progress=False)
-        lab = split_labels(ds, "test")
+        lab = split_exposures(ds, "test")
         p = trained.predict_pairs(ds, lab["customer_pos"], lab["fund_pos"])["p"]
         w = lab.get("weight")
         mean_p[label] = float(np.average(p, weights=w))

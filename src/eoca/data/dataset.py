@@ -92,9 +92,7 @@ class Dataset:
         return str(self.root / rel) if self.root is not None else rel
 
     @classmethod
-    def load(
-        cls, path: str | os.PathLike[str], *, validate: bool = True, with_truth: bool = True
-    ) -> Dataset:
+    def load(cls, path: str | os.PathLike[str], *, validate: bool = True, with_truth: bool = True) -> Dataset:
         """Load and validate the dataset in folder ``path``."""
         root = Path(path)
         spec = load_spec(root)
@@ -243,3 +241,20 @@ def split_rows(rule: SplitSpec, cust_pos: np.ndarray, times: np.ndarray | None) 
         valid = _uniform_hash(cust_pos, rule.seed + 1) < rule.validation_fraction
         labels[rest & valid] = 1
     return labels
+
+
+def split_exposures(dataset: Dataset, split: str) -> dict[str, np.ndarray]:
+    """The exposures of ``split`` (in file order): ``customer_pos``, ``fund_pos``, ``converted``, ``amount``,
+    and ``clicked`` / ``weight`` (sampling weights) where the dataset has them; every array has shape (m,)."""
+    rows = np.flatnonzero(dataset.split_mask(split))
+    exp = dataset.exposures
+    out = {
+        "customer_pos": dataset.customer_index(exp.column("customer_id"))[rows],
+        "fund_pos": dataset.fund_index(exp.column("fund_id"))[rows],
+        "converted": np.asarray(exp.column("converted").to_numpy(), dtype=np.float64)[rows],
+        "amount": np.asarray(exp.column("amount").to_numpy(), dtype=np.float64)[rows],
+    }
+    for extra in ("clicked", "weight"):
+        if extra in exp.column_names:
+            out[extra] = np.asarray(exp.column(extra).to_numpy(), dtype=np.float64)[rows]
+    return out

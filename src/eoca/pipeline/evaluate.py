@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eoca.data import Dataset
+from eoca.data.dataset import split_exposures
 from eoca.errors import ConfigError
 from eoca.evaluation import metrics as M
 from eoca.evaluation.compare import (
@@ -40,7 +41,7 @@ __all__ = [
     "offline_metrics",
     "oracle_metrics",
     "risk_arrays",
-    "split_labels",
+    "split_exposures",
     "trained_predictor",
 ]
 
@@ -52,11 +53,15 @@ def offline_metrics(
 
     ``truth``: the simulator's true arrays when the caller holds them already (built from the dataset otherwise).
     """
-    labels = split_labels(dataset, split)
+    labels = split_exposures(dataset, split)
     truth = truth if truth is not None else dataset_truth(dataset)
     tol, risk = risk_arrays(dataset)
     return metrics_from_predictor(
-        tol, risk, labels, trained_predictor(trained, dataset), frozenset(trained.model.tasks),
+        tol,
+        risk,
+        labels,
+        trained_predictor(trained, dataset),
+        frozenset(trained.model.tasks),
         None if truth is None else truth.etv,
     )
 
@@ -69,23 +74,6 @@ def trained_predictor(trained: TrainedModel, dataset: Dataset) -> PairPredictor:
         return dict(trained.predict_pairs(dataset, c, f, batch_size=batch))
 
     return predict
-
-
-def split_labels(dataset: Dataset, split: str) -> dict[str, np.ndarray]:
-    """The exposures of ``split`` (in file order): ``customer_pos``, ``fund_pos``, ``converted``, ``amount``,
-    and ``clicked`` / ``weight`` (sampling weights) where the dataset has them; every array has shape (m,)."""
-    rows = np.flatnonzero(dataset.split_mask(split))
-    exp = dataset.exposures
-    out = {
-        "customer_pos": dataset.customer_index(exp.column("customer_id"))[rows],
-        "fund_pos": dataset.fund_index(exp.column("fund_id"))[rows],
-        "converted": np.asarray(exp.column("converted").to_numpy(), dtype=np.float64)[rows],
-        "amount": np.asarray(exp.column("amount").to_numpy(), dtype=np.float64)[rows],
-    }
-    for extra in ("clicked", "weight"):
-        if extra in exp.column_names:
-            out[extra] = np.asarray(exp.column(extra).to_numpy(), dtype=np.float64)[rows]
-    return out
 
 
 def risk_arrays(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +143,7 @@ def compare_models(
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     configs: dict[str, Any] = {}
-    labels = split_labels(dataset, split)
+    labels = split_exposures(dataset, split)
     truth = dataset_truth(dataset)
     tol, risk = risk_arrays(dataset)
     single = dataset.n_funds == 1
@@ -239,12 +227,14 @@ def compare_models(
     if decile_tables is not None:
         flat = [{"model": n, **d} for n, table in decile_tables.items() for d in table]
         paths["deciles"] = write_csv(
-            flat, out / "deciles.csv", ("model", "decile", "customers", "mean_predicted", "mean_actual",
-                                         "share_of_value")
+            flat,
+            out / "deciles.csv",
+            ("model", "decile", "customers", "mean_predicted", "mean_actual", "share_of_value"),
         )
         curves = {n: M.gain_curve(amount, e, w) for n, e in test_etv.items()}
-        paths["png"] = plot_gain(curves, M.gain_curve(amount, amount, w), out / "gain.png",
-                                 f"Cumulative gain on {title}")
+        paths["png"] = plot_gain(
+            curves, M.gain_curve(amount, amount, w), out / "gain.png", f"Cumulative gain on {title}"
+        )
     else:
         paths["png"] = plot_hits(rows, out / "thc_tha.png", f"THC / THA by model on {title}")
     return ComparisonResult(dataset=dataset.spec.name, split=split, rows=rows, markdown=md, paths=paths)
