@@ -34,6 +34,8 @@ from eoca.data import Dataset
 from eoca.errors import ConfigError, DataValidationError
 from eoca.io import atomic_path, write_json, write_yaml
 from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model
+from eoca.models.base import DirectFitModel
+from eoca.models.guard import EtvGuard
 from eoca.training.config import TrainConfig, coerce_train_config
 
 MODEL_FILE = "model.pt"
@@ -118,6 +120,8 @@ class TrainedModel:
     features: FeatureSpace
     config: TrainConfig
     history: list[dict[str, float]]
+    guard: EtvGuard | None = None
+    """The ETV guard (:mod:`eoca.models.guard`) applied to every prediction; None only while fitting it."""
     _bound: tuple[Dataset, BoundFeatures] | None = field(default=None, repr=False, compare=False)
 
     # binding encodes every customer of a dataset; scoring calls predict_pairs many times per dataset, so the
@@ -143,6 +147,7 @@ class TrainedModel:
             "features": self.features.state_dict(),
             "config": self.config.model_dump(mode="json"),
             "history": [dict(h) for h in self.history],
+            "guard": self.guard.state_dict() if self.guard is not None else None,
         }
         with atomic_path(d / MODEL_FILE) as tmp:
             torch.save(payload, tmp)
@@ -164,15 +169,29 @@ class TrainedModel:
         except RuntimeError as exc:
             raise DataValidationError(f"{path}: weights do not fit model '{config.model}': {exc}") from exc
         model.eval()
-        return cls(model=model, features=features, config=config, history=list(payload.get("history", [])))
+        guard_state = payload.get("guard")
+        guard = (
+            EtvGuard.from_state_dict(guard_state)
+            if isinstance(guard_state, dict)
+            else EtvGuard.from_label_stats(features.label_stats)
+        )
+        return cls(model=model, features=features, config=config, history=list(payload.get("history", [])), guard=guard)
 
     # --- prediction ----------------------------------------------------------------------------------------
     def predict_pairs(
-        self, dataset: Dataset, customer_pos: np.ndarray, fund_pos: np.ndarray, batch_size: int = 65536
+        self,
+        dataset: Dataset,
+        customer_pos: np.ndarray,
+        fund_pos: np.ndarray,
+        batch_size: int = 65536,
+        *,
+        guarded: bool = True,
     ) -> dict[str, np.ndarray]:
         """Predictions for arbitrary (customer, fund) position pairs of ``dataset``.
 
         Returns one float32 array of shape (m,) per ModelOutput field the model fills (``p``, ``etv`` always).
+        With ``guarded`` (always, except when fitting the guard itself) the ETV guard bounds and recalibrates
+        ``amount``/``etv`` (and clips ``mu``/``sigma``): the one place every model's ETV passes through.
         """
         cust = np.asarray(customer_pos, dtype=np.int64).ravel()
         fund = np.asarray(fund_pos, dtype=np.int64).ravel()
@@ -197,7 +216,32 @@ class TrainedModel:
                     if t is not None:
                         parts.setdefault(name, []).append(t.detach().to(torch.float32).reshape(-1).numpy())
         result = {k: np.concatenate(v) for k, v in parts.items()}
-        return {k: v[:0] for k, v in result.items()} if probe else result
+        if probe:
+            return {k: v[:0] for k, v in result.items()}
+        if guarded and self.guard is not None:
+            result = self.guard.apply(result, fund, dataset_fund_ids(dataset), self.model.formula)
+        return result
+
+    def fit_guard(self, dataset: Dataset, split: str = "valid") -> EtvGuard:
+        """Fit the ETV guard: bounds from the train converters, recalibration on ``split``'s labelled rows."""
+        guard = EtvGuard.from_label_stats(self.features.label_stats)
+        bound = self.bind(dataset)
+        labels = bound.exposure_labels(split)
+        if labels["converted"].size:
+            raw = self.predict_pairs(
+                dataset, labels["customer_pos"], labels["fund_pos"], self.config.eval_batch_size, guarded=False
+            )
+            guard.fit_recalibration(
+                raw,
+                labels["fund_pos"],
+                labels["converted"],
+                labels["amount"],
+                dataset_fund_ids(dataset),
+                self.model.formula,
+                split,
+            )
+        self.guard = guard
+        return guard
 
     def score_matrix(
         self, dataset: Dataset, *, chunk_customers: int = 65536, progress: bool = False
@@ -216,6 +260,11 @@ class TrainedModel:
                 for name in self.predict_pairs(dataset, np.empty(0, np.int64), np.empty(0, np.int64))
             }
         return out
+
+
+def dataset_fund_ids(dataset: Dataset) -> list[str]:
+    """The dataset's fund ids as strings, in fund-position order."""
+    return [str(f) for f in dataset.funds.column("fund_id").to_pylist()]
 
 
 def iter_score_chunks(
@@ -372,6 +421,8 @@ def _train_one(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     model = build_model(cfg.model, features, cfg.params)
+    if isinstance(model, DirectFitModel):
+        return _fit_direct(model, dataset, bound, features, cfg, out, started)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     st = _LoopState()
     if ckpt is not None:
@@ -450,6 +501,7 @@ def _train_one(
         model.load_state_dict(st.best_state)
     model.eval()
     trained = TrainedModel(model=model, features=features, config=cfg, history=st.history)
+    guard = trained.fit_guard(dataset)
     summary = {
         "model": cfg.model,
         "best_epoch": st.best_epoch,
@@ -463,6 +515,45 @@ def _train_one(
         "threads": torch.get_num_threads(),
         "seconds": time.perf_counter() - started,
         "history": st.history,
+        "guard": guard.state_dict(),
+    }
+    if out is not None:
+        trained.save(out)
+        write_json(summary, out / METRICS_FILE)
+    return trained, summary
+
+
+def _fit_direct(
+    model: DirectFitModel,
+    dataset: Dataset,
+    bound: BoundFeatures,
+    features: FeatureSpace,
+    cfg: TrainConfig,
+    out: Path | None,
+    started: float,
+) -> tuple[TrainedModel, dict[str, Any]]:
+    """Train a model fitted in one call (``gbdt``): no epochs, checkpoints or resume; early stopping is the
+    model's own (on the valid split); the guard and the run folder are as for the networks."""
+    record = model.fit_bound(
+        bound, seed=cfg.seed, num_threads=set_threads(cfg.num_threads), batch_size=cfg.eval_batch_size
+    )
+    model.eval()
+    trained = TrainedModel(model=model, features=features, config=cfg, history=[record])
+    guard = trained.fit_guard(dataset)
+    summary = {
+        "model": cfg.model,
+        "best_epoch": 1,
+        "best_valid_loss": record["valid_loss"],
+        "epochs_run": 1,
+        "early_stopped": False,
+        "validation": "valid split (the model's own early stopping)",
+        "train_exposures": bound.n_exposures("train"),
+        "valid_exposures": bound.n_exposures("valid"),
+        "rows_per_epoch": bound.n_exposures("train"),
+        "threads": torch.get_num_threads(),
+        "seconds": time.perf_counter() - started,
+        "history": [record],
+        "guard": guard.state_dict(),
     }
     if out is not None:
         trained.save(out)

@@ -1,0 +1,188 @@
+"""The ETV guard: every model's amount and ETV bounded by what the training data support, then recalibrated.
+
+One rule for every model, applied in one place (:meth:`eoca.training.TrainedModel.predict_pairs`), after the
+network and before anything downstream (metrics, allocation, reports) sees a prediction:
+
+1. **Bounds** (from the train split's converters, :attr:`FeatureSpace.label_stats`). A lognormal amount head's
+   ``mu`` is clipped to ``[min, max]`` of the train converters' ``log1p(amount)`` and its ``sigma`` to
+   ``[SIGMA_FLOOR, s]`` where ``s`` is the standard deviation of that same sample: a per-pair spread wider than
+   the spread of all converters together is not something the data can support, and ``E[amount]`` grows like
+   ``exp(sigma^2 / 2)``. The expected amount ``E[amount | convert]`` is then recomputed with the model's own
+   formula and capped at :data:`AMOUNT_CAP_MULTIPLE` times the largest train amount; a model that predicts ETV
+   directly (MSE on ``log1p(amount)``) has its ETV capped at that same amount (``p <= 1``).
+2. **Recalibration** (on the validation split, :meth:`EtvGuard.fit_recalibration`). The expected amount is
+   multiplied by a per-fund factor ``c_f``: the ratio of the realised to the predicted amount summed over the
+   fund's validation converters, shrunk geometrically towards the all-funds ratio with a prior weight of
+   :data:`RECALIBRATION_PRIOR` converters, so a fund with a dozen validation converters moves only part way.
+   For direct-ETV models the ratio is realised amount over predicted ETV over all the fund's validation rows.
+
+The bounds never bind on a calibrated model (they only remove extrapolation), and the recalibration is a
+per-fund scale, so it changes which fund wins for a customer only when a model's amount is biased differently
+for different funds, which is exactly the error it corrects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eoca.models.losses import LOG_ETV_CAP, SIGMA_FLOOR
+
+AMOUNT_CAP_MULTIPLE: float = 1.0
+"""``E[amount | convert]`` may not exceed this multiple of the largest amount among the train converters: an
+expected value above every amount ever observed has no support in the data."""
+
+RECALIBRATION_PRIOR: float = 20.0
+"""Pseudo-converters of the all-funds ratio in each fund's recalibration factor (geometric shrinkage)."""
+
+_FORMULA_OFFSET = {"eoca": 1.0, "lognormal": 0.0}
+"""``E[amount] = exp(mu + sigma^2 / 2) - offset``: EOCA models ``amount + 1`` as lognormal, ZILN the amount."""
+
+
+@dataclass
+class EtvGuard:
+    """Bounds and recalibration factors of one trained model (see the module docstring).
+
+    Attributes:
+        mu_min, mu_max: range of the train converters' ``log1p(amount)``.
+        sigma_max: their standard deviation (at least ``SIGMA_FLOOR``).
+        amount_cap: ``AMOUNT_CAP_MULTIPLE`` x the largest train amount.
+        fund_factor: recalibration factor per fund id; funds absent use ``global_factor``.
+        global_factor: the all-funds factor (1.0 before recalibration).
+        recalibration: how the factors were fitted (shown in metrics), e.g. ``"valid split, 97 converters"``.
+    """
+
+    mu_min: float
+    mu_max: float
+    sigma_max: float
+    amount_cap: float
+    fund_factor: dict[str, float] = field(default_factory=dict)
+    global_factor: float = 1.0
+    recalibration: str = "none"
+
+    @classmethod
+    def from_label_stats(cls, stats: dict[str, float]) -> EtvGuard:
+        """Bounds from :attr:`FeatureSpace.label_stats`; no recalibration yet."""
+        max_amount = float(stats.get("max_amount", 0.0))
+        if stats.get("n_converters", 0.0) < 1 or max_amount <= 0:
+            # No train converter: nothing to bound against; an infinite cap keeps predictions as they are.
+            return cls(mu_min=-math.inf, mu_max=math.inf, sigma_max=math.inf, amount_cap=math.inf)
+        return cls(
+            mu_min=float(stats["log1p_min"]),
+            mu_max=float(stats["log1p_max"]),
+            sigma_max=max(float(stats["log1p_sigma"]), SIGMA_FLOOR),
+            amount_cap=AMOUNT_CAP_MULTIPLE * max_amount,
+        )
+
+    # -- serialisation ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values only (infinities as None), so model files stay ``weights_only``-loadable."""
+
+        def enc(x: float) -> float | None:
+            return None if math.isinf(x) else x
+
+        return {
+            "mu_min": enc(self.mu_min),
+            "mu_max": enc(self.mu_max),
+            "sigma_max": enc(self.sigma_max),
+            "amount_cap": enc(self.amount_cap),
+            "fund_factor": dict(self.fund_factor),
+            "global_factor": self.global_factor,
+            "recalibration": self.recalibration,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> EtvGuard:
+        def dec(x: float | None, inf: float) -> float:
+            return inf if x is None else float(x)
+
+        return cls(
+            mu_min=dec(state.get("mu_min"), -math.inf),
+            mu_max=dec(state.get("mu_max"), math.inf),
+            sigma_max=dec(state.get("sigma_max"), math.inf),
+            amount_cap=dec(state.get("amount_cap"), math.inf),
+            fund_factor={str(k): float(v) for k, v in dict(state.get("fund_factor", {})).items()},
+            global_factor=float(state.get("global_factor", 1.0)),
+            recalibration=str(state.get("recalibration", "none")),
+        )
+
+    # -- the rule -------------------------------------------------------------------------------------------
+    def bound(self, preds: dict[str, np.ndarray], formula: str | None) -> dict[str, np.ndarray]:
+        """Step 1 (bounds) on a prediction dict of float arrays ``[m]`` (``p``, ``etv`` and optional ``mu``,
+        ``sigma``, ``amount``); returns a new dict with ``amount`` (where the model has one) and ``etv`` bounded."""
+        out = dict(preds)
+        p = np.asarray(preds["p"], dtype=np.float64)
+        if "mu" in preds and "sigma" in preds and formula in _FORMULA_OFFSET:
+            mu = np.clip(np.asarray(preds["mu"], dtype=np.float64), self.mu_min, self.mu_max)
+            sigma = np.clip(np.asarray(preds["sigma"], dtype=np.float64), SIGMA_FLOOR, self.sigma_max)
+            amount = np.exp(np.minimum(mu + 0.5 * sigma**2, LOG_ETV_CAP)) - _FORMULA_OFFSET[formula]
+            out["mu"], out["sigma"] = mu.astype(np.float32), sigma.astype(np.float32)
+        elif "amount" in preds:
+            amount = np.asarray(preds["amount"], dtype=np.float64)
+        else:
+            out["etv"] = np.minimum(np.asarray(preds["etv"], dtype=np.float64), self.amount_cap).astype(np.float32)
+            return out
+        amount = np.clip(amount, 0.0, self.amount_cap)
+        out["amount"] = amount.astype(np.float32)
+        out["etv"] = (p * amount).astype(np.float32)
+        return out
+
+    def factors(self, fund_ids: list[str]) -> np.ndarray:
+        """Recalibration factor of each fund position of a dataset whose funds are ``fund_ids``; float64 ``[F]``."""
+        return np.array([self.fund_factor.get(f, self.global_factor) for f in fund_ids], dtype=np.float64)
+
+    def apply(
+        self, preds: dict[str, np.ndarray], fund_pos: np.ndarray, fund_ids: list[str], formula: str | None
+    ) -> dict[str, np.ndarray]:
+        """Bounds, then the recalibration factor of each row's fund (``fund_pos`` indexes ``fund_ids``)."""
+        out = self.bound(preds, formula)
+        factor = self.factors(fund_ids)[np.asarray(fund_pos, dtype=np.int64)]
+        if "amount" in out:
+            out["amount"] = (out["amount"] * factor).astype(np.float32)
+        out["etv"] = (out["etv"] * factor).astype(np.float32)
+        return out
+
+    def fit_recalibration(
+        self,
+        preds: dict[str, np.ndarray],
+        fund_pos: np.ndarray,
+        converted: np.ndarray,
+        amount: np.ndarray,
+        fund_ids: list[str],
+        formula: str | None,
+        split: str = "valid",
+    ) -> EtvGuard:
+        """Fit the per-fund factors on labelled rows (the validation split); returns the updated guard.
+
+        Args:
+            preds: raw model predictions for the rows (float arrays ``[m]``).
+            fund_pos: fund position of each row in ``fund_ids``; converted, amount: labels ``[m]``.
+        """
+        bounded = self.bound(preds, formula)
+        fund_pos = np.asarray(fund_pos, dtype=np.int64)
+        pos = np.asarray(converted) > 0
+        if "amount" in bounded:
+            rows, predicted = pos, np.asarray(bounded["amount"], dtype=np.float64)
+        else:
+            rows, predicted = np.ones_like(pos), np.asarray(bounded["etv"], dtype=np.float64)
+        realised = np.asarray(amount, dtype=np.float64)
+        n_pos = int(pos.sum())
+        total_pred = float(predicted[rows].sum())
+        if n_pos == 0 or total_pred <= 0:
+            self.fund_factor, self.global_factor = {}, 1.0
+            self.recalibration = f"none: no converters with a positive prediction in the {split} split"
+            return self
+        log_global = math.log(max(float(realised[rows].sum()), 1e-12) / total_pred)
+        factors: dict[str, float] = {}
+        for f, fid in enumerate(fund_ids):
+            sel = rows & (fund_pos == f)
+            n_f = int((pos & (fund_pos == f)).sum())
+            pred_f, real_f = float(predicted[sel].sum()), float(realised[sel].sum())
+            log_f = math.log(max(real_f, 1e-12) / pred_f) if n_f and pred_f > 0 else log_global
+            factors[fid] = math.exp((n_f * log_f + RECALIBRATION_PRIOR * log_global) / (n_f + RECALIBRATION_PRIOR))
+        self.fund_factor, self.global_factor = factors, math.exp(log_global)
+        self.recalibration = f"{split} split, {n_pos} converters"
+        return self

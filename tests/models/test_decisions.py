@@ -1,0 +1,158 @@
+"""Issue 9: candidate-aware pair counts, the ETV guard and the gbdt hurdle model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from eoca.data import Dataset
+from eoca.models import FeatureSpace
+from eoca.models.guard import AMOUNT_CAP_MULTIPLE, EtvGuard
+from eoca.models.losses import SIGMA_FLOOR
+from eoca.training import TrainedModel, train
+
+
+def _with_events(sim: Dataset, rows: list[tuple[int, int, int, str, float]]) -> Dataset:
+    """``sim`` with customer 0's behaviour history replaced by ``rows`` of (customer, fund, time, type, amount)."""
+    assert sim.events is not None
+    ev = sim.events
+    keep = ev.filter(pa.array(np.asarray(ev.column("customer_id").to_numpy()) != 0))
+    extra = pa.table(
+        {
+            "customer_id": pa.array([r[0] for r in rows], pa.int64()),
+            "fund_id": pa.array([r[1] for r in rows], pa.int64()),
+            "time": pa.array([r[2] for r in rows], pa.int64()),
+            "event_type": pa.array([r[3] for r in rows], pa.string()),
+            "amount": pa.array([r[4] for r in rows], pa.float64()),
+        }
+    ).cast(keep.schema)
+    events = pa.concat_tables([keep, extra])
+    return Dataset(
+        spec=sim.spec,
+        customers=sim.customers,
+        funds=sim.funds,
+        exposures=sim.exposures,
+        events=events,
+        consumption=sim.consumption,
+    )
+
+
+def test_pair_counts_equal_hand_computed_values_and_ignore_later_events(sim: Dataset) -> None:
+    # Funds 1 and 7 share the type "bond" in the simulator's default catalogue (fund j has type j mod 6).
+    history = [
+        (0, 1, -10, "purchase", 100.0),
+        (0, 1, -5, "click", 0.0),
+        (0, 7, -3, "favourite", 0.0),
+        (0, 1, 1, "click", 0.0),  # at exposure time 1: invisible to the period-1 exposure, visible from period 2
+        (0, 1, 2, "purchase", 50.0),  # visible only to the period-3 exposure
+    ]
+    ds = _with_events(sim, history)
+    space = FeatureSpace.fit(ds)
+    assert space.fund_group_source == "fund_type"
+    fund_ids = [int(f) for f in ds.funds.column("fund_id").to_pylist()]
+    assert space.fund_groups[space.fund_ids.index("1")] == space.fund_groups[space.fund_ids.index("7")]
+    w = space.recent_window
+    assert w >= 10  # so every event above is "recent" for every exposure
+    bound = space.bind(ds)
+    exp_cust = ds.customer_index(ds.exposures.column("customer_id"))
+    exp_time = np.asarray(ds.exposures.column("time").to_numpy(), dtype=np.int64)
+    f1 = fund_ids.index(1)
+
+    def expected(t: int) -> tuple[list[float], list[float]]:
+        # [n_click, n_purchase, n_sell, n_favourite] (all / recent), log1p purchase total, recency.
+        if t <= 1:
+            fund_counts, amount, last = [1, 1, 0, 0], 100.0, -5
+        elif t == 2:
+            fund_counts, amount, last = [2, 1, 0, 0], 100.0, 1
+        else:
+            fund_counts, amount, last = [2, 2, 0, 0], 150.0, 2
+        type_counts = [*fund_counts[:3], 1]
+        type_last = max(last, -3)
+        fund = [math.log1p(c) for c in fund_counts] * 2 + [math.log1p(amount), 1 / (1 + (t - last) / w)]
+        typ = [math.log1p(c) for c in type_counts] * 2 + [math.log1p(amount), 1 / (1 + (t - type_last) / w)]
+        return fund, typ
+
+    seen = set()
+    for split in ("train", "valid", "test"):
+        rows = np.flatnonzero(ds.split_mask(split))
+        for batch in bound.exposure_batches(split, 4096, shuffle=False):
+            r, rows = rows[: len(batch)], rows[len(batch) :]
+            pair = batch.inputs["pair_x"][batch.inputs["row_unit"], f1].numpy()
+            for i in np.flatnonzero(exp_cust[r] == 0):
+                t = int(exp_time[r][i])
+                fund, typ = expected(t)
+                np.testing.assert_allclose(pair[i], np.array(fund + typ, dtype=np.float32), rtol=1e-5, atol=1e-6)
+                seen.add(t)
+    assert seen == {0, 1, 2, 3}
+    # Another fund of another type: nothing at the fund level.
+    other = fund_ids.index(0)
+    batch = bound.pair_batch(np.array([0]), np.array([other]))
+    assert float(batch.inputs["pair_x"][0, other, :10].abs().sum()) == 0.0
+
+
+def test_guard_bounds_mu_sigma_and_amount() -> None:
+    stats = {"log1p_min": 2.0, "log1p_max": 8.0, "log1p_sigma": 1.0, "max_amount": 3000.0, "n_converters": 50.0}
+    guard = EtvGuard.from_label_stats(stats)
+    preds = {
+        "p": np.array([0.1, 0.1, 0.1], np.float32),
+        "mu": np.array([5.0, 20.0, 5.0], np.float32),
+        "sigma": np.array([0.8, 0.8, 4.0], np.float32),
+        "etv": np.zeros(3, np.float32),
+    }
+    out = guard.bound(preds, "eoca")
+    np.testing.assert_allclose(out["mu"], [5.0, 8.0, 5.0])
+    np.testing.assert_allclose(out["sigma"], [0.8, 0.8, 1.0])
+    amount = out["amount"]
+    assert amount[0] == pytest.approx(math.exp(5 + 0.32) - 1, rel=1e-5)
+    assert amount[1] == pytest.approx(AMOUNT_CAP_MULTIPLE * 3000.0)  # exp(8.32) - 1 > 3000: capped
+    assert amount[2] == pytest.approx(math.exp(5.5) - 1, rel=1e-5)
+    np.testing.assert_allclose(out["etv"], 0.1 * amount, rtol=1e-6)
+    # A direct-ETV model: ETV capped at the largest amount.
+    direct = guard.bound({"p": np.array([0.5], np.float32), "etv": np.array([1e9], np.float32)}, None)
+    assert direct["etv"][0] == pytest.approx(3000.0)
+    assert EtvGuard.from_state_dict(guard.state_dict()) == guard
+
+
+def test_guard_recalibration_removes_a_per_fund_bias() -> None:
+    rng = np.random.default_rng(0)
+    m = 4000
+    fund = rng.integers(0, 2, m)
+    true_amount = np.exp(rng.normal(4.0, 0.5, m))
+    converted = (rng.random(m) < 0.05).astype(np.float32)
+    bias = np.where(fund == 0, 3.0, 1.0)  # fund 0's amount is inflated 3x
+    preds = {
+        "p": np.full(m, 0.05, np.float32),
+        "amount": (true_amount * bias).astype(np.float32),
+        "etv": (0.05 * true_amount * bias).astype(np.float32),
+    }
+    stats = {"log1p_min": 0.0, "log1p_max": 12.0, "log1p_sigma": 1.0, "max_amount": 1e6, "n_converters": 200.0}
+    guard = EtvGuard.from_label_stats(stats).fit_recalibration(
+        preds, fund, converted, true_amount * converted, ["a", "b"], None
+    )
+    out = guard.apply(preds, fund, ["a", "b"], None)
+    for f in (0, 1):
+        ratio = out["amount"][fund == f].mean() / true_amount[fund == f].mean()
+        assert ratio == pytest.approx(1.0, abs=0.15)
+    assert guard.fund_factor["a"] < 0.45 and guard.fund_factor["b"] > 0.8
+
+
+def test_gbdt_saves_loads_and_scores_like_the_others(sim: Dataset, tmp_path) -> None:
+    trained = train(sim, {"model": "gbdt", "num_threads": 1, "params": {"n_estimators": 30}}, tmp_path, progress=False)
+    assert trained.guard is not None and trained.guard.recalibration.startswith("valid split")
+    loaded = TrainedModel.load(tmp_path)
+    a = trained.score_matrix(sim, chunk_customers=700)
+    b = loaded.score_matrix(sim)
+    assert set(a) == {"p", "etv", "mu", "sigma", "amount"}
+    for key in a:
+        assert a[key].shape == (sim.n_customers, sim.n_funds)
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-6)
+    assert np.all((a["p"] > 0) & (a["p"] < 1)) and np.all(a["etv"] >= 0)
+    assert np.all(a["sigma"] >= SIGMA_FLOOR)
+    # Customers differ, and so do funds of one customer: the model reads the pair, not only the customer.
+    assert np.unique(a["p"].round(6)).size > 50
+    assert (a["p"].std(axis=1) > 0).mean() > 0.5
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["model"] == "gbdt"
