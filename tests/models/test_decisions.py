@@ -156,3 +156,71 @@ def test_gbdt_saves_loads_and_scores_like_the_others(sim: Dataset, tmp_path) -> 
     assert np.unique(a["p"].round(6)).size > 50
     assert (a["p"].std(axis=1) > 0).mean() > 0.5
     assert torch.load(tmp_path / "model.pt", weights_only=True)["model"] == "gbdt"
+
+
+def test_target_attention_differs_across_candidate_funds(sim: Dataset) -> None:
+    from eoca.models import build_model
+
+    space = FeatureSpace.fit(sim)
+    torch.manual_seed(0)
+    model = build_model("esdpm_ncg", space)
+    assert model.candidate_arch is not None  # type: ignore[union-attr]
+    bound = space.bind(sim)
+    k = bound.n_funds
+    batch = bound.pair_batch(np.repeat(np.arange(30), k), np.tile(np.arange(k), 30))
+    with torch.no_grad():
+        attended = model.candidate_arch.attention(batch.inputs)  # type: ignore[union-attr]
+    assert attended.shape == (30, k, space.sequence_length and model.params["embedding_dim"])
+    has_events = batch.inputs["seq_mask"].any(dim=1)
+    assert has_events.any()
+    for u in torch.nonzero(has_events).squeeze(1).tolist():
+        spread = attended[u].std(dim=0).max()
+        assert float(spread) > 1e-4, "one customer's funds must get different attention outputs"
+    assert float(attended[~has_events].abs().sum()) == 0.0
+    # The per-row candidate input (counts + attention) differs across the funds of one customer as well.
+    pair = model.encode(batch).pair
+    assert pair is not None and pair.shape[0] == 30 * k
+    assert float(pair.view(30, k, -1)[has_events].std(dim=1).max()) > 1e-4
+
+
+def test_ips_selection_picks_the_better_model_on_a_randomized_log() -> None:
+    from eoca.training.selection import snips_argmax_value
+
+    rng = np.random.default_rng(1)
+    n_cust, k = 4000, 5
+    value = rng.gamma(2.0, 50.0, size=(n_cust, k))  # true expected amount of each (customer, fund)
+    rows = np.repeat(np.arange(n_cust), 3)  # three logged exposures per customer
+    logged = rng.integers(0, k, rows.size)  # uniformly randomized
+    propensity = np.full(rows.size, 1.0 / k)
+    reward = rng.exponential(value[rows, logged])
+    good = value * rng.lognormal(0.0, 0.3, size=value.shape)  # a noisy view of the truth
+    bad = rng.random(size=value.shape)  # unrelated to the truth
+    v_good = snips_argmax_value(good, None, rows, logged, propensity, reward)
+    v_bad = snips_argmax_value(bad, None, rows, logged, propensity, reward)
+    assert v_good > 1.3 * v_bad
+    truth_good = value[np.arange(n_cust), good.argmax(axis=1)].mean()
+    assert v_good == pytest.approx(truth_good, rel=0.15)
+    # Ineligible funds are never chosen: with only fund 0 eligible the value is fund 0's logged mean reward.
+    only0 = np.zeros((n_cust, k), dtype=bool)
+    only0[:, 0] = True
+    assert snips_argmax_value(good, only0, rows, logged, propensity, reward) == pytest.approx(
+        reward[logged == 0].mean()
+    )
+
+
+def test_training_selects_by_decision_value_when_propensities_exist(sim: Dataset) -> None:
+    trained = train(
+        sim,
+        {"model": "esmm", "num_threads": 1, "max_epochs": 2, "patience": 1, "max_train_rows": 2048},
+        None,
+        progress=False,
+    )
+    values = [h["valid_value"] for h in trained.history]
+    assert all(math.isfinite(v) and v > 0 for v in values)
+    loss_run = train(
+        sim,
+        {"model": "esmm", "num_threads": 1, "max_epochs": 1, "max_train_rows": 2048, "selection": "loss"},
+        None,
+        progress=False,
+    )
+    assert math.isnan(loss_run.history[0]["valid_value"])

@@ -37,6 +37,7 @@ from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model
 from eoca.models.base import DirectFitModel
 from eoca.models.guard import EtvGuard
 from eoca.training.config import TrainConfig, coerce_train_config
+from eoca.training.selection import argmax_policy_value, resolve_selection
 
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -443,6 +444,9 @@ def _train_one(
 
     rows_per_epoch = min(n_train, cfg.max_train_rows or n_train)
     name = label or cfg.model
+    selection = resolve_selection(cfg.selection, dataset) if n_valid else "loss"
+    # One wrapper bound once: the decision value scores the validation customers after every epoch.
+    probe = TrainedModel(model=model, features=features, config=cfg, history=[], _bound=(dataset, bound))
     with make_progress(progress) as bar:
         task = bar.add_task(name, total=rows_per_epoch)
         while st.epoch < cfg.max_epochs and not st.stopped:
@@ -474,11 +478,18 @@ def _train_one(
             train_loss = total / max(rows, 1)
             # Without a validation split, early stopping falls back to the training loss (stated in metrics).
             valid_loss = _valid_loss(model, bound, "valid", cfg.eval_batch_size) if n_valid else train_loss
+            # Lower is better for both criteria: the loss, or minus the decision value (NaN never improves).
+            score = valid_loss
+            valid_value = math.nan
+            if selection == "ips":
+                valid_value = argmax_policy_value(probe, dataset, "valid")
+                score = -valid_value if math.isfinite(valid_value) else math.inf
             seconds = time.perf_counter() - t0
             record = {
                 "epoch": float(epoch + 1),
                 "train_loss": train_loss,
                 "valid_loss": valid_loss,
+                "valid_value": valid_value,
                 "rows": float(rows),
                 "seconds": seconds,
                 "train_seconds": train_seconds,
@@ -486,8 +497,8 @@ def _train_one(
             }
             st.history.append(record)
             st.epoch = epoch + 1
-            if valid_loss < st.best_loss - cfg.min_delta:
-                st.best_loss, st.best_epoch, st.bad_epochs = valid_loss, epoch + 1, 0
+            if score < st.best_loss - cfg.min_delta:
+                st.best_loss, st.best_epoch, st.bad_epochs = score, epoch + 1, 0
                 st.best_state = _clone_state(model)
             else:
                 st.bad_epochs += 1
@@ -505,7 +516,9 @@ def _train_one(
     summary = {
         "model": cfg.model,
         "best_epoch": st.best_epoch,
-        "best_valid_loss": st.best_loss,
+        "selection": selection,
+        "best_valid_loss": st.best_loss if selection == "loss" else st.history[st.best_epoch - 1]["valid_loss"],
+        "best_score": st.best_loss,
         "epochs_run": st.epoch,
         "early_stopped": st.stopped,
         "validation": "valid split" if n_valid else "none: early stopping on the training loss",
@@ -543,7 +556,9 @@ def _fit_direct(
     summary = {
         "model": cfg.model,
         "best_epoch": 1,
+        "selection": "loss",
         "best_valid_loss": record["valid_loss"],
+        "best_score": record["valid_loss"],
         "epochs_run": 1,
         "early_stopped": False,
         "validation": "valid split (the model's own early stopping)",
@@ -589,8 +604,18 @@ def _grid_search(
                 features=features,
                 label=f"{cfg.model} {tag}",
             )
-            loss = float(summary["best_valid_loss"])
-            results.append({"lr": lr, "dropout": dropout, "best_valid_loss": loss, "best_epoch": summary["best_epoch"]})
+            # best_score: the validation loss, or minus the decision value under selection "ips".
+            loss = float(summary["best_score"])
+            results.append(
+                {
+                    "lr": lr,
+                    "dropout": dropout,
+                    "best_valid_loss": float(summary["best_valid_loss"]),
+                    "best_score": loss,
+                    "selection": summary["selection"],
+                    "best_epoch": summary["best_epoch"],
+                }
+            )
             if best is None or loss < best[0]:
                 best = (loss, trained, summary)
             else:

@@ -57,6 +57,7 @@ class BoundFeatures:
         self.f_cat = torch.from_numpy(np.stack(fcat, axis=1))
         # Fitted position of each bound fund: pair counts are kept per fitted fund, batches index bound funds.
         self._fund_fit = _codes(funds.column("fund_id"), space.fund_ids, 0)
+        self._fund_token = torch.from_numpy(self._fund_fit + _FIRST_TOKEN)
 
         exp = dataset.exposures
         self._exp_customer = dataset.customer_index(exp.column("customer_id"))
@@ -206,6 +207,7 @@ class BoundFeatures:
             else:
                 inputs.update(empty_sequences(unit_cust.size, self.space.sequence_length))
                 inputs["pair_x"] = empty_pair_counts(unit_cust.size, self.n_funds)
+            inputs["f_token"] = self._fund_token
         if self.space.has_graph:
             if self._graph is not None:
                 inputs.update(self._graph.sample(unit_cust, rng, self.c_num, self.c_cat))

@@ -26,7 +26,11 @@ class DnnC(ZooModel):
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
         super().__init__(space, params)
         self.net = PairMLP(
-            self.customer_arch.out_dim, self.fund_arch.out_dim, list(params["hidden"]), params["dropout"]
+            self.customer_arch.out_dim,
+            self.fund_arch.out_dim,
+            list(params["hidden"]),
+            params["dropout"],
+            pair_dim=self.pair_dim,
         )
         self.out = output_layer(self.net.out_dim, logit(space.label_stats["conversion_rate"]))
 
