@@ -43,6 +43,7 @@ class ModelRun:
     train_seconds: float
     score_seconds: float
     epochs: int
+    valid_value: float = float("nan")  # SNIPS decision value on the validation split (NaN without propensities)
 
 
 @dataclass
@@ -135,7 +136,7 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
     console.rule("4-5. plan and allocate")
     frameworks = _allocate_all(cfg, dataset, plan, models)
     write_parquet(allocation_table(frameworks), work / "allocations.parquet")
-    primary = _primary(cfg, frameworks)
+    primary = _primary(cfg, frameworks, models)
     write_parquet(primary.result.to_table(), work / "allocation.parquet")
     t0 = _step("allocate", timings, t0)
 
@@ -167,7 +168,13 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
         },
         "offline": [{"model": m.name, **m.offline} for m in models],
         "training": [
-            {"model": m.name, "epochs": m.epochs, "train_s": m.train_seconds, "score_s": m.score_seconds}
+            {
+                "model": m.name,
+                "epochs": m.epochs,
+                "train_s": m.train_seconds,
+                "score_s": m.score_seconds,
+                "valid_decision_value": m.valid_value if np.isfinite(m.valid_value) else None,
+            }
             for m in models
         ],
         "allocation": allocation_rows(frameworks, dataset, plan),
@@ -213,6 +220,7 @@ def _train_and_score(cfg: RunConfig, dataset: Dataset, name: str, plan: Plan, wo
     from eoca.evaluation.compare import offline_metrics
     from eoca.training import TrainConfig, train
     from eoca.training.config import default_train_dict
+    from eoca.training.selection import argmax_policy_value, has_propensities
 
     tc = validate_config(
         TrainConfig,
@@ -245,6 +253,7 @@ def _train_and_score(cfg: RunConfig, dataset: Dataset, name: str, plan: Plan, wo
         train_seconds=t_train,
         score_seconds=t_score,
         epochs=len(trained.history),
+        valid_value=argmax_policy_value(trained, dataset, "valid") if has_propensities(dataset) else float("nan"),
     )
 
 
@@ -269,10 +278,12 @@ def _allocate_all(cfg: RunConfig, dataset: Dataset, plan: Plan, models: list[Mod
     return out
 
 
-def _primary(cfg: RunConfig, frameworks: list[FrameworkRun]) -> FrameworkRun:
-    """The framework whose allocation is the run's answer: the last configured model with the exact method,
-    or its last method when exact is not configured."""
-    model = cfg.models[-1]
+def _primary(cfg: RunConfig, frameworks: list[FrameworkRun], models: list[ModelRun]) -> FrameworkRun:
+    """The framework whose allocation is the run's answer: the configured model with the highest decision value
+    on the validation split (:func:`eoca.training.selection.argmax_policy_value`, where exposures carry
+    propensities; else the last configured model) with the exact method, or its last method without exact."""
+    valued = [m for m in models if np.isfinite(m.valid_value)]
+    model = max(valued, key=lambda m: m.valid_value).name if valued else cfg.models[-1]
     mine = [f for f in frameworks if f.model == model]
     exact = [f for f in mine if f.method == "exact"]
     return exact[0] if exact else mine[-1]
