@@ -224,3 +224,27 @@ def test_training_selects_by_decision_value_when_propensities_exist(sim: Dataset
         progress=False,
     )
     assert math.isnan(loss_run.history[0]["valid_value"])
+
+
+def test_evaluate_seeds_summarises_each_metric_and_adds_an_ensemble(sim: Dataset, tmp_path) -> None:
+    from eoca.evaluation.seeds import evaluate_seeds, parse_seeds, summarise
+
+    cfg = {"num_threads": 1, "max_epochs": 1, "max_train_rows": 1024, "selection": "loss"}
+    result = evaluate_seeds(sim, ["esmm"], tmp_path, seeds=[0, 1], config=cfg, ensemble=True, progress=False)
+    names = [r["model"] for r in result.rows]
+    assert names == ["esmm", "esmm (ensemble of 2)", "oracle"]
+    per = [m["auc"] for m in result.per_seed["esmm"]]
+    s = result.rows[0]["auc"]
+    assert s["mean"] == pytest.approx(np.mean(per)) and s["sd"] == pytest.approx(np.std(per, ddof=1))
+    assert s["lo"] < s["mean"] < s["hi"]
+    assert (tmp_path / "runs" / "esmm" / "seed=1" / "model.pt").exists()
+    assert {"seeds.md", "seeds.csv", "seeds.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert "% of oracle" in result.markdown
+    # Reuse: a second call loads the saved seeds instead of training.
+    again = evaluate_seeds(sim, ["esmm"], tmp_path, seeds=[0, 1], config=cfg, progress=False)
+    assert again.rows[0]["auc"]["mean"] == pytest.approx(s["mean"])
+    assert parse_seeds("0, 1,2") == [0, 1, 2]
+    with pytest.raises(Exception, match="distinct"):
+        parse_seeds("1,1")
+    one = summarise([0.5])
+    assert one["mean"] == 0.5 and one["sd"] is None
