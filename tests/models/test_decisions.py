@@ -117,27 +117,36 @@ def test_guard_bounds_mu_sigma_and_amount() -> None:
     assert EtvGuard.from_state_dict(guard.state_dict()) == guard
 
 
-def test_guard_recalibration_removes_a_per_fund_bias() -> None:
+def test_guard_recalibration_removes_a_per_fund_bias_and_an_inflated_sigma() -> None:
     rng = np.random.default_rng(0)
-    m = 4000
+    m = 40000
     fund = rng.integers(0, 2, m)
-    true_amount = np.exp(rng.normal(4.0, 0.5, m))
-    converted = (rng.random(m) < 0.05).astype(np.float32)
-    bias = np.where(fund == 0, 3.0, 1.0)  # fund 0's amount is inflated 3x
+    true_mu = rng.normal(6.0, 0.5, m)
+    true_sigma = 0.9
+    y = np.expm1(rng.normal(true_mu, true_sigma))
+    converted = (rng.random(m) < 0.01).astype(np.float32)
+    # The model: fund 0's mu 0.7 too high, and sigma inflated to 1.8 everywhere (E[amount] x 3.4 from sigma alone).
     preds = {
-        "p": np.full(m, 0.05, np.float32),
-        "amount": (true_amount * bias).astype(np.float32),
-        "etv": (0.05 * true_amount * bias).astype(np.float32),
+        "p": np.full(m, 0.01, np.float32),
+        "mu": (true_mu + np.where(fund == 0, 0.7, 0.0)).astype(np.float32),
+        "sigma": np.full(m, 1.8, np.float32),
+        "etv": np.zeros(m, np.float32),
     }
-    stats = {"log1p_min": 0.0, "log1p_max": 12.0, "log1p_sigma": 1.0, "max_amount": 1e6, "n_converters": 200.0}
+    stats = {"log1p_min": 0.0, "log1p_max": 12.0, "log1p_sigma": 2.5, "max_amount": 1e7, "n_converters": 400.0}
     guard = EtvGuard.from_label_stats(stats).fit_recalibration(
-        preds, fund, converted, true_amount * converted, ["a", "b"], None
+        preds, fund, converted, y * converted, ["a", "b"], "eoca"
     )
-    out = guard.apply(preds, fund, ["a", "b"], None)
+    assert guard.fund_shift["a"] == pytest.approx(-0.7, abs=0.15) and abs(guard.fund_shift["b"]) < 0.15
+    assert guard.sigma_scale == pytest.approx(true_sigma / 1.8, rel=0.1)
+    out = guard.apply(preds, fund, ["a", "b"], "eoca")
+    true_amount = np.expm1(true_mu + true_sigma**2 / 2)
     for f in (0, 1):
         ratio = out["amount"][fund == f].mean() / true_amount[fund == f].mean()
-        assert ratio == pytest.approx(1.0, abs=0.15)
-    assert guard.fund_factor["a"] < 0.45 and guard.fund_factor["b"] > 0.8
+        assert ratio == pytest.approx(1.0, abs=0.2)
+    # A direct-ETV model gets a per-fund scale instead.
+    direct = {"p": np.full(m, 0.01, np.float32), "etv": (0.01 * 3 * true_amount).astype(np.float32)}
+    g2 = EtvGuard.from_label_stats(stats).fit_recalibration(direct, fund, converted, y * converted, ["a", "b"], None)
+    assert 0.2 < g2.global_factor < 0.5 and g2.fund_shift == {}
 
 
 def test_gbdt_saves_loads_and_scores_like_the_others(sim: Dataset, tmp_path) -> None:

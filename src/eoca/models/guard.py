@@ -10,15 +10,22 @@ network and before anything downstream (metrics, allocation, reports) sees a pre
    ``exp(sigma^2 / 2)``. The expected amount ``E[amount | convert]`` is then recomputed with the model's own
    formula and capped at :data:`AMOUNT_CAP_MULTIPLE` times the largest train amount; a model that predicts ETV
    directly (MSE on ``log1p(amount)``) has its ETV capped at that same amount (``p <= 1``).
-2. **Recalibration** (on the validation split, :meth:`EtvGuard.fit_recalibration`). The expected amount is
-   multiplied by a per-fund factor ``c_f``: the ratio of the realised to the predicted amount summed over the
-   fund's validation converters, shrunk geometrically towards the all-funds ratio with a prior weight of
-   :data:`RECALIBRATION_PRIOR` converters, so a fund with a dozen validation converters moves only part way.
-   For direct-ETV models the ratio is realised amount over predicted ETV over all the fund's validation rows.
+2. **Recalibration** (on the validation split, :meth:`EtvGuard.fit_recalibration`), in log space, where
+   heavy-tailed amounts are estimated efficiently (a ratio of summed amounts over a few dozen lognormal draws
+   is dominated by whether the one huge purchase happened to fall in the split). On the validation converters,
+   with residuals ``r = log(y) - mu`` in the model's own scale (``log1p`` for EOCA's formula): ``mu`` is shifted
+   per fund by the mean residual of the fund's converters, shrunk towards the all-funds mean with a prior weight
+   of :data:`RECALIBRATION_PRIOR` converters, and ``sigma`` is multiplied by one shared factor that makes the
+   standardised residuals' mean square 1 (the model's sigma, whose ``exp(sigma^2 / 2)`` the mean grows with,
+   is re-scaled to the spread actually seen), its log shrunk towards 0 with the same prior weight. Models with
+   a constant amount (``esmm``, ``dnn_c``) expose it as ``mu``/``sigma`` and are recalibrated the same way, so
+   their amount becomes per fund. Models that predict
+   ETV directly (MSE on ``log1p(amount)``) get a per-fund scale on ETV: realised over predicted amount summed
+   over the fund's validation rows, shrunk the same way.
 
-The bounds never bind on a calibrated model (they only remove extrapolation), and the recalibration is a
-per-fund scale, so it changes which fund wins for a customer only when a model's amount is biased differently
-for different funds, which is exactly the error it corrects.
+The bounds never bind on a calibrated model (they only remove extrapolation), and the recalibration is a per-fund
+shift plus one shared scale, so it changes which fund wins for a customer only where a model's amount is biased
+differently for different funds (or its sigma is inflated), which is the error it corrects.
 """
 
 from __future__ import annotations
@@ -50,8 +57,9 @@ class EtvGuard:
         mu_min, mu_max: range of the train converters' ``log1p(amount)``.
         sigma_max: their standard deviation (at least ``SIGMA_FLOOR``).
         amount_cap: ``AMOUNT_CAP_MULTIPLE`` x the largest train amount.
-        fund_factor: recalibration factor per fund id; funds absent use ``global_factor``.
-        global_factor: the all-funds factor (1.0 before recalibration).
+        fund_shift, global_shift: per-fund shift of ``mu`` (funds absent use ``global_shift``).
+        sigma_scale: the shared factor on ``sigma``.
+        fund_factor, global_factor: per-fund ETV scale of direct-ETV models (1.0 before recalibration).
         recalibration: how the factors were fitted (shown in metrics), e.g. ``"valid split, 97 converters"``.
     """
 
@@ -61,6 +69,9 @@ class EtvGuard:
     amount_cap: float
     fund_factor: dict[str, float] = field(default_factory=dict)
     global_factor: float = 1.0
+    fund_shift: dict[str, float] = field(default_factory=dict)
+    global_shift: float = 0.0
+    sigma_scale: float = 1.0
     recalibration: str = "none"
 
     @classmethod
@@ -91,6 +102,9 @@ class EtvGuard:
             "amount_cap": enc(self.amount_cap),
             "fund_factor": dict(self.fund_factor),
             "global_factor": self.global_factor,
+            "fund_shift": dict(self.fund_shift),
+            "global_shift": self.global_shift,
+            "sigma_scale": self.sigma_scale,
             "recalibration": self.recalibration,
         }
 
@@ -106,44 +120,61 @@ class EtvGuard:
             amount_cap=dec(state.get("amount_cap"), math.inf),
             fund_factor={str(k): float(v) for k, v in dict(state.get("fund_factor", {})).items()},
             global_factor=float(state.get("global_factor", 1.0)),
+            fund_shift={str(k): float(v) for k, v in dict(state.get("fund_shift", {})).items()},
+            global_shift=float(state.get("global_shift", 0.0)),
+            sigma_scale=float(state.get("sigma_scale", 1.0)),
             recalibration=str(state.get("recalibration", "none")),
         )
 
     # -- the rule -------------------------------------------------------------------------------------------
-    def bound(self, preds: dict[str, np.ndarray], formula: str | None) -> dict[str, np.ndarray]:
-        """Step 1 (bounds) on a prediction dict of float arrays ``[m]`` (``p``, ``etv`` and optional ``mu``,
-        ``sigma``, ``amount``); returns a new dict with ``amount`` (where the model has one) and ``etv`` bounded."""
+    def _shifts(self, fund_ids: list[str]) -> np.ndarray:
+        return np.array([self.fund_shift.get(f, self.global_shift) for f in fund_ids], dtype=np.float64)
+
+    def factors(self, fund_ids: list[str]) -> np.ndarray:
+        """Direct-ETV scale of each fund position of a dataset whose funds are ``fund_ids``; float64 ``[F]``."""
+        return np.array([self.fund_factor.get(f, self.global_factor) for f in fund_ids], dtype=np.float64)
+
+    def apply(
+        self,
+        preds: dict[str, np.ndarray],
+        fund_pos: np.ndarray | None,
+        fund_ids: list[str] | None,
+        formula: str | None,
+    ) -> dict[str, np.ndarray]:
+        """Recalibration (when fitted) then bounds, on a prediction dict of float arrays ``[m]`` (``p``, ``etv``
+        and optional ``mu``, ``sigma``, ``amount``); ``fund_pos`` indexes ``fund_ids``. None for both skips the
+        recalibration. Returns a new dict with ``amount``/``etv`` (and ``mu``/``sigma``) replaced."""
         out = dict(preds)
         p = np.asarray(preds["p"], dtype=np.float64)
+        recal = fund_pos is not None and fund_ids is not None
         if "mu" in preds and "sigma" in preds and formula in _FORMULA_OFFSET:
-            mu = np.clip(np.asarray(preds["mu"], dtype=np.float64), self.mu_min, self.mu_max)
-            sigma = np.clip(np.asarray(preds["sigma"], dtype=np.float64), SIGMA_FLOOR, self.sigma_max)
+            mu = np.asarray(preds["mu"], dtype=np.float64)
+            sigma = np.asarray(preds["sigma"], dtype=np.float64)
+            if recal:
+                assert fund_pos is not None and fund_ids is not None
+                mu = mu + self._shifts(fund_ids)[np.asarray(fund_pos, dtype=np.int64)]
+                sigma = sigma * self.sigma_scale
+            mu = np.clip(mu, self.mu_min, self.mu_max)
+            sigma = np.clip(sigma, SIGMA_FLOOR, self.sigma_max)
             amount = np.exp(np.minimum(mu + 0.5 * sigma**2, LOG_ETV_CAP)) - _FORMULA_OFFSET[formula]
             out["mu"], out["sigma"] = mu.astype(np.float32), sigma.astype(np.float32)
         elif "amount" in preds:
             amount = np.asarray(preds["amount"], dtype=np.float64)
         else:
-            out["etv"] = np.minimum(np.asarray(preds["etv"], dtype=np.float64), self.amount_cap).astype(np.float32)
+            etv = np.asarray(preds["etv"], dtype=np.float64)
+            if recal:
+                assert fund_pos is not None and fund_ids is not None
+                etv = etv * self.factors(fund_ids)[np.asarray(fund_pos, dtype=np.int64)]
+            out["etv"] = np.minimum(etv, self.amount_cap).astype(np.float32)
             return out
         amount = np.clip(amount, 0.0, self.amount_cap)
         out["amount"] = amount.astype(np.float32)
         out["etv"] = (p * amount).astype(np.float32)
         return out
 
-    def factors(self, fund_ids: list[str]) -> np.ndarray:
-        """Recalibration factor of each fund position of a dataset whose funds are ``fund_ids``; float64 ``[F]``."""
-        return np.array([self.fund_factor.get(f, self.global_factor) for f in fund_ids], dtype=np.float64)
-
-    def apply(
-        self, preds: dict[str, np.ndarray], fund_pos: np.ndarray, fund_ids: list[str], formula: str | None
-    ) -> dict[str, np.ndarray]:
-        """Bounds, then the recalibration factor of each row's fund (``fund_pos`` indexes ``fund_ids``)."""
-        out = self.bound(preds, formula)
-        factor = self.factors(fund_ids)[np.asarray(fund_pos, dtype=np.int64)]
-        if "amount" in out:
-            out["amount"] = (out["amount"] * factor).astype(np.float32)
-        out["etv"] = (out["etv"] * factor).astype(np.float32)
-        return out
+    def bound(self, preds: dict[str, np.ndarray], formula: str | None) -> dict[str, np.ndarray]:
+        """Step 1 only (the bounds, no recalibration); see :meth:`apply`."""
+        return self.apply(preds, None, None, formula)
 
     def fit_recalibration(
         self,
@@ -155,34 +186,55 @@ class EtvGuard:
         formula: str | None,
         split: str = "valid",
     ) -> EtvGuard:
-        """Fit the per-fund factors on labelled rows (the validation split); returns the updated guard.
+        """Fit the per-fund shifts, the sigma scale (or the direct-ETV factors) on labelled rows; returns self.
 
         Args:
             preds: raw model predictions for the rows (float arrays ``[m]``).
             fund_pos: fund position of each row in ``fund_ids``; converted, amount: labels ``[m]``.
         """
-        bounded = self.bound(preds, formula)
         fund_pos = np.asarray(fund_pos, dtype=np.int64)
-        pos = np.asarray(converted) > 0
-        if "amount" in bounded:
-            rows, predicted = pos, np.asarray(bounded["amount"], dtype=np.float64)
-        else:
-            rows, predicted = np.ones_like(pos), np.asarray(bounded["etv"], dtype=np.float64)
-        realised = np.asarray(amount, dtype=np.float64)
+        y = np.asarray(amount, dtype=np.float64)
+        pos = (np.asarray(converted) > 0) & (y > 0)
         n_pos = int(pos.sum())
-        total_pred = float(predicted[rows].sum())
-        if n_pos == 0 or total_pred <= 0:
-            self.fund_factor, self.global_factor = {}, 1.0
-            self.recalibration = f"none: no converters with a positive prediction in the {split} split"
+        self.fund_shift, self.global_shift, self.sigma_scale = {}, 0.0, 1.0
+        self.fund_factor, self.global_factor = {}, 1.0
+        if n_pos == 0:
+            self.recalibration = f"none: no converters in the {split} split"
             return self
-        log_global = math.log(max(float(realised[rows].sum()), 1e-12) / total_pred)
-        factors: dict[str, float] = {}
+        if "mu" in preds and "sigma" in preds and formula in _FORMULA_OFFSET:
+            log_y = np.log1p(y[pos]) if _FORMULA_OFFSET[formula] else np.log(y[pos])
+            resid = log_y - np.asarray(preds["mu"], dtype=np.float64)[pos]
+            sigma = np.maximum(np.asarray(preds["sigma"], dtype=np.float64)[pos], SIGMA_FLOOR)
+            f_pos = fund_pos[pos]
+            self.global_shift = float(resid.mean())
+            shift = np.full(len(fund_ids), self.global_shift)
+            for f, fid in enumerate(fund_ids):
+                n_f = int((f_pos == f).sum())
+                mean_f = float(resid[f_pos == f].mean()) if n_f else self.global_shift
+                shift[f] = (n_f * mean_f + RECALIBRATION_PRIOR * self.global_shift) / (n_f + RECALIBRATION_PRIOR)
+                self.fund_shift[fid] = float(shift[f])
+            centred = resid - shift[f_pos]
+            # The scale is shrunk towards 1 (the model's own sigma) like the shifts: a spread estimated from a
+            # dozen converters is noisy, and E[amount] moves with exp(sigma^2 / 2).
+            log_scale = 0.5 * math.log(max(float(np.mean((centred / sigma) ** 2)), 1e-12))
+            self.sigma_scale = math.exp(n_pos * log_scale / (n_pos + RECALIBRATION_PRIOR))
+            self.recalibration = f"{split} split, {n_pos} converters (log-space shift per fund, shared sigma scale)"
+            return self
+        bounded = self.bound(preds, formula)
+        predicted = np.asarray(bounded["etv"], dtype=np.float64)
+        total_pred = float(predicted.sum())
+        if total_pred <= 0:
+            self.recalibration = f"none: no positive prediction in the {split} split"
+            return self
+        log_global = math.log(max(float(y.sum()), 1e-12) / total_pred)
         for f, fid in enumerate(fund_ids):
-            sel = rows & (fund_pos == f)
-            n_f = int((pos & (fund_pos == f)).sum())
-            pred_f, real_f = float(predicted[sel].sum()), float(realised[sel].sum())
+            sel = fund_pos == f
+            n_f = int((pos & sel).sum())
+            pred_f, real_f = float(predicted[sel].sum()), float(y[sel].sum())
             log_f = math.log(max(real_f, 1e-12) / pred_f) if n_f and pred_f > 0 else log_global
-            factors[fid] = math.exp((n_f * log_f + RECALIBRATION_PRIOR * log_global) / (n_f + RECALIBRATION_PRIOR))
-        self.fund_factor, self.global_factor = factors, math.exp(log_global)
-        self.recalibration = f"{split} split, {n_pos} converters"
+            self.fund_factor[fid] = math.exp(
+                (n_f * log_f + RECALIBRATION_PRIOR * log_global) / (n_f + RECALIBRATION_PRIOR)
+            )
+        self.global_factor = math.exp(log_global)
+        self.recalibration = f"{split} split, {n_pos} converters (per-fund ETV scale)"
         return self

@@ -57,6 +57,7 @@ class ZooModel(EtvModel):
     """
 
     DEFAULTS: ClassVar[dict[str, Any]] = COMMON_DEFAULTS
+    formula: str | None = "eoca"  # of the constant amount and of ESJ; ZILN/PTOFA models override it
     amount_mu: Tensor
     amount_sigma: Tensor
 
@@ -120,14 +121,15 @@ class ZooModel(EtvModel):
             pair=pair,
         )
 
-    def constant_amount_etv(self, p: Tensor) -> tuple[Tensor, Tensor]:
+    def constant_amount_etv(self, p: Tensor) -> dict[str, Tensor]:
         """ETV of a model without an amount head: ``p`` times the train converters' lognormal mean of
-        ``log1p(amount)`` (EOCA Eq. 13 with a constant mu, sigma); returns ``(etv, amount)``, both ``[B]``."""
+        ``log1p(amount)`` (EOCA Eq. 13 with a constant mu, sigma); returns ``etv``, ``amount``, ``mu`` and
+        ``sigma`` (the last two so the ETV guard can recalibrate the amount per fund), each ``[B]``."""
         mu = self.amount_mu.expand_as(p)
         sigma = self.amount_sigma.expand_as(p)
         etv = expected_transaction_value("eoca", p=p, mu=mu, sigma=sigma)
         amount = expected_transaction_value("eoca", p=torch.ones_like(p), mu=mu, sigma=sigma)
-        return etv, amount
+        return {"etv": etv, "amount": amount, "mu": mu, "sigma": sigma}
 
 
 class ConversionHeads(torch.nn.Module):

@@ -43,8 +43,8 @@ class DnnC(ZooModel):
 
     def predict(self, batch: Batch) -> ModelOutput:
         p = self._logit(batch).sigmoid()
-        etv, amount = self.constant_amount_etv(p)
-        return ModelOutput(p=p, etv=etv, amount=amount)
+        const = self.constant_amount_etv(p)
+        return ModelOutput(p=p, etv=const["etv"], amount=const["amount"], mu=const["mu"], sigma=const["sigma"])
 
 
 MODEL = DnnC
