@@ -2,7 +2,7 @@
 
 On a simulated world (default: the packaged default world, 100,000 customers x 8 funds, seed 0), every model
 trains once per seed with the capped-epoch config of docs/models.md run B (each epoch a fresh random subset of
-65,536 training rows) and one torch thread, through :func:`eoca.evaluation.seeds.evaluate_seeds`. Reported per
+65,536 training rows) and one torch thread, through :func:`eoca.pipeline.seeds.evaluate_seeds`. Reported per
 model, as mean, sd and 95% t-interval over the seeds:
 
 * the true value of the argmax policy as % of the oracle's (every test customer gets its eligible fund with
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from eoca.data import open_dataset
-    from eoca.evaluation.seeds import evaluate_seeds, parse_seeds, summarise
+    from eoca.pipeline.seeds import evaluate_seeds, parse_seeds, summarise
     from eoca.training import TrainedModel
 
     torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """Benchmark of ``eoca simulate``: wall time and peak memory of generating and writing a world.
 
-The requirement (issue 2): 1M customers x 8 funds in at most 2 minutes and 4 GB on a 2-core machine.
+The requirement: 1M customers x 8 funds in at most 2 minutes and 4 GB on a 2-core machine.
 
     .venv/bin/python benchmarks/simulate.py --customers 1000000 --funds 8
 

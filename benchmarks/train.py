@@ -1,4 +1,4 @@
-"""Training and scoring throughput of the ETV zoo (issue 4).
+"""Training and scoring throughput of the ETV zoo.
 
     python benchmarks/train.py            # 200k customers x 8 funds; 10M x 8 streamed scoring
     python benchmarks/train.py --quick    # 20k customers; 200k x 8 scoring (a smoke run, a few minutes)

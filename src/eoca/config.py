@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,20 +21,42 @@ from eoca.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML mapping; an empty file is an empty mapping."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{p}: config file not found")
+def packaged_config(name: str) -> Path:
+    """Path of a configuration file shipped inside the package, ``eoca/configs/<name>`` (e.g. ``run.yaml``).
+
+    The one place that knows where packaged defaults live, so an installed wheel and a source checkout agree.
+    """
+    return Path(str(resources.files("eoca").joinpath("configs", name)))
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """Parse YAML text that must be a mapping (empty text is an empty mapping); errors name ``source``."""
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: expected a mapping of keys to values at the top level, got {type(raw).__name__}")
+        raise ConfigError(f"{source}: expected a mapping of keys to values at the top level, got {type(raw).__name__}")
     return raw
+
+
+def read_yaml(path: str | os.PathLike[str], what: str = "config file") -> dict[str, Any]:
+    """Read a YAML mapping from a file: the one YAML reader of the package (configs, specs, plans).
+
+    ``what`` names the kind of file in errors (``config file``, ``delivery plan``...).
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder; expected a YAML {what}")
+    if not p.exists():
+        raise ConfigError(f"{p}: {what} not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read the {what}: {exc}") from exc
+    return parse_yaml(text, str(p))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -72,16 +95,23 @@ def _deep_copy(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in d.items()}
 
 
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """Render pydantic errors as ``source: key.path: message`` lines, so the user sees which key is wrong."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
 def validate_config(model: type[M], data: Mapping[str, Any], source: str) -> M:
     """Validate ``data`` against ``model``; errors list ``source: key.path: message``."""
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{source}: {loc}: {err['msg']}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
+        text = format_validation_error(exc, source).replace("\n", "\n  ")
+        raise ConfigError("invalid configuration:\n  " + text) from exc
 
 
 def load_config(

@@ -110,3 +110,87 @@ def write_csv(
         for r in rows:
             w.writerow({k: "" if r.get(k) is None else r.get(k) for k in keys})
     return Path(path)
+
+
+def check_output_folder(path: str | os.PathLike[str], overwrite: bool, option: str = "--out") -> Path:
+    """Refuse an output folder that cannot be written whole: a file at ``path``, or a non-empty folder when
+    ``overwrite`` is False. Returns ``path``. Raises ConfigError naming the path and what was expected."""
+    from eoca.errors import ConfigError
+
+    final = Path(path)
+    if final.exists() and not final.is_dir():
+        raise ConfigError(f"{option} {final}: is a file; expected a folder (or a name that does not exist yet)")
+    if final.is_dir() and any(final.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"{option} {final}: the folder exists and is not empty; pass --overwrite to replace it, or another {option}"
+        )
+    return final
+
+
+def partial_folder(final: Path) -> Path:
+    """The hidden folder beside ``final`` where its contents are built before being swapped in."""
+    return final.parent / f".{final.name}.partial"
+
+
+@contextlib.contextmanager
+def output_folder(
+    path: str | os.PathLike[str], *, overwrite: bool = False, keep_partial: bool = False, option: str = "--out"
+) -> Iterator[Path]:
+    """Build a command's output folder under a hidden temporary name and swap it in whole when the block ends.
+
+    The folder is whole or absent: a killed or failing command leaves ``path`` as it was (absent, or the
+    previous complete output when ``overwrite`` is set). The temporary folder of a previous killed run is
+    removed first, unless ``keep_partial`` (a resumable command continues it instead). On failure the
+    temporary folder is removed, or kept when ``keep_partial`` so that a later run can resume from it.
+
+    Raises:
+        ConfigError: ``path`` is a file, or a non-empty folder and ``overwrite`` is False.
+    """
+    final = check_output_folder(path, overwrite, option)
+    work = partial_folder(final)
+    if work.exists() and not keep_partial:
+        _remove(work)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    except BaseException:
+        if not keep_partial:
+            _remove(work)
+        raise
+    swap_in(work, final)
+
+
+def swap_in(work: Path, final: Path) -> None:
+    """Replace ``final`` by the complete folder ``work``: the old output is moved aside first and deleted only
+    after the new one is in place, so at every instant ``final`` is either the old or the new whole folder
+    (or, for the instant between the two renames, absent)."""
+    old: Path | None = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old"
+        if old.exists():
+            _remove(old)
+        os.replace(final, old)
+    os.replace(work, final)
+    if old is not None:
+        _remove(old)
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the hidden temporary files :func:`atomic_path` leaves beside ``path`` when its writer was killed
+    (``.NAME.*.tmp``); returns what was removed. Call before writing ``path`` again."""
+    final = Path(path)
+    if not final.parent.is_dir():
+        return []
+    stale = sorted(final.parent.glob(f".{final.name}.*.tmp"))
+    for p in stale:
+        _remove(p)
+    return stale

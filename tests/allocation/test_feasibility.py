@@ -157,9 +157,9 @@ def _plan(tmp_path: Path, text: str) -> Path:
 
 def test_plan_counts_and_shares(tmp_path: Path) -> None:
     plan = load_plan(_plan(tmp_path, "K: 2\ndemands:\n  A: 3\n  B: 1\n"))
-    assert plan.K == 2 and plan.demands(np.array(["A", "B"]), 2, 2).tolist() == [3, 1]
+    assert plan.K == 2 and plan.demand_vector(np.array(["A", "B"]), 2, 2).tolist() == [3, 1]
     plan = load_plan(_plan(tmp_path, "shares:\n  A: 0.55\n  B: 0.25\n  C: 0.2\n"))
-    assert plan.demands(np.array(["A", "B", "C"]), 7, 1).tolist() == [4, 2, 1]
+    assert plan.demand_vector(np.array(["A", "B", "C"]), 7, 1).tolist() == [4, 2, 1]
 
 
 @pytest.mark.parametrize(
@@ -184,7 +184,7 @@ def test_plan_errors_name_the_key(tmp_path: Path, text: str, message: str) -> No
 def test_plan_fund_mismatch_names_the_funds(tmp_path: Path) -> None:
     plan = load_plan(_plan(tmp_path, "demands:\n  A: 1\n  Z: 1\n"))
     with pytest.raises(ConfigError, match=re.escape("fund(s) ['Z'] are not in the funds table")):
-        plan.demands(np.array(["A", "B"]), 2, 1)
+        plan.demand_vector(np.array(["A", "B"]), 2, 1)
     plan = load_plan(_plan(tmp_path, "demands:\n  A: 2\n"))
     with pytest.raises(ConfigError, match=re.escape("no demand for fund(s) ['B']")):
-        plan.demands(np.array(["A", "B"]), 2, 1)
+        plan.demand_vector(np.array(["A", "B"]), 2, 1)

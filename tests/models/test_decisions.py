@@ -236,7 +236,7 @@ def test_training_selects_by_decision_value_when_propensities_exist(sim: Dataset
 
 
 def test_evaluate_seeds_summarises_each_metric_and_adds_an_ensemble(sim: Dataset, tmp_path) -> None:
-    from eoca.evaluation.seeds import evaluate_seeds, parse_seeds, summarise
+    from eoca.pipeline.seeds import evaluate_seeds, parse_seeds, summarise
 
     cfg = {"num_threads": 1, "max_epochs": 1, "max_train_rows": 1024, "selection": "loss"}
     result = evaluate_seeds(sim, ["esmm"], tmp_path, seeds=[0, 1], config=cfg, ensemble=True, progress=False)

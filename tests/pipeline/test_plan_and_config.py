@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eoca.allocation import allocate
+from eoca.allocation import DeliveryPlan, allocate
 from eoca.errors import ConfigError
-from eoca.pipeline.config import PlanSection, load_run_config
+from eoca.pipeline.config import load_run_config
 from eoca.pipeline.frameworks import FrameworkRun, build_plan, evaluation_customers, logged_shares
 from eoca.pipeline.online import simulated_ab
+from eoca.pipeline.results import RunData
 from eoca.simulate import load_simulator_config, simulate, truth_arrays
 
 
@@ -19,7 +20,7 @@ def world():
 
 
 def test_logged_plan_sums_exactly_and_follows_the_log(world) -> None:
-    plan = build_plan(world, PlanSection())
+    plan = build_plan(world, DeliveryPlan())
     assert plan.customer_pos.size == 1500  # a simulated world allocates every customer
     assert plan.demand.sum() == 1500
     shares = logged_shares(world)
@@ -28,11 +29,11 @@ def test_logged_plan_sums_exactly_and_follows_the_log(world) -> None:
 
 
 def test_uniform_and_explicit_shares(world) -> None:
-    plan = build_plan(world, PlanSection(shares="uniform", K=2))
+    plan = build_plan(world, DeliveryPlan(shares="uniform", K=2))
     assert plan.demand.tolist() == [600, 600, 600, 600, 600]
     ids = [str(f) for f in world.funds.column("fund_id").to_pylist()]
     given = dict(zip(ids, [0.5, 0.2, 0.1, 0.1, 0.1], strict=True))
-    plan = build_plan(world, PlanSection(shares=given, K=2))
+    plan = build_plan(world, DeliveryPlan(shares=given, K=2))
     # K = 2: a fund reaches a customer at most once, so 0.5 of 3,000 slots is capped at 1,500 = every customer
     assert plan.demand.sum() == 3000
     assert plan.demand.max() <= 1500
@@ -40,20 +41,18 @@ def test_uniform_and_explicit_shares(world) -> None:
 
 def test_plan_errors_name_the_problem(world) -> None:
     ids = [str(f) for f in world.funds.column("fund_id").to_pylist()]
-    with pytest.raises(ConfigError, match=r"plan.shares must list every fund_id exactly: missing \['" + ids[-1]):
-        build_plan(world, PlanSection(shares={i: 0.25 for i in ids[:-1]}))
-    with pytest.raises(ConfigError, match="sum to 1, they sum to 0.5"):
-        build_plan(world, PlanSection(shares={i: 0.1 for i in ids}))
-    with pytest.raises(
-        ConfigError, match=r"plan.demands must list every fund_id exactly: missing \[\], unknown \['x'\]"
-    ):
-        build_plan(world, PlanSection(demands={**{i: 300 for i in ids}, "x": 1}))
+    with pytest.raises(ConfigError, match=r"plan: shares: no demand for fund\(s\) \['" + ids[-1]):
+        build_plan(world, DeliveryPlan(shares={i: 0.25 for i in ids[:-1]}))
+    with pytest.raises(ValueError, match="shares sum to 0.5; they must sum to 1"):
+        build_plan(world, DeliveryPlan(shares={i: 0.1 for i in ids}))
+    with pytest.raises(ConfigError, match=r"plan: demands: fund\(s\) \['x'\] are not in the funds table"):
+        build_plan(world, DeliveryPlan(demands={**{i: 300 for i in ids}, "x": 1}))
     with pytest.raises(ConfigError, match="plan.K = 9 but the dataset has only 5 funds"):
-        build_plan(world, PlanSection(K=9))
+        build_plan(world, DeliveryPlan(K=9))
 
 
 def test_risk_rule_off_lifts_every_tolerance(world) -> None:
-    plan = build_plan(world, PlanSection(risk_rule=False))
+    plan = build_plan(world, DeliveryPlan(risk_rule=False))
     assert (plan.tolerance >= plan.risk.max()).all()
 
 
@@ -62,10 +61,32 @@ def test_config_errors_point_at_the_key() -> None:
         load_run_config(overrides=["models=[esmm,nope]"])
     with pytest.raises(ConfigError, match="ab_test.control 'esdpm\\+ip' is not one of the frameworks"):
         load_run_config(overrides=["ab_test.control=esdpm+ip"])
-    with pytest.raises(ConfigError, match="plan.Kay: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match=r"plan: unknown key\(s\) \['Kay'\]"):
         load_run_config(overrides=["plan.Kay=2"])
     cfg = load_run_config(overrides=["simulator.customers=123"], data="somewhere")
     assert cfg.simulator.customers == 123 and cfg.data == "somewhere"
+    assert cfg.simulator.config().world.n_customers == 123
+
+
+def test_every_section_is_validated_at_load_time() -> None:
+    # A typo in the train or simulator section fails when the file is read, not minutes into a run.
+    with pytest.raises(ConfigError, match="train.learning_rate: Extra inputs are not permitted"):
+        load_run_config(overrides=["train.learning_rate=0.1"])
+    with pytest.raises(ConfigError, match="train.lr: Input should be greater than 0"):
+        load_run_config(overrides=["train.lr=-1"])
+    with pytest.raises(ConfigError, match="conversion.target_per_mil"):
+        load_run_config(overrides=["simulator.params.conversion.target_per_mil=3"])
+    cfg = load_run_config(overrides=["simulator.params.conversion.target_per_mille=3", "train.lr=0.02"])
+    assert cfg.simulator.config().conversion.target_per_mille == 3
+    assert cfg.train_config("esmm").lr == 0.02 and cfg.train_config("esmm").model == "esmm"
+
+
+def test_ha_with_several_funds_per_customer_is_refused_as_in_allocate() -> None:
+    # One rule in `eoca run` and `eoca allocate`: EOCA's HA gives one fund each; never a silent switch.
+    with pytest.raises(ConfigError, match="use 'ha_ptofa' for K > 1"):
+        load_run_config(overrides=["plan.K=2"])
+    cfg = load_run_config(overrides=["plan.K=2", "allocation.methods=[manual,ha_ptofa,exact]"])
+    assert cfg.plan.K == 2
 
 
 def test_hillstrom_like_evaluation_customers_are_the_test_split(world) -> None:
@@ -81,7 +102,7 @@ def test_hillstrom_like_evaluation_customers_are_the_test_split(world) -> None:
 def test_identical_allocations_have_identical_ab_metrics(world) -> None:
     """Common random numbers: the same allocation under two names gets the same draws and a zero lift."""
     cfg = load_run_config(overrides=["models=[esmm]", "allocation.methods=[manual,exact]", "ab_test.n_bootstrap=50"])
-    plan = build_plan(world, PlanSection())
+    plan = build_plan(world, DeliveryPlan())
     problem = plan.problem(truth_arrays(world).etv.astype(np.float32), world, "truth")
     exact = allocate(problem, "exact")
     manual = allocate(problem, "manual")
@@ -90,7 +111,7 @@ def test_identical_allocations_have_identical_ab_metrics(world) -> None:
         FrameworkRun("esmm+exact", "esmm", "exact", exact),
         FrameworkRun("copy+exact", "copy", "exact", exact),
     ]
-    out = simulated_ab(cfg, world, plan, fws)
+    out = simulated_ab(cfg, RunData(world, truth_arrays(world), 3), plan, fws)
     rows = {r["framework"]: r for r in out["ab_test"]}
     a, b = rows["esmm+exact"], rows["copy+exact"]
     for key in ("conversions", "amount", "cpmd", "tapmd", "cpmd_lift_pct", "tapmd_lift_pct", "expected_value"):

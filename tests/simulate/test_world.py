@@ -1,4 +1,4 @@
-"""The simulated world's statistics: the claims of issue 2 section 2, measured on a generated world."""
+"""The simulated world's statistics (docs/simulator.md), measured on a generated world."""
 
 from __future__ import annotations
 

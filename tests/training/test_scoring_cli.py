@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from eoca.cli import app
 from eoca.data import Dataset
-from eoca.evaluation.compare import offline_metrics
+from eoca.pipeline.evaluate import offline_metrics
 from eoca.training import TrainedModel, train, write_scores
 
 from .conftest import SMALL

@@ -45,14 +45,8 @@ from eoca.allocation.feasibility import check_feasibility, feasibility_issues
 from eoca.allocation.heuristic import ha_eoca, ha_ptofa, repair_allocation
 from eoca.allocation.ip import solve_ip, solve_mcf
 from eoca.allocation.manual import manual_priority
-from eoca.allocation.problem import (
-    AllocationProblem,
-    DeliveryPlan,
-    load_plan,
-    load_problem,
-    read_scores,
-    shares_to_counts,
-)
+from eoca.allocation.plan import DeliveryPlan, cap_shares, load_plan, shares_to_counts
+from eoca.allocation.problem import AllocationProblem, load_problem, read_scores
 from eoca.allocation.result import AllocationResult, peak_memory_mb
 from eoca.allocation.verify import Verification, verify_allocation
 from eoca.errors import ConfigError
@@ -65,10 +59,12 @@ __all__ = [
     "ExactOutcome",
     "Verification",
     "allocate",
+    "cap_shares",
     "check_feasibility",
     "feasibility_issues",
     "load_plan",
     "load_problem",
+    "method_problem",
     "peak_memory_mb",
     "read_scores",
     "shares_to_counts",
@@ -127,6 +123,20 @@ Eq. 7 (any K). manual: priority allocation. ip: HiGHS MIP with a time limit. mcf
 integer-rounded scores (a reference)."""
 
 
+def method_problem(method: str, K: int) -> str | None:
+    """Why ``method`` cannot allocate K funds per customer, or None when it can.
+
+    The one rule for every command: EOCA's HA (Algorithm 1) gives each customer one fund, so ``ha`` with K > 1
+    is an error (never silently swapped for another algorithm); ``ha_ptofa`` (PTOFA Eq. 7) is the greedy
+    heuristic for any K.
+    """
+    if method not in METHODS:
+        return f"unknown allocation method {method!r}; choose from {sorted(METHODS)}"
+    if method == "ha" and K != 1:
+        return "method 'ha' (EOCA Algorithm 1) gives one fund per customer; use 'ha_ptofa' for K > 1"
+    return None
+
+
 def allocate(
     problem: AllocationProblem,
     method: str = "exact",
@@ -143,10 +153,9 @@ def allocate(
     :func:`eoca.allocation.heuristic.repair_allocation`). time_limit: seconds for ``ip``. priority: fund ids in
     order for ``manual``. check: run the feasibility diagnosis first (raises InfeasiblePlanError).
     """
-    if method not in METHODS:
-        raise ConfigError(f"unknown allocation method {method!r}; choose from {sorted(METHODS)}")
-    if method == "ha" and problem.K != 1:
-        raise ConfigError("method 'ha' (EOCA Algorithm 1) gives one fund per customer; use 'ha_ptofa' for K > 1")
+    why = method_problem(method, problem.K)
+    if why is not None:
+        raise ConfigError(why)
     t_check = 0.0
     if check:
         t0 = time.perf_counter()

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from eoca.allocation.problem import AllocationProblem, shares_to_counts
+from eoca.allocation.plan import shares_to_counts
+from eoca.allocation.problem import AllocationProblem
 
 __all__ = ["synthetic_instance"]
 

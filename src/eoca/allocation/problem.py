@@ -7,52 +7,28 @@ Notation used throughout the package: N customers, k funds, K funds shown to eac
 * ``risk``      int64, shape (k,): fund risk level r_j; customer i may get fund j only if t_i >= r_j.
 * ``demand``    int64, shape (k,): d_j, the exact number of customers fund j must be shown to.
 
-Delivery plan YAML
-------------------
-Either absolute counts::
-
-    K: 1                 # optional, funds per customer (the command line's --K wins when given)
-    demands:             # fund_id -> number of customers
-      F1: 120000
-      F2: 80000
-
-or shares of the N*K slots::
-
-    shares:              # fund_id -> share; shares must be >= 0 and sum to 1 (within 1e-6)
-      F1: 0.6
-      F2: 0.4
-
-Every fund of the funds table must appear (give 0 to leave a fund out); an unknown fund is an error.
-
-Rounding rule for shares (largest remainder, deterministic): each fund first gets floor(share * N * K); the
-slots still missing are given one each to the funds with the largest fractional parts, ties broken by the larger
-share and then by the fund's position in the funds table. The counts therefore sum exactly to N * K and no
-fund's count differs from its exact quota by one or more.
+The delivery plan (how many customers each fund must reach) is :class:`eoca.allocation.plan.DeliveryPlan`.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import yaml
 
+from eoca.allocation.plan import DeliveryPlan, load_plan
 from eoca.errors import ConfigError, DataValidationError
+from eoca.risk import eligible_mask
 
 __all__ = [
     "AllocationProblem",
-    "DeliveryPlan",
-    "load_plan",
     "load_problem",
     "read_scores",
-    "shares_to_counts",
 ]
 
 
@@ -84,7 +60,6 @@ class AllocationProblem:
     customer_ids: np.ndarray | None = None
     fund_ids: np.ndarray | None = None
     source: str = "scores"
-    _validated: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -127,7 +102,6 @@ class AllocationProblem:
         if len(self.customer_ids) != n or len(self.fund_ids) != k:
             raise DataValidationError(f"{self.source}: id arrays do not match the score matrix shape {s.shape}")
         self._check_finite()
-        self._validated = True
 
     def _fid(self) -> np.ndarray:
         return np.asarray(self.fund_ids) if self.fund_ids is not None else np.arange(self.scores.shape[1])
@@ -162,7 +136,7 @@ class AllocationProblem:
 
     def eligible(self) -> np.ndarray:
         """Boolean (N, k) eligibility mask t_i >= r_j. Only for small problems (allocates N*k bytes)."""
-        return self.tolerance[:, None] >= self.risk[None, :]
+        return eligible_mask(self.tolerance, self.risk)
 
     def subset(self, rows: np.ndarray, demand: np.ndarray) -> AllocationProblem:
         """A problem over some customers with other demands (used by repairs and benchmarks)."""
@@ -176,102 +150,6 @@ class AllocationProblem:
             fund_ids=self.fund_ids,
             source=self.source,
         )
-
-
-# --- delivery plan ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeliveryPlan:
-    """A parsed plan: exactly one of ``counts`` or ``shares`` is set, keyed by fund id as a string."""
-
-    counts: dict[str, int] | None
-    shares: dict[str, float] | None
-    K: int | None
-    source: str = "plan"
-
-    def demands(self, fund_ids: np.ndarray, n_customers: int, K: int) -> np.ndarray:
-        """Demand per fund, aligned with ``fund_ids`` (k,), as int64 (k,)."""
-        keys = [str(f) for f in np.asarray(fund_ids).tolist()]
-        given = self.counts if self.counts is not None else self.shares
-        assert given is not None
-        unknown = sorted(set(given) - set(keys))
-        if unknown:
-            raise ConfigError(f"{self.source}: fund(s) {unknown[:10]} are not in the funds table")
-        missing = [f for f in keys if f not in given]
-        if missing:
-            raise ConfigError(
-                f"{self.source}: no demand for fund(s) {missing[:10]}"
-                f"{' ...' if len(missing) > 10 else ''}; list every fund (use 0 to leave one out)"
-            )
-        if self.counts is not None:
-            return np.array([self.counts[f] for f in keys], dtype=np.int64)
-        assert self.shares is not None
-        return shares_to_counts(np.array([self.shares[f] for f in keys]), n_customers * K)
-
-
-def shares_to_counts(shares: np.ndarray, total: int) -> np.ndarray:
-    """Round shares (k,) summing to 1 into int64 counts (k,) summing exactly to ``total``.
-
-    Largest remainder: floors first, then one more slot to each of the funds with the largest fractional part
-    (ties: larger share first, then lower index), until the counts add up to ``total``.
-    """
-    shares = np.asarray(shares, dtype=np.float64)
-    quota = shares * total
-    base = np.floor(quota).astype(np.int64)
-    missing = int(total - base.sum())
-    if missing < 0 or missing > len(shares):
-        raise ConfigError(f"shares sum to {shares.sum():.9g}, not 1; cannot round them to {total:,} slots")
-    frac = quota - base
-    order = np.lexsort((np.arange(len(shares)), -shares, -frac))
-    base[order[:missing]] += 1
-    return base
-
-
-def _parse_number_map(raw: Any, key: str, source: str) -> dict[str, Any]:
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{source}: '{key}' must be a non-empty mapping fund_id -> number")
-    out: dict[str, Any] = {}
-    for fund, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{source}: {key}.{fund} must be a number, got {value!r}")
-        out[str(fund)] = value
-    return out
-
-
-def load_plan(path: str | os.PathLike[str]) -> DeliveryPlan:
-    """Read a delivery plan YAML (see the module docstring for the format)."""
-    source = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"delivery plan {source} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping with 'demands' or 'shares'")
-    extra = sorted(set(raw) - {"K", "demands", "shares"})
-    if extra:
-        raise ConfigError(f"{source}: unknown key(s) {extra}; allowed: K, demands, shares")
-    if ("demands" in raw) == ("shares" in raw):
-        raise ConfigError(f"{source}: give exactly one of 'demands' (counts) or 'shares'")
-    K = raw.get("K")
-    if K is not None and (isinstance(K, bool) or not isinstance(K, int) or K < 1):
-        raise ConfigError(f"{source}: K must be an integer >= 1, got {K!r}")
-    if "demands" in raw:
-        counts = _parse_number_map(raw["demands"], "demands", source)
-        for fund, v in counts.items():
-            if v < 0 or v != math.floor(v):
-                raise ConfigError(f"{source}: demands.{fund} must be a whole number >= 0, got {v!r}")
-        return DeliveryPlan({f: int(v) for f, v in counts.items()}, None, K, source)
-    shares = _parse_number_map(raw["shares"], "shares", source)
-    for fund, v in shares.items():
-        if not 0 <= v <= 1:
-            raise ConfigError(f"{source}: shares.{fund} must lie in [0, 1], got {v!r}")
-    total = math.fsum(shares.values())
-    if abs(total - 1.0) > 1e-6:
-        raise ConfigError(f"{source}: shares sum to {total:.9g}; they must sum to 1")
-    return DeliveryPlan(None, {f: float(v) for f, v in shares.items()}, K, source)
 
 
 # --- reading tables -----------------------------------------------------------------------------------------
@@ -479,11 +357,10 @@ def load_problem(
     if len(fids) == 0:
         raise DataValidationError(f"funds file {funds} has no rows")
     p = plan if isinstance(plan, DeliveryPlan) else load_plan(plan)
-    K_eff = K if K is not None else (p.K if p.K is not None else 1)
-    if K is not None and p.K is not None and K != p.K:
-        K_eff = K  # the command line is the more specific instruction
+    K_eff = K if K is not None else p.K  # the command line is the more specific instruction
     E = read_scores(scores, cids, fids)
-    demand = p.demands(fids, len(cids), K_eff)
+    demand = p.demand_vector(fids, len(cids), K_eff, source=str(plan) if not isinstance(plan, DeliveryPlan) else "plan")
+    tol = p.tolerances(tol, risk)
     return AllocationProblem(
         scores=E,
         tolerance=tol,

@@ -15,10 +15,13 @@ def _register_commands() -> None:
     # visible at a glance.
     from eoca.cli import (
         allocate,  # noqa: F401
+        budget,  # noqa: F401
         data,  # noqa: F401
-        predict,  # noqa: F401
+        evaluate,  # noqa: F401
         run,  # noqa: F401
+        score,  # noqa: F401
         simulate,  # noqa: F401
+        train,  # noqa: F401
     )
 
 

@@ -29,7 +29,8 @@ def allocate_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for allocation.parquet and summary.json.")],
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Dataset folder holding customers.parquet and funds.parquet."),
+        typer.Option("--data", help="Dataset folder: its dataset.yaml names the customers and funds tables "
+            "(default customers.parquet, funds.parquet).",),
     ] = None,
     customers: Annotated[
         Path | None,
@@ -71,8 +72,20 @@ def allocate_cmd(
     """
     from eoca.allocation import allocate, load_problem
 
-    cust = customers or (data / "customers.parquet" if data else None)
-    fnd = funds or (data / "funds.parquet" if data else None)
+    cust, fnd = customers, funds
+    if data is not None and (cust is None or fnd is None):
+        from eoca.data import load_spec
+        from eoca.data.schema import SPEC_FILE
+
+        # A dataset's spec names its table files (an imported dataset may use other names); a bare folder of
+        # Parquet files is read with the default names.
+        if (data / SPEC_FILE).exists():
+            spec = load_spec(data)
+            cust = cust or data / spec.customers.file
+            fnd = fnd or data / spec.funds.file
+        else:
+            cust = cust or data / "customers.parquet"
+            fnd = fnd or data / "funds.parquet"
     if cust is None or fnd is None:
         raise ConfigError("give --data DIR, or both --customers and --funds")
     problem = load_problem(scores, cust, fnd, plan, K=K)

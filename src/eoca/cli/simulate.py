@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -47,9 +48,11 @@ def simulate_cmd(
     exploring policy (propensities recorded) with click, conversion (a few per mille) and heavy-tailed,
     heteroscedastic amounts; and the truth table of every pair's p, mu, sigma and ETV. Same seed and config,
     same tables. Precedence: defaults < --config < --set < the explicit flags (--customers, --funds,
-    --periods, --seed).
+    --periods, --seed). An ``incentives`` section (e.g. --set 'incentives={}') adds the incentive campaign of
+    docs/budget.md (incentive_*.parquet/yaml beside the dataset).
     """
-    from eoca.simulate import config_yaml, load_simulator_config, simulate
+    from eoca.simulate import config_yaml, load_simulator_config
+    from eoca.simulate.simulator import generate_world
 
     sets = list(overrides or [])
     for key, value in (
@@ -65,8 +68,13 @@ def simulate_cmd(
         typer.echo(config_yaml(cfg), nl=False)
         return
     start = time.perf_counter()
-    ds = simulate(cfg, progress=progress)
+    world = generate_world(cfg, progress=progress)
+    ds = world.dataset
     ds.save(out)
+    if cfg.incentives is not None:
+        from eoca.simulate.incentives import generate_incentives, write_incentives
+
+        write_incentives(generate_incentives(world, cfg.incentives), np.arange(ds.n_customers), out)
     write_text(config_yaml(cfg), out / "simulator.yaml")
     exp = ds.exposures
     conv = int(exp.column("converted").to_numpy().sum())

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import yaml
 from pydantic import ValidationError
 
+from eoca.config import format_validation_error, read_yaml
 from eoca.data.schema import ALL_TABLES, OPTIONAL_TABLES, SPEC_FILE, DatasetSpec
 from eoca.data.validate import check_dataset, check_table
 from eoca.errors import ConfigError, DataValidationError
@@ -21,17 +21,14 @@ from eoca.io import write_parquet, write_yaml
 SPLITS = ("train", "valid", "test")
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """Render pydantic errors as ``source: key.path: message`` lines, so the user sees which key is wrong."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{source}: {loc}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def load_spec(path: str | os.PathLike[str]) -> DatasetSpec:
+    """The spec of the dataset in folder ``path`` (or of the spec file ``path`` itself), validated."""
     path = Path(path)
+    if path.is_file() and path.suffix.lower() in (".parquet", ".csv", ".gz", ".pq"):
+        raise DataValidationError(
+            f"{path}: is a data file; expected a dataset folder holding {SPEC_FILE} and Parquet tables "
+            "(create one with `eoca simulate` or `eoca import`)"
+        )
     if path.is_dir():
         path = path / SPEC_FILE
     if not path.exists():
@@ -39,12 +36,7 @@ def load_spec(path: str | os.PathLike[str]) -> DatasetSpec:
             f"{path}: no dataset spec found. A dataset is a folder with {SPEC_FILE} and Parquet tables; create one "
             "with `eoca simulate` or `eoca import`."
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml(path, "dataset spec")
     try:
         return DatasetSpec.model_validate(raw)
     except ValidationError as exc:

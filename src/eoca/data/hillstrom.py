@@ -49,16 +49,13 @@ EXPECTED_COLUMNS = (
 
 
 def default_hillstrom_path() -> Path:
-    """``../shared/data/hillstrom/hillstrom.csv.gz`` beside the checkout (or ``$EOCA_DATA/hillstrom/...``)."""
+    """Where ``--data hillstrom`` looks: ``$EOCA_DATA/hillstrom/hillstrom.csv.gz`` when the environment variable
+    ``EOCA_DATA`` is set, else ``../shared/data/hillstrom/hillstrom.csv.gz`` relative to the working directory
+    (the shared data folder beside a checkout, when commands run from the checkout's root). The location never
+    depends on where the package is installed; pass an explicit path to use another copy."""
     env = os.environ.get("EOCA_DATA")
-    if env:
-        return Path(env) / "hillstrom" / "hillstrom.csv.gz"
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent.parent / "shared" / "data" / "hillstrom" / "hillstrom.csv.gz"
-        if candidate.exists():
-            return candidate
-    return Path.cwd().parent / "shared" / "data" / "hillstrom" / "hillstrom.csv.gz"
+    root = Path(env) if env else Path.cwd().parent / "shared" / "data"
+    return root / "hillstrom" / "hillstrom.csv.gz"
 
 
 def load_hillstrom(

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from eoca.data import Dataset
-from eoca.errors import ConfigError
 from eoca.evaluation import metrics as M
-from eoca.io import atomic_path, write_csv, write_json, write_text, write_yaml
-
-ORACLE = "oracle"
+from eoca.evaluation.metrics import ORACLE
+from eoca.io import atomic_path
+from eoca.risk import eligible_mask
 
 # (key, header, task the metric belongs to or None for decisions every model makes, format)
 COLUMNS: tuple[tuple[str, str, str | None, str], ...] = (
@@ -82,20 +79,14 @@ class ComparisonResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def _eligible(dataset: Dataset, customers: np.ndarray) -> np.ndarray:
-    """(len(customers), k) mask of the funds each customer may be shown (risk level <= tolerance)."""
-    tol = np.asarray(dataset.customers.column("risk_tolerance").to_numpy(), dtype=np.int64)[customers]
-    lvl = np.asarray(dataset.funds.column("risk_level").to_numpy(), dtype=np.int64)
-    return np.asarray(lvl[None, :] <= tol[:, None])
-
-
 def _safe(fn: Callable[[], float]) -> float | None:
     v = fn()
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
 def metrics_from_predictor(
-    dataset: Dataset,
+    tolerance: np.ndarray,
+    risk: np.ndarray,
     labels: Mapping[str, np.ndarray],
     predict: PairPredictor,
     tasks: frozenset[str],
@@ -104,6 +95,8 @@ def metrics_from_predictor(
     """Every comparison metric of one predictor on the exposures in ``labels`` (see the module docstring).
 
     Args:
+        tolerance: int (N,) risk tolerance of every customer of the dataset (positions index it).
+        risk: int (k,) risk level of every fund.
         labels: ``customer_pos``, ``fund_pos``, ``converted``, ``amount`` (and ``clicked``), shape (m,).
         predict: maps (customer_pos, fund_pos) arrays to at least ``p`` and ``etv`` arrays.
         tasks: which task families apply; metrics of other tasks are None.
@@ -135,11 +128,11 @@ def metrics_from_predictor(
 
     # Decisions: every test customer x every fund, argmax among the funds the risk rule allows.
     customers = np.unique(cust)
-    k = dataset.n_funds
+    k = int(np.asarray(risk).size)
     grid = predict(np.repeat(customers, k), np.tile(np.arange(k, dtype=np.int64), customers.size))
     etv_matrix = grid["etv"].astype(np.float64).reshape(customers.size, k)
-    eligible = _eligible(dataset, customers)
-    chosen = np.full(dataset.n_customers, -1, dtype=np.int64)
+    eligible = eligible_mask(np.asarray(tolerance)[customers], risk)
+    chosen = np.full(np.asarray(tolerance).size, -1, dtype=np.int64)
     chosen[customers] = M.argmax_fund(etv_matrix, eligible)
     hits = M.hit_totals(chosen, cust, fund, conv, amount)
     out.update({"thc": hits["thc"], "tha": hits["tha"], "hits": hits["hits"]})
@@ -153,38 +146,6 @@ def metrics_from_predictor(
         out["true_value_argmax"] = tm["true_value_argmax"]
         out["argmax_share_of_oracle"] = _safe(lambda: tm["argmax_share_of_oracle"])
     return out
-
-
-def offline_metrics(trained: Any, dataset: Dataset, split: str = "test") -> dict[str, float | None]:
-    """The comparison metrics of a :class:`~eoca.training.TrainedModel` on ``split`` of ``dataset``."""
-    bound = trained.bind(dataset)
-    labels = bound.exposure_labels(split)
-    batch = int(trained.config.eval_batch_size)
-
-    def predict(c: np.ndarray, f: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(trained.predict_pairs(dataset, c, f, batch_size=batch))
-
-    return metrics_from_predictor(dataset, labels, predict, frozenset(trained.model.tasks), _truth_etv(dataset))
-
-
-def _truth_etv(dataset: Dataset) -> np.ndarray | None:
-    if dataset.truth is None:
-        return None
-    from eoca.simulate import truth_arrays
-
-    return truth_arrays(dataset).etv
-
-
-def oracle_metrics(dataset: Dataset, labels: Mapping[str, np.ndarray]) -> dict[str, float | None]:
-    """The metrics of the simulator's true p and ETV: what a perfect model would score on these outcomes."""
-    from eoca.simulate import truth_arrays
-
-    ta = truth_arrays(dataset)
-
-    def predict(c: np.ndarray, f: np.ndarray) -> dict[str, np.ndarray]:
-        return {"p": ta.p[c, f], "etv": ta.etv[c, f]}
-
-    return metrics_from_predictor(dataset, labels, predict, frozenset({"conversion", "etv"}), ta.etv)
 
 
 # --- rendering -----------------------------------------------------------------------------------------------
@@ -250,89 +211,3 @@ def plot_hits(rows: list[dict[str, Any]], path: str | os.PathLike[str], title: s
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return Path(path)
-
-
-# --- the comparison ------------------------------------------------------------------------------------------
-def compare_models(
-    dataset: Dataset,
-    models: list[str],
-    out: Path,
-    *,
-    config: Any = None,
-    runs: Path | None = None,
-    progress: bool = True,
-    split: str = "test",
-) -> ComparisonResult:
-    """Train (or reuse) each model; write ``comparison.md``, ``.csv``, ``.json``, ``thc_tha.png``, ``config.yaml``.
-
-    Args:
-        dataset: the data; models train on its train split, early-stop on valid and are scored on ``split``.
-        models: zoo names, in table order.
-        config: a :class:`~eoca.training.TrainConfig` or mapping shared by every model (``model`` is replaced).
-        runs: folder of run folders ``runs/<model>``; a model whose ``model.pt`` exists there is loaded instead
-            of trained, the others train into it. Default ``out/runs``, where interrupted runs resume.
-    """
-    from eoca.models.zoo import model_names_problem
-    from eoca.training import TrainedModel, train
-    from eoca.training.config import coerce_train_config
-
-    problem = model_names_problem(models)
-    if problem is not None:
-        raise ConfigError(f"models: {problem}")
-    base = coerce_train_config(config)
-    out = Path(out)
-    run_root = Path(runs) if runs is not None else out / "runs"
-    rows: list[dict[str, Any]] = []
-    notes: list[str] = []
-    configs: dict[str, Any] = {}
-    for name in models:
-        run_dir = run_root / name
-        t0 = time.perf_counter()
-        if runs is not None and (run_dir / "model.pt").exists():
-            trained = TrainedModel.load(run_dir)
-            notes.append(f"{name}: reused {run_dir}")
-        else:
-            trained = train(dataset, base.model_copy(update={"model": name}), run_dir, resume=True, progress=progress)
-        seconds = sum(float(h.get("seconds", 0.0)) for h in trained.history) or time.perf_counter() - t0
-        row: dict[str, Any] = {"model": name, "tasks": ",".join(sorted(trained.model.tasks))}
-        row.update(offline_metrics(trained, dataset, split))
-        row["epochs"] = len(trained.history)
-        row["train_seconds"] = round(seconds, 1)
-        rows.append(row)
-        configs[name] = trained.config.model_dump(mode="json")
-    if dataset.truth is not None:
-        labels = trained.bind(dataset).exposure_labels(split)
-        rows.append(
-            {"model": ORACLE, "tasks": "truth", **oracle_metrics(dataset, labels), "epochs": "", "train_seconds": ""}
-        )
-        notes.append(
-            f"{ORACLE}: the simulator's true p and ETV scored like a model "
-            "(the expected ceiling; on a sample metric a model can beat it by chance)"
-        )
-    first = rows[0]
-    notes.insert(
-        0,
-        f"{int(first['n_exposures'] or 0):,} test exposures, {int(first['n_conversions'] or 0):,} "
-        "conversions; MSE/MAE of ETV against the realised amount over the entire test space; "
-        "— = the model has no such task",
-    )
-    md = render_markdown(dataset.spec.name, split, rows, notes)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "config": write_yaml(base.model_dump(mode="json"), out / "config.yaml"),
-        "markdown": write_text(md, out / "comparison.md"),
-        "csv": write_csv(rows, out / "comparison.csv", CSV_COLUMNS),
-        "json": write_json(
-            {
-                "dataset": dataset.spec.name,
-                "split": split,
-                "models": models,
-                "rows": rows,
-                "notes": notes,
-                "configs": configs,
-            },
-            out / "comparison.json",
-        ),
-        "png": plot_hits(rows, out / "thc_tha.png", f"THC / THA by model on {dataset.spec.name} ({split})"),
-    }
-    return ComparisonResult(dataset=dataset.spec.name, split=split, rows=rows, markdown=md, paths=paths)

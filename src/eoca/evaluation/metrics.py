@@ -1,4 +1,4 @@
-"""Offline metrics of ETV models: the one place they are computed (EOCA section 5.1, SPEC.md section 3).
+"""Offline metrics of ETV models: the one place they are computed (EOCA section 5.1).
 
 Every function takes and returns plain numpy (arrays of shape (n,) unless stated) and validates its inputs,
 so the same numbers come out whichever engineer's code calls them.
@@ -17,6 +17,17 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
+
+ORACLE = "oracle"
+"""Name of the pseudo-model whose scores are the simulator's true ETV: the ceiling every comparison shows."""
+
+
+def lift_pct(value: float | None, reference: float) -> float | None:
+    """Relative lift of ``value`` over ``reference`` in percent; None when either makes it undefined
+    (no value, or a reference of zero: a control without conversions has no relative lift)."""
+    if value is None or reference == 0.0:
+        return None
+    return (value / reference - 1.0) * 100.0
 
 
 def _vec(x: Any, name: str) -> np.ndarray:

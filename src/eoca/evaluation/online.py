@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from eoca.errors import EocaError
+from eoca.evaluation.metrics import lift_pct
 
 OutcomeDraw = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """``draw(customer_pos, fund_pos) -> (converted, amount)``; inputs int64 of shape (m,), outputs shape (m,)."""
@@ -329,8 +330,8 @@ def simulate_ab_test(
         cpmd_lift = tapmd_lift = None
         cpmd_lift_ci = tapmd_lift_ci = None
         if not is_control:
-            cpmd_lift = _lift_pct(cpmd, ctrl_conv / ctrl_del * 1000.0)
-            tapmd_lift = _lift_pct(tapmd, ctrl_amt / ctrl_del * 1000.0)
+            cpmd_lift = lift_pct(cpmd, ctrl_conv / ctrl_del * 1000.0)
+            tapmd_lift = lift_pct(tapmd, ctrl_amt / ctrl_del * 1000.0)
             with np.errstate(divide="ignore", invalid="ignore"):
                 cpmd_lift_ci = percentile_interval(
                     (boot_cpmd[:, f] / boot_cpmd[:, c] - 1.0) * 100.0, confidence
@@ -341,7 +342,7 @@ def simulate_ab_test(
         expected_tapmd = None if etv_sum is None else etv_sum / n_del * 1000.0
         expected_lift = None
         if etv_sum is not None and ctrl_etv is not None and not is_control:
-            expected_lift = _lift_pct(expected_tapmd, ctrl_etv / ctrl_del * 1000.0)
+            expected_lift = lift_pct(expected_tapmd, ctrl_etv / ctrl_del * 1000.0)
         pct_real = pct_exp = None
         if o is not None:
             pct_real = _share_pct(amt, totals[o][3])
@@ -381,13 +382,6 @@ def simulate_ab_test(
         confidence=confidence,
         seed=seed,
     )
-
-
-def _lift_pct(value: float | None, reference: float) -> float | None:
-    # A control with no conversions (or no amount) has no defined relative lift; None says so honestly.
-    if value is None or reference == 0.0:
-        return None
-    return (value / reference - 1.0) * 100.0
 
 
 def _share_pct(value: float, reference: float) -> float | None:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from eoca.errors import DataValidationError, EocaError
+from eoca.evaluation.metrics import lift_pct
 from eoca.evaluation.online import bootstrap_counts, percentile_interval
 
 _ROWSUM_TOLERANCE = 1e-6
@@ -355,11 +356,11 @@ def evaluate_policies(
                 PolicyLift(
                     policy=name,
                     reference=reference,
-                    conversions_lift_pct=_lift_pct(
+                    conversions_lift_pct=lift_pct(
                         values[p].conversions_per_mille, values[r].conversions_per_mille
                     ),
                     conversions_lift_ci=conv_ci,
-                    spend_lift_pct=_lift_pct(values[p].spend_per_mille, values[r].spend_per_mille),
+                    spend_lift_pct=lift_pct(values[p].spend_per_mille, values[r].spend_per_mille),
                     spend_lift_ci=spend_ci,
                 )
             )
@@ -371,10 +372,6 @@ def evaluate_policies(
         confidence=confidence,
         seed=seed,
     )
-
-
-def _lift_pct(value: float, reference: float) -> float | None:
-    return None if reference == 0.0 else (value / reference - 1.0) * 100.0
 
 
 def _prob_of_logged_arm(log: RandomizedLog, policy: Any, name: str) -> np.ndarray:

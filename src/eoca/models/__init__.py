@@ -1,4 +1,4 @@
-"""ETV prediction models: feature encodings, layers, losses and the model zoo (see issue 4 / SPEC section 2).
+"""ETV prediction models: feature encodings, layers, losses and the model zoo.
 
 Public API: :class:`FeatureSpace` / :class:`BoundFeatures` (encodings), :class:`Batch`, :class:`ModelOutput`,
 :class:`EtvModel` (interface), :data:`MODEL_NAMES`, :func:`build_model`, :func:`model_defaults`.

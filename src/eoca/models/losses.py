@@ -39,6 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from eoca import etv
+from eoca.etv import LOG_ETV_CAP
+
 SIGMA_FLOOR: float = 1.0 / math.sqrt(2.0 * math.pi)
 """Smallest sigma any model may predict; see the module docstring for why exactly this value."""
 
@@ -48,8 +51,6 @@ expected amount by more than 90, and a pair seen with few converters can extrapo
 ETV of a handful of pairs then explodes and the allocation chases them. Real per-pair spreads of the log amount
 are 1 to 2 (EOCA Fig. 3), so the ceiling never binds on a plausible prediction."""
 
-LOG_ETV_CAP: float = 50.0
-"""Cap on ``mu + sigma^2 / 2`` inside ETV: exp(50) ~ 5e21, beyond any transaction, yet finite in float32."""
 
 DEFAULT_PTOFA_EPS: float = 1.0
 """PTOFA's counterfactual amount for non-converters (one currency unit; see the sigma-floor note)."""
@@ -182,12 +183,11 @@ def _capped_exp(x: Tensor) -> Tensor:
 
 
 def etv_eoca(p: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
-    """EOCA Eq. 13: ``p * (exp(mu + sigma^2/2) - 1)``, the mean of ``PA = y_v - 1`` times p; >= 0 for mu >= 0.
+    """EOCA Eq. 13: ``p * (exp(mu + sigma^2/2) - 1)``, the mean of ``PA = y_v - 1`` times p (clipped at 0).
 
-    Negative values (mu well below 0, i.e. an expected ``y_v`` below 1) are clipped to 0: an amount cannot be
-    negative.
+    The same function as the simulator's ground truth, :func:`eoca.etv.etv_eoca`.
     """
-    return p * torch.clamp(torch.expm1(torch.clamp(mu + 0.5 * sigma * sigma, max=LOG_ETV_CAP)), min=0.0)
+    return etv.etv_eoca(p, mu, sigma)
 
 
 def etv_lognormal(p: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:

@@ -1,19 +1,38 @@
-"""Configuration of ``eoca run``: defaults in ``src/eoca/configs/run.yaml``, then a YAML file, then overrides."""
+"""Configuration of ``eoca run``: packaged defaults (``configs/run.yaml``), then a YAML file, then overrides.
+
+Every section is a typed, validated model, checked when the configuration is loaded: a misspelt key or a bad
+value in any section (simulator, train, plan...) fails before any data is simulated or any model trained.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from importlib import resources
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from eoca.config import load_config, read_yaml
+from eoca.allocation.plan import DeliveryPlan
+from eoca.config import load_config, packaged_config, read_yaml
+from eoca.evaluation.metrics import ORACLE
+from eoca.training.config import TrainConfig, TrainOptions
 
-ORACLE = "oracle"
-"""Name of the pseudo-model whose scores are the simulator's true ETV (the ceiling of the A/B test)."""
+if TYPE_CHECKING:
+    from eoca.simulate.config import SimulatorConfig
+
+__all__ = [
+    "ORACLE",
+    "ABTestSection",
+    "AllocationSection",
+    "OPESection",
+    "RunConfig",
+    "SimulatorSection",
+    "config_to_yaml",
+    "default_run_config_path",
+    "load_run_config",
+]
 
 
 class _Strict(BaseModel):
@@ -25,22 +44,40 @@ class SimulatorSection(_Strict):
     customers: int = Field(100_000, ge=10, description="customers N of the simulated world")
     funds: int = Field(8, ge=1, description="funds k")
     periods: int = Field(4, ge=2, description="delivery periods logged; the last is the offline test period")
-    seed: int = Field(0, description="seed of the world; the A/B test draws the period after the last one")
-    set: list[str] = Field(
-        default_factory=list, description="further simulator overrides KEY=VALUE (see configs/simulator.yaml)"
+    seed: int = Field(0, ge=0, description="seed of the world; the A/B test draws the period after the last one")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="further simulator parameters as nested keys of configs/simulator.yaml, e.g. "
+        "{conversion: {target_per_mille: 3}}; world sizes and the seed come from the keys above",
     )
+    _config: SimulatorConfig | None = PrivateAttr(None)
 
+    @model_validator(mode="after")
+    def _simulator_valid(self) -> SimulatorSection:
+        from eoca.config import deep_merge
+        from eoca.simulate.config import SimulatorConfig
 
-class PlanSection(_Strict):
-    K: int = Field(1, ge=1, description="funds shown to each customer")
-    shares: Literal["logged", "uniform"] | dict[str, float] = Field(
-        "logged",
-        description="share of the K*N delivery slots per fund: 'logged' (each fund's share of the logged "
-        "exposures in the evaluation period), 'uniform', or a mapping fund_id -> share (summing to 1); "
-        "rounded to counts by the largest-remainder rule",
-    )
-    demands: dict[str, int] | None = Field(None, description="exact deliveries per fund_id; overrides shares")
-    risk_rule: bool = Field(True, description="show a customer only funds with risk level <= their tolerance")
+        for key in ("seed",):
+            if key in self.params:
+                raise ValueError(f"params.{key}: set simulator.{key} instead")
+        world = dict(self.params.get("world") or {})
+        for key in ("n_customers", "n_funds", "n_periods"):
+            if key in world:
+                raise ValueError(f"params.world.{key}: set simulator.customers / funds / periods instead")
+        data = deep_merge(
+            self.params,
+            {
+                "seed": self.seed,
+                "world": {"n_customers": self.customers, "n_funds": self.funds, "n_periods": self.periods},
+            },
+        )
+        self._config = SimulatorConfig.model_validate(data)
+        return self
+
+    def config(self) -> SimulatorConfig:
+        """The full simulator configuration this section describes (validated when the section was)."""
+        assert self._config is not None
+        return self._config
 
 
 AllocationMethod = Literal["manual", "ha", "ha_ptofa", "exact", "ip"]
@@ -49,7 +86,7 @@ AllocationMethod = Literal["manual", "ha", "ha_ptofa", "exact", "ip"]
 class AllocationSection(_Strict):
     methods: list[AllocationMethod] = Field(
         default_factory=lambda: ["manual", "ha", "exact"],  # type: ignore[arg-type]
-        description="allocation methods; 'ha' is EOCA Algorithm 1 (K = 1; with K > 1 it runs PTOFA's Eq. 7)",
+        description="allocation methods; 'ha' is EOCA Algorithm 1 (K = 1 only), 'ha_ptofa' PTOFA's Eq. 7 (any K)",
     )
     manual_priority: list[str] | None = Field(
         None, description="fund ids in the order the manual baseline fills them (default: by mean score)"
@@ -80,13 +117,14 @@ class RunConfig(_Strict):
     data: str | None = Field(None, description="dataset folder, 'hillstrom', or null for the built-in simulated world")
     simulator: SimulatorSection = Field(default_factory=SimulatorSection)
     models: list[str] = Field(default_factory=lambda: ["esmm", "esdpm"], description="models to train")
-    train: dict[str, Any] = Field(
-        default_factory=dict, description="training options shared by every model (see configs/train.yaml)"
+    train: TrainOptions = Field(
+        default_factory=TrainOptions,
+        description="training options shared by every model (keys of configs/train.yaml except model, params)",
     )
     model_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-model architecture parameters, model name -> params"
     )
-    plan: PlanSection = Field(default_factory=PlanSection)
+    plan: DeliveryPlan = Field(default_factory=DeliveryPlan)
     allocation: AllocationSection = Field(default_factory=AllocationSection)
     ab_test: ABTestSection = Field(default_factory=ABTestSection)
     ope: OPESection = Field(default_factory=OPESection)
@@ -106,6 +144,16 @@ class RunConfig(_Strict):
         return models
 
     @model_validator(mode="after")
+    def _methods_fit_the_plan(self) -> RunConfig:
+        from eoca.allocation import method_problem
+
+        for method in self.allocation.methods:
+            why = method_problem(method, self.plan.K)
+            if why is not None:
+                raise ValueError(f"allocation.methods: {why} (plan.K = {self.plan.K})")
+        return self
+
+    @model_validator(mode="after")
     def _control_is_a_framework(self) -> RunConfig:
         model, _, method = self.ab_test.control.partition("+")
         if model not in self.models or method not in self.allocation.methods:
@@ -118,9 +166,13 @@ class RunConfig(_Strict):
     def framework_names(self) -> list[str]:
         return [f"{m}+{a}" for m in self.models for a in self.allocation.methods]
 
+    def train_config(self, model: str) -> TrainConfig:
+        """The full training configuration of ``model``: the shared ``train`` options and its parameters."""
+        return TrainConfig(**self.train.model_dump(), model=model, params=self.model_params.get(model, {}))
 
-def default_run_config_path() -> os.PathLike[str]:
-    return resources.files("eoca") / "configs" / "run.yaml"  # type: ignore[return-value]
+
+def default_run_config_path() -> Path:
+    return packaged_config("run.yaml")
 
 
 def load_run_config(

@@ -8,15 +8,14 @@ plan in one place guarantees that the comparison is between allocators and model
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from eoca.allocation import AllocationProblem, AllocationResult, allocate, shares_to_counts
+from eoca.allocation import AllocationProblem, AllocationResult, DeliveryPlan, allocate
 from eoca.data import Dataset
 from eoca.errors import ConfigError
-from eoca.pipeline.config import PlanSection
+from eoca.pipeline.config import AllocationSection
 
 
 @dataclass(frozen=True)
@@ -75,67 +74,23 @@ def logged_shares(dataset: Dataset) -> np.ndarray:
     return counts / counts.sum()
 
 
-def build_plan(dataset: Dataset, plan: PlanSection) -> Plan:
-    """Demands, K and the risk rule for the evaluation customers, from the run configuration."""
+def build_plan(dataset: Dataset, plan: DeliveryPlan) -> Plan:
+    """Demands, K and the risk rule for the evaluation customers, from the run configuration's plan."""
     cust = evaluation_customers(dataset)
-    n, k = cust.size, dataset.n_funds
-    fund_ids = [str(f) for f in dataset.funds.column("fund_id").to_pylist()]
     risk = np.asarray(dataset.funds.column("risk_level").to_numpy(), dtype=np.int64)
-    tolerance = np.asarray(dataset.customers.column("risk_tolerance").to_numpy(), dtype=np.int64)[cust]
-    if not plan.risk_rule:
-        tolerance = np.full(n, max(int(risk.max()), int(tolerance.max(initial=0))), dtype=np.int64)
-    if k < plan.K:
-        raise ConfigError(f"plan.K = {plan.K} but the dataset has only {k} funds")
-    total = n * plan.K
-    if plan.demands is not None:
-        missing = [f for f in fund_ids if f not in plan.demands]
-        unknown = sorted(set(plan.demands) - set(fund_ids))
-        if missing or unknown:
-            raise ConfigError(
-                f"plan.demands must list every fund_id exactly: missing {missing[:10]}, unknown {unknown[:10]}"
-            )
-        demand = np.array([plan.demands[f] for f in fund_ids], dtype=np.int64)
-        rule = "demands given as counts"
-    else:
-        if plan.shares == "logged":
-            shares = logged_shares(dataset)
-            rule = "each fund's share of the logged test-period exposures"
-        elif plan.shares == "uniform":
-            shares = np.full(k, 1.0 / k)
-            rule = "equal shares"
-        else:
-            given = plan.shares
-            missing = [f for f in fund_ids if f not in given]
-            unknown = sorted(set(given) - set(fund_ids))
-            if missing or unknown:
-                raise ConfigError(
-                    f"plan.shares must list every fund_id exactly: missing {missing[:10]}, unknown {unknown[:10]}"
-                )
-            shares = np.array([given[f] for f in fund_ids], dtype=np.float64)
-            if abs(shares.sum() - 1.0) > 1e-6 or (shares < 0).any():
-                raise ConfigError(f"plan.shares must be >= 0 and sum to 1, they sum to {shares.sum():.6g}")
-            rule = "shares given in the configuration"
-        if plan.K > 1:
-            # A fund can reach each customer at most once, so no share may exceed 1/K of the slots.
-            shares = _cap_shares(shares, 1.0 / plan.K)
-        demand = shares_to_counts(shares, total)
-        rule += f", rounded to {total:,} slots by largest remainder"
+    tolerance = plan.tolerances(
+        np.asarray(dataset.customers.column("risk_tolerance").to_numpy(), dtype=np.int64)[cust], risk
+    )
+    demand = plan.demand_vector(
+        dataset.funds.column("fund_id").to_pylist(),
+        cust.size,
+        logged_shares=logged_shares(dataset) if plan.needs_log else None,
+        source="plan",
+    )
+    rule = plan.shares_rule
+    if plan.demands is None:
+        rule += f", rounded to {cust.size * plan.K:,} slots by largest remainder"
     return Plan(customer_pos=cust, tolerance=tolerance, risk=risk, demand=demand, K=plan.K, shares_rule=rule)
-
-
-def _cap_shares(shares: np.ndarray, cap: float) -> np.ndarray:
-    out = shares.astype(np.float64).copy()
-    for _ in range(out.size):
-        over = out > cap
-        if not over.any():
-            break
-        excess = float((out[over] - cap).sum())
-        out[over] = cap
-        room = ~over & (out < cap)
-        if not room.any():
-            break
-        out[room] += excess * out[room] / out[room].sum() if out[room].sum() > 0 else excess / room.sum()
-    return out / out.sum()
 
 
 @dataclass
@@ -156,12 +111,12 @@ class FrameworkRun:
         return rows[keep], funds[keep]
 
 
-def run_method(problem: AllocationProblem, method: str, cfg_alloc: Any) -> AllocationResult:
-    """Allocate with one method; 'ha' becomes PTOFA's Eq. 7 when K > 1 (EOCA Algorithm 1 is one fund each)."""
-    name = "ha_ptofa" if method == "ha" and problem.K > 1 else method
+def run_method(problem: AllocationProblem, method: str, cfg_alloc: AllocationSection) -> AllocationResult:
+    """Allocate with one method under the run's allocation options (``ha`` with K > 1 is refused when the
+    configuration is loaded, as in ``eoca allocate``)."""
     return allocate(
         problem,
-        name,
+        method,
         repair=cfg_alloc.repair,
         time_limit=cfg_alloc.ip_time_limit,
         priority=cfg_alloc.manual_priority,

@@ -15,21 +15,23 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import yaml
 
 from eoca.data import Dataset
 from eoca.errors import ConfigError
-from eoca.pipeline.config import ORACLE, RunConfig
+from eoca.evaluation.metrics import ORACLE
+from eoca.pipeline.config import RunConfig
 from eoca.pipeline.frameworks import FrameworkRun, Plan
+from eoca.pipeline.results import RunData
 
 BEST_ARM = "best single arm"
 RANDOM = "random"
 
 
-def evaluate_online(cfg: RunConfig, dataset: Dataset, plan: Plan, frameworks: list[FrameworkRun]) -> dict[str, Any]:
+def evaluate_online(cfg: RunConfig, data: RunData, plan: Plan, frameworks: list[FrameworkRun]) -> dict[str, Any]:
     """Return ``{"online_kind": ..., "online_note": ..., and "ab_test" or "policy_values": rows}``."""
-    if dataset.truth is not None:
-        return simulated_ab(cfg, dataset, plan, frameworks)
+    dataset = data.dataset
+    if data.truth is not None:
+        return simulated_ab(cfg, data, plan, frameworks)
     if "propensity" in dataset.exposures.column_names:
         return policy_values(cfg, dataset, plan, frameworks)
     return {
@@ -39,12 +41,13 @@ def evaluate_online(cfg: RunConfig, dataset: Dataset, plan: Plan, frameworks: li
     }
 
 
-def simulated_ab(cfg: RunConfig, dataset: Dataset, plan: Plan, frameworks: list[FrameworkRun]) -> dict[str, Any]:
+def simulated_ab(cfg: RunConfig, data: RunData, plan: Plan, frameworks: list[FrameworkRun]) -> dict[str, Any]:
     from eoca.evaluation.online import FrameworkAllocation, simulate_ab_test
-    from eoca.simulate import outcome_draw, period_stream, truth_arrays
+    from eoca.simulate import outcome_draw, period_stream
 
-    truth = truth_arrays(dataset)
-    seed = _world_seed(dataset, cfg)
+    dataset, truth, seed = data.dataset, data.truth, data.world_seed
+    if truth is None or seed is None:
+        raise ConfigError(f"dataset '{dataset.spec.name}' is not simulated; the A/B test needs its ground truth")
     period = int(pc.max(dataset.exposures.column("time")).as_py()) + 1
     allocs = {}
     for fw in frameworks:
@@ -69,21 +72,6 @@ def simulated_ab(cfg: RunConfig, dataset: Dataset, plan: Plan, frameworks: list[
         "ab_test_control": result.control,
         "ab_test_oracle": result.oracle,
     }
-
-
-def _world_seed(dataset: Dataset, cfg: RunConfig) -> int:
-    """The seed the simulated dataset was generated with: recorded in its spec by ``eoca simulate``."""
-    if cfg.data is None:
-        return cfg.simulator.seed
-    recorded = (dataset.spec.notes or {}).get("simulator_config")
-    if isinstance(recorded, str):
-        seed = (yaml.safe_load(recorded) or {}).get("seed")
-        if isinstance(seed, int):
-            return seed
-    raise ConfigError(
-        f"dataset '{dataset.spec.name}' has a truth table but no record of its simulator seed "
-        "(notes.simulator_config in dataset.yaml), so the delivery period's outcome stream is unknown"
-    )
 
 
 def policy_values(cfg: RunConfig, dataset: Dataset, plan: Plan, frameworks: list[FrameworkRun]) -> dict[str, Any]:

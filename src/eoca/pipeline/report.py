@@ -3,60 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from eoca.data import Dataset
+from eoca.evaluation.metrics import ORACLE
 from eoca.io import write_bytes
-from eoca.pipeline.config import ORACLE
 from eoca.pipeline.frameworks import FrameworkRun, Plan
+from eoca.pipeline.results import ModelRun, RunData, RunResult
 from eoca.report import Facts, Image, Note, Paragraph, Report, Section, Table
 
-if TYPE_CHECKING:
-    from eoca.pipeline.run import ModelRun, RunResult
-
 _ETV_SAMPLE = 200_000  # pairs per model drawn for the ETV histogram; a histogram needs no more
-
-
-def allocation_rows(frameworks: list[FrameworkRun], dataset: Dataset, plan: Plan) -> list[dict[str, Any]]:
-    """One row per framework: its objective on its own scores, % of the exact optimum on the same scores,
-    and on simulated data the true expected value of the allocation and its % of the oracle's."""
-    optimum = {f.model: f.result.objective for f in frameworks if f.method == "exact"}
-    true_value: dict[str, float] = {}
-    if dataset.truth is not None:
-        from eoca.simulate import truth_arrays
-
-        etv = truth_arrays(dataset).etv
-        for fw in frameworks:
-            c, f = fw.pairs(plan)
-            true_value[fw.name] = float(etv[c, f].sum())
-    oracle_value = true_value.get(f"{ORACLE}+exact")
-    rows = []
-    for fw in frameworks:
-        res = fw.result
-        viol = res.verification
-        opt = optimum.get(fw.model)
-        tv = true_value.get(fw.name)
-        rows.append(
-            {
-                "framework": fw.name,
-                "model": fw.model,
-                "method": res.method,
-                "objective": res.objective,
-                "pct_of_optimum": None if not opt else 100.0 * res.objective / opt,
-                "certificate_gap": res.gap,
-                "optimal": res.optimal,
-                "true_value": tv,
-                "pct_of_oracle_true_value": None if tv is None or not oracle_value else 100.0 * tv / oracle_value,
-                "customers_short": int(viol.short_customers),
-                "funds_off_demand": int(np.count_nonzero(viol.fund_mismatch)),
-                "risk_rule_breaches": int(viol.risk_breaches),
-                "wall_time_s": res.wall_time_s,
-                "peak_memory_mb": res.peak_memory_mb,
-            }
-        )
-    return rows
 
 
 def _fund_labels(dataset: Dataset) -> list[str]:
@@ -67,18 +25,22 @@ def _fund_labels(dataset: Dataset) -> list[str]:
 
 def write_plots(
     folder: Path,
-    dataset: Dataset,
+    data: RunData,
     plan: Plan,
     models: list[ModelRun],
     frameworks: list[FrameworkRun],
     online: dict[str, Any],
+    rows: list[dict[str, Any]],
 ) -> dict[str, Path]:
-    """Render every plot of the report to PNG files in ``folder``; returns name -> path."""
+    """Render every plot of the report to PNG files in ``folder``; returns name -> path.
+
+    ``rows`` are the allocation values (:func:`eoca.evaluation.allocation_value.allocation_values` as rows).
+    """
     from eoca.report import plots
 
+    dataset = data.dataset
     out: dict[str, Path] = {}
     # Allocation value: each framework's % of the exact optimum on its own model's scores.
-    rows = allocation_rows(frameworks, dataset, plan)
     with_pct = [r for r in rows if r["pct_of_optimum"] is not None and r["model"] != ORACLE]
     if with_pct:
         out["allocation_value"] = write_bytes(
@@ -106,10 +68,8 @@ def write_plots(
     for m in models:
         flat = m.etv.ravel()
         etv_by_model[m.name] = flat if flat.size <= _ETV_SAMPLE else rng.choice(flat, _ETV_SAMPLE, replace=False)
-    if dataset.truth is not None:
-        from eoca.simulate import truth_arrays
-
-        flat = truth_arrays(dataset).etv[plan.customer_pos].ravel()
+    if data.truth is not None:
+        flat = data.truth.etv[plan.customer_pos].ravel()
         etv_by_model["true ETV"] = flat if flat.size <= _ETV_SAMPLE else rng.choice(flat, _ETV_SAMPLE, replace=False)
     out["etv_distribution"] = write_bytes(plots.etv_distribution_chart(etv_by_model), folder / "etv_distribution.png")
     test = dataset.split_mask("test")
@@ -288,15 +248,17 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
             [Table(m["offline"], columns=["model", *offline_cols], caption="Test split of the logged data.")],
         )
     )
+    ab_ci = f"{cfg.ab_test.confidence:.0%}"
+    ope_ci = f"{cfg.ope.confidence:.0%}"
     if "ab_test" in m:
         blocks: list[Any] = [
             Table(
                 [_ab_display_row(r) for r in m["ab_test"]],
                 labels={
                     "cpmd": "CPMD",
-                    "cpmd_lift": "CPMD lift % [95% CI]",
+                    "cpmd_lift": f"CPMD lift % [{ab_ci} CI]",
                     "tapmd": "TAPMD",
-                    "tapmd_lift": "TAPMD lift % [95% CI]",
+                    "tapmd_lift": f"TAPMD lift % [{ab_ci} CI]",
                     "expected_value": "expected amount",
                     "pct_of_oracle_expected": "% of oracle",
                 },
@@ -324,9 +286,9 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
                 [_ope_display_row(r) for r in m["policy_values"]],
                 labels={
                     "matched": "customers matched",
-                    "conversions_per_mille": "conversions per mille [95% CI]",
+                    "conversions_per_mille": f"conversions per mille [{ope_ci} CI]",
                     "spend_per_mille": "spend per mille",
-                    "spend_ci": "spend 95% CI",
+                    "spend_ci": f"spend {ope_ci} CI",
                     "conversions_lift": "conversions lift % [CI]",
                     "spend_lift": "spend lift % [CI]",
                 },

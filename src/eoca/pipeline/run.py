@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,60 +23,32 @@ from rich.console import Console
 
 from eoca.data import Dataset
 from eoca.errors import ConfigError, DataValidationError
+from eoca.evaluation.metrics import ORACLE
 from eoca.io import write_csv, write_json, write_parquet, write_text
-from eoca.pipeline.config import ORACLE, RunConfig, config_to_yaml
+from eoca.pipeline.config import RunConfig, config_to_yaml
 from eoca.pipeline.frameworks import FrameworkRun, Plan, allocation_table, build_plan, run_method
+from eoca.pipeline.results import ModelRun, RunData, RunResult
 
 console = Console(stderr=True)
 
 
-@dataclass
-class ModelRun:
-    """One trained model's outputs used downstream."""
+def open_run_data(cfg: RunConfig) -> RunData:
+    """The data a run works on: ``cfg.data`` if given, else the simulated world of ``cfg.simulator``; the true
+    arrays and the world seed of simulated data are derived here, once."""
+    if cfg.data is None:
+        from eoca.simulate import simulate, truth_arrays
 
-    name: str
-    offline: dict[str, Any]
-    etv: np.ndarray  # float32 (n_eval, k): predicted ETV of the evaluation customers
-    p: np.ndarray  # float32 (n_eval, k): predicted conversion probability
-    test_pred: dict[str, np.ndarray]  # predictions on the test exposures, keys etv and p (n_test,)
-    train_seconds: float
-    score_seconds: float
-    epochs: int
-    valid_value: float = float("nan")  # SNIPS decision value on the validation split (NaN without propensities)
+        sim = cfg.simulator.config()
+        dataset = simulate(sim, progress=cfg.progress)
+        return RunData(dataset, truth_arrays(dataset), sim.seed)
+    from eoca.data.resolve import open_dataset
 
+    dataset = open_dataset(cfg.data)
+    if dataset.truth is None:
+        return RunData(dataset)
+    from eoca.simulate import recorded_seed, truth_arrays
 
-@dataclass
-class RunResult:
-    """What a run produced; ``folder`` holds every artefact."""
-
-    folder: Path
-    config: RunConfig
-    dataset_name: str
-    models: list[ModelRun]
-    plan: Plan
-    frameworks: list[FrameworkRun]
-    online: dict[str, Any]
-    metrics: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def open_run_data(cfg: RunConfig) -> Dataset:
-    """The dataset a run works on: ``cfg.data`` if given, else the simulated world of ``cfg.simulator``."""
-    if cfg.data is not None:
-        from eoca.data.resolve import open_dataset
-
-        return open_dataset(cfg.data)
-    from eoca.simulate import load_simulator_config, simulate
-
-    sim = cfg.simulator
-    sets = [
-        *sim.set,
-        f"world.n_customers={sim.customers}",
-        f"world.n_funds={sim.funds}",
-        f"world.n_periods={sim.periods}",
-        f"seed={sim.seed}",
-    ]
-    return simulate(load_simulator_config(None, sets), progress=cfg.progress)
+    return RunData(dataset, truth_arrays(dataset), recorded_seed(dataset))
 
 
 def _folder(cfg: RunConfig, out: Path | None, runs_root: Path) -> Path:
@@ -124,17 +95,18 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
     write_text(config_to_yaml(cfg), work / "config.yaml")
 
     console.rule("1. data")
-    dataset = open_run_data(cfg)
-    simulated = dataset.truth is not None
+    data = open_run_data(cfg)
+    dataset = data.dataset
+    simulated = data.truth is not None
     t0 = _step("data", timings, t0)
 
     console.rule("2-3. train and score")
     plan = build_plan(dataset, cfg.plan)
-    models = [_train_and_score(cfg, dataset, name, plan, work) for name in cfg.models]
+    models = [_train_and_score(cfg, data, name, plan, work) for name in cfg.models]
     t0 = _step("train and score", timings, t0)
 
     console.rule("4-5. plan and allocate")
-    frameworks = _allocate_all(cfg, dataset, plan, models)
+    frameworks = _allocate_all(cfg, data, plan, models)
     write_parquet(allocation_table(frameworks), work / "allocations.parquet")
     primary = _primary(cfg, frameworks, models)
     write_parquet(primary.result.to_table(), work / "allocation.parquet")
@@ -143,11 +115,20 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
     console.rule("6. online evaluation")
     from eoca.pipeline.online import evaluate_online
 
-    online = evaluate_online(cfg, dataset, plan, frameworks)
+    online = evaluate_online(cfg, data, plan, frameworks)
     t0 = _step("online evaluation", timings, t0)
 
     console.rule("7. report")
-    from eoca.pipeline.report import allocation_rows, build_report, write_plots
+    from eoca.evaluation.allocation_value import allocation_values
+    from eoca.pipeline.report import build_report, run_summary, write_plots
+
+    true_value = None
+    if data.truth is not None:
+        true_value = {}
+        for fw in frameworks:
+            c, f = fw.pairs(plan)
+            true_value[fw.name] = float(data.truth.etv[c, f].sum())
+    allocation = [v.to_row() for v in allocation_values([(f.name, f.model, f.result) for f in frameworks], true_value)]
 
     metrics = {
         "date": dt.date.today().isoformat(),
@@ -177,7 +158,7 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
             }
             for m in models
         ],
-        "allocation": allocation_rows(frameworks, dataset, plan),
+        "allocation": allocation,
         "primary_framework": primary.name,
         **online,
     }
@@ -186,7 +167,7 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
     for key in ("ab_test", "policy_values"):
         if key in online:
             write_csv(online[key], work / f"{key}.csv")
-    plots = write_plots(work / "plots", dataset, plan, models, frameworks, online)
+    plots = write_plots(work / "plots", data, plan, models, frameworks, online, allocation)
     timings["report_inputs"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     metrics["timings_s"] = timings
@@ -201,7 +182,6 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
         metrics=metrics,
         timings=timings,
     )
-    from eoca.pipeline.report import run_summary
     from eoca.report import render_report
 
     metrics["summary"] = run_summary(result)
@@ -215,23 +195,18 @@ def _fund_ids(dataset: Dataset) -> list[Any]:
     return list(dataset.funds.column("fund_id").to_pylist())
 
 
-def _train_and_score(cfg: RunConfig, dataset: Dataset, name: str, plan: Plan, work: Path) -> ModelRun:
-    from eoca.config import deep_merge, validate_config
-    from eoca.evaluation.compare import offline_metrics
-    from eoca.training import TrainConfig, train
-    from eoca.training.config import default_train_dict
+def _train_and_score(cfg: RunConfig, data: RunData, name: str, plan: Plan, work: Path) -> ModelRun:
+    from eoca.pipeline.evaluate import offline_metrics
+    from eoca.training import train
     from eoca.training.selection import argmax_policy_value, has_propensities
 
-    tc = validate_config(
-        TrainConfig,
-        deep_merge(default_train_dict(), {**cfg.train, "model": name, "params": cfg.model_params.get(name, {})}),
-        "run config: train / model_params",
-    )
+    dataset = data.dataset
+    tc = cfg.train_config(name)
     console.print(f"training [bold]{name}[/]")
     t0 = time.perf_counter()
     trained = train(dataset, tc, work / "models" / name, progress=cfg.progress)
     t_train = time.perf_counter() - t0
-    offline = offline_metrics(trained, dataset, "test")
+    offline = offline_metrics(trained, dataset, "test", data.truth)
     t0 = time.perf_counter()
     mats = trained.score_matrix(dataset, chunk_customers=cfg.score_chunk, progress=cfg.progress)
     t_score = time.perf_counter() - t0
@@ -257,13 +232,11 @@ def _train_and_score(cfg: RunConfig, dataset: Dataset, name: str, plan: Plan, wo
     )
 
 
-def _allocate_all(cfg: RunConfig, dataset: Dataset, plan: Plan, models: list[ModelRun]) -> list[FrameworkRun]:
+def _allocate_all(cfg: RunConfig, data: RunData, plan: Plan, models: list[ModelRun]) -> list[FrameworkRun]:
+    dataset = data.dataset
     sources: list[tuple[str, np.ndarray, list[str]]] = [(m.name, m.etv, list(cfg.allocation.methods)) for m in models]
-    if dataset.truth is not None:
-        from eoca.simulate import truth_arrays
-
-        true_etv = truth_arrays(dataset).etv[plan.customer_pos].astype(np.float32)
-        sources.append((ORACLE, true_etv, ["exact"]))
+    if data.truth is not None:
+        sources.append((ORACLE, data.truth.etv[plan.customer_pos].astype(np.float32), ["exact"]))
     out: list[FrameworkRun] = []
     for model, scores, methods in sources:
         for method in methods:

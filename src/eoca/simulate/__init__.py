@@ -19,6 +19,7 @@ from eoca.simulate.simulator import (
     generate_world,
     outcome_draw,
     period_stream,
+    recorded_seed,
     simulate,
     truth_arrays,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "outcome_draw",
     "pair_uniforms",
     "period_stream",
+    "recorded_seed",
     "simulate",
     "truth_arrays",
 ]

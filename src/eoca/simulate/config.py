@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from eoca.config import load_config
+from eoca.simulate.incentive_config import IncentiveConfig
 
 
 class _Section(BaseModel):
@@ -252,6 +253,10 @@ class SimulatorConfig(_Section):
     conversion: ConversionConfig = Field(default_factory=ConversionConfig)
     amount: AmountConfig = Field(default_factory=AmountConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    incentives: IncentiveConfig | None = Field(
+        default=None,
+        description="incentive campaign (docs/budget.md); absent = off, and the world is unchanged by it",
+    )
 
 
 def default_config_path() -> Path:
@@ -275,6 +280,9 @@ def _render(model: BaseModel, indent: int, lines: list[str]) -> None:
     pad = " " * indent
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
+        if value is None and isinstance(model, SimulatorConfig):
+            # an absent optional section (incentives) is not rendered, so default worlds stay byte-identical
+            continue
         if info.description:
             lines.append(f"{pad}# {info.description}")
         if isinstance(value, BaseModel):

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit, ndtri
 
+from eoca import etv
 from eoca.errors import ConfigError
 from eoca.simulate.config import SimulatorConfig
 
@@ -121,13 +122,13 @@ def draw_outcomes(
 
 
 def expected_amount(mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """E[A | convert] = exp(mu + sigma^2 / 2) - 1 (same shape as the inputs)."""
-    return np.expm1(mu + 0.5 * sigma * sigma)
+    """E[A | convert] = exp(mu + sigma^2 / 2) - 1 (same shape as the inputs); :func:`eoca.etv.expected_amount`."""
+    return np.asarray(etv.expected_amount(np.asarray(mu), np.asarray(sigma)))
 
 
 def expected_value(p: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """True ETV = p * (exp(mu + sigma^2 / 2) - 1) (EOCA Eq. 13), elementwise."""
-    return p * expected_amount(mu, sigma)
+    """True ETV = p * (exp(mu + sigma^2 / 2) - 1) (EOCA Eq. 13), elementwise; the formula the models use too."""
+    return np.asarray(etv.etv_eoca(np.asarray(p), np.asarray(mu), np.asarray(sigma)))
 
 
 def sample_amounts(mu: np.ndarray, sigma: np.ndarray, rng: np.random.Generator) -> np.ndarray:

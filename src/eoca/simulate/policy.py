@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from eoca.risk import eligible_mask
 from eoca.simulate.config import PolicyConfig
 from eoca.simulate.world import categorical_rows
 
@@ -40,7 +41,7 @@ def policy_probabilities(
     Returns:
         float64, shape (N, K): rows sum to 1; 0 exactly where fund_risk > tolerance.
     """
-    eligible = fund_risk[None, :] <= tolerance[:, None]
+    eligible = eligible_mask(tolerance, fund_risk)
     if not eligible.any(axis=1).all():
         raise ValueError("some customer has no fund at or below their risk tolerance; the log would break the rule")
     score = (

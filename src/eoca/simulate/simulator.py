@@ -17,7 +17,8 @@ from scipy.special import expit
 
 from eoca.data.dataset import Dataset
 from eoca.data.schema import EVENT_TYPES, DatasetSpec, FeatureSpec, FeatureType, SplitSpec, TableSpec
-from eoca.errors import DataValidationError
+from eoca.errors import ConfigError, DataValidationError
+from eoca.risk import eligible_mask
 from eoca.simulate.config import SimulatorConfig, config_yaml
 from eoca.simulate.outcomes import (
     PairLatents,
@@ -148,7 +149,7 @@ def generate_world(config: SimulatorConfig, progress: bool = False) -> World:
             funds, fund_cols = generate_funds(cfg)
             tolerance = cust_cols["risk_tolerance"]
             risk = fund_cols["risk_level"]
-            eligible = risk[None, :] <= tolerance[:, None]
+            eligible = eligible_mask(tolerance, risk)
             pref_pair = cust.preference[:, funds.type_index]
             rng = step_rng(cfg.seed, STEP_PAIRS)
             base = PairLatents(
@@ -397,6 +398,26 @@ def truth_arrays(dataset: Dataset) -> TruthArrays:
         mat[flat] = vals
         out.append(mat.reshape(n, k))
     return TruthArrays(*out)
+
+
+def recorded_seed(dataset: Dataset) -> int:
+    """The seed a simulated dataset was generated with, from the configuration ``eoca simulate`` records in
+    its spec (``notes.simulator_config``); the delivery period's outcome streams derive from it.
+
+    Raises:
+        ConfigError: the dataset carries no such record.
+    """
+    from eoca.config import parse_yaml
+
+    recorded = (dataset.spec.notes or {}).get("simulator_config")
+    if isinstance(recorded, str):
+        seed = parse_yaml(recorded, f"dataset '{dataset.spec.name}' notes.simulator_config").get("seed")
+        if isinstance(seed, int):
+            return seed
+    raise ConfigError(
+        f"dataset '{dataset.spec.name}' has a truth table but no record of its simulator seed "
+        "(notes.simulator_config in dataset.yaml), so the delivery period's outcome stream is unknown"
+    )
 
 
 OutcomeDraw = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]

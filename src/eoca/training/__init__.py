@@ -1,4 +1,4 @@
-"""Training and scoring of the ETV model zoo (issue 4).
+"""Training and scoring of the ETV model zoo.
 
 * :class:`TrainConfig`, :func:`load_train_config`: the configuration (defaults in ``eoca/configs/train.yaml``).
 * :func:`train` -> :class:`TrainedModel` (``save`` / ``load`` / ``predict_pairs`` / ``score_matrix``).

@@ -9,20 +9,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from eoca.config import deep_merge, load_config, read_yaml, validate_config
+from eoca.config import deep_merge, load_config, packaged_config, read_yaml, validate_config
 from eoca.errors import ConfigError
 
-DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "configs" / "train.yaml"
+DEFAULTS_FILE: Path = packaged_config("train.yaml")
 
 
-class TrainConfig(BaseModel):
-    """Everything that determines a training run; two runs with equal configs and data give equal models."""
+class TrainOptions(BaseModel):
+    """How to train, whatever the model: the ``train`` section of a run configuration.
+
+    :class:`TrainConfig` adds which model and its architecture parameters.
+    """
 
     # Unknown keys are errors, so a typo such as ``--set learning_rate=0.1`` fails loudly instead of being ignored.
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = "esdpm"
-    params: dict[str, Any] = Field(default_factory=dict)
     lr: float = Field(0.01, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(1024, ge=1)
@@ -55,6 +56,17 @@ class TrainConfig(BaseModel):
         if not v or any(not 0 <= x < 1 for x in v):
             raise ValueError("must be a non-empty list of dropout rates in [0, 1)")
         return v
+
+
+class TrainConfig(TrainOptions):
+    """Everything that determines a training run; two runs with equal configs and data give equal models."""
+
+    model: str = "esdpm"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def options(self) -> TrainOptions:
+        """The model-independent part."""
+        return TrainOptions.model_validate(self.model_dump(exclude={"model", "params"}))
 
 
 def default_train_dict() -> dict[str, Any]:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from eoca.data import Dataset
-from eoca.evaluation.compare import _eligible
 from eoca.evaluation.metrics import argmax_fund
 from eoca.models.guard import EtvGuard
+from eoca.risk import eligible_mask
 
 if TYPE_CHECKING:
     from eoca.training.trainer import TrainedModel
@@ -79,7 +79,9 @@ def argmax_policy_value(trained: TrainedModel, dataset: Dataset, split: str = "v
         {name: v[logged] for name, v in raw.items()}, fund, converted, amount, fund_ids, formula, split
     )
     etv = guard.apply(raw, np.tile(np.arange(k), units.size), fund_ids, formula)["etv"].reshape(units.size, k)
-    return snips_argmax_value(etv, _eligible(dataset, units), row_unit, fund, prop, amount)
+    tol = np.asarray(dataset.customers.column("risk_tolerance").to_numpy(), dtype=np.int64)[units]
+    risk = np.asarray(dataset.funds.column("risk_level").to_numpy(), dtype=np.int64)
+    return snips_argmax_value(etv, eligible_mask(tol, risk), row_unit, fund, prop, amount)
 
 
 def snips_argmax_value(

@@ -3,7 +3,7 @@
 One seed's result is one draw of initialisation, dropout and data order; on rare-conversion data the spread
 between draws can exceed the difference between models, so a comparison that names a winner needs several.
 :func:`evaluate_seeds` trains each model with each seed (``RUNS/<model>/seed=<s>``, reused when present),
-scores the test split with :func:`eoca.evaluation.compare.offline_metrics`, and summarises every metric over
+scores the test split with :func:`eoca.pipeline.evaluate.offline_metrics`, and summarises every metric over
 the seeds: mean, sample standard deviation and the Student-t 95% interval of the mean. With ``ensemble`` the
 seeds' predictions (``p`` and ``etv``, averaged) are scored as one more row per model.
 """
@@ -22,8 +22,10 @@ from scipy import stats
 
 from eoca.data import Dataset
 from eoca.errors import ConfigError
-from eoca.evaluation.compare import ORACLE, metrics_from_predictor, offline_metrics, oracle_metrics
+from eoca.evaluation.compare import metrics_from_predictor
+from eoca.evaluation.metrics import ORACLE
 from eoca.io import write_csv, write_json, write_text, write_yaml
+from eoca.pipeline.evaluate import dataset_truth, offline_metrics, oracle_metrics, risk_arrays
 
 SUMMARY_METRICS: tuple[str, ...] = (
     "auc",
@@ -139,6 +141,7 @@ def evaluate_seeds(
     rows: list[dict[str, Any]] = []
     per_seed: dict[str, list[dict[str, float | None]]] = {}
     labels: dict[str, np.ndarray] | None = None
+    truth = dataset_truth(dataset)
     for name in models:
         trained_runs = []
         results = []
@@ -150,7 +153,7 @@ def evaluate_seeds(
             else:
                 cfg = base.model_copy(update={"model": name, "seed": seed})
                 trained = train(dataset, cfg, run_dir, resume=True, progress=progress)
-            metrics = offline_metrics(trained, dataset, split)
+            metrics = offline_metrics(trained, dataset, split, truth)
             metrics["train_seconds"] = time.perf_counter() - t0
             metrics["epochs"] = float(len(trained.history))
             results.append(metrics)
@@ -160,9 +163,9 @@ def evaluate_seeds(
         per_seed[name] = results
         rows.append({"model": name, "seeds": len(seeds), **_summaries(results)})
         if ensemble and trained_runs:
-            rows.append(_ensemble_row(dataset, name, trained_runs, split))
+            rows.append(_ensemble_row(dataset, name, trained_runs, split, truth))
     if dataset.truth is not None and labels is not None:
-        oracle = oracle_metrics(dataset, labels)
+        oracle = oracle_metrics(dataset, labels, truth)
         rows.append({"model": ORACLE, "seeds": 0, **_summaries([oracle])})
     md = render_seeds_markdown(dataset.spec.name, seeds, rows)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,10 +196,8 @@ def _flatten(row: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _ensemble_row(dataset: Dataset, name: str, trained_runs: list[Any], split: str) -> dict[str, Any]:
+def _ensemble_row(dataset: Dataset, name: str, trained_runs: list[Any], split: str, truth: Any) -> dict[str, Any]:
     """Metrics of the seeds' averaged ``p`` and ``etv`` (each seed's guarded prediction), as a one-draw row."""
-    from eoca.evaluation.compare import _truth_etv
-
     first = trained_runs[0]
     labels = first.bind(dataset).exposure_labels(split)
     batch = int(first.config.eval_batch_size)
@@ -206,5 +207,6 @@ def _ensemble_row(dataset: Dataset, name: str, trained_runs: list[Any], split: s
         return {key: np.mean([p[key] for p in preds], axis=0) for key in ("p", "etv")}
 
     tasks = frozenset(first.model.tasks) - {"ctr"}
-    metrics = metrics_from_predictor(dataset, labels, predict, tasks, _truth_etv(dataset))
+    tol, risk = risk_arrays(dataset)
+    metrics = metrics_from_predictor(tol, risk, labels, predict, tasks, None if truth is None else truth.etv)
     return {"model": f"{name} (ensemble of {len(trained_runs)})", "seeds": len(trained_runs), **_summaries([metrics])}

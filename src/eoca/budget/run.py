@@ -1,0 +1,397 @@
+"""The budget job: train the response models on part of a randomized incentive log, allocate under budgets with
+the exact solver, evaluate on the held-out customers, and write tables, plots and a Markdown report.
+
+Used by ``eoca budget``, by ``eoca run`` when the simulator config has incentives, and by benchmarks/budget.py.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from eoca.budget.data import IncentiveData
+from eoca.budget.evaluate import (
+    DEFAULT_FRACTIONS,
+    CurvePoint,
+    allocate,
+    aucc,
+    budget_curve,
+    oracle_curve,
+    qini_auc_score,
+    random_policy,
+    single_arm_policy,
+    snips_policies,
+    top_uplift_policy,
+    true_outcome,
+    uplift_auc_score,
+)
+from eoca.budget.models import Prediction, make_model
+from eoca.errors import DataValidationError
+from eoca.io import write_bytes, write_csv, write_json, write_parquet, write_text
+
+__all__ = ["BudgetRunResult", "parse_budget", "run_budget"]
+
+DEFAULT_MODELS = ("t_learner", "x_learner", "multi_head", "e2e")
+GOAL_FRACTIONS = (0.1, 0.3, 0.5)
+
+
+def parse_budget(text: str, full: float) -> float:
+    """``"30%"`` -> 0.3 x ``full`` (the treat-everyone cost); a plain number is an absolute budget."""
+    s = str(text).strip()
+    try:
+        value = float(s[:-1]) / 100.0 * full if s.endswith("%") else float(s)
+    except ValueError:
+        raise DataValidationError(
+            f"--budget {text!r}: give an amount (e.g. 5000) or a share of the treat-everyone cost (e.g. 30%)"
+        ) from None
+    if not np.isfinite(value) or value < 0:
+        raise DataValidationError(f"--budget {text!r}: the budget must be a number >= 0")
+    return value
+
+
+@dataclass
+class BudgetRunResult:
+    """What the job measured; every table is a list of flat rows (CSV-ready)."""
+
+    data_name: str
+    n_train: int
+    n_test: int
+    budget: float
+    full_cost: float
+    simulated: bool
+    fit_seconds: dict[str, float]
+    curves: list[CurvePoint]
+    goal_rows: list[dict[str, Any]]
+    uplift_rows: list[dict[str, Any]]
+    ope_rows: list[dict[str, Any]]
+    certificate: dict[str, Any]
+    best_model: str
+    allocation: pa.Table
+    plots: dict[str, bytes] = field(default_factory=dict)
+
+    def curve_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "policy": p.policy,
+                "fraction": p.fraction,
+                "budget": p.budget,
+                "value": p.value,
+                "cost": p.cost,
+                "value_ci_low": p.value_ci[0],
+                "value_ci_high": p.value_ci[1],
+            }
+            for p in self.curves
+        ]
+
+
+def _fit(name: str, train: IncentiveData, seed: int) -> Any:
+    if name.startswith("peer_"):
+        from eoca.budget.peers import make_peer
+
+        return make_peer(name, seed).fit(train)
+    return make_model(name, seed).fit(train)
+
+
+def run_budget(
+    data: IncentiveData,
+    *,
+    models: Sequence[str] = DEFAULT_MODELS,
+    budget: str = "30%",
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    test_fraction: float = 0.5,
+    seed: int = 0,
+    n_bootstrap: int = 500,
+    plots: bool = True,
+) -> BudgetRunResult:
+    """Train ``models`` on a random part of ``data``, evaluate on the rest (see the module docstring)."""
+    if not models:
+        raise DataValidationError("run_budget needs at least one model")
+    train, test = data.split(test_fraction, seed)
+    full = test.treat_all_cost()
+    b_abs = parse_budget(budget, full)
+    preds: dict[str, Prediction] = {}
+    fit_s: dict[str, float] = {}
+    for name in models:
+        t0 = time.perf_counter()
+        preds[name] = _fit(name, train, seed).predict(test.features)
+        fit_s[name] = time.perf_counter() - t0
+    simulated = test.truth is not None
+    curves: list[CurvePoint] = []
+    goal_rows: list[dict[str, Any]] = []
+    ope_rows: list[dict[str, Any]] = []
+    if simulated:
+        oracle = oracle_curve(test, fractions)
+        curves += oracle
+        for name, pred in preds.items():
+            curves += budget_curve(name, pred, test, fractions)
+        goal_rows = _simulated_goals(test, preds, full, seed)
+        ref = oracle[-1].value
+    else:
+        curves += _snips_curves(test, preds, fractions, full, seed)
+        ref = max((p.value for p in curves if p.fraction == max(fractions)), default=0.0)
+    aucc_by = {
+        name: aucc([p for p in curves if p.policy == name], ref) for name in dict.fromkeys(p.policy for p in curves)
+    }
+    best = max(preds, key=lambda m: aucc_by.get(m, -np.inf))
+    ope_rows = _ope_at_budget(test, preds, best, b_abs, n_bootstrap, seed)
+    sol = allocate(preds[best], test, b_abs)
+    cert = {**sol.certificate.to_dict(), "model": best, "budget": b_abs, "predicted_cost": sol.cost}
+    if simulated:
+        v, c = true_outcome(test, sol.arm)
+        cert.update(true_incremental_value=v, true_cost=c)
+    cost_m = test.cost_matrix(preds[best].p)
+    rows = np.arange(test.n)
+    allocation = pa.table(
+        {
+            "customer_id": test.customer_id,
+            "arm": pa.array([test.arms[a].name for a in sol.arm]),
+            "predicted_value": preds[best].value[rows, sol.arm],
+            "predicted_uplift": preds[best].uplift[rows, sol.arm],
+            "predicted_cost": cost_m[rows, sol.arm],
+        }
+    )
+    uplift_rows = _uplift_rows(test, preds)
+    for r in uplift_rows:
+        r["aucc"] = aucc_by.get(r["model"])
+    result = BudgetRunResult(
+        data_name=data.name,
+        n_train=train.n,
+        n_test=test.n,
+        budget=b_abs,
+        full_cost=full,
+        simulated=simulated,
+        fit_seconds=fit_s,
+        curves=curves,
+        goal_rows=goal_rows,
+        uplift_rows=uplift_rows,
+        ope_rows=ope_rows,
+        certificate=cert,
+        best_model=best,
+        allocation=allocation,
+    )
+    if plots:
+        result.plots["budget_curves.png"] = budget_curve_chart(result)
+    return result
+
+
+def _simulated_goals(test: IncentiveData, preds: dict[str, Prediction], full: float, seed: int) -> list[dict[str, Any]]:
+    """True incremental value at the goal budgets: each model, the baselines, and the share of the oracle."""
+    assert test.truth is not None
+    t = test.truth
+    rows_out: list[dict[str, Any]] = []
+    from eoca.budget.solver import solve_budget
+
+    for f in GOAL_FRACTIONS:
+        b = f * full
+        orc_v, orc_c = true_outcome(test, solve_budget(t.value, t.expected_cost, b).arm)
+        entries: list[tuple[str, float, float]] = [("oracle", orc_v, orc_c)]
+        for name, pred in preds.items():
+            entries.append((name, *true_outcome(test, allocate(pred, test, b).arm)))
+            entries.append((f"{name}:top_uplift", *true_outcome(test, top_uplift_policy(pred, test, b))))
+        probs = random_policy(test, b, t.expected_cost)
+        rand_v = float(((probs * t.value).sum(axis=1) - t.value[:, 0]).sum())
+        rand_c = float((probs * t.expected_cost).sum())
+        entries.append(("random", rand_v, rand_c))
+        for name, v, c in entries:
+            rows_out.append(
+                {
+                    "fraction": f,
+                    "budget": b,
+                    "policy": name,
+                    "true_incremental_value": v,
+                    "true_cost": c,
+                    "cost_over_budget": c / b if b > 0 else None,
+                    "share_of_oracle": v / orc_v if orc_v > 0 else None,
+                }
+            )
+    del seed
+    return rows_out
+
+
+def _snips_curves(
+    test: IncentiveData, preds: dict[str, Prediction], fractions: Sequence[float], full: float, seed: int
+) -> list[CurvePoint]:
+    """SNIPS incremental value (x n customers) along the budgets, with bootstrap intervals of the difference to
+    giving nobody an incentive."""
+    out: list[CurvePoint] = []
+    control = np.zeros(test.n, dtype=np.int64)
+    for f in fractions:
+        b = f * full
+        pols = {name: allocate(pred, test, b).arm for name, pred in preds.items()}
+        res = snips_policies(test, {**pols, "control": control}, n_bootstrap=200, seed=seed)
+        base = res["control"].spend_per_mille / 1000.0
+        for name, arm in pols.items():
+            pv = res[name]
+            v = (pv.spend_per_mille / 1000.0 - base) * test.n
+            lo, hi = ((x / 1000.0 - base) * test.n for x in pv.spend_per_mille_ci)
+            cost = float(test.cost_matrix(preds[name].p)[np.arange(test.n), arm].sum())
+            out.append(CurvePoint(name, f, b, v, cost, (lo, hi)))
+    return out
+
+
+def _ope_at_budget(
+    test: IncentiveData, preds: dict[str, Prediction], best: str, budget: float, n_bootstrap: int, seed: int
+) -> list[dict[str, Any]]:
+    """SNIPS at ``budget``: each model's solver policy, the best model's top-uplift and single-arm policies and
+    random targeting; lifts against random targeting with paired bootstrap intervals."""
+    pols: dict[str, Any] = {name: allocate(pred, test, budget).arm for name, pred in preds.items()}
+    pb = preds[best]
+    pols[f"{best}:top_uplift"] = top_uplift_policy(pb, test, budget)
+    for t in range(1, test.n_arms):
+        pols[f"{best}:only_{test.arms[t].name}"] = single_arm_policy(pb, test, budget, t)
+    exp_cost = test.cost_matrix(
+        np.broadcast_to(
+            [test.converted[test.arm == t].mean() if (test.arm == t).any() else 0.0 for t in range(test.n_arms)],
+            (test.n, test.n_arms),
+        )
+    )
+    pols["random"] = random_policy(test, budget, exp_cost)
+    pols["control"] = np.zeros(test.n, dtype=np.int64)
+    res = snips_policies(test, pols, reference="random", n_bootstrap=n_bootstrap, seed=seed)
+    rows = []
+    for r in res.to_rows():
+        rows.append(
+            {
+                "policy": r["policy"],
+                "spend_per_customer": r["spend_per_mille"] / 1000.0,
+                "spend_ci_low": r["spend_per_mille_ci_low"] / 1000.0,
+                "spend_ci_high": r["spend_per_mille_ci_high"] / 1000.0,
+                "lift_vs_random_pct": r["spend_lift_pct"],
+                "lift_ci_low": r["spend_lift_ci_low"],
+                "lift_ci_high": r["spend_lift_ci_high"],
+                "matched": r["matched"],
+            }
+        )
+    return rows
+
+
+def _uplift_rows(test: IncentiveData, preds: dict[str, Prediction]) -> list[dict[str, Any]]:
+    """Qini coefficient and uplift AUC (conversion) per model and arm vs control, scikit-uplift's definitions."""
+    out = []
+    for name, pred in preds.items():
+        for t in range(1, test.n_arms):
+            sel = (test.arm == t) | (test.arm == 0)
+            y = test.converted[sel]
+            tr = (test.arm[sel] == t).astype(int)
+            score = pred.p[sel, t] - pred.p[sel, 0]
+            ok = y.min() != y.max() and tr.min() != tr.max()
+            out.append(
+                {
+                    "model": name,
+                    "arm": test.arms[t].name,
+                    "qini_auc": qini_auc_score(y, score, tr) if ok else None,
+                    "uplift_auc": uplift_auc_score(y, score, tr) if ok else None,
+                }
+            )
+    return out
+
+
+# --- report ---------------------------------------------------------------------------------------------------
+
+
+def budget_curve_chart(result: BudgetRunResult) -> bytes:
+    """Incremental value against the budget (share of the treat-everyone cost), one line per policy."""
+    import matplotlib.pyplot as plt
+
+    from eoca.report import plots  # selects the headless backend before pyplot is used
+
+    fig, ax = plt.subplots(figsize=(8.0, 4.8))
+    try:
+        names = list(dict.fromkeys(p.policy for p in result.curves))
+        for i, name in enumerate(names):
+            pts = [p for p in result.curves if p.policy == name]
+            x = np.array([p.fraction for p in pts]) * 100
+            y = np.array([p.value for p in pts])
+            color = "#1c2733" if name == "oracle" else plots.PALETTE[i % len(plots.PALETTE)]
+            ax.plot(
+                x, y, marker="o", markersize=3, label=name, color=color, linestyle="--" if name == "oracle" else "-"
+            )
+            lo = np.array([p.value_ci[0] for p in pts])
+            hi = np.array([p.value_ci[1] for p in pts])
+            if np.isfinite(lo).all() and np.isfinite(hi).all():
+                ax.fill_between(x, lo, hi, alpha=0.15, color=color)
+        ax.set_xlabel("budget, % of the treat-everyone cost")
+        what = "true expected" if result.simulated else "SNIPS (95% bootstrap band)"
+        ax.set_ylabel(f"incremental value, {what}")
+        ax.set_title(f"Budget curves on {result.data_name} ({result.n_test:,} held-out customers)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=144)
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if not np.isfinite(v):
+            return ""
+        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"
+    return str(v)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return "_(none)_\n"
+    cols = list(columns or rows[0].keys())
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(result: BudgetRunResult) -> str:
+    """The report section (Markdown) of a budget run."""
+    c = result.certificate
+    parts = [
+        f"## Budget allocation: {result.data_name}\n",
+        f"Trained on {result.n_train:,} customers, evaluated on {result.n_test:,} held out. Treat-everyone cost "
+        f"{result.full_cost:,.0f}; budget {result.budget:,.0f}. Best model by AUCC: **{result.best_model}**.\n",
+        "### Certificate of the allocation at the budget\n",
+        f"price lambda = {c['price']:.6g}; dual bound {c['dual_bound']:,.2f}; integer value {c['value']:,.2f}; "
+        f"gap {c['gap']:.4g} (at most one customer's value: bound {c['gap_bound']:.4g}); "
+        f"proven optimal: {c['optimal']}.\n",
+    ]
+    if result.simulated:
+        parts += [
+            "### True incremental value at 10/30/50% of the treat-everyone cost\n",
+            markdown_table(result.goal_rows),
+        ]
+    parts += [
+        "### Off-policy value at the budget (SNIPS, lifts against random targeting)\n",
+        markdown_table(result.ope_rows),
+        "### Uplift ranking (conversion, per arm vs control) and AUCC\n",
+        markdown_table(result.uplift_rows),
+        "### Fit and predict time (s)\n",
+        markdown_table([{"model": k, "seconds": v} for k, v in result.fit_seconds.items()]),
+    ]
+    if "budget_curves.png" in result.plots:
+        parts.append("![budget curves](budget_curves.png)\n")
+    return "\n".join(parts)
+
+
+def write_budget_run(result: BudgetRunResult, out: str | Path) -> Path:
+    """Write allocation.parquet, certificate.json, curves/goals/ope/uplift CSVs, plots and report.md."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_parquet(result.allocation, folder / "allocation.parquet")
+    write_json(result.certificate, folder / "certificate.json")
+    write_csv(result.curve_rows(), folder / "budget_curves.csv")
+    if result.goal_rows:
+        write_csv(result.goal_rows, folder / "goals.csv")
+    write_csv(result.ope_rows, folder / "ope.csv")
+    write_csv(result.uplift_rows, folder / "uplift.csv")
+    for name, png in result.plots.items():
+        write_bytes(png, folder / name)
+    write_text(report_markdown(result), folder / "report.md")
+    return folder
