@@ -47,7 +47,7 @@ def test_multi_table_import(workdir: Path) -> None:
     ds = import_dataset(workdir / "tables_spec.yaml", workdir / "out")
     assert (ds.n_customers, ds.n_funds, ds.exposures.num_rows) == (30, 3, 90)
     assert ds.spec.propensity == "logged"
-    assert ds.exposures.column("customer_id").to_pylist()[:2] == [100, 101]
+    assert ds.exposures.column("customer_id").to_pylist()[:2] == ["100", "101"], "ids are text unless declared"
     assert set(ds.funds.column_names) == {"fund_id", "risk_level", "annual_return", "category"}
     np.testing.assert_array_equal(np.bincount(Dataset.load(workdir / "out").split_labels(), minlength=3)[2], 30)
 

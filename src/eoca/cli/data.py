@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from eoca.cli.app import app
+from eoca.cli.options import Overwrite
 from eoca.data.resolve import open_dataset
-from eoca.io import write_json
+from eoca.io import output_folder, write_json
 
 console = Console()
 
@@ -20,6 +21,7 @@ console = Console()
 def import_cmd(
     spec: Annotated[Path, typer.Option("--spec", help="YAML mapping your files' columns to eoca's roles.")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset to.")],
+    overwrite: Overwrite = False,
 ) -> None:
     """Import your own CSV or Parquet files as an eoca dataset.
 
@@ -31,11 +33,17 @@ def import_cmd(
     """
     from eoca.data.importer import import_dataset
 
-    ds = import_dataset(spec, out)
+    with output_folder(out, overwrite=overwrite) as work:
+        ds = import_dataset(spec, None)
+        ds.save(work)
     console.print(
-        f"imported [bold]{ds.spec.name}[/]: {ds.n_customers:,} customers, {ds.n_funds:,} funds, "
-        f"{ds.exposures.num_rows:,} exposures -> {out}"
+        f"imported [bold]{ds.spec.name}[/]: {ds.n_customers:,} customers, {ds.n_funds:,} fund(s), "
+        f"{ds.exposures.num_rows:,} exposures -> {out}",
+        soft_wrap=True,
     )
+    for key, note in ds.spec.notes.items():
+        if key != "imported_from":
+            console.print(f"  {key}: {note}", highlight=False, soft_wrap=True)
 
 
 def _fmt(v: Any) -> str:
@@ -93,8 +101,12 @@ def inspect_cmd(
     for col in ("fund_id", "risk_level", "exposures", "conversions", "conversion_per_mille", "amount"):
         pf.add_column(col.replace("_", " "), justify="right")
     for row in stats["per_fund"]:
-        pf.add_row(*(_fmt(row[c]) for c in ("fund_id", "risk_level", "exposures", "conversions",
-                                             "conversion_per_mille", "amount")))
+        pf.add_row(
+            *(
+                _fmt(row[c])
+                for c in ("fund_id", "risk_level", "exposures", "conversions", "conversion_per_mille", "amount")
+            )
+        )
     console.print(pf)
     rh = Table(title="risk histograms")
     rh.add_column("level", justify="right")

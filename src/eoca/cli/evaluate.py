@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from eoca.cli.app import app
-from eoca.cli.options import CONFIG_HELP, DATA_HELP, SET_HELP
+from eoca.cli.options import CONFIG_HELP, DATA_HELP, SET_HELP, Overwrite
 from eoca.errors import ConfigError
 
 console = Console(stderr=True)
@@ -38,12 +38,14 @@ def evaluate_cmd(
     ensemble: Annotated[
         bool, typer.Option("--ensemble", help="With --seeds: add a row per model averaging its seeds' predictions.")
     ] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train (or reuse) several models with one config and compare them on the test split (EOCA Tables 1-2,
     Figure 5): AUC, logloss, MSE, MAE, Gini, Spearman, THC, THA and, on simulated data, errors against the true
     ETV. Prints the Markdown table and writes it with CSV, JSON and a PNG of THC/THA. With --seeds, every model
     trains once per seed and each metric is summarised over the seeds (eoca.pipeline.seeds)."""
     from eoca.data import open_dataset
+    from eoca.io import output_folder
     from eoca.pipeline.evaluate import compare_models
     from eoca.training import load_train_config
 
@@ -59,9 +61,10 @@ def evaluate_cmd(
         seed_list = parse_seeds(seeds)
         ds = open_dataset(data)
         start = time.perf_counter()
-        summary = evaluate_seeds(
-            ds, names, out, seeds=seed_list, config=cfg, runs=runs, ensemble=ensemble, progress=progress
-        )
+        with output_folder(out, overwrite=overwrite, resume=True, keep_on_failure=True) as work:
+            summary = evaluate_seeds(
+                ds, names, work, seeds=seed_list, config=cfg, runs=runs, ensemble=ensemble, progress=progress
+            )
         typer.echo(summary.markdown, nl=False)
         console.print(
             f"evaluated {len(names)} models x {len(seed_list)} seeds in {time.perf_counter() - start:.1f} s -> {out}"
@@ -69,6 +72,9 @@ def evaluate_cmd(
         return
     ds = open_dataset(data)
     start = time.perf_counter()
-    result = compare_models(ds, names, out, config=cfg, runs=runs, progress=progress)
+    # Built under a hidden name and swapped in whole; a killed comparison's trained models stay there and are
+    # resumed by the next call with the same --out.
+    with output_folder(out, overwrite=overwrite, resume=True, keep_on_failure=True) as work:
+        result = compare_models(ds, names, work, config=cfg, runs=runs, progress=progress)
     typer.echo(result.markdown, nl=False)
     console.print(f"compared {len(names)} models in {time.perf_counter() - start:.1f} s -> {out}")

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from eoca.config import format_validation_error, read_yaml
-from eoca.data.schema import ALL_TABLES, OPTIONAL_TABLES, SPEC_FILE, DatasetSpec
+from eoca.data.schema import ALL_TABLES, OPTIONAL_TABLES, SPEC_FILE, DatasetSpec, SplitSpec
 from eoca.data.validate import check_dataset, check_table
 from eoca.errors import ConfigError, DataValidationError
 from eoca.io import write_parquet, write_yaml
@@ -92,9 +92,7 @@ class Dataset:
         return str(self.root / rel) if self.root is not None else rel
 
     @classmethod
-    def load(
-        cls, path: str | os.PathLike[str], *, validate: bool = True, with_truth: bool = True
-    ) -> Dataset:
+    def load(cls, path: str | os.PathLike[str], *, validate: bool = True, with_truth: bool = True) -> Dataset:
         """Load and validate the dataset in folder ``path``."""
         root = Path(path)
         spec = load_spec(root)
@@ -203,18 +201,38 @@ def compute_split(ds: Dataset) -> np.ndarray:
     The random parts hash the row's customer position (and, for validation, the row number) with the seed, so
     the split depends only on the data and the seed, not on the machine or the reading order.
     """
-    rule = ds.spec.split
-    n = ds.exposures.num_rows
     cust_pos = ds.customer_index(ds.exposures.column("customer_id"))
+    times = None
+    if ds.spec.split.test_fraction is None:
+        times = np.asarray(ds.exposures.column("time").to_numpy(), dtype=np.int64)
+    labels = split_rows(ds.spec.split, cust_pos, times)
+    if not (labels == 0).any():
+        raise DataValidationError(no_training_message(ds.spec.name, ds.spec.split))
+    return labels
+
+
+def no_training_message(name: str, rule: SplitSpec) -> str:
+    return (
+        f"dataset '{name}': the split rule {rule.model_dump(exclude_none=True)} leaves no training "
+        "exposures; lower split.test_start / split.test_fraction / split.validation_fraction"
+    )
+
+
+def split_rows(rule: SplitSpec, cust_pos: np.ndarray, times: np.ndarray | None) -> np.ndarray:
+    """The split labels (0 train, 1 valid, 2 test; int8, shape (n,)) of exposures whose customers sit at
+    ``cust_pos`` in the customers table and whose delivery times are ``times`` (needed by time-based rules).
+
+    The one implementation of the split rule, shared by :func:`compute_split` and the importer (which needs the
+    training rows before a dataset exists, to fill missing values with training means).
+    """
+    n = cust_pos.size
     labels = np.zeros(n, dtype=np.int8)
     if rule.test_fraction is not None:
         test = _uniform_hash(cust_pos, rule.seed) < rule.test_fraction
     else:
-        start = ds.test_start()
-        # test_start() is None only for fraction-based splits, which the branch above handles.
-        if start is None:
-            raise RuntimeError("time-based split without a test start; this is a bug in Dataset.test_start")
-        times = np.asarray(ds.exposures.column("time").to_numpy(), dtype=np.int64)
+        if times is None:
+            raise ValueError("a time-based split needs the exposures' times")
+        start = rule.test_start if rule.test_start is not None else (int(times.max()) if n else 0)
         test = times >= start
     labels[test] = 2
     rest = ~test
@@ -222,9 +240,21 @@ def compute_split(ds: Dataset) -> np.ndarray:
         # Validation is drawn by customer so a customer's exposures do not straddle train and validation.
         valid = _uniform_hash(cust_pos, rule.seed + 1) < rule.validation_fraction
         labels[rest & valid] = 1
-    if not (labels == 0).any():
-        raise DataValidationError(
-            f"dataset '{ds.spec.name}': the split rule {rule.model_dump(exclude_none=True)} leaves no training "
-            "exposures; lower split.test_start / split.test_fraction / split.validation_fraction"
-        )
     return labels
+
+
+def split_exposures(dataset: Dataset, split: str) -> dict[str, np.ndarray]:
+    """The exposures of ``split`` (in file order): ``customer_pos``, ``fund_pos``, ``converted``, ``amount``,
+    and ``clicked`` / ``weight`` (sampling weights) where the dataset has them; every array has shape (m,)."""
+    rows = np.flatnonzero(dataset.split_mask(split))
+    exp = dataset.exposures
+    out = {
+        "customer_pos": dataset.customer_index(exp.column("customer_id"))[rows],
+        "fund_pos": dataset.fund_index(exp.column("fund_id"))[rows],
+        "converted": np.asarray(exp.column("converted").to_numpy(), dtype=np.float64)[rows],
+        "amount": np.asarray(exp.column("amount").to_numpy(), dtype=np.float64)[rows],
+    }
+    for extra in ("clicked", "weight"):
+        if extra in exp.column_names:
+            out[extra] = np.asarray(exp.column(extra).to_numpy(), dtype=np.float64)[rows]
+    return out

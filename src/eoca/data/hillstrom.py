@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eoca.data.dataset import Dataset
-from eoca.data.importer import read_source
 from eoca.data.schema import DatasetSpec, FeatureSpec, FeatureType, SplitSpec, TableSpec
+from eoca.data.sources import read_inferred
 from eoca.errors import DataValidationError
 
 ARMS: tuple[str, ...] = ("No E-Mail", "Mens E-Mail", "Womens E-Mail")
@@ -58,9 +58,7 @@ def default_hillstrom_path() -> Path:
     return root / "hillstrom" / "hillstrom.csv.gz"
 
 
-def load_hillstrom(
-    path: str | os.PathLike[str] | None = None, *, test_fraction: float = 0.3, seed: int = 0
-) -> Dataset:
+def load_hillstrom(path: str | os.PathLike[str] | None = None, *, test_fraction: float = 0.3, seed: int = 0) -> Dataset:
     """Load the Hillstrom CSV (plain or gzipped) as a validated :class:`Dataset` with three arms as funds."""
     file = Path(path) if path is not None else default_hillstrom_path()
     if not file.exists():
@@ -68,7 +66,7 @@ def load_hillstrom(
             f"{file}: Hillstrom data not found. Pass its path (e.g. --data path/to/hillstrom.csv.gz) or set "
             "EOCA_DATA to the folder that holds hillstrom/hillstrom.csv.gz"
         )
-    src = read_source(file)
+    src = read_inferred(file)
     missing = [c for c in EXPECTED_COLUMNS if c not in src.column_names]
     if missing:
         raise DataValidationError(f"{file}: missing Hillstrom column(s) {missing}; found {src.column_names}")
@@ -144,6 +142,10 @@ def load_hillstrom(
             "clicks": "visit is an outcome, not imported; models train on conversion directly",
         },
     )
-    return Dataset(spec=spec, customers=customers, funds=funds, exposures=exposures, sources={
-        t: str(file) for t in ("customers", "funds", "exposures")
-    }).validate()
+    return Dataset(
+        spec=spec,
+        customers=customers,
+        funds=funds,
+        exposures=exposures,
+        sources={t: str(file) for t in ("customers", "funds", "exposures")},
+    ).validate()

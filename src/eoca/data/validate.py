@@ -5,7 +5,7 @@ Nothing is repaired or dropped here: a table either passes whole or the user is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,16 +81,35 @@ def check_table(name: str, table: pa.Table, spec: TableSpec, file: str | None = 
             f"unexpected column(s) {extra}: declare them as features in dataset.yaml "
             f"(tables.{name}.features) or remove them",
         )
+    # Every column is checked and all their problems are reported together, so one run shows all there is to fix.
+    problems: list[DataValidationError] = []
     for col in cols:
         if col.name in present:
-            _check_column(name, file, table, col.name, col.kind, col)
+            _collect(problems, _check_column, name, file, table, col.name, col.kind, col)
     for feat in features.values():
-        _check_column(name, file, table, feat.name, feat.type, None)
+        _collect(problems, _check_column, name, file, table, feat.name, feat.type, None)
+    raise_all(problems)
 
 
-def _check_column(
-    name: str, file: str | None, table: pa.Table, column: str, kind: Any, col: Column | None
-) -> None:
+def _collect(problems: list[DataValidationError], check: Callable[..., None], *args: Any) -> None:
+    try:
+        check(*args)
+    except DataValidationError as exc:
+        problems.append(exc)
+
+
+def raise_all(problems: Sequence[DataValidationError | str]) -> None:
+    """Raise one :class:`DataValidationError` listing every problem (one per line), if there is any."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        only = problems[0]
+        raise only if isinstance(only, DataValidationError) else DataValidationError(only)
+    lines = [f"- {p}" for p in problems]
+    raise DataValidationError(f"{len(problems)} problems:\n" + "\n".join(lines))
+
+
+def _check_column(name: str, file: str | None, table: pa.Table, column: str, kind: Any, col: Column | None) -> None:
     arr = table.column(column)
     if not arrow_type_ok(kind, arr.type):
         raise _fail(name, file, column, f"has type {arr.type}, expected {KIND_HINT[kind]}")
@@ -137,9 +156,7 @@ def check_unique(name: str, file: str | None, table: pa.Table, column: str) -> N
     )
 
 
-def check_references(
-    name: str, file: str | None, table: pa.Table, column: str, keys: pa.Array, target: str
-) -> None:
+def check_references(name: str, file: str | None, table: pa.Table, column: str, keys: pa.Array, target: str) -> None:
     """Every value of ``table[column]`` must be one of ``keys`` (the ids of table ``target``)."""
     arr = table.column(column)
     if arr.type != keys.type:
@@ -158,9 +175,7 @@ def check_references(
     raise _fail(name, file, column, f"refers to unknown {target}: {_rows_message(rows, vals)}")
 
 
-def check_range(
-    name: str, file: str | None, table: pa.Table, column: str, lo: int, hi: int, what: str
-) -> None:
+def check_range(name: str, file: str | None, table: pa.Table, column: str, lo: int, hi: int, what: str) -> None:
     vals = _as_float(table.column(column))
     bad = (vals < lo) | (vals > hi)
     if bad.any():
@@ -170,31 +185,45 @@ def check_range(
         )
 
 
-def check_dataset(
-    spec: DatasetSpec, tables: dict[str, pa.Table], files: dict[str, str] | None = None
-) -> None:
+def check_dataset(spec: DatasetSpec, tables: dict[str, pa.Table], files: dict[str, str] | None = None) -> None:
     """Cross-table checks: unique keys, references, risk ranges, label consistency.
 
     ``tables`` maps table name to Arrow table for every table present; each has already passed
     :func:`check_table`.
     """
     files = files or {t: getattr(spec, t).file for t in tables}
-    cust, funds, exp = tables["customers"], tables["funds"], tables["exposures"]
-    check_unique("customers", files["customers"], cust, "customer_id")
-    check_unique("funds", files["funds"], funds, "fund_id")
+    cust, funds = tables["customers"], tables["funds"]
+    problems: list[DataValidationError] = []
+    _collect(problems, check_unique, "customers", files["customers"], cust, "customer_id")
+    _collect(problems, check_unique, "funds", files["funds"], funds, "fund_id")
     lo, hi = spec.risk_levels
-    check_range("customers", files["customers"], cust, "risk_tolerance", lo, hi, "risk tolerance")
-    check_range("funds", files["funds"], funds, "risk_level", lo, hi, "risk level")
+    _collect(problems, check_range, "customers", files["customers"], cust, "risk_tolerance", lo, hi, "risk tolerance")
+    _collect(problems, check_range, "funds", files["funds"], funds, "risk_level", lo, hi, "risk level")
     cust_ids = cust.column("customer_id").combine_chunks()
     fund_ids = funds.column("fund_id").combine_chunks()
     for t in ("exposures", "events", "truth"):
         if t in tables:
-            check_references(t, files[t], tables[t], "customer_id", cust_ids, "customers")
-            check_references(t, files[t], tables[t], "fund_id", fund_ids, "funds")
+            _collect(problems, check_references, t, files[t], tables[t], "customer_id", cust_ids, "customers")
+            _collect(problems, check_references, t, files[t], tables[t], "fund_id", fund_ids, "funds")
     if "consumption" in tables:
-        check_references(
-            "consumption", files["consumption"], tables["consumption"], "customer_id", cust_ids, "customers"
+        _collect(
+            problems,
+            check_references,
+            "consumption",
+            files["consumption"],
+            tables["consumption"],
+            "customer_id",
+            cust_ids,
+            "customers",
         )
+    _collect(problems, _check_labels, spec, tables, files)
+    raise_all(problems)
+
+
+def _check_labels(spec: DatasetSpec, tables: dict[str, pa.Table], files: dict[str, str]) -> None:
+    cust, funds, exp = tables["customers"], tables["funds"], tables["exposures"]
+    if "weight" in exp.column_names and not _as_float(exp.column("weight")).sum() > 0:
+        raise _fail("exposures", files["exposures"], "weight", "sums to 0; sampling weights must have a positive sum")
     conv = _as_float(exp.column("converted"))
     amt = _as_float(exp.column("amount"))
     bad = (conv == 0) & (amt > 0)

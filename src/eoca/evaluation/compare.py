@@ -19,10 +19,19 @@ What each number means (all on the test split's logged exposures, computed by :m
   for the true ETV's argmax = 1). An ``oracle`` row computes every metric from the truth itself: the ceiling
   the logged outcomes' noise allows.
 
-A metric of a task the model does not declare in ``EtvModel.tasks`` is ``None`` (shown "—"), as in the papers'
-tables: e.g. DNN-V has no conversion metrics, ESMM and DNN-C no amount/ETV metrics. THC/THA and the true
-value of the argmax are decisions, computed for every model from its ``etv`` output (for conversion-only models
-that is ``p`` times a constant, i.e. the argmax of ``p``).
+Conversion metrics of a model that does not declare the ``conversion`` task in ``EtvModel.tasks`` are ``None``
+(shown "—"), e.g. DNN-V's. ETV metrics are computed for **every** model, since every model scores an ETV (for
+conversion-only models such as DNN-C and ESMM it is ``p`` times the train converters' constant amount): the
+table then shows what the ETV a user would get from ``eoca score`` is worth. THC/THA and the true value of the
+argmax are decisions, computed for every model from its ``etv`` output.
+
+Single-item (customer-value) data: THC/THA are the same for every model when there is one item, so they are
+left out; instead the comparison writes a **decile table** per model (mean predicted vs mean actual value per
+predicted decile, with the decile's share of the total value) and a **cumulative-gain chart** (``gain.png``).
+
+Sampling weights (an oversampled design, see docs/data.md) make every metric weighted: each test exposure
+counts as ``weight`` population exposures. Peers that are not neural zoo models (``bgnbd``, see
+:mod:`eoca.peers`) are fitted on the same train split and scored on the same test rows, into the same table.
 """
 
 from __future__ import annotations
@@ -97,7 +106,7 @@ def metrics_from_predictor(
     Args:
         tolerance: int (N,) risk tolerance of every customer of the dataset (positions index it).
         risk: int (k,) risk level of every fund.
-        labels: ``customer_pos``, ``fund_pos``, ``converted``, ``amount`` (and ``clicked``), shape (m,).
+        labels: ``customer_pos``, ``fund_pos``, ``converted``, ``amount`` (and ``clicked``, ``weight``), shape (m,).
         predict: maps (customer_pos, fund_pos) arrays to at least ``p`` and ``etv`` arrays.
         tasks: which task families apply; metrics of other tasks are None.
         truth_etv: the (N, k) true ETV of a simulated dataset, or None.
@@ -106,6 +115,7 @@ def metrics_from_predictor(
     fund = np.asarray(labels["fund_pos"], dtype=np.int64)
     conv = np.asarray(labels["converted"], dtype=np.float64)
     amount = np.asarray(labels["amount"], dtype=np.float64)
+    w = np.asarray(labels["weight"], dtype=np.float64) if "weight" in labels else None
     out: dict[str, float | None] = dict.fromkeys(METRIC_KEYS)
     out["n_exposures"] = float(cust.size)
     out["n_conversions"] = float(conv.sum())
@@ -113,22 +123,23 @@ def metrics_from_predictor(
         return out
     pred = predict(cust, fund)
     if "conversion" in tasks:
-        out["auc"] = _safe(lambda: M.auc(conv, pred["p"]))
-        out["logloss"] = _safe(lambda: M.logloss(conv, np.clip(pred["p"], 0.0, 1.0)))
+        out["auc"] = _safe(lambda: M.auc(conv, pred["p"], w))
+        out["logloss"] = _safe(lambda: M.logloss(conv, np.clip(pred["p"], 0.0, 1.0), weight=w))
     if "ctr" in tasks and "clicked" in labels and "pctr" in pred:
         clicked = np.asarray(labels["clicked"], dtype=np.float64)
-        out["ctr_auc"] = _safe(lambda: M.auc(clicked, pred["pctr"]))
-        out["ctr_logloss"] = _safe(lambda: M.logloss(clicked, np.clip(pred["pctr"], 0.0, 1.0)))
-    if "etv" in tasks:
-        etv = pred["etv"]
-        out["mse"] = M.mse(amount, etv)
-        out["mae"] = M.mae(amount, etv)
-        out["gini"] = _safe(lambda: M.normalized_gini(amount, etv))
-        out["spearman"] = _safe(lambda: M.spearman(amount, etv))
+        out["ctr_auc"] = _safe(lambda: M.auc(clicked, pred["pctr"], w))
+        out["ctr_logloss"] = _safe(lambda: M.logloss(clicked, np.clip(pred["pctr"], 0.0, 1.0), weight=w))
+    etv = np.asarray(pred["etv"], dtype=np.float64)
+    out["mse"] = M.mse(amount, etv, w)
+    out["mae"] = M.mae(amount, etv, w)
+    out["gini"] = _safe(lambda: M.normalized_gini(amount, etv, w))
+    out["spearman"] = _safe(lambda: M.spearman(amount, etv, w))
+    k = int(np.asarray(risk).size)
+    if k == 1:
+        return out  # one item: no choice between items, so no decision metrics
 
     # Decisions: every test customer x every fund, argmax among the funds the risk rule allows.
     customers = np.unique(cust)
-    k = int(np.asarray(risk).size)
     grid = predict(np.repeat(customers, k), np.tile(np.arange(k, dtype=np.int64), customers.size))
     etv_matrix = grid["etv"].astype(np.float64).reshape(customers.size, k)
     eligible = eligible_mask(np.asarray(tolerance)[customers], risk)
@@ -140,9 +151,8 @@ def metrics_from_predictor(
         true = truth_etv[customers]
         tm = M.true_etv_metrics(etv_matrix, true, eligible)
         # Errors over eligible pairs only: ineligible pairs are never shown, so their predictions do not matter.
-        if "etv" in tasks:
-            out["true_mae"] = M.mae(true[eligible], etv_matrix[eligible])
-            out["true_spearman"] = _safe(lambda: M.spearman(true[eligible], etv_matrix[eligible]))
+        out["true_mae"] = M.mae(true[eligible], etv_matrix[eligible])
+        out["true_spearman"] = _safe(lambda: M.spearman(true[eligible], etv_matrix[eligible]))
         out["true_value_argmax"] = tm["true_value_argmax"]
         out["argmax_share_of_oracle"] = _safe(lambda: tm["argmax_share_of_oracle"])
     return out
@@ -165,8 +175,15 @@ def _table(rows: list[dict[str, Any]], keys: list[str], extra: list[tuple[str, s
     return "\n".join(lines)
 
 
-def render_markdown(dataset_name: str, split: str, rows: list[dict[str, Any]], notes: list[str]) -> str:
-    """Two tables: prediction quality (EOCA Tables 1-2) and decisions (Figure 5 plus the true-ETV columns)."""
+def render_markdown(
+    dataset_name: str,
+    split: str,
+    rows: list[dict[str, Any]],
+    notes: list[str],
+    decile_tables: Mapping[str, list[dict[str, float]]] | None = None,
+) -> str:
+    """Prediction quality (EOCA Tables 1-2) and decisions (Figure 5 plus the true-ETV columns); for
+    single-item data (``decile_tables`` given) the decile table of each model instead of the decisions."""
     present = [k for k in METRIC_KEYS if any(r.get(k) is not None for r in rows)]
     pred_keys = [k for k in _PREDICTION_KEYS if k in present]
     dec_keys = [k for k in _DECISION_KEYS if k in present]
@@ -175,13 +192,32 @@ def render_markdown(dataset_name: str, split: str, rows: list[dict[str, Any]], n
         "",
         "### Prediction (EOCA Tables 1-2)",
         "",
-        _table(rows, pred_keys, []),
-        "",
-        "### Decisions: THC / THA (EOCA Eq. 15-16, Figure 5)" + (" and true ETV" if "true_mae" in present else ""),
-        "",
-        _table(rows, dec_keys, [("epochs", "epochs"), ("train_seconds", "train s")]),
-        "",
     ]
+    if decile_tables is not None:
+        parts += [_table(rows, pred_keys, [("epochs", "epochs"), ("train_seconds", "train s")]), ""]
+        parts += ["### Deciles of predicted value (mean predicted vs mean actual; share of the total value)", ""]
+        for name, table in decile_tables.items():
+            parts += [
+                f"**{name}**",
+                "",
+                "| decile | customers | mean predicted | mean actual | share of value |",
+                "|---:|---:|---:|---:|---:|",
+            ]
+            parts += [
+                f"| {int(d['decile'])} | {d['customers']:,.0f} | {d['mean_predicted']:,.2f} | "
+                f"{d['mean_actual']:,.2f} | {d['share_of_value']:.1%} |"
+                for d in table
+            ]
+            parts.append("")
+    else:
+        parts += [
+            _table(rows, pred_keys, []),
+            "",
+            "### Decisions: THC / THA (EOCA Eq. 15-16, Figure 5)" + (" and true ETV" if "true_mae" in present else ""),
+            "",
+            _table(rows, dec_keys, [("epochs", "epochs"), ("train_seconds", "train s")]),
+            "",
+        ]
     parts += [f"- {n}" for n in notes]
     return "\n".join(parts) + "\n"
 
@@ -206,6 +242,36 @@ def plot_hits(rows: list[dict[str, Any]], path: str | os.PathLike[str], title: s
         ax.set_title(label)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_gain(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    perfect: tuple[np.ndarray, np.ndarray],
+    path: str | os.PathLike[str],
+    title: str,
+) -> Path:
+    """Cumulative-gain chart (share of customers targeted, best predicted first, vs share of the total value
+    captured) of every model, with the perfect ranking and the random diagonal; written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.8))
+    ax.plot(*perfect, color="#999999", linestyle="--", label="perfect")
+    ax.plot([0, 1], [0, 1], color="#bbbbbb", linestyle=":", label="random")
+    for name, (x, y) in curves.items():
+        ax.plot(x, y, label=name)
+    ax.set_xlabel("share of customers targeted (highest predicted first)")
+    ax.set_ylabel("share of total realised value")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -5,7 +5,10 @@ so the same numbers come out whichever engineer's code calls them.
 
 * Conversion: :func:`auc`, :func:`logloss`.
 * Amount / ETV against the realised amount over the entire test space: :func:`mse`, :func:`mae`,
-  :func:`normalized_gini`, :func:`spearman`.
+  :func:`normalized_gini`, :func:`spearman`; for single-item (customer-value) data also :func:`deciles` and
+  :func:`gain_curve`.
+* Every prediction metric takes optional sampling ``weight`` s (oversampled data): each sample then counts as
+  ``weight`` samples of the population, so the metric refers to the population, not to the sample.
 * Allocation-flavoured: :func:`hit_totals` (THC / THA, EOCA Eq. 15-16).
 * Simulated data only (a true ETV matrix exists): :func:`true_etv_metrics`.
 """
@@ -49,74 +52,167 @@ def _pair(y: Any, pred: Any, y_name: str = "y_true", p_name: str = "y_pred") -> 
     return a, b
 
 
-def auc(label: Any, score: Any) -> float:
+def _weights(weight: Any, n: int) -> np.ndarray | None:
+    """Validated sampling weights of shape (n,), or None for the unweighted case."""
+    if weight is None:
+        return None
+    w = _vec(weight, "weight")
+    if w.size != n:
+        raise ValueError(f"weight has {w.size} values for {n} samples")
+    if np.any(w < 0) or not w.sum() > 0:
+        raise ValueError("weight: values must be >= 0 with a positive sum")
+    return w
+
+
+def _mean(x: np.ndarray, w: np.ndarray | None) -> float:
+    return float(np.mean(x)) if w is None else float(np.sum(w * x) / np.sum(w))
+
+
+def auc(label: Any, score: Any, weight: Any | None = None) -> float:
     """Area under the ROC curve (the Mann-Whitney probability that a positive outranks a negative; ties count
-    one half). NaN when only one class is present."""
+    one half), each pair counted with the product of its sampling weights. NaN when only one class is present."""
     y, s = _pair(label, score, "label", "score")
+    w = _weights(weight, y.size)
     pos = y > 0.5
-    n_pos = int(pos.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if w is None:
+        n_pos = int(pos.sum())
+        n_neg = y.size - n_pos
+        if n_pos == 0 or n_neg == 0:
+            return float("nan")
+        ranks = rankdata(s)  # average ranks handle ties
+        u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
+        return float(u / (n_pos * n_neg))
+    wp, wn = np.where(pos, w, 0.0), np.where(pos, 0.0, w)
+    if wp.sum() <= 0 or wn.sum() <= 0:
         return float("nan")
-    ranks = rankdata(s)  # average ranks handle ties
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    _, group = np.unique(s, return_inverse=True)
+    gp, gn = np.bincount(group, weights=wp), np.bincount(group, weights=wn)
+    below = np.cumsum(gn) - gn
+    return float(np.sum(gp * (below + 0.5 * gn)) / (wp.sum() * wn.sum()))
 
 
-def logloss(label: Any, prob: Any, eps: float = 1e-15) -> float:
-    """Mean binary cross-entropy of probabilities ``prob`` (clipped to [eps, 1 - eps]) against 0/1 labels."""
+def logloss(label: Any, prob: Any, eps: float = 1e-15, weight: Any | None = None) -> float:
+    """(Weighted) mean binary cross-entropy of ``prob`` (clipped to [eps, 1 - eps]) against 0/1 labels."""
     y, p = _pair(label, prob, "label", "prob")
     if np.any((p < 0) | (p > 1)):
         raise ValueError("prob: values must lie in [0, 1]")
     p = np.clip(p, eps, 1.0 - eps)
-    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+    return -_mean(y * np.log(p) + (1.0 - y) * np.log1p(-p), _weights(weight, y.size))
 
 
-def mse(y_true: Any, y_pred: Any) -> float:
-    """Mean squared error."""
+def mse(y_true: Any, y_pred: Any, weight: Any | None = None) -> float:
+    """(Weighted) mean squared error."""
     y, p = _pair(y_true, y_pred)
-    return float(np.mean((y - p) ** 2))
+    return _mean((y - p) ** 2, _weights(weight, y.size))
 
 
-def mae(y_true: Any, y_pred: Any) -> float:
-    """Mean absolute error."""
+def mae(y_true: Any, y_pred: Any, weight: Any | None = None) -> float:
+    """(Weighted) mean absolute error."""
     y, p = _pair(y_true, y_pred)
-    return float(np.mean(np.abs(y - p)))
+    return _mean(np.abs(y - p), _weights(weight, y.size))
 
 
-def _gain_area(y: np.ndarray, order: np.ndarray) -> float:
-    # Area under the cumulative-gain (Lorenz) curve minus the diagonal's, when customers are taken in `order`.
-    cum = np.cumsum(y[order]) / y.sum()
-    n = y.size
-    return float(cum.sum() / n - (n + 1) / (2.0 * n))
+def _gain_area(y: np.ndarray, order: np.ndarray, w: np.ndarray | None = None) -> float:
+    # Area between the cumulative-gain (Lorenz) curve and the diagonal when customers are taken in `order`;
+    # with weights, a customer counts as w of them on both axes.
+    if w is None:
+        cum = np.cumsum(y[order]) / y.sum()
+        n = y.size
+        return float(cum.sum() / n - (n + 1) / (2.0 * n))
+    wo = w[order]
+    total = np.sum(w * y)
+    cum = np.cumsum(wo * y[order]) / total
+    share = np.cumsum(wo) / wo.sum()
+    return float(np.sum(wo * (cum - share)) / wo.sum())
 
 
-def normalized_gini(y_true: Any, y_pred: Any) -> float:
+def normalized_gini(y_true: Any, y_pred: Any, weight: Any | None = None) -> float:
     """Normalised Gini of a ranking (the ZILN paper's metric): the area between the cumulative-gain curve of
     ``y_true`` sorted by ``y_pred`` (descending) and the diagonal, divided by the same area for the perfect
-    ranking (sorted by ``y_true``). 1 = perfect order, 0 = random, negative = worse than random.
+    ranking (sorted by ``y_true``). 1 = perfect order, 0 = random, negative = worse than random. With weights,
+    each customer counts as ``weight`` customers of the population.
 
     Ties in ``y_pred`` are broken by original position (stable sort), so a constant prediction scores close to
     0 rather than inheriting the data's order. NaN when ``y_true`` sums to 0 (nothing to rank).
     """
     y, p = _pair(y_true, y_pred)
+    w = _weights(weight, y.size)
     if np.any(y < 0):
         raise ValueError("y_true: normalised Gini needs non-negative outcomes")
-    if y.sum() <= 0:
+    if (y.sum() if w is None else np.sum(w * y)) <= 0:
         return float("nan")
-    model = _gain_area(y, np.argsort(-p, kind="stable"))
-    perfect = _gain_area(y, np.argsort(-y, kind="stable"))
+    model = _gain_area(y, np.argsort(-p, kind="stable"), w)
+    perfect = _gain_area(y, np.argsort(-y, kind="stable"), w)
     return model / perfect if perfect > 0 else float("nan")
 
 
-def spearman(y_true: Any, y_pred: Any) -> float:
-    """Spearman rank correlation (Pearson correlation of average ranks); NaN if either side is constant."""
+def _weighted_ranks(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    # Mid-rank in cumulative weight: what average ranks are when every sample counts as w samples.
+    _, group = np.unique(x, return_inverse=True)
+    gw = np.bincount(group, weights=w)
+    before = np.cumsum(gw) - gw
+    return np.asarray((before + 0.5 * gw)[group], dtype=np.float64)
+
+
+def spearman(y_true: Any, y_pred: Any, weight: Any | None = None) -> float:
+    """Spearman rank correlation (Pearson correlation of average ranks; with weights, weighted mid-ranks and a
+    weighted correlation); NaN if either side is constant."""
     y, p = _pair(y_true, y_pred)
-    ry, rp = rankdata(y), rankdata(p)
-    sy, sp = ry.std(), rp.std()
+    w = _weights(weight, y.size)
+    if w is None:
+        ry, rp = rankdata(y), rankdata(p)
+        w = np.ones_like(y)
+    else:
+        ry, rp = _weighted_ranks(y, w), _weighted_ranks(p, w)
+    my, mp = _mean(ry, w), _mean(rp, w)
+    sy, sp = np.sqrt(_mean((ry - my) ** 2, w)), np.sqrt(_mean((rp - mp) ** 2, w))
     if sy == 0 or sp == 0:
         return float("nan")
-    return float(np.mean((ry - ry.mean()) * (rp - rp.mean())) / (sy * sp))
+    return _mean((ry - my) * (rp - mp), w) / float(sy * sp)
+
+
+def deciles(y_true: Any, y_pred: Any, weight: Any | None = None, groups: int = 10) -> list[dict[str, float]]:
+    """The decile table of a value prediction: customers sorted by ``y_pred`` (highest first) and cut into
+    ``groups`` groups of equal (weighted) size; per group the mean prediction, the mean realised value, and the
+    group's share of the total realised value. A calibrated model has mean predicted close to mean actual in
+    every row; a good ranking puts most of the value in the first rows."""
+    y, p = _pair(y_true, y_pred)
+    w = _weights(weight, y.size)
+    w = np.ones_like(y) if w is None else w
+    order = np.argsort(-p, kind="stable")
+    share = (np.cumsum(w[order]) - 0.5 * w[order]) / w.sum()
+    group = np.minimum((share * groups).astype(np.int64), groups - 1)
+    total = float(np.sum(w * y))
+    rows = []
+    for g in range(groups):
+        idx = order[group == g]
+        if idx.size == 0:
+            continue
+        wg = w[idx]
+        rows.append(
+            {
+                "decile": float(g + 1),
+                "customers": float(wg.sum()),
+                "mean_predicted": float(np.sum(wg * p[idx]) / wg.sum()),
+                "mean_actual": float(np.sum(wg * y[idx]) / wg.sum()),
+                "share_of_value": float(np.sum(wg * y[idx]) / total) if total > 0 else float("nan"),
+            }
+        )
+    return rows
+
+
+def gain_curve(y_true: Any, y_pred: Any, weight: Any | None = None, points: int = 101) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative gain: share of customers targeted (x, best predicted first) against share of the total
+    realised value they hold (y); both shape (points,), from (0, 0) to (1, 1)."""
+    y, p = _pair(y_true, y_pred)
+    w = _weights(weight, y.size)
+    w = np.ones_like(y) if w is None else w
+    order = np.argsort(-p, kind="stable")
+    x = np.concatenate([[0.0], np.cumsum(w[order]) / w.sum()])
+    total = float(np.sum(w * y))
+    g = np.concatenate([[0.0], np.cumsum(w[order] * y[order]) / total]) if total > 0 else np.zeros_like(x)
+    grid = np.linspace(0.0, 1.0, points)
+    return grid, np.interp(grid, x, g)
 
 
 def argmax_fund(scores: Any, eligible: Any | None = None) -> np.ndarray:

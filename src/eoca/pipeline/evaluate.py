@@ -15,11 +15,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eoca.data import Dataset
+from eoca.data.dataset import split_exposures
 from eoca.errors import ConfigError
+from eoca.evaluation import metrics as M
 from eoca.evaluation.compare import (
     CSV_COLUMNS,
     ComparisonResult,
+    PairPredictor,
     metrics_from_predictor,
+    plot_gain,
     plot_hits,
     render_markdown,
 )
@@ -31,7 +35,15 @@ if TYPE_CHECKING:
     from eoca.simulate import TruthArrays
     from eoca.training import TrainedModel
 
-__all__ = ["compare_models", "dataset_truth", "offline_metrics", "oracle_metrics", "risk_arrays"]
+__all__ = [
+    "compare_models",
+    "dataset_truth",
+    "offline_metrics",
+    "oracle_metrics",
+    "risk_arrays",
+    "split_exposures",
+    "trained_predictor",
+]
 
 
 def offline_metrics(
@@ -41,18 +53,27 @@ def offline_metrics(
 
     ``truth``: the simulator's true arrays when the caller holds them already (built from the dataset otherwise).
     """
-    bound = trained.bind(dataset)
-    labels = bound.exposure_labels(split)
+    labels = split_exposures(dataset, split)
+    truth = truth if truth is not None else dataset_truth(dataset)
+    tol, risk = risk_arrays(dataset)
+    return metrics_from_predictor(
+        tol,
+        risk,
+        labels,
+        trained_predictor(trained, dataset),
+        frozenset(trained.model.tasks),
+        None if truth is None else truth.etv,
+    )
+
+
+def trained_predictor(trained: TrainedModel, dataset: Dataset) -> PairPredictor:
+    """A (customer_pos, fund_pos) -> predictions function of a trained model on ``dataset``."""
     batch = int(trained.config.eval_batch_size)
 
     def predict(c: np.ndarray, f: np.ndarray) -> dict[str, np.ndarray]:
         return dict(trained.predict_pairs(dataset, c, f, batch_size=batch))
 
-    truth = truth if truth is not None else dataset_truth(dataset)
-    tol, risk = risk_arrays(dataset)
-    return metrics_from_predictor(
-        tol, risk, labels, predict, frozenset(trained.model.tasks), None if truth is None else truth.etv
-    )
+    return predict
 
 
 def risk_arrays(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -96,45 +117,68 @@ def compare_models(
     progress: bool = True,
     split: str = "test",
 ) -> ComparisonResult:
-    """Train (or reuse) each model; write ``comparison.md``, ``.csv``, ``.json``, ``thc_tha.png``, ``config.yaml``.
+    """Train (or reuse) each model; write ``comparison.md``, ``.csv``, ``.json``, ``config.yaml`` and
+    ``thc_tha.png`` (several items) or ``gain.png`` plus ``deciles.csv`` (one item).
 
     Args:
         dataset: the data; models train on its train split, early-stop on valid and are scored on ``split``.
-        models: zoo names, in table order.
+        models: zoo names or peers (:data:`eoca.peers.PEER_NAMES`), in table order.
         config: a :class:`~eoca.training.TrainConfig` or mapping shared by every model (``model`` is replaced).
         runs: folder of run folders ``runs/<model>``; a model whose ``model.pt`` exists there is loaded instead
             of trained, the others train into it. Default ``out/runs``, where interrupted runs resume.
     """
     from eoca.models.zoo import model_names_problem
+    from eoca.peers import PEER_NAMES, make_peer
     from eoca.training import TrainedModel, train
 
-    problem = model_names_problem(models)
+    zoo = [m for m in models if m not in PEER_NAMES]
+    problem = model_names_problem(zoo) if zoo else None
+    if problem is None and len(set(models)) != len(models):
+        problem = f"a model is listed twice in {','.join(models)}"
     if problem is not None:
-        raise ConfigError(f"models: {problem}")
+        raise ConfigError(f"models: {problem} (peers: {', '.join(PEER_NAMES)})")
     base = coerce_train_config(config)
     out = Path(out)
     run_root = Path(runs) if runs is not None else out / "runs"
-    truth = dataset_truth(dataset)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     configs: dict[str, Any] = {}
+    labels = split_exposures(dataset, split)
+    truth = dataset_truth(dataset)
+    tol, risk = risk_arrays(dataset)
+    single = dataset.n_funds == 1
+    test_etv: dict[str, np.ndarray] = {}
     for name in models:
         run_dir = run_root / name
         t0 = time.perf_counter()
-        if runs is not None and (run_dir / "model.pt").exists():
-            trained = TrainedModel.load(run_dir)
-            notes.append(f"{name}: reused {run_dir}")
+        if name in PEER_NAMES:
+            peer = make_peer(name)
+            peer.fit(dataset)
+            predict: PairPredictor = peer.predict_pairs_for(dataset)
+            tasks, seconds = frozenset(peer.tasks), time.perf_counter() - t0
+            epochs: int | str = ""
+            configs[name] = peer.describe()
+            notes.append(f"{name}: {peer.describe()['method']}")
         else:
-            trained = train(dataset, base.model_copy(update={"model": name}), run_dir, resume=True, progress=progress)
-        seconds = sum(float(h.get("seconds", 0.0)) for h in trained.history) or time.perf_counter() - t0
-        row: dict[str, Any] = {"model": name, "tasks": ",".join(sorted(trained.model.tasks))}
-        row.update(offline_metrics(trained, dataset, split, truth))
-        row["epochs"] = len(trained.history)
+            if runs is not None and (run_dir / "model.pt").exists():
+                trained = TrainedModel.load(run_dir)
+                notes.append(f"{name}: reused {run_dir}")
+            else:
+                trained = train(
+                    dataset, base.model_copy(update={"model": name}), run_dir, resume=True, progress=progress
+                )
+            seconds = sum(float(h.get("seconds", 0.0)) for h in trained.history) or time.perf_counter() - t0
+            predict, tasks = trained_predictor(trained, dataset), frozenset(trained.model.tasks)
+            epochs = len(trained.history)
+            configs[name] = trained.config.model_dump(mode="json")
+        row: dict[str, Any] = {"model": name, "tasks": ",".join(sorted(tasks))}
+        row.update(metrics_from_predictor(tol, risk, labels, predict, tasks, None if truth is None else truth.etv))
+        row["epochs"] = epochs
         row["train_seconds"] = round(seconds, 1)
         rows.append(row)
-        configs[name] = trained.config.model_dump(mode="json")
+        if single:
+            test_etv[name] = np.asarray(predict(labels["customer_pos"], labels["fund_pos"])["etv"], dtype=np.float64)
     if truth is not None:
-        labels = trained.bind(dataset).exposure_labels(split)
         rows.append(
             {
                 "model": ORACLE,
@@ -149,13 +193,18 @@ def compare_models(
             "(the expected ceiling; on a sample metric a model can beat it by chance)"
         )
     first = rows[0]
+    weighted = "weight" in labels
     notes.insert(
         0,
         f"{int(first['n_exposures'] or 0):,} test exposures, {int(first['n_conversions'] or 0):,} "
         "conversions; MSE/MAE of ETV against the realised amount over the entire test space; "
-        "— = the model has no such task",
+        "— = the model has no such task"
+        + ("; metrics weighted by the sampling weights (population, not sample)" if weighted else ""),
     )
-    md = render_markdown(dataset.spec.name, split, rows, notes)
+    w = labels.get("weight")
+    amount = labels["amount"]
+    decile_tables = {n: M.deciles(amount, e, w) for n, e in test_etv.items()} if single else None
+    md = render_markdown(dataset.spec.name, split, rows, notes, decile_tables)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "config": write_yaml(base.model_dump(mode="json"), out / "config.yaml"),
@@ -169,9 +218,23 @@ def compare_models(
                 "rows": rows,
                 "notes": notes,
                 "configs": configs,
+                **({"deciles": decile_tables} if decile_tables is not None else {}),
             },
             out / "comparison.json",
         ),
-        "png": plot_hits(rows, out / "thc_tha.png", f"THC / THA by model on {dataset.spec.name} ({split})"),
     }
+    title = f"{dataset.spec.name} ({split})"
+    if decile_tables is not None:
+        flat = [{"model": n, **d} for n, table in decile_tables.items() for d in table]
+        paths["deciles"] = write_csv(
+            flat,
+            out / "deciles.csv",
+            ("model", "decile", "customers", "mean_predicted", "mean_actual", "share_of_value"),
+        )
+        curves = {n: M.gain_curve(amount, e, w) for n, e in test_etv.items()}
+        paths["png"] = plot_gain(
+            curves, M.gain_curve(amount, amount, w), out / "gain.png", f"Cumulative gain on {title}"
+        )
+    else:
+        paths["png"] = plot_hits(rows, out / "thc_tha.png", f"THC / THA by model on {title}")
     return ComparisonResult(dataset=dataset.spec.name, split=split, rows=rows, markdown=md, paths=paths)

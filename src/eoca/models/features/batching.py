@@ -21,6 +21,7 @@ from eoca.models.features.encoding import (
     _int,
     _standardise,
     notice,
+    stable_keys,
 )
 from eoca.models.features.fitting import FeatureSpace
 from eoca.models.features.graph import ConsumptionGraph
@@ -46,6 +47,7 @@ class BoundFeatures:
         cat = [_codes(cust.column(f["name"]), f["vocab"], 1) for f in space.customer_categorical]
         self.c_cat = torch.from_numpy(np.stack(cat, axis=1) if cat else np.zeros((self.n_customers, 0), np.int64))
         self.c_lists = [torch.from_numpy(_pad_lists(cust.column(f["name"]), f)) for f in space.customer_lists]
+        self.c_key = torch.from_numpy(stable_keys(cust.column("customer_id")))
 
         funds = dataset.funds
         fnum = [_standardise(_float(funds.column(f["name"])), f["mean"], f["std"]) for f in space.fund_numeric]
@@ -66,6 +68,7 @@ class BoundFeatures:
         self._converted = _float(exp.column("converted")).astype(np.float32)
         self._amount = _float(exp.column("amount")).astype(np.float32)
         self._clicked = _float(exp.column("clicked")).astype(np.float32) if dataset.has_clicks else None
+        self._weight = _float(exp.column("weight")) if "weight" in exp.column_names else None
         self._split_rows = {s: np.flatnonzero(dataset.split_mask(s)) for s in SPLITS}
         if space.has_clicks and not dataset.has_clicks:
             notice("bind-no-clicks", "dataset has no click labels; click-based losses are skipped for it")
@@ -135,11 +138,19 @@ class BoundFeatures:
 
         ``shuffle=True`` is the training mode: rows are permuted with ``generator`` and graph neighbours are
         sampled at random; ``shuffle=False`` keeps file order and samples neighbours deterministically.
+
+        Sampling weights (an oversampled design): in training mode the split's rows are instead drawn with
+        replacement with probability proportional to their weight, as many draws as rows, so every loss's
+        expectation is the population-weighted loss without any model weighting its own loss.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         rows = self._rows(split)
-        if shuffle:
+        if shuffle and self._weight is not None and rows.size:
+            w = self._weight[rows]
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+            rows = rows[np.random.default_rng(seed).choice(rows.size, size=rows.size, p=w / w.sum())]
+        elif shuffle:
             perm = torch.randperm(rows.size, generator=generator).numpy()
             rows = rows[perm]
         rng: np.random.Generator | None = None
@@ -187,26 +198,28 @@ class BoundFeatures:
             unit_now = unit_time
         else:
             unit_cust, row_unit = np.unique(cust, return_inverse=True)
-            if seq is not None:
-                unit_end = seq.latest(unit_cust)
         uc = torch.from_numpy(unit_cust)
         inputs: dict[str, torch.Tensor] = {
             "row_unit": torch.from_numpy(row_unit.reshape(-1).astype(np.int64)),
             "unit_customer": uc,
             "c_num": self.c_num[uc],
             "c_cat": self.c_cat[uc],
+            "c_key": self.c_key[uc],
             "f_num": self.f_num,
             "f_cat": self.f_cat,
         }
         for i, lst in enumerate(self.c_lists):
             inputs[f"c_list_{i}"] = lst[uc]
         if self.space.has_sequences:
-            if seq is not None and unit_end is not None:
+            if seq is None:
+                inputs.update(empty_sequences(unit_cust.size, self.space.sequence_length))
+                inputs["pair_x"] = empty_pair_counts(unit_cust.size, self.n_funds)
+            elif unit_end is not None:
                 inputs.update(seq.gather(unit_cust, unit_end, unit_now))
                 inputs["pair_x"] = seq.pair_counts(unit_cust, unit_end, self._fund_fit, unit_now)
             else:
-                inputs.update(empty_sequences(unit_cust.size, self.space.sequence_length))
-                inputs["pair_x"] = empty_pair_counts(unit_cust.size, self.n_funds)
+                inputs.update(seq.latest_sequences(unit_cust))
+                inputs["pair_x"] = seq.latest_pair_counts(unit_cust, self._fund_fit)
             inputs["f_token"] = self._fund_token
         if self.space.has_graph:
             if self._graph is not None:

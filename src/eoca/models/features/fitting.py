@@ -293,11 +293,13 @@ def _label_stats(exp: pa.Table, has_clicks: bool) -> dict[str, float]:
     amount is the constant amount model of conversion-only models (dnn_c, esmm)."""
     converted = _float(exp.column("converted"))
     amount = _float(exp.column("amount"))
+    w = _float(exp.column("weight")) if "weight" in exp.column_names else None
     pos = amount[(converted > 0) & (amount > 0)]
     log_amt = np.log1p(pos)
     stats = {
         "n_train": float(exp.num_rows),
-        "conversion_rate": float(converted.mean()) if converted.size else 0.0,
+        # Sampling weights (oversampled data) make the base rate the population's, where output biases start.
+        "conversion_rate": float(np.average(converted, weights=w)) if converted.size else 0.0,
         "mean_amount": float(pos.mean()) if pos.size else 0.0,
         "log1p_mu": float(log_amt.mean()) if pos.size else 0.0,
         "log1p_sigma": float(log_amt.std()) if pos.size > 1 else 1.0,
@@ -305,7 +307,7 @@ def _label_stats(exp: pa.Table, has_clicks: bool) -> dict[str, float]:
         "log1p_max": float(log_amt.max()) if pos.size else 0.0,
         "max_amount": float(pos.max()) if pos.size else 0.0,
         "n_converters": float(pos.size),
-        "mean_log1p_all": float(np.log1p(amount).mean()) if amount.size else 0.0,
+        "mean_log1p_all": float(np.average(np.log1p(amount), weights=w)) if amount.size else 0.0,
         "click_rate": float(_float(exp.column("clicked")).mean()) if has_clicks and exp.num_rows else 0.0,
     }
     return stats

@@ -1,0 +1,55 @@
+"""Sampling weights: an oversampled response file trains models whose probabilities refer to the population."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eoca.data.donations import write_donation_sample
+from eoca.data.importer import import_dataset
+from eoca.pipeline.evaluate import offline_metrics, split_exposures
+from eoca.training import train
+
+SPEC = """\
+name: don
+split: {{test_fraction: 0.3, validation_fraction: 0.15, seed: 0}}
+{sampling}
+customer_value:
+  path: d.csv
+  customer_id: CONTROLN
+  amount: TARGET_D
+  converted: TARGET_B
+  features:
+    - {{name: n_gifts, column: NGIFTALL, type: numeric}}
+    - {{name: avg_gift, column: AVGGIFT, type: numeric}}
+    - {{name: months, column: MONTHS_SINCE_LAST, type: numeric}}
+    - {{name: income, column: INCOME, type: numeric}}
+"""
+
+
+@pytest.fixture(scope="module")
+def donation_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    root = tmp_path_factory.mktemp("don")
+    info = write_donation_sample(root / "d.csv", population=40_000, sample_size=2_000, seed=1)
+    assert info["sample_rate"] == 0.5 and info["population_rate"] < 0.1
+    return root, info["population_rate"]
+
+
+def test_weights_make_probabilities_refer_to_the_population(donation_files: tuple[Path, float]) -> None:
+    root, rate = donation_files
+    cfg = {"model": "dnn_c", "max_epochs": 4, "patience": 4, "batch_size": 128, "num_threads": 1, "lr": 0.01}
+    mean_p = {}
+    for label, sampling in (("weighted", f"sampling: {{converted_rate: {rate:.4f}}}"), ("plain", "")):
+        (root / f"{label}.yaml").write_text(SPEC.format(sampling=sampling))
+        ds = import_dataset(root / f"{label}.yaml")
+        trained = train(ds, cfg, None, progress=False)
+        lab = split_exposures(ds, "test")
+        p = trained.predict_pairs(ds, lab["customer_pos"], lab["fund_pos"])["p"]
+        w = lab.get("weight")
+        mean_p[label] = float(np.average(p, weights=w))
+        metrics = offline_metrics(trained, ds, "test")
+        assert metrics["logloss"] is not None
+    assert mean_p["plain"] > 0.3, "unweighted training learns the sample's 50% rate"
+    assert mean_p["weighted"] == pytest.approx(rate, abs=0.03), "weighted training learns the population rate"
