@@ -23,6 +23,7 @@ def require_dask() -> None:
     """Raise ConfigError naming the extra to install when dask.distributed cannot be imported."""
     try:
         import dask  # noqa: F401
+
         import distributed  # noqa: F401
     except ImportError as exc:
         raise ConfigError(
@@ -63,6 +64,7 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
     require_dask()
     spec.validate()
     import dask
+
     from distributed import Client, LocalCluster
 
     if spec.scheduler:
