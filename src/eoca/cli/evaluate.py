@@ -19,10 +19,13 @@ console = Console(stderr=True)
 @app.command("evaluate")
 def evaluate_cmd(
     data: Annotated[str, typer.Option("--data", help=DATA_HELP)],
-    models: Annotated[str, typer.Option(
+    models: Annotated[
+        str,
+        typer.Option(
             "--models",
             help="Comma-separated zoo models and peers, e.g. esmm,mtl_ziln,esdpm or esdpm,bgnbd (transaction logs).",
-        )],
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Folder for comparison.md/.csv/.json, thc_tha.png, runs/.")],
     runs: Annotated[
         Path | None, typer.Option("--runs", help="Reuse RUNS/<model>/model.pt where present; train the rest there.")
