@@ -122,7 +122,8 @@ def check_output_folder(path: str | os.PathLike[str], overwrite: bool, option: s
         raise ConfigError(f"{option} {final}: is a file; expected a folder (or a name that does not exist yet)")
     if final.is_dir() and any(final.iterdir()) and not overwrite:
         raise ConfigError(
-            f"{option} {final}: the folder exists and is not empty; pass --overwrite to replace it, or another {option}"
+            f"{option} {final}: the folder exists already and is not empty; pass --overwrite to replace it, "
+            f"or another {option}"
         )
     return final
 
@@ -134,27 +135,32 @@ def partial_folder(final: Path) -> Path:
 
 @contextlib.contextmanager
 def output_folder(
-    path: str | os.PathLike[str], *, overwrite: bool = False, keep_partial: bool = False, option: str = "--out"
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    keep_on_failure: bool = False,
+    option: str = "--out",
 ) -> Iterator[Path]:
     """Build a command's output folder under a hidden temporary name and swap it in whole when the block ends.
 
     The folder is whole or absent: a killed or failing command leaves ``path`` as it was (absent, or the
-    previous complete output when ``overwrite`` is set). The temporary folder of a previous killed run is
-    removed first, unless ``keep_partial`` (a resumable command continues it instead). On failure the
-    temporary folder is removed, or kept when ``keep_partial`` so that a later run can resume from it.
+    previous complete output when ``overwrite`` is set). The temporary folder a killed run left behind is
+    removed first, unless ``resume`` (a resumable command continues from it). On failure the temporary folder
+    is removed, or kept when ``keep_on_failure`` (to resume from, or to look at).
 
     Raises:
         ConfigError: ``path`` is a file, or a non-empty folder and ``overwrite`` is False.
     """
     final = check_output_folder(path, overwrite, option)
     work = partial_folder(final)
-    if work.exists() and not keep_partial:
+    if work.exists() and not resume:
         _remove(work)
     work.mkdir(parents=True, exist_ok=True)
     try:
         yield work
     except BaseException:
-        if not keep_partial:
+        if not keep_on_failure:
             _remove(work)
         raise
     swap_in(work, final)

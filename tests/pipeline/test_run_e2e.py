@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -12,13 +13,17 @@ from typer.testing import CliRunner
 
 from eoca.cli import app
 from eoca.data.hillstrom import default_hillstrom_path
+from eoca.simulate import load_simulator_config, simulate
+
+N = 1200  # customers of the small world: enough for every step to have something to do, quick to train
 
 SMALL = [
-    "simulator.customers=3000",
+    f"simulator.customers={N}",
     "simulator.funds=5",
-    "train.max_epochs=2",
-    "train.batch_size=512",
-    "ab_test.n_bootstrap=200",
+    "train.max_epochs=1",
+    "train.batch_size=256",
+    "train.num_threads=1",
+    "ab_test.n_bootstrap=100",
     "progress=false",
 ]
 
@@ -78,7 +83,7 @@ def test_report_has_every_section_and_is_self_contained(small_run: Path) -> None
 
 def test_metrics_are_consistent(small_run: Path) -> None:
     m = json.loads((small_run / "metrics.json").read_text())
-    assert m["dataset"]["customers"] == 3000
+    assert m["dataset"]["customers"] == N
     names = {r["framework"] for r in m["allocation"]}
     assert names == {f"{a}+{b}" for a in ("esmm", "esdpm") for b in ("manual", "ha", "exact")} | {"oracle+exact"}
     for r in m["allocation"]:
@@ -93,7 +98,7 @@ def test_metrics_are_consistent(small_run: Path) -> None:
     assert ab["esmm+manual"]["role"] == "control"
     assert ab["oracle+exact"]["role"] == "oracle"
     assert ab["oracle+exact"]["pct_of_oracle_expected"] == pytest.approx(100.0)
-    assert all(r["deliveries"] <= 3000 for r in m["ab_test"])
+    assert all(r["deliveries"] <= N for r in m["ab_test"])
     assert {r["model"] for r in m["offline"]} == {"esmm", "esdpm"}
     assert m["summary"] and m["primary_framework"] == "esdpm+exact"
 
@@ -101,7 +106,7 @@ def test_metrics_are_consistent(small_run: Path) -> None:
 def test_allocation_parquet_covers_every_customer_once(small_run: Path) -> None:
     t = pq.read_table(small_run / "allocation.parquet")
     ids = t.column("customer_id").to_pylist()
-    assert len(ids) == 3000 and len(set(ids)) == 3000
+    assert len(ids) == N and len(set(ids)) == N
     assert t.column("fund_id").null_count == 0
 
 
@@ -111,11 +116,46 @@ def test_existing_run_folder_is_refused(small_run: Path) -> None:
     assert "exists already" in str(res.exception)
 
 
+@pytest.fixture(scope="module")
+def randomized_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small simulated world with its truth table removed: a randomized log whose exposures carry the logging
+    policy's propensities, as Hillstrom's do, so `eoca run` takes its inverse-propensity branch."""
+    ds = simulate(load_simulator_config(None, ["world.n_customers=900", "world.n_funds=3", "seed=5"]))
+    log = dataclasses.replace(ds, spec=ds.spec.model_copy(update={"truth": None}), truth=None)
+    root = tmp_path_factory.mktemp("log") / "log"
+    log.save(root)
+    return root
+
+
+def test_randomized_log_run_estimates_policy_values(randomized_log: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ips"
+    args = ["run", "--data", str(randomized_log), "--out", str(out)]
+    for s in ("models=[esmm]", "train.max_epochs=1", "train.num_threads=1", "ope.n_bootstrap=50", "progress=false"):
+        args += ["--set", s]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["online_kind"] == "ips" and "ab_test" not in m
+    pols = {r["policy"]: r for r in m["policy_values"]}
+    assert "random" in pols and any(p.startswith("best single arm") for p in pols)
+    assert {"esmm+manual", "esmm+ha", "esmm+exact"} <= set(pols)
+    assert all(r["matched"] >= 0 for r in pols.values())
+    # Every customer has one exposure in the last (test) period, so the plan covers all of them.
+    assert m["dataset"]["evaluation_customers"] == 900
+    assert sum(m["plan"]["demand"].values()) == 900
+    assert "oracle+exact" not in {r["framework"] for r in m["allocation"]}
+    for name in ("policy_values.csv", "plots/ope_lift.png", "report.html"):
+        assert (out / name).exists(), name
+    assert "Policy value on the randomized log" in (out / "report.html").read_text(encoding="utf-8")
+
+
 @pytest.mark.skipif(not default_hillstrom_path().exists(), reason="Hillstrom data not found beside the checkout")
 def test_hillstrom_run_estimates_policy_values(tmp_path: Path) -> None:
     out = tmp_path / "hill"
     args = ["run", "--data", "hillstrom", "--out", str(out)]
-    for s in ("train.max_epochs=1", "ope.n_bootstrap=100", "progress=false", "models=[esmm]"):
+    sets = ("train.max_epochs=1", "train.max_train_rows=16384", "ope.n_bootstrap=100", "progress=false")
+    sets += ("models=[esmm]",)
+    for s in sets:
         args += ["--set", s]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output + repr(res.exception)

@@ -116,3 +116,20 @@ def test_cli_errors_name_the_culprit(tiny_dir: Path, tmp_path: Path) -> None:
         ["score", "--run", str(tmp_path / "missing"), "--data", str(tiny_dir), "--out", str(tmp_path / "s.parquet")],
     )
     assert res.exit_code != 0 and "missing" in str(res.exception)
+
+
+def test_score_removes_what_a_killed_run_left_and_refuses_a_folder_as_out(
+    tiny_dir: Path, trained: TrainedModel, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    trained.save(run)
+    out = tmp_path / "scores.parquet"
+    stale = tmp_path / ".scores.parquet.k1ll3d.tmp"  # the temporary name a killed writer leaves behind
+    stale.write_bytes(b"half a parquet file")
+    args = ["score", "--run", str(run), "--data", str(tiny_dir), "--chunk", "700", "--no-progress"]
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert not stale.exists() and pq.read_metadata(out).num_rows == 2000 * 8
+    assert not list(tmp_path.glob(".*.tmp"))
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "is a folder; expected the path of the Parquet file" in str(res.exception)

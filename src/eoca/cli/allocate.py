@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from eoca.cli.app import app
+from eoca.cli.options import Overwrite
 from eoca.errors import ConfigError
 
 console = Console(stderr=True)
@@ -60,6 +61,7 @@ def allocate_cmd(
     priority: Annotated[
         str | None, typer.Option("--priority", help="manual: comma-separated fund ids, highest priority first.")
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Allocate funds to customers maximising total expected transaction value (ETV).
 
@@ -71,6 +73,9 @@ def allocate_cmd(
     OUT/summary.json (objective, certificate gap, per-fund delivered vs demanded, violations, time, memory).
     """
     from eoca.allocation import allocate, load_problem
+    from eoca.io import check_output_folder, output_folder
+
+    check_output_folder(out, overwrite)  # before the solve, so a bad --out fails at once
 
     cust, fnd = customers, funds
     if data is not None and (cust is None or fnd is None):
@@ -91,7 +96,9 @@ def allocate_cmd(
     problem = load_problem(scores, cust, fnd, plan, K=K)
     order = [p.strip() for p in priority.split(",")] if priority else None
     result = allocate(problem, method, repair=repair, time_limit=time_limit, priority=order)
-    alloc_path, summary_path = result.write(out)
+    with output_folder(out, overwrite=overwrite) as work:
+        written = result.write(work)
+    alloc_path, summary_path = (out / p.name for p in written)
     gap = "" if result.gap is None else f", certificate gap {result.gap:.3g}"
     console.print(
         f"[bold]{method}[/]: {problem.n_customers:,} customers x {problem.n_funds} funds, K={problem.K}: "

@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from eoca.cli.app import app
+from eoca.cli.options import Overwrite
 from eoca.data.resolve import open_dataset
-from eoca.io import write_json
+from eoca.io import output_folder, write_json
 
 console = Console()
 
@@ -20,6 +21,7 @@ console = Console()
 def import_cmd(
     spec: Annotated[Path, typer.Option("--spec", help="YAML mapping your files' columns to eoca's roles.")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset to.")],
+    overwrite: Overwrite = False,
 ) -> None:
     """Import your own CSV or Parquet files as an eoca dataset.
 
@@ -31,7 +33,9 @@ def import_cmd(
     """
     from eoca.data.importer import import_dataset
 
-    ds = import_dataset(spec, out)
+    with output_folder(out, overwrite=overwrite) as work:
+        ds = import_dataset(spec, None)
+        ds.save(work)
     console.print(
         f"imported [bold]{ds.spec.name}[/]: {ds.n_customers:,} customers, {ds.n_funds:,} fund(s), "
         f"{ds.exposures.num_rows:,} exposures -> {out}",

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from eoca.cli.app import app
-from eoca.cli.options import CONFIG_HELP, DATA_HELP, SET_HELP
+from eoca.cli.options import CONFIG_HELP, DATA_HELP, SET_HELP, Overwrite
 from eoca.errors import ConfigError
 
 console = Console(stderr=True)
@@ -33,6 +33,7 @@ def evaluate_cmd(
     config: Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP)] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train (or reuse) several models with one config and compare them on the test split (EOCA Tables 1-2,
     Figure 5): AUC, logloss, MSE, MAE, Gini, Spearman, THC, THA and, on simulated data, errors against the true
@@ -40,6 +41,7 @@ def evaluate_cmd(
     (customer-value) data THC/THA are replaced by a decile table per model and a cumulative-gain chart
     (gain.png); with sampling weights every metric is weighted."""
     from eoca.data import open_dataset
+    from eoca.io import output_folder
     from eoca.pipeline.evaluate import compare_models
     from eoca.training import load_train_config
 
@@ -49,6 +51,9 @@ def evaluate_cmd(
     cfg = load_train_config(config, list(overrides or []))
     ds = open_dataset(data)
     start = time.perf_counter()
-    result = compare_models(ds, names, out, config=cfg, runs=runs, progress=progress)
+    # Built under a hidden name and swapped in whole; a killed comparison's trained models stay there and are
+    # resumed by the next call with the same --out.
+    with output_folder(out, overwrite=overwrite, resume=True, keep_on_failure=True) as work:
+        result = compare_models(ds, names, work, config=cfg, runs=runs, progress=progress)
     typer.echo(result.markdown, nl=False)
     console.print(f"compared {len(names)} models in {time.perf_counter() - start:.1f} s -> {out}")

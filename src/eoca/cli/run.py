@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from eoca.cli.app import app
+from eoca.cli.options import Overwrite
 
 console = Console()
 
@@ -33,6 +34,7 @@ def run_cmd(
         bool, typer.Option("--print-config", help="Print the resolved configuration as YAML and exit.")
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    overwrite: Overwrite = False,
 ) -> None:
     """Predict, allocate and evaluate end to end, then write a run folder with report.html.
 
@@ -53,7 +55,7 @@ def run_cmd(
     if print_config:
         typer.echo(config_to_yaml(cfg), nl=False)
         return
-    result = run_pipeline(cfg, out=out)
+    result = run_pipeline(cfg, out=out, overwrite=overwrite)
     console.print(f"[bold]report:[/] {result.folder / 'report.html'}")
     for line in result.metrics.get("summary", []):
         console.print(f"  {line}")

@@ -42,6 +42,7 @@ def score_cmd(
     exactly as the dataset holds them.
     """
     from eoca.data import open_dataset
+    from eoca.io import remove_stale_temporaries
     from eoca.training import TrainedModel, write_scores
 
     names = [r.name for r in run]
@@ -49,11 +50,18 @@ def score_cmd(
         raise ConfigError(
             f"--run: several run folders share a name ({', '.join(names)}); their score files would collide"
         )
+    if len(run) == 1 and out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; expected the path of the Parquet file to write")
+    if len(run) > 1 and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; expected a folder for the score files of {len(run)} runs")
     trained = [TrainedModel.load(r) for r in run]  # every checkpoint checked before any work
     ds = open_dataset(data, with_truth=False)
     for folder, model in zip(run, trained, strict=True):
         target = out if len(run) == 1 else out / f"{folder.name}.parquet"
         start = time.perf_counter()
+        # A killed earlier run leaves its hidden temporary file beside the target; nothing else would remove it.
+        for stale in remove_stale_temporaries(target):
+            console.print(f"removed {stale}, left by an interrupted earlier run")
         write_scores(model, ds, target, chunk_customers=chunk, progress=progress)
         pairs = ds.n_customers * ds.n_funds
         secs = time.perf_counter() - start

@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 
 from eoca.cli.app import app
-from eoca.io import write_text
+from eoca.cli.options import Overwrite
+from eoca.io import output_folder, write_text
 
 console = Console()
 
@@ -39,6 +40,7 @@ def simulate_cmd(
         bool, typer.Option("--print-config", help="Print the resolved config as YAML and exit.")
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    overwrite: Overwrite = False,
 ) -> None:
     """Simulate a fund-marketing platform with ground truth and write it as an eoca dataset.
 
@@ -68,14 +70,15 @@ def simulate_cmd(
         typer.echo(config_yaml(cfg), nl=False)
         return
     start = time.perf_counter()
-    world = generate_world(cfg, progress=progress)
-    ds = world.dataset
-    ds.save(out)
-    if cfg.incentives is not None:
-        from eoca.simulate.incentives import generate_incentives, write_incentives
+    with output_folder(out, overwrite=overwrite) as work:
+        world = generate_world(cfg, progress=progress)
+        ds = world.dataset
+        ds.save(work)
+        if cfg.incentives is not None:
+            from eoca.simulate.incentives import generate_incentives, write_incentives
 
-        write_incentives(generate_incentives(world, cfg.incentives), np.arange(ds.n_customers), out)
-    write_text(config_yaml(cfg), out / "simulator.yaml")
+            write_incentives(generate_incentives(world, cfg.incentives), np.arange(ds.n_customers), work)
+        write_text(config_yaml(cfg), work / "simulator.yaml")
     exp = ds.exposures
     conv = int(exp.column("converted").to_numpy().sum())
     console.print(

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from eoca.cli.app import app
-from eoca.cli.options import CONFIG_HELP, DATA_HELP, SET_HELP
+from eoca.cli.options import CONFIG_HELP, DATA_HELP, SET_HELP, Overwrite
 
 console = Console(stderr=True)
 
@@ -23,20 +23,24 @@ def train_cmd(
     model: Annotated[str | None, typer.Option("--model", help="Zoo model name (overrides the config's model).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP)] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN/checkpoint.pt after a crash.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a crashed or killed run of the same --out from its checkpoint.")
+    ] = False,
     grid: Annotated[
         bool, typer.Option("--grid", help="Grid search lr {0.01,0.02,0.04,0.06} x dropout {0.1,0.3,0.5}.")
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train one model of the zoo: Adam, early stopping on validation loss, a checkpoint every epoch.
 
     Precedence: train.yaml defaults < --config < --set < --model / --grid. The run folder then holds the exact
     config, the per-epoch history and test metrics (metrics.json) and the model (model.pt, loadable without
-    pickle). Same data, config and seed: same model, also after --resume.
+    pickle). Same data, config and seed: same model, also after --resume. The folder is built under a hidden
+    temporary name beside OUT and renamed when complete; a killed run's checkpoint stays there for --resume.
     """
     from eoca.data import open_dataset
-    from eoca.io import write_json
+    from eoca.io import output_folder, write_json
     from eoca.pipeline.evaluate import offline_metrics
     from eoca.training import load_train_config, train
     from eoca.training.trainer import METRICS_FILE
@@ -46,15 +50,18 @@ def train_cmd(
         sets.append(f"model={model}")
     if grid:
         sets.append("grid=true")
+    # Everything that can be checked without training is checked before the run folder is created, so a
+    # typo in a model name or a bad --data leaves nothing behind.
     cfg = load_train_config(config, sets)
     ds = open_dataset(data)
     start = time.perf_counter()
-    trained = train(ds, cfg, out, resume=resume, progress=progress)
-    test = offline_metrics(trained, ds, "test")
-    metrics_path = out / METRICS_FILE
-    summary = json.loads(metrics_path.read_text(encoding="utf-8"))
-    summary["test"] = test
-    write_json(summary, metrics_path)
+    with output_folder(out, overwrite=overwrite, resume=resume, keep_on_failure=True) as work:
+        trained = train(ds, cfg, work, resume=resume, progress=progress)
+        test = offline_metrics(trained, ds, "test")
+        metrics_path = work / METRICS_FILE
+        summary = json.loads(metrics_path.read_text(encoding="utf-8"))
+        summary["test"] = test
+        write_json(summary, metrics_path)
     best = summary.get("best_valid_loss")
     shown = ", ".join(
         f"{k}={v:.4g}"

@@ -13,7 +13,6 @@ file is written, so a crashed run never leaves a folder that looks complete.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,9 @@ import numpy as np
 from rich.console import Console
 
 from eoca.data import Dataset
-from eoca.errors import ConfigError, DataValidationError
+from eoca.errors import DataValidationError
 from eoca.evaluation.metrics import ORACLE
-from eoca.io import write_csv, write_json, write_parquet, write_text
+from eoca.io import check_output_folder, output_folder, partial_folder, write_csv, write_json, write_parquet, write_text
 from eoca.pipeline.config import RunConfig, config_to_yaml
 from eoca.pipeline.frameworks import FrameworkRun, Plan, allocation_table, build_plan, run_method
 from eoca.pipeline.results import ModelRun, RunData, RunResult
@@ -58,23 +57,21 @@ def _folder(cfg: RunConfig, out: Path | None, runs_root: Path) -> Path:
     return runs_root / f"{stamp}-{cfg.name}"
 
 
-def run_pipeline(cfg: RunConfig, out: Path | None = None, runs_root: Path = Path("runs")) -> RunResult:
+def run_pipeline(
+    cfg: RunConfig, out: Path | None = None, runs_root: Path = Path("runs"), *, overwrite: bool = False
+) -> RunResult:
     """Run every step of ``cfg`` and return the result; the run folder is ``out`` or ``runs_root/<stamp>-<name>``.
 
     Raises:
-        ConfigError: the folder exists already, or the configuration does not fit the data.
+        ConfigError: the folder exists already (and ``overwrite`` is off), or the configuration does not fit
+            the data.
         DataValidationError / InfeasiblePlanError: bad data or an impossible delivery plan, with details.
     """
-    final = _folder(cfg, out, runs_root)
-    if final.exists():
-        raise ConfigError(f"run folder {final} exists already; pass another --out or remove it")
-    work = final.parent / f".{final.name}.partial"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    final = check_output_folder(_folder(cfg, out, runs_root), overwrite)
+    work = partial_folder(final)
     try:
-        result = _run(cfg, work)
-        work.rename(final)
+        with output_folder(final, overwrite=overwrite, keep_on_failure=True) as work:
+            result = _run(cfg, work)
     except BaseException:
         console.print(f"[red]run failed; partial outputs kept in {work}[/]")
         raise
@@ -89,9 +86,41 @@ def _step(name: str, timings: dict[str, float], t0: float) -> float:
     return now
 
 
+def pin_threads(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with the training thread count resolved to a number.
+
+    Training reduces sums across threads, so the thread count changes the last bits of every gradient, and
+    over epochs the models' scores; deterministic kernels make a run repeatable only for a fixed count. Writing
+    the resolved count into the run's config.yaml makes ``eoca run --config RUN/config.yaml`` give the same
+    numbers on any machine with the same library versions (recorded in metrics.json), whatever its cores.
+    """
+    from eoca.training.trainer import resolve_threads
+
+    if cfg.train.num_threads is not None:
+        return cfg
+    train = cfg.train.model_copy(update={"num_threads": resolve_threads(None)})
+    return cfg.model_copy(update={"train": train})
+
+
+def environment() -> dict[str, Any]:
+    """The library versions and platform that, with the configuration, determine a run's numbers."""
+    import platform
+
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+    }
+
+
 def _run(cfg: RunConfig, work: Path) -> RunResult:
     timings: dict[str, float] = {}
     t_all = t0 = time.perf_counter()
+    cfg = pin_threads(cfg)
     write_text(config_to_yaml(cfg), work / "config.yaml")
 
     console.rule("1. data")
@@ -154,6 +183,13 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
         ],
         "allocation": allocation,
         "primary_framework": primary.name,
+        "reproducibility": {
+            **environment(),
+            "train_threads": cfg.train.num_threads,
+            "deterministic_kernels": cfg.train.deterministic,
+            "note": "the same config.yaml (seeds and train.num_threads included) and the same library versions "
+            "give the same numbers",
+        },
         **online,
     }
     write_csv(metrics["offline"], work / "offline_metrics.csv")

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from eoca.config import load_config
+from eoca.config import load_config, packaged_config
 from eoca.simulate.incentive_config import IncentiveConfig
 
 
@@ -261,7 +260,7 @@ class SimulatorConfig(_Section):
 
 def default_config_path() -> Path:
     """The packaged default config, ``eoca/configs/simulator.yaml``."""
-    return Path(str(resources.files("eoca").joinpath("configs/simulator.yaml")))
+    return packaged_config("simulator.yaml")
 
 
 def load_simulator_config(path: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()) -> SimulatorConfig:

@@ -63,6 +63,16 @@ class TrainConfig(TrainOptions):
     model: str = "esdpm"
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("model")
+    @classmethod
+    def _model_known(cls, v: str) -> str:
+        from eoca.models.zoo import model_names_problem
+
+        problem = model_names_problem([v])
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
     def options(self) -> TrainOptions:
         """The model-independent part."""
         return TrainOptions.model_validate(self.model_dump(exclude={"model", "params"}))

@@ -19,6 +19,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -61,12 +62,17 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def resolve_threads(num_threads: int | None = None) -> int:
+    """The intra-op thread count training uses for the configured ``num_threads`` (None: the CPUs available)."""
+    return num_threads or available_cpus()
+
+
 def set_threads(num_threads: int | None = None) -> int:
     """Set torch's intra-op threads to ``num_threads`` or the CPUs available; returns the number used.
 
     torch defaults to the machine's physical core count, which oversubscribes a container limited to fewer.
     """
-    n = num_threads or available_cpus()
+    n = resolve_threads(num_threads)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
@@ -520,6 +526,39 @@ def _grid_search(
     return winner
 
 
+def check_learnable(dataset: Dataset) -> None:
+    """Refuse data nothing can be learnt from, and warn about data almost nothing can.
+
+    Raises:
+        DataValidationError: fewer than two customers, or no conversion among the training exposures (every
+            model would predict zero whatever its inputs).
+
+    Warns (``UserWarning``) when the training exposures hold a single conversion: a model then fits that one
+    customer, and its scores say little about anyone else.
+    """
+    name = dataset.spec.name
+    if dataset.n_customers < 2:
+        raise DataValidationError(
+            f"dataset '{name}' has {dataset.n_customers} customer(s); a model needs at least two customers to "
+            "learn who converts"
+        )
+    train_rows = dataset.split_mask("train")
+    converted = np.asarray(dataset.exposures.column("converted").to_numpy(zero_copy_only=False))[train_rows]
+    n_conv = int(np.count_nonzero(converted))
+    if n_conv == 0:
+        raise DataValidationError(
+            f"dataset '{name}': none of the {int(train_rows.sum()):,} training exposures converted, so there is "
+            "nothing to learn (every model would predict zero); add data with conversions"
+        )
+    if n_conv == 1:
+        warnings.warn(
+            f"dataset '{name}': only 1 of the {int(train_rows.sum()):,} training exposures converted; the model "
+            "learns that one customer and its scores say little about anyone else",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def train(
     dataset: Dataset,
     config: TrainConfig | dict[str, Any] | None,
@@ -545,6 +584,7 @@ def train(
         The model restored to its best validation epoch.
     """
     cfg = coerce_train_config(config)
+    check_learnable(dataset)
     set_threads(cfg.num_threads)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
