@@ -145,8 +145,12 @@ def run_one(name: str, seed: int, args: argparse.Namespace, work: Path) -> dict[
     base = {"seed": seed, "num_threads": 1, "max_epochs": args.max_epochs, "patience": 3}
     valid, test = split_exposures(ds, "valid"), split_exposures(ds, "test")
     wv, wt = valid.get("weight"), test.get("weight")
-    res: dict[str, Any] = {"dataset": name, "seed": seed, "test_customers": int(test["amount"].size),
-                           "zero_label_share": float((test["amount"] == 0).mean())}
+    res: dict[str, Any] = {
+        "dataset": name,
+        "seed": seed,
+        "test_customers": int(test["amount"].size),
+        "zero_label_share": float((test["amount"] == 0).mean()),
+    }
     t0 = time.perf_counter()
     cands: dict[str, tuple[float, np.ndarray]] = {}
     for model in args.models.split(","):

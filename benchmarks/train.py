@@ -1,26 +1,40 @@
-"""Training and scoring throughput of the ETV zoo.
+"""Training and scoring throughput of the ETV zoo, with a same-size plain MLP as the reference.
 
     python benchmarks/train.py            # 200k customers x 8 funds; 10M x 8 streamed scoring
     python benchmarks/train.py --quick    # 20k customers; 200k x 8 scoring (a smoke run, a few minutes)
-    python benchmarks/train.py --large 1000000   # choose the size of the large scoring run
+    python benchmarks/train.py --large 1000000   # choose the size of the large scoring run (0: none)
+    python benchmarks/train.py --customers 100000 --train-rows 32768 --large 0 --busy 1 --threads 2
+        # the default `eoca run` world, with one CPU-bound process competing, torch on 2 threads
 
 Each measurement runs in its own Python process so its peak resident memory (``ru_maxrss``) is its own:
 
-* training: the second of two epochs of ``esdpm`` and ``esmm`` over (at most ``--train-rows`` of) the simulated
-  world's training exposures (samples/s = training rows / wall seconds of the optimisation steps, validation
-  excluded), peak RSS of the whole process (data, features and validation included);
-* scoring: ``write_scores`` of every customer x fund of the simulated world to Parquet (pairs/s);
+* training: the second of two epochs of each ``--models`` model (default ``esdpm`` and ``esmm``) over (at most
+  ``--train-rows`` of) the simulated world's training exposures (samples/s = training rows / wall seconds of the
+  optimisation steps, validation excluded), samples per CPU-second (the same rows over the CPU seconds of every
+  thread of the process, which another job sharing the machine disturbs far less than wall time), peak RSS of
+  the whole process (data,
+  features and validation included);
+* the plain-MLP reference of each trained model: an MLP with two equal hidden layers sized to the model's
+  parameter count (within 1%), on a dense float input as wide as the model's row representation (customer
+  encoding + fund encoding), trained the same way (Adam, batch size, shuffled rows gathered per batch, BCE on the
+  conversion labels, 2nd epoch timed): what the hardware gives a network of that size without the
+  sparse, sequence and graph inputs. The ratio model / MLP in samples per CPU-second is the figure of merit;
+* scoring: ``write_scores`` of every customer x fund of the simulated world to Parquet (pairs/s and pairs per
+  CPU-second);
 * large scoring: the simulated customers' profiles tiled to 10M (ids renamed) x 8 funds, streamed to Parquet. Only
   the first copy keeps behaviour events and consumption edges (replicating the world's 50x would need tens of GB
   before scoring starts); the attention and graph layers still run over the others' padded, empty inputs.
 
-Prints one JSON line per measurement and a Markdown table at the end.
+``--busy N`` runs N CPU-bound processes (a Python loop each) for the whole benchmark, to measure the
+"another job shares the machine" case under known conditions. Prints one JSON line per measurement and a
+Markdown table at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -70,15 +84,87 @@ def worker_train(data: Path, model: str, max_rows: int | None) -> dict[str, Any]
     trained = train(ds, cfg, None, progress=False)
     total = time.perf_counter() - t0
     h = trained.history[-1]
+    arch = trained.model
     return {
         "kind": "train",
         "model": model,
+        "threads": _torch_threads(),
         "customers": ds.n_customers,
         "funds": ds.n_funds,
         "rows": int(h["rows"]),
+        "parameters": sum(p.numel() for p in arch.parameters()),
+        "row_width": int(arch.customer_arch.out_dim + arch.fund_arch.out_dim),
         "epoch_s": round(h["train_seconds"], 2),
+        "epoch_cpu_s": round(h["train_cpu_seconds"], 2),
         "samples_per_s": round(h["samples_per_s"]),
+        "samples_per_cpu_s": round(h["samples_per_cpu_s"]),
         "total_s_incl_features_and_validation": round(total, 2),
+        "peak_rss_mib": round(_peak_mib()),
+    }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def mlp_hidden(width: int, parameters: int) -> int:
+    """Hidden width ``h`` of ``Linear(width, h) -> Linear(h, h) -> Linear(h, 1)`` closest to ``parameters``."""
+    # width*h + h + h*h + h + h + 1 = parameters
+    b = width + 3
+    return max(1, round((-b + (b * b + 4 * (parameters - 1)) ** 0.5) / 2))
+
+
+def worker_mlp(data: Path, like: str, max_rows: int | None, parameters: int, width: int) -> dict[str, Any]:
+    """The plain-MLP reference of model ``like`` (see the module docstring)."""
+    import numpy as np
+    import torch
+
+    from eoca.data import Dataset
+    from eoca.models import FeatureSpace
+    from eoca.training.trainer import deterministic_kernels, epoch_seed, set_threads
+
+    set_threads(_threads())
+    ds = Dataset.load(data, with_truth=False)
+    labels = FeatureSpace.fit(ds).bind(ds).exposure_labels("train")
+    y = torch.from_numpy(labels["converted"].astype(np.float32))
+    n = int(y.shape[0])
+    rows = min(n, max_rows or n)
+    torch.manual_seed(0)
+    x = torch.randn(n, width)
+    h = mlp_hidden(width, parameters)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(width, h), torch.nn.ReLU(), torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, 1)
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=0.01, foreach=True)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    batch = 1024
+    wall = cpu = 0.0
+    with deterministic_kernels(True):
+        for epoch in range(2):
+            gen = torch.Generator().manual_seed(epoch_seed(0, epoch))
+            t0, c0 = time.perf_counter(), time.process_time()
+            perm = torch.randperm(n, generator=gen)[:rows]
+            for s in range(0, rows, batch):
+                idx = perm[s : s + batch]
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(net(x[idx]).squeeze(-1), y[idx])
+                loss.backward()
+                opt.step()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "kind": "mlp",
+        "model": f"mlp like {like}",
+        "threads": _torch_threads(),
+        "rows": rows,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "row_width": width,
+        "hidden": h,
+        "epoch_s": round(wall, 2),
+        "epoch_cpu_s": round(cpu, 2),
+        "samples_per_s": round(rows / wall),
+        "samples_per_cpu_s": round(rows / cpu),
         "peak_rss_mib": round(_peak_mib()),
     }
 
@@ -126,9 +212,9 @@ def worker_score(data: Path, model: str, n_customers: int | None, out_dir: Path)
     trained = _trained(ds, model)
     target = _tile(ds, n_customers) if n_customers else ds
     path = out_dir / f"scores_{model}_{target.n_customers}.parquet"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     write_scores(trained, target, path, chunk_customers=65536, progress=False)
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     pairs = target.n_customers * target.n_funds
     rows = pq.read_metadata(path).num_rows
     size = path.stat().st_size
@@ -136,12 +222,15 @@ def worker_score(data: Path, model: str, n_customers: int | None, out_dir: Path)
     return {
         "kind": "score",
         "model": model,
+        "threads": _torch_threads(),
         "customers": target.n_customers,
         "funds": target.n_funds,
         "pairs": pairs,
         "rows_written": rows,
         "seconds": round(secs, 1),
+        "cpu_seconds": round(cpu, 1),
         "pairs_per_s": round(pairs / secs),
+        "pairs_per_cpu_s": round(pairs / cpu),
         "parquet_mib": round(size / 2**20),
         "peak_rss_mib": round(_peak_mib()),
     }
@@ -156,20 +245,35 @@ def _run_worker(args: list[str]) -> dict[str, Any]:
     return out
 
 
+def _burn() -> None:
+    """A CPU-bound job competing for the machine (``--busy``)."""
+    x = 0
+    while True:
+        x = (x * 1103515245 + 12345) & 0xFFFFFFFF
+
+
+def _rows_arg(raw: str) -> int | None:
+    return int(raw) if raw != "all" else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="20k customers and a 200k-customer scoring run")
+    ap.add_argument("--customers", type=int, default=None, help="customers of the simulated world (8 funds)")
+    ap.add_argument("--models", default="esdpm,esmm", help="comma-separated zoo models to train")
     ap.add_argument("--train-rows", type=int, default=None, help="training rows timed per model (default: all)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPUs available)")
-    ap.add_argument("--large", type=int, default=None, help="customers of the large scoring run")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: eoca's automatic policy)")
+    ap.add_argument("--large", type=int, default=None, help="customers of the large scoring run (0: skip it)")
+    ap.add_argument("--busy", type=int, default=0, help="CPU-bound processes competing during the benchmark")
     ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         kind, *rest = args.worker
         if kind == "train":
-            max_rows = int(rest[2]) if len(rest) > 2 and rest[2] != "all" else None
-            result = worker_train(Path(rest[0]), rest[1], max_rows)
+            result = worker_train(Path(rest[0]), rest[1], _rows_arg(rest[2]))
+        elif kind == "mlp":
+            result = worker_mlp(Path(rest[0]), rest[1], _rows_arg(rest[2]), int(rest[3]), int(rest[4]))
         else:
             n = int(rest[2]) if rest[2] != "none" else None
             result = worker_score(Path(rest[0]), rest[1], n, Path(rest[3]))
@@ -178,36 +282,53 @@ def main() -> None:
 
     if args.threads:
         os.environ["EOCA_BENCH_THREADS"] = str(args.threads)
-    n_world = 20_000 if args.quick else 200_000
-    n_large = args.large or (200_000 if args.quick else 10_000_000)
+    n_world = args.customers or (20_000 if args.quick else 200_000)
+    n_large = args.large if args.large is not None else (200_000 if args.quick else 10_000_000)
     rows = str(args.train_rows) if args.train_rows else "all"
     work = args.workdir or Path(tempfile.gettempdir()) / f"eoca_bench_world_{n_world}"
+    burners = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(args.busy)]
+    for b in burners:
+        b.start()
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
-    data = _world(n_world, work)
-    print(json.dumps({"kind": "world", "customers": n_world, "seconds": round(time.perf_counter() - t0, 1)}))
-    results = [_run_worker(["train", str(data), m, rows]) for m in ("esdpm", "esmm")]
-    results.append(_run_worker(["score", str(data), "esdpm", "none", str(work)]))
-    results.append(_run_worker(["score", str(data), "esdpm", str(n_large), str(work)]))
+    try:
+        data = _world(n_world, work)
+        print(json.dumps({"kind": "world", "customers": n_world, "seconds": round(time.perf_counter() - t0, 1)}))
+        results: list[dict[str, Any]] = []
+        for m in args.models.split(","):
+            r = _run_worker(["train", str(data), m, rows])
+            results.append(r)
+            results.append(_run_worker(["mlp", str(data), m, rows, str(r["parameters"]), str(r["row_width"])]))
+        results.append(_run_worker(["score", str(data), "esdpm", "none", str(work)]))
+        if n_large:
+            results.append(_run_worker(["score", str(data), "esdpm", str(n_large), str(work)]))
+    finally:
+        for b in burners:
+            b.terminate()
+    load_after = os.getloadavg()
     import torch
 
-    from eoca.training.trainer import available_cpus
-
     print(
-        f"\nmachine: {platform.machine()}, {args.threads or available_cpus()} torch threads, "
-        f"python {platform.python_version()}, torch {torch.__version__}\n"
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, torch "
+        f"{torch.__version__}; {args.busy} competing CPU-bound process(es); load average (1/5/15 min) before "
+        f"{'/'.join(f'{x:.1f}' for x in load_before)}, after {'/'.join(f'{x:.1f}' for x in load_after)}; wall "
+        f"{time.perf_counter() - t0:.0f} s\n"
     )
-    print("| measurement | model | size | throughput | wall s | peak RSS MiB |")
-    print("|---|---|---|---:|---:|---:|")
+    print("| measurement | model (parameters) | threads | size | samples or pairs per CPU-s | per wall s | vs MLP |")
+    print("|---|---|---:|---|---:|---:|---:|")
+    mlp = {r["model"].removeprefix("mlp like "): r for r in results if r["kind"] == "mlp"}
     for r in results:
-        if r["kind"] == "train":
+        if r["kind"] in ("train", "mlp"):
+            ref = mlp.get(r["model"])
+            ratio = f"1/{ref['samples_per_cpu_s'] / r['samples_per_cpu_s']:.1f}" if ref else ""
             print(
-                f"| training (2nd epoch) | {r['model']} | {r['rows']:,} exposures ({r['customers']:,} customers x "
-                f"{r['funds']} funds) | {r['samples_per_s']:,} samples/s | {r['epoch_s']} | {r['peak_rss_mib']:,} |"
+                f"| training (2nd epoch) | {r['model']} ({r['parameters']:,}) | {r['threads']} | {r['rows']:,} rows "
+                f"| {r['samples_per_cpu_s']:,} | {r['samples_per_s']:,} | {ratio} |"
             )
         else:
             print(
-                f"| scoring to Parquet | {r['model']} | {r['customers']:,} x {r['funds']} = {r['pairs']:,} pairs | "
-                f"{r['pairs_per_s']:,} pairs/s | {r['seconds']} | {r['peak_rss_mib']:,} |"
+                f"| scoring to Parquet | {r['model']} | {r['threads']} | {r['customers']:,} x {r['funds']} = "
+                f"{r['pairs']:,} pairs | {r['pairs_per_cpu_s']:,} | {r['pairs_per_s']:,} | |"
             )
 
 

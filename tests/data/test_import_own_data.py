@@ -75,8 +75,9 @@ def test_transaction_log_builds_customer_value_table(tmp_path: Path) -> None:
     assert c4["quantity_total"] == 6 and c4["quantity_max"] == 2
     c18 = _customer(ds, "00018")
     assert c18["frequency"] == 0 and c18["ipt_mean_missing"] == 1.0, "one-time buyer: gaps missing, indicated"
-    amounts = dict(zip(ds.exposures.column("customer_id").to_pylist(), ds.exposures.column("amount").to_pylist(),
-                       strict=True))
+    amounts = dict(
+        zip(ds.exposures.column("customer_id").to_pylist(), ds.exposures.column("amount").to_pylist(), strict=True)
+    )
     assert amounts == {"00004": 0.0, "00018": 0.0, "00021": 75.0, "00007": 0.0}
     assert ds.spec.notes["target_days"] == "273"
     assert "1 customers whose first purchase falls in the target window" in ds.spec.notes["transactions_not_used"]
@@ -154,8 +155,12 @@ def test_sampling_rate_and_weight_column(tmp_path: Path) -> None:
     rows = "\n".join(f"{i},{10 if i % 2 else 0},{i % 2},{i}" for i in range(40))
     _write(tmp_path, "d.csv", "id,gift,conv,w\n" + rows + "\n")
     head = "name: d\nsplit: {test_fraction: 0.3, validation_fraction: 0.1, seed: 0}\n"
-    spec = _write(tmp_path, "s.yaml", head + "sampling: {converted_rate: 0.05}\n"
-                  "customer_value: {path: d.csv, customer_id: id, amount: gift, converted: conv}\n")
+    spec = _write(
+        tmp_path,
+        "s.yaml",
+        head + "sampling: {converted_rate: 0.05}\n"
+        "customer_value: {path: d.csv, customer_id: id, amount: gift, converted: conv}\n",
+    )
     ds = import_dataset(spec)
     w = np.asarray(ds.exposures.column("weight").to_numpy())
     conv = np.asarray(ds.exposures.column("converted").to_numpy())

@@ -96,9 +96,7 @@ def test_crn_holds_even_for_a_non_crn_outcome_source() -> None:
 
     cust = np.repeat(np.arange(500), 2)
     fund = np.tile([0, 3], 500)  # K = 2 funds per customer
-    result = simulate_ab_test(
-        {"x": (cust, fund), "y": (cust[::-1], fund[::-1])}, noisy, control="x", n_bootstrap=50
-    )
+    result = simulate_ab_test({"x": (cust, fund), "y": (cust[::-1], fund[::-1])}, noisy, control="x", n_bootstrap=50)
     assert result["x"].conversions == result["y"].conversions
     assert result["y"].tapmd_lift_pct == pytest.approx(0.0, abs=1e-9)
     assert result["x"].customers == 500 and result.n_customers == 500
@@ -140,9 +138,7 @@ def test_intervals_contain_point_estimates_and_oracle_shares() -> None:
     assert oracle.tapmd_lift_ci is not None and oracle.tapmd_lift_ci[0] > 0.0
     rows = result.to_rows()
     assert [r["framework"] for r in rows] == ["control", "oracle", "half"]
-    assert (
-        rows[0]["tapmd_lift_pct"] is None and rows[2]["pct_of_oracle_expected"] == half.pct_of_oracle_expected
-    )
+    assert rows[0]["tapmd_lift_pct"] is None and rows[2]["pct_of_oracle_expected"] == half.pct_of_oracle_expected
 
 
 def test_lift_interval_covers_zero_when_frameworks_are_equally_good() -> None:

@@ -135,3 +135,22 @@ def test_bind_rejects_other_funds_and_missing_columns(sim: Dataset) -> None:
         space.bind(Dataset(spec=sim.spec, customers=customers, funds=sim.funds, exposures=sim.exposures))
     with pytest.raises(DataValidationError, match="version"):
         FeatureSpace.from_state_dict({**space.state_dict(), "version": 99})
+
+
+def test_latest_sequence_table_equals_cutting_per_batch(sim: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The once-built whole-history table gives bit-identical batches to cutting the sequences per batch."""
+    from eoca.models.features import sequences
+
+    space = FeatureSpace.fit(sim)
+    tabled = space.bind(sim)
+    cust = np.array([5, 0, 1999, 5, 17], dtype=np.int64)
+    fund = np.zeros(cust.size, dtype=np.int64)
+    a = tabled.pair_batch(cust, fund).inputs  # builds the table
+    monkeypatch.setattr(sequences, "LATEST_TABLE_LIMIT", 0)  # from here on, every batch is cut afresh
+    per_batch = space.bind(sim)
+    _assert_same_batches(tabled, per_batch)
+    assert tabled._seq is not None and tabled._seq._latest_table is not None
+    assert per_batch._seq is not None and per_batch._seq._latest_table is None
+    b = per_batch.pair_batch(cust, fund).inputs
+    for key in ("seq_fund", "seq_type", "seq_amount", "seq_age", "seq_mask"):
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key

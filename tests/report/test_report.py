@@ -151,9 +151,7 @@ def test_table_highlights_best_row_and_formats_cells() -> None:
     rows = [{"m": "a", "v": 3.0}, {"m": "b", "v": 7.5}, {"m": "c", "v": None}, {"m": "d", "v": 7.5}]
     html_max = render_html(Report("t", "today", [], [Section("s", "e", [Table(rows, highlight="v")])]))
     assert parse(html_max).best_rows == 2  # ties are all best
-    html_min = render_html(
-        Report("t", "today", [], [Section("s", "e", [Table(rows, highlight="v", best="min")])])
-    )
+    html_min = render_html(Report("t", "today", [], [Section("s", "e", [Table(rows, highlight="v", best="min")])]))
     assert parse(html_min).best_rows == 1
     assert "lowest v" in html_min
     assert '<td class="num missing">\u2014</td>' in html_min
@@ -243,9 +241,7 @@ def test_calibration_bins_are_equal_count_means() -> None:
         (lambda: plots.delivered_vs_demanded_chart(["a", "b"], [1, 2], {"HA": [1]}), "delivered\\['HA'\\]"),
         (lambda: plots.allocation_value_chart(["a"], [1.0, 2.0]), "2 values for 1 methods"),
         (
-            lambda: plots.lift_chart(
-                ["a", "b"], {"CPMD": [1.0]}, {"CPMD": [1.0]}, {"CPMD": [1.0]}, control="a"
-            ),
+            lambda: plots.lift_chart(["a", "b"], {"CPMD": [1.0]}, {"CPMD": [1.0]}, {"CPMD": [1.0]}, control="a"),
             "one value per framework",
         ),
     ],

@@ -163,3 +163,35 @@ def test_two_threaded_runs_are_identical_and_global_setting_restored(tiny: Datas
     assert torch.are_deterministic_algorithms_enabled() == before
     for key in ("p", "etv", "mu", "sigma"):
         np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_thread_policy_is_one_thread_unless_set() -> None:
+    from eoca.training.trainer import resolve_threads
+
+    assert resolve_threads(None) == 1
+    assert resolve_threads(3) == 3
+    assert load_train_config().num_threads is None  # the packaged default is the automatic policy
+
+
+def test_history_records_cpu_throughput(tiny: Dataset) -> None:
+    trained = train(tiny, _cfg(max_epochs=1), None, progress=False)
+    record = trained.history[0]
+    assert record["train_cpu_seconds"] > 0
+    assert record["samples_per_cpu_s"] == pytest.approx(record["rows"] / record["train_cpu_seconds"])
+
+
+def test_foreach_adam_matches_the_per_tensor_update() -> None:
+    """Training uses Adam's foreach implementation for speed; it must give the very same weights as the
+    per-tensor loop, so models trained before and after the switch are identical."""
+    weights = []
+    for foreach in (False, True):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 1))
+        opt = torch.optim.Adam(net.parameters(), lr=0.01, foreach=foreach)
+        x = torch.randn(64, 6)
+        for _ in range(5):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+        weights.append([p.detach().clone() for p in net.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))

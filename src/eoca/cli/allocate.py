@@ -30,8 +30,11 @@ def allocate_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for allocation.parquet and summary.json.")],
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Dataset folder: its dataset.yaml names the customers and funds tables "
-            "(default customers.parquet, funds.parquet).",),
+        typer.Option(
+            "--data",
+            help="Dataset folder: its dataset.yaml names the customers and funds tables "
+            "(default customers.parquet, funds.parquet).",
+        ),
     ] = None,
     customers: Annotated[
         Path | None,

@@ -101,8 +101,12 @@ def inspect_cmd(
     for col in ("fund_id", "risk_level", "exposures", "conversions", "conversion_per_mille", "amount"):
         pf.add_column(col.replace("_", " "), justify="right")
     for row in stats["per_fund"]:
-        pf.add_row(*(_fmt(row[c]) for c in ("fund_id", "risk_level", "exposures", "conversions",
-                                             "conversion_per_mille", "amount")))
+        pf.add_row(
+            *(
+                _fmt(row[c])
+                for c in ("fund_id", "risk_level", "exposures", "conversions", "conversion_per_mille", "amount")
+            )
+        )
     console.print(pf)
     rh = Table(title="risk histograms")
     rh.add_column("level", justify="right")

@@ -55,6 +55,14 @@ def run_cmd(
     if print_config:
         typer.echo(config_to_yaml(cfg), nl=False)
         return
+    if cfg.tamor is not None:
+        from eoca.tamor.pipeline import run_tamor_pipeline
+
+        tamor = run_tamor_pipeline(cfg.tamor, cfg.name, out=out, overwrite=overwrite)
+        console.print(f"[bold]report:[/] {tamor.folder / 'report.html'}")
+        for line in tamor.metrics["summary"]:
+            console.print(f"  {line}")
+        return
     result = run_pipeline(cfg, out=out, overwrite=overwrite)
     console.print(f"[bold]report:[/] {result.folder / 'report.html'}")
     for line in result.metrics.get("summary", []):

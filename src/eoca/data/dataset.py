@@ -92,9 +92,7 @@ class Dataset:
         return str(self.root / rel) if self.root is not None else rel
 
     @classmethod
-    def load(
-        cls, path: str | os.PathLike[str], *, validate: bool = True, with_truth: bool = True
-    ) -> Dataset:
+    def load(cls, path: str | os.PathLike[str], *, validate: bool = True, with_truth: bool = True) -> Dataset:
         """Load and validate the dataset in folder ``path``."""
         root = Path(path)
         spec = load_spec(root)

@@ -27,8 +27,18 @@ import pyarrow.csv as pacsv
 
 from eoca.io import atomic_path
 
-COLUMNS = ("CONTROLN", "AGE", "INCOME", "NGIFTALL", "AVGGIFT", "LASTGIFT", "MONTHS_SINCE_LAST", "REGION",
-           "TARGET_B", "TARGET_D")
+COLUMNS = (
+    "CONTROLN",
+    "AGE",
+    "INCOME",
+    "NGIFTALL",
+    "AVGGIFT",
+    "LASTGIFT",
+    "MONTHS_SINCE_LAST",
+    "REGION",
+    "TARGET_B",
+    "TARGET_D",
+)
 
 
 def write_donation_sample(

@@ -58,9 +58,7 @@ def default_hillstrom_path() -> Path:
     return root / "hillstrom" / "hillstrom.csv.gz"
 
 
-def load_hillstrom(
-    path: str | os.PathLike[str] | None = None, *, test_fraction: float = 0.3, seed: int = 0
-) -> Dataset:
+def load_hillstrom(path: str | os.PathLike[str] | None = None, *, test_fraction: float = 0.3, seed: int = 0) -> Dataset:
     """Load the Hillstrom CSV (plain or gzipped) as a validated :class:`Dataset` with three arms as funds."""
     file = Path(path) if path is not None else default_hillstrom_path()
     if not file.exists():
@@ -144,6 +142,10 @@ def load_hillstrom(
             "clicks": "visit is an outcome, not imported; models train on conversion directly",
         },
     )
-    return Dataset(spec=spec, customers=customers, funds=funds, exposures=exposures, sources={
-        t: str(file) for t in ("customers", "funds", "exposures")
-    }).validate()
+    return Dataset(
+        spec=spec,
+        customers=customers,
+        funds=funds,
+        exposures=exposures,
+        sources={t: str(file) for t in ("customers", "funds", "exposures")},
+    ).validate()

@@ -230,9 +230,9 @@ def _feature_specs(features: list[FeatureMap]) -> list[dict[str, Any]]:
     return [{"name": f.name, "type": f.type, "description": f.description} for f in features]
 
 
-def _map_table(name: str, tm: TableMap, base: Path, id_type: Literal["string", "integer"]) -> tuple[
-    pa.Table, TableSpec, str, _Source
-]:
+def _map_table(
+    name: str, tm: TableMap, base: Path, id_type: Literal["string", "integer"]
+) -> tuple[pa.Table, TableSpec, str, _Source]:
     src = _Source((base / tm.path).resolve(), tm.fmt(), id_type)
     file = src.path
     cols: dict[str, pa.ChunkedArray | pa.Array] = {}
@@ -276,8 +276,7 @@ def _amount_and_converted(
     if bad.size:
         src.problems.append(
             f"{src.path}, column '{amount_col}' (amount): blank where '{converted_col}' is 1 (or blank); a "
-            f"converter needs a label: {bad.size:,} row(s), first at row "
-            + ", ".join(str(int(r)) for r in bad[:5])
+            f"converter needs a label: {bad.size:,} row(s), first at row " + ", ".join(str(int(r)) for r in bad[:5])
         )
     filled = pc.if_else(pc.and_(pc.is_null(amount), pc.equal(converted, 0)), 0.0, amount)
     return pa.chunked_array([filled]) if isinstance(filled, pa.Array) else filled, converted
@@ -373,8 +372,7 @@ def _transactions(tx: TransactionsMap, spec: ImportSpec, base: Path) -> _Mapped:
     n = len(cv.label)
     if n == 0:
         raise DataValidationError(
-            f"{src.path}: no transaction at or before calibration_end ({tx.window.calibration_end}); "
-            "move the window"
+            f"{src.path}: no transaction at or before calibration_end ({tx.window.calibration_end}); move the window"
         )
     feats = [
         FeatureMap(name=name, type="numeric", description=cv.descriptions[name], missing=tx.missing)

@@ -30,6 +30,11 @@ class FeatureSpec(_Strict):
     name: str
     type: FeatureType
     description: str = ""
+    scenarios: list[str] | None = Field(
+        default=None,
+        description="fund features only: the scenarios (values of the dataset's scenario_column) the feature "
+        "exists for; it is missing for funds of other scenarios by design",
+    )
 
 
 class TableSpec(_Strict):
@@ -83,6 +88,12 @@ class DatasetSpec(_Strict):
     sequence_length: int = Field(default=32, ge=1, description="behaviour events kept per customer (latest)")
     propensity: Literal["logged", "uniform", "unknown"] = "unknown"
     notes: dict[str, str] = Field(default_factory=dict)
+    tier_column: str | None = Field(
+        default=None, description="a declared categorical customer feature holding the customer's tier (TAMOR)"
+    )
+    scenario_column: str | None = Field(
+        default=None, description="a declared categorical fund feature holding the item's business scenario (TAMOR)"
+    )
 
     @field_validator("risk_levels")
     @classmethod
@@ -97,6 +108,17 @@ class DatasetSpec(_Strict):
             ts = getattr(self, table)
             if ts is not None and ts.features:
                 raise ValueError(f"{table}: only customers and funds declare features")
+        for key, spec in (("tier_column", self.customers), ("scenario_column", self.funds)):
+            column = getattr(self, key)
+            kinds = {f.name: f.type for f in spec.features}
+            if column is not None and kinds.get(column) != "categorical":
+                raise ValueError(f"{key} {column!r} must name a declared categorical feature of {spec.file}")
+        scoped = [f.name for f in self.customers.features if f.scenarios is not None]
+        if scoped:
+            raise ValueError(f"customers: scenarios applies to fund features only, found it on {scoped}")
+        scoped = [f.name for f in self.funds.features if f.scenarios is not None]
+        if scoped and self.scenario_column is None:
+            raise ValueError(f"funds: features {scoped} name scenarios, so scenario_column must be set")
         return self
 
 

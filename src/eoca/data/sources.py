@@ -133,20 +133,18 @@ def _read_whitespace(path: Path, fmt: SourceFormat) -> pa.Table:
     if bad.size:
         counts = [len(lines[i]) for i in bad[:MAX_SHOWN]]
         raise DataValidationError(
-            f"{path}: rows with a field count other than the {len(names)} columns {names}: "
-            f"{_rows(bad, counts)}"
+            f"{path}: rows with a field count other than the {len(names)} columns {names}: {_rows(bad, counts)}"
         )
     nulls = set(NULL_TEXT)
-    cols = {n: pa.array([None if ln[j] in nulls else ln[j] for ln in lines], type=pa.string())
-            for j, n in enumerate(names)}
+    cols = {
+        n: pa.array([None if ln[j] in nulls else ln[j] for ln in lines], type=pa.string()) for j, n in enumerate(names)
+    }
     return pa.table(cols)
 
 
 def _read_delimited(path: Path, fmt: SourceFormat) -> pa.Table:
     if len(fmt.delimiter) != 1:
-        raise DataValidationError(
-            f"{path}: delimiter {fmt.delimiter!r} must be one character or 'whitespace'"
-        )
+        raise DataValidationError(f"{path}: delimiter {fmt.delimiter!r} must be one character or 'whitespace'")
     data = _raw_bytes(path)
     if fmt.header:
         first = data.split(b"\n", 1)[0].rstrip(b"\r")
@@ -240,16 +238,18 @@ def _to_number(
                 rows = np.flatnonzero(frac)
                 problems.append(f"{_where(file, column, role)}: must be {what}: {_rows(rows, vals[rows].tolist())}")
                 return pa.chunked_array([pa.nulls(len(vals), target)])
-            return pa.chunked_array([pa.array(np.where(np.isfinite(vals), vals, 0).astype(np.int64),
-                                              mask=~np.isfinite(vals))])
+            return pa.chunked_array(
+                [pa.array(np.where(np.isfinite(vals), vals, 0).astype(np.int64), mask=~np.isfinite(vals))]
+            )
         out = pc.cast(arr, target)
         return out if isinstance(out, pa.ChunkedArray) else pa.chunked_array([out])
     problems.append(f"{_where(file, column, role)}: must be {what}, has type {typ}")
     return pa.chunked_array([pa.nulls(len(arr), target)])
 
 
-def to_id(arr: Array, id_type: Literal["string", "integer"], file: Path | str, column: str, problems: list[str]
-          ) -> pa.ChunkedArray:
+def to_id(
+    arr: Array, id_type: Literal["string", "integer"], file: Path | str, column: str, problems: list[str]
+) -> pa.ChunkedArray:
     """An id column kept exactly: text stays text (``00014974`` is not ``14974``) unless ids are declared
     integers; integer ids read from Parquet become their decimal text when ids are strings."""
     if id_type == "integer":
@@ -292,9 +292,7 @@ def date_to_days(value: Any, time_format: str | None, what: str) -> float:
     raise DataValidationError(f"{what}: {value!r} is not a date (YYYY-MM-DD or time_format) or a number")
 
 
-def to_days(
-    arr: Array, time_format: str | None, file: Path | str, column: str, problems: list[str]
-) -> pa.ChunkedArray:
+def to_days(arr: Array, time_format: str | None, file: Path | str, column: str, problems: list[str]) -> pa.ChunkedArray:
     """A time column as float64 days: dates parsed with ``time_format`` (or ISO ``YYYY-MM-DD`` when none is
     given and the text is not a number) count days since 1970-01-01 (whole days: a calendar day is one purchase
     occasion); numbers are kept as they are (their own unit)."""

@@ -109,9 +109,7 @@ def raise_all(problems: Sequence[DataValidationError | str]) -> None:
     raise DataValidationError(f"{len(problems)} problems:\n" + "\n".join(lines))
 
 
-def _check_column(
-    name: str, file: str | None, table: pa.Table, column: str, kind: Any, col: Column | None
-) -> None:
+def _check_column(name: str, file: str | None, table: pa.Table, column: str, kind: Any, col: Column | None) -> None:
     arr = table.column(column)
     if not arrow_type_ok(kind, arr.type):
         raise _fail(name, file, column, f"has type {arr.type}, expected {KIND_HINT[kind]}")
@@ -158,9 +156,7 @@ def check_unique(name: str, file: str | None, table: pa.Table, column: str) -> N
     )
 
 
-def check_references(
-    name: str, file: str | None, table: pa.Table, column: str, keys: pa.Array, target: str
-) -> None:
+def check_references(name: str, file: str | None, table: pa.Table, column: str, keys: pa.Array, target: str) -> None:
     """Every value of ``table[column]`` must be one of ``keys`` (the ids of table ``target``)."""
     arr = table.column(column)
     if arr.type != keys.type:
@@ -179,9 +175,7 @@ def check_references(
     raise _fail(name, file, column, f"refers to unknown {target}: {_rows_message(rows, vals)}")
 
 
-def check_range(
-    name: str, file: str | None, table: pa.Table, column: str, lo: int, hi: int, what: str
-) -> None:
+def check_range(name: str, file: str | None, table: pa.Table, column: str, lo: int, hi: int, what: str) -> None:
     vals = _as_float(table.column(column))
     bad = (vals < lo) | (vals > hi)
     if bad.any():
@@ -191,9 +185,7 @@ def check_range(
         )
 
 
-def check_dataset(
-    spec: DatasetSpec, tables: dict[str, pa.Table], files: dict[str, str] | None = None
-) -> None:
+def check_dataset(spec: DatasetSpec, tables: dict[str, pa.Table], files: dict[str, str] | None = None) -> None:
     """Cross-table checks: unique keys, references, risk ranges, label consistency.
 
     ``tables`` maps table name to Arrow table for every table present; each has already passed

@@ -197,8 +197,12 @@ def render_markdown(
         parts += [_table(rows, pred_keys, [("epochs", "epochs"), ("train_seconds", "train s")]), ""]
         parts += ["### Deciles of predicted value (mean predicted vs mean actual; share of the total value)", ""]
         for name, table in decile_tables.items():
-            parts += [f"**{name}**", "", "| decile | customers | mean predicted | mean actual | share of value |",
-                      "|---:|---:|---:|---:|---:|"]
+            parts += [
+                f"**{name}**",
+                "",
+                "| decile | customers | mean predicted | mean actual | share of value |",
+                "|---:|---:|---:|---:|---:|",
+            ]
             parts += [
                 f"| {int(d['decile'])} | {d['customers']:,.0f} | {d['mean_predicted']:,.2f} | "
                 f"{d['mean_actual']:,.2f} | {d['share_of_value']:.1%} |"
@@ -245,8 +249,12 @@ def plot_hits(rows: list[dict[str, Any]], path: str | os.PathLike[str], title: s
     return Path(path)
 
 
-def plot_gain(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], perfect: tuple[np.ndarray, np.ndarray],
-              path: str | os.PathLike[str], title: str) -> Path:
+def plot_gain(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    perfect: tuple[np.ndarray, np.ndarray],
+    path: str | os.PathLike[str],
+    title: str,
+) -> Path:
     """Cumulative-gain chart (share of customers targeted, best predicted first, vs share of the total value
     captured) of every model, with the perfect ranking and the random diagonal; written atomically as PNG."""
     import matplotlib

@@ -201,16 +201,13 @@ def _check_allocation(name: str, alloc: FrameworkAllocation | tuple[Any, ...]) -
     if isinstance(alloc, tuple):
         if len(alloc) not in (2, 3):
             raise EocaError(
-                f"framework '{name}': expected (customer_pos, fund_pos[, true_etv]), "
-                f"got a tuple of {len(alloc)}"
+                f"framework '{name}': expected (customer_pos, fund_pos[, true_etv]), got a tuple of {len(alloc)}"
             )
         alloc = FrameworkAllocation(*alloc)
     cust = _as_positions(alloc.customer_pos, f"framework '{name}' customer_pos")
     fund = _as_positions(alloc.fund_pos, f"framework '{name}' fund_pos")
     if cust.shape != fund.shape:
-        raise EocaError(
-            f"framework '{name}': customer_pos has {cust.size:,} entries but fund_pos has {fund.size:,}"
-        )
+        raise EocaError(f"framework '{name}': customer_pos has {cust.size:,} entries but fund_pos has {fund.size:,}")
     if cust.size == 0:
         raise EocaError(f"framework '{name}' delivers nothing: its allocation is empty")
     etv = None
@@ -218,8 +215,7 @@ def _check_allocation(name: str, alloc: FrameworkAllocation | tuple[Any, ...]) -
         etv = np.asarray(alloc.true_etv, dtype=np.float64)
         if etv.shape != cust.shape:
             raise EocaError(
-                f"framework '{name}': true_etv has shape {etv.shape}, "
-                f"expected ({cust.size},) like customer_pos"
+                f"framework '{name}': true_etv has shape {etv.shape}, expected ({cust.size},) like customer_pos"
             )
         if not np.all(np.isfinite(etv)) or etv.min() < 0:
             raise EocaError(f"framework '{name}': true_etv must be finite and non-negative")
@@ -333,12 +329,8 @@ def simulate_ab_test(
             cpmd_lift = lift_pct(cpmd, ctrl_conv / ctrl_del * 1000.0)
             tapmd_lift = lift_pct(tapmd, ctrl_amt / ctrl_del * 1000.0)
             with np.errstate(divide="ignore", invalid="ignore"):
-                cpmd_lift_ci = percentile_interval(
-                    (boot_cpmd[:, f] / boot_cpmd[:, c] - 1.0) * 100.0, confidence
-                )
-                tapmd_lift_ci = percentile_interval(
-                    (boot_tapmd[:, f] / boot_tapmd[:, c] - 1.0) * 100.0, confidence
-                )
+                cpmd_lift_ci = percentile_interval((boot_cpmd[:, f] / boot_cpmd[:, c] - 1.0) * 100.0, confidence)
+                tapmd_lift_ci = percentile_interval((boot_tapmd[:, f] / boot_tapmd[:, c] - 1.0) * 100.0, confidence)
         expected_tapmd = None if etv_sum is None else etv_sum / n_del * 1000.0
         expected_lift = None
         if etv_sum is not None and ctrl_etv is not None and not is_control:

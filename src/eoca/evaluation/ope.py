@@ -226,9 +226,7 @@ def estimate_policy_value(
             probabilities, float array of shape (n, n_arms) with rows summing to 1 (a stochastic policy).
         name: label used in the result and in error messages.
     """
-    return evaluate_policies(
-        log, {name: policy}, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed
-    ).policies[0]
+    return evaluate_policies(log, {name: policy}, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed).policies[0]
 
 
 def compare_policies(
@@ -346,9 +344,7 @@ def evaluate_policies(
             if p == r:
                 continue
             with np.errstate(divide="ignore", invalid="ignore"):
-                conv_ci = percentile_interval(
-                    (boot_snips_conv[:, p] / boot_snips_conv[:, r] - 1.0) * 100.0, confidence
-                )
+                conv_ci = percentile_interval((boot_snips_conv[:, p] / boot_snips_conv[:, r] - 1.0) * 100.0, confidence)
                 spend_ci = percentile_interval(
                     (boot_snips_spend[:, p] / boot_snips_spend[:, r] - 1.0) * 100.0, confidence
                 )
@@ -356,9 +352,7 @@ def evaluate_policies(
                 PolicyLift(
                     policy=name,
                     reference=reference,
-                    conversions_lift_pct=lift_pct(
-                        values[p].conversions_per_mille, values[r].conversions_per_mille
-                    ),
+                    conversions_lift_pct=lift_pct(values[p].conversions_per_mille, values[r].conversions_per_mille),
                     conversions_lift_ci=conv_ci,
                     spend_lift_pct=lift_pct(values[p].spend_per_mille, values[r].spend_per_mille),
                     spend_lift_ci=spend_ci,
@@ -391,9 +385,7 @@ def _prob_of_logged_arm(log: RandomizedLog, policy: Any, name: str) -> np.ndarra
         return (arr == log.arm).astype(np.float64)
     if arr.ndim == 2:
         if arr.shape != (n, k):
-            raise DataValidationError(
-                f"{where} has shape {arr.shape}; expected ({n}, {k}) = (customers, arms)"
-            )
+            raise DataValidationError(f"{where} has shape {arr.shape}; expected ({n}, {k}) = (customers, arms)")
         probs = arr.astype(np.float64)
         bad = np.asarray(~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1))
         _no_rows(bad, where, "has negative or non-finite probabilities", np.arange(n))
@@ -415,8 +407,7 @@ def _vector(values: Any, argument: str, expected: int | None = None) -> np.ndarr
         raise DataValidationError(f"{argument} must be a 1-D array, got shape {arr.shape}")
     if expected is not None and arr.size != expected:
         raise DataValidationError(
-            f"{argument} has {arr.size:,} entries but arm has {expected:,}; all log arrays need one entry "
-            "per customer"
+            f"{argument} has {arr.size:,} entries but arm has {expected:,}; all log arrays need one entry per customer"
         )
     return arr
 

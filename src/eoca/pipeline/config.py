@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from eoca.allocation.plan import DeliveryPlan
 from eoca.config import load_config, packaged_config, read_yaml
 from eoca.evaluation.metrics import ORACLE
+from eoca.tamor.config import TamorConfig
 from eoca.training.config import TrainConfig, TrainOptions
 
 if TYPE_CHECKING:
@@ -130,6 +131,9 @@ class RunConfig(_Strict):
     ope: OPESection = Field(default_factory=OPESection)
     score_chunk: int = Field(65_536, ge=1, description="customers scored per chunk")
     progress: bool = Field(True, description="show progress bars")
+    tamor: TamorConfig | None = Field(
+        None, description="multi-scenario TAMOR run instead of the fund pipeline (see docs/tamor.md); off when null"
+    )
 
     @field_validator("models")
     @classmethod

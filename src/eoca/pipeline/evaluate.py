@@ -57,7 +57,11 @@ def offline_metrics(
     truth = truth if truth is not None else dataset_truth(dataset)
     tol, risk = risk_arrays(dataset)
     return metrics_from_predictor(
-        tol, risk, labels, trained_predictor(trained, dataset), frozenset(trained.model.tasks),
+        tol,
+        risk,
+        labels,
+        trained_predictor(trained, dataset),
+        frozenset(trained.model.tasks),
         None if truth is None else truth.etv,
     )
 
@@ -223,12 +227,14 @@ def compare_models(
     if decile_tables is not None:
         flat = [{"model": n, **d} for n, table in decile_tables.items() for d in table]
         paths["deciles"] = write_csv(
-            flat, out / "deciles.csv", ("model", "decile", "customers", "mean_predicted", "mean_actual",
-                                         "share_of_value")
+            flat,
+            out / "deciles.csv",
+            ("model", "decile", "customers", "mean_predicted", "mean_actual", "share_of_value"),
         )
         curves = {n: M.gain_curve(amount, e, w) for n, e in test_etv.items()}
-        paths["png"] = plot_gain(curves, M.gain_curve(amount, amount, w), out / "gain.png",
-                                 f"Cumulative gain on {title}")
+        paths["png"] = plot_gain(
+            curves, M.gain_curve(amount, amount, w), out / "gain.png", f"Cumulative gain on {title}"
+        )
     else:
         paths["png"] = plot_hits(rows, out / "thc_tha.png", f"THC / THA by model on {title}")
     return ComparisonResult(dataset=dataset.spec.name, split=split, rows=rows, markdown=md, paths=paths)

@@ -142,9 +142,7 @@ def render_html(report: Report) -> str:
         f'<span class="date">{_esc(date)}</span>',
     ]
     if report.subtitle:
-        parts.append(
-            f'<span class="sep" aria-hidden="true">&middot;</span><span>{_inline(report.subtitle)}</span>'
-        )
+        parts.append(f'<span class="sep" aria-hidden="true">&middot;</span><span>{_inline(report.subtitle)}</span>')
     parts += ["</p>", "</div></header>", '<main class="wrap">']
 
     parts.append('<section class="card summary" id="summary"><h2>Summary</h2>')
@@ -228,9 +226,7 @@ def _render_block(block: Block, where: str) -> str:
 
 def _is_missing(value: Any) -> bool:
     return value is None or (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, numbers.Integral)
-        and math.isnan(float(value))
+        isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and math.isnan(float(value))
     )
 
 

@@ -62,16 +62,27 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+AUTO_THREADS = 1
+"""Intra-op threads used when ``num_threads`` is unset (see :func:`resolve_threads`)."""
+
+
 def resolve_threads(num_threads: int | None = None) -> int:
-    """The intra-op thread count training uses for the configured ``num_threads`` (None: the CPUs available)."""
-    return num_threads or available_cpus()
+    """The thread policy: ``num_threads`` when given, else :data:`AUTO_THREADS` (one), capped at the CPUs.
+
+    One thread is the automatic choice because every zoo model is a network of small kernels (batches of about a
+    thousand rows, layers a few dozen wide) whose work per kernel is close to what waking and joining a second
+    thread costs. A second thread can at best halve a step, but when another job holds the other core each
+    kernel waits for it, and training ran 6 to 30 times slower than with one thread (issue 10; see
+    benchmarks/RESULTS.md). The choice is fixed, not timed at start, so the same config gives the same model
+    whatever the load. Set ``num_threads`` to use more threads, e.g. on a machine of one's own.
+    """
+    if num_threads is None:
+        return min(AUTO_THREADS, available_cpus())
+    return max(1, num_threads)
 
 
 def set_threads(num_threads: int | None = None) -> int:
-    """Set torch's intra-op threads to ``num_threads`` or the CPUs available; returns the number used.
-
-    torch defaults to the machine's physical core count, which oversubscribes a container limited to fewer.
-    """
+    """Set torch's intra-op threads by :func:`resolve_threads`; returns the number used."""
     n = resolve_threads(num_threads)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
@@ -87,11 +98,16 @@ def deterministic_kernels(enabled: bool) -> Iterator[None]:
     visibly different models, so two identical runs would disagree. Deterministic kernels cost little here.
     """
     before = torch.are_deterministic_algorithms_enabled()
+    fill_before = torch.utils.deterministic.fill_uninitialized_memory  # type: ignore[attr-defined]
     torch.use_deterministic_algorithms(enabled or before)
+    # Deterministic mode also fills every new uninitialised tensor with NaN, a guard against kernels that read
+    # memory they did not write; none of ours do, and the fills were hundreds of small kernels per step.
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before)
+        torch.utils.deterministic.fill_uninitialized_memory = fill_before  # type: ignore[attr-defined]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -378,7 +394,7 @@ def _train_one(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     model = build_model(cfg.model, features, cfg.params)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     st = _LoopState()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -402,7 +418,7 @@ def _train_one(
         task = bar.add_task(name, total=rows_per_epoch)
         while st.epoch < cfg.max_epochs and not st.stopped:
             epoch = st.epoch
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             bar.reset(task, total=rows_per_epoch, description=f"{name} epoch {epoch + 1}/{cfg.max_epochs}")
             seed = epoch_seed(cfg.seed, epoch)
             torch.manual_seed(seed)
@@ -426,6 +442,7 @@ def _train_one(
                 rows += len(batch)
                 bar.advance(task, len(batch))
             train_seconds = time.perf_counter() - t0
+            train_cpu_seconds = time.process_time() - c0
             train_loss = total / max(rows, 1)
             # Without a validation split, early stopping falls back to the training loss (stated in metrics).
             valid_loss = _valid_loss(model, bound, "valid", cfg.eval_batch_size) if n_valid else train_loss
@@ -438,6 +455,9 @@ def _train_one(
                 "seconds": seconds,
                 "train_seconds": train_seconds,
                 "samples_per_s": rows / train_seconds if train_seconds else 0.0,
+                # CPU seconds of every thread of the process: robust to other jobs sharing the machine.
+                "train_cpu_seconds": train_cpu_seconds,
+                "samples_per_cpu_s": rows / train_cpu_seconds if train_cpu_seconds else 0.0,
             }
             st.history.append(record)
             st.epoch = epoch + 1
@@ -455,7 +475,8 @@ def _train_one(
     if st.best_state is not None:
         model.load_state_dict(st.best_state)
     model.eval()
-    trained = TrainedModel(model=model, features=features, config=cfg, history=st.history)
+    # The training binding serves scoring the same dataset next (as `eoca run` does) without encoding it again.
+    trained = TrainedModel(model=model, features=features, config=cfg, history=st.history, _bound=(dataset, bound))
     summary = {
         "model": cfg.model,
         "best_epoch": st.best_epoch,

@@ -21,6 +21,7 @@ from eoca.models.features.encoding import (
     _int,
     _standardise,
     notice,
+    stable_keys,
 )
 from eoca.models.features.fitting import FeatureSpace
 from eoca.models.features.graph import ConsumptionGraph
@@ -46,6 +47,7 @@ class BoundFeatures:
         cat = [_codes(cust.column(f["name"]), f["vocab"], 1) for f in space.customer_categorical]
         self.c_cat = torch.from_numpy(np.stack(cat, axis=1) if cat else np.zeros((self.n_customers, 0), np.int64))
         self.c_lists = [torch.from_numpy(_pad_lists(cust.column(f["name"]), f)) for f in space.customer_lists]
+        self.c_key = torch.from_numpy(stable_keys(cust.column("customer_id")))
 
         funds = dataset.funds
         fnum = [_standardise(_float(funds.column(f["name"])), f["mean"], f["std"]) for f in space.fund_numeric]
@@ -193,24 +195,25 @@ class BoundFeatures:
             unit_now = unit_time
         else:
             unit_cust, row_unit = np.unique(cust, return_inverse=True)
-            if seq is not None:
-                unit_end = seq.latest(unit_cust)
         uc = torch.from_numpy(unit_cust)
         inputs: dict[str, torch.Tensor] = {
             "row_unit": torch.from_numpy(row_unit.reshape(-1).astype(np.int64)),
             "unit_customer": uc,
             "c_num": self.c_num[uc],
             "c_cat": self.c_cat[uc],
+            "c_key": self.c_key[uc],
             "f_num": self.f_num,
             "f_cat": self.f_cat,
         }
         for i, lst in enumerate(self.c_lists):
             inputs[f"c_list_{i}"] = lst[uc]
         if self.space.has_sequences:
-            if seq is not None and unit_end is not None:
+            if seq is None:
+                inputs.update(empty_sequences(unit_cust.size, self.space.sequence_length))
+            elif unit_end is not None:
                 inputs.update(seq.gather(unit_cust, unit_end, unit_now))
             else:
-                inputs.update(empty_sequences(unit_cust.size, self.space.sequence_length))
+                inputs.update(seq.latest_sequences(unit_cust))
         if self.space.has_graph:
             if self._graph is not None:
                 inputs.update(self._graph.sample(unit_cust, rng, self.c_num, self.c_cat))

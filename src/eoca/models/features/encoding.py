@@ -43,6 +43,23 @@ def _as_str(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.cast(arr, pa.string())
 
 
+def stable_keys(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A 63-bit FNV-1a hash of each value's text, int64 ``(n,)``: the same id gives the same key in every dataset
+    and run (Python's ``hash`` is salted per process), which per-customer learned terms need."""
+    text = np.asarray(_as_str(col).to_numpy(zero_copy_only=False), dtype=np.str_)
+    raw = np.char.encode(text, "utf-8") if text.size else np.zeros(0, dtype="S1")
+    width = max(int(raw.dtype.itemsize), 1)
+    codes = np.frombuffer(raw.tobytes(), dtype=np.uint8).reshape(-1, width) if raw.size else np.zeros((0, 1), np.uint8)
+    lengths = np.char.str_len(raw) if raw.size else np.zeros(0, dtype=np.int64)
+    h = np.full(codes.shape[0], 0xCBF29CE484222325, dtype=np.uint64)
+    prime = np.uint64(0x100000001B3)
+    with np.errstate(over="ignore"):
+        for j in range(width):
+            step = (h ^ codes[:, j].astype(np.uint64)) * prime
+            h = np.where(j < lengths, step, h)
+    return (h & np.uint64(0x7FFFFFFFFFFFFFFF)).astype(np.int64)
+
+
 def _codes(col: pa.ChunkedArray | pa.Array, vocab: list[str], offset: int) -> np.ndarray:
     """Vocabulary positions ``offset + i`` of each value; values not in ``vocab`` (or null) map to ``offset - 1``."""
     idx = pc.index_in(_as_str(col), value_set=pa.array(vocab, type=pa.string()))

@@ -10,6 +10,10 @@ from eoca.data.schema import EVENT_TYPES
 from eoca.models.features.encoding import _FIRST_TOKEN, PAD, _codes, _float, _int, _standardise
 from eoca.models.features.fitting import FeatureSpace
 
+LATEST_TABLE_LIMIT = 1 << 24
+"""Customers x sequence slots up to which every customer's whole-history sequence is cut once into a table
+(about 13 bytes a slot: 200 MiB at the limit) that batches then index, instead of cutting it again per batch."""
+
 
 def empty_sequences(n_units: int, length: int) -> dict[str, torch.Tensor]:
     zeros_i = torch.zeros((n_units, length), dtype=torch.int64)
@@ -57,10 +61,31 @@ class BehaviourSequences:
         self._t0 = int(self.time.min(initial=0))
         self._span = int(self.time.max(initial=0)) - self._t0 + 2
         self._key = self.cust * self._span + (self.time - self._t0)
+        self.n_customers = dataset.n_customers
+        self._latest_table: dict[str, torch.Tensor] | None = None
 
     def latest(self, cust: np.ndarray) -> np.ndarray:
         """End index (exclusive) of each customer's events: the whole history."""
         return np.asarray(self.indptr[cust + 1], dtype=np.int64)
+
+    def latest_sequences(self, cust: np.ndarray) -> dict[str, torch.Tensor]:
+        """``gather(cust, latest(cust))``, the whole history as of ``now``: static sequences and scoring use it
+        for every batch, so within :data:`LATEST_TABLE_LIMIT` it is cut once for all customers (token ids kept
+        in the narrowest integer type) and each batch is one row gather per tensor."""
+        if self.n_customers * self.length > LATEST_TABLE_LIMIT:
+            return self.gather(cust, self.latest(cust))
+        if self._latest_table is None:
+            everyone = np.arange(self.n_customers, dtype=np.int64)
+            table = self.gather(everyone, self.latest(everyone))
+            for key in ("seq_fund", "seq_type"):
+                top = int(table[key].max()) if table[key].numel() else 0
+                table[key] = table[key].to(torch.int16 if top < 2**15 else torch.int32)
+            self._latest_table = table
+        rows = torch.from_numpy(np.asarray(cust, dtype=np.int64))
+        return {
+            key: t.index_select(0, rows).to(torch.int64) if key in ("seq_fund", "seq_type") else t.index_select(0, rows)
+            for key, t in self._latest_table.items()
+        }
 
     def cut(self, cust: np.ndarray, time: np.ndarray) -> np.ndarray:
         """End index (exclusive) of each customer's events strictly before ``time``: no event at or after an

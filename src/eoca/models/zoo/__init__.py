@@ -24,6 +24,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "esdpm_ncg",
     "esdpm",
     "ptofa",
+    "tamor",
 )
 
 

@@ -1,0 +1,137 @@
+"""Issue 13 goals: TAMOR against the pooled, per-tier and STAR baselines and its own ablations, over seeds.
+
+For each seed the default multi-scenario world (``eoca.tamor.config.TamorConfig`` defaults, or ``--config``)
+is generated, every framework is trained with one torch thread and the same budget, slates of K items are built
+by ``ETV + w P(upgrade) V`` and delivered in a simulated next period with common random numbers. Printed (and,
+with ``--json``, saved): per framework totals and % of the oracle, TAMOR's lift over every other framework with a
+paired-bootstrap 95% interval, AUCs on the smallest tier, and training throughput.
+
+    OMP_NUM_THREADS=1 python benchmarks/tamor.py                      # 3 seeds, the documented tables
+    OMP_NUM_THREADS=1 python benchmarks/tamor.py --seeds 0 --customers 10000   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from eoca.tamor.config import TIER_NAMES, load_tamor_config
+from eoca.tamor.evaluate import METRICS
+from eoca.tamor.experiment import run_comparison
+from eoca.tamor.model import VARIANTS
+
+FRAMEWORKS = ["tamor", "pooled", "per_tier", "star", "tamor_no_tier", "tamor_no_scenario", "tamor_no_bias"]
+
+
+def _fmt(x: float, digits: int = 1) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+
+
+def run(seeds: list[int], config: str | None, overrides: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"seeds": {}}
+    for seed in seeds:
+        cfg = load_tamor_config(config, [*overrides, f"seed={seed}", f"frameworks={FRAMEWORKS}", "control=pooled"])
+        t0 = time.perf_counter()
+        res = run_comparison(cfg)
+        period = res.period
+        assert period is not None
+        smallest = min(range(len(TIER_NAMES)), key=lambda t: res.tier_counts[t])
+        out["seeds"][seed] = {
+            "seconds": time.perf_counter() - t0,
+            "tier_counts": res.tier_counts,
+            "totals": period.totals,
+            "oracle_share": {n: period.oracle_share(n) for n in period.per_customer},
+            "tamor_lift": {ref: period.lift("tamor", ref) for ref in FRAMEWORKS if ref != "tamor"},
+            "smallest_tier": TIER_NAMES[smallest],
+            "smallest_tier_auc": {
+                n: {k: v for k, v in rows[1 + smallest].items() if k.startswith("auc")}
+                for n, rows in res.offline.items()
+            },
+            "offline": res.offline,
+            "throughput": res.throughput,
+        }
+        print(f"seed {seed}: {out['seeds'][seed]['seconds']:.0f} s", flush=True)
+    return out
+
+
+def report(out: dict[str, Any]) -> str:
+    lines: list[str] = []
+    seeds = list(out["seeds"])
+    first = out["seeds"][seeds[0]]
+    lines.append(f"Tier sizes (customers new/low/high), seed {seeds[0]}: {first['tier_counts']}\n")
+    lines.append(
+        "### TAMOR's lift over each framework in the simulated next period (%, 95% paired-bootstrap interval)\n"
+    )
+    lines.append("| reference | metric | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+    lines.append("|---|---|" + "---|" * len(seeds))
+    for ref in FRAMEWORKS[1:]:
+        for metric in ("new_high_holding", "expected_amount", "amount", "conversions"):
+            cells = []
+            for s in seeds:
+                p, lo, hi = out["seeds"][s]["tamor_lift"][ref][metric]
+                cells.append(f"{_fmt(p)} [{_fmt(lo)}, {_fmt(hi)}]")
+            lines.append(f"| {ref} | {metric} | " + " | ".join(cells) + " |")
+    lines.append("\n### Totals of the simulated period (mean over seeds) and % of the oracle\n")
+    lines.append("| framework | " + " | ".join(METRICS) + " | expected amount % oracle | new high-holding % oracle |")
+    lines.append("|---|" + "---|" * (len(METRICS) + 2))
+    for name in [*FRAMEWORKS, "oracle"]:
+        tot = [sum(out["seeds"][s]["totals"][name][m] for s in seeds) / len(seeds) for m in METRICS]
+        share = [
+            sum(out["seeds"][s]["oracle_share"][name][m] for s in seeds) / len(seeds)
+            for m in ("expected_amount", "new_high_holding")
+        ]
+        lines.append(
+            f"| {name} | " + " | ".join(_fmt(v, 0) for v in tot) + " | " + " | ".join(_fmt(v) for v in share) + " |"
+        )
+    tier = first["smallest_tier"]
+    lines.append(f"\n### AUC on the smallest tier ({tier}), logged test period\n")
+    lines.append("| framework | " + " | ".join(f"click s{s} | purchase s{s}" for s in seeds) + " |")
+    lines.append("|---|" + "---|---|" * len(seeds))
+    for name in FRAMEWORKS:
+        cells = []
+        for s in seeds:
+            a = out["seeds"][s]["smallest_tier_auc"][name]
+            cells += [_fmt(a["auc_click"], 4), _fmt(a["auc_purchase"], 4)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append(f"\n### Offline AUCs per tier and scenario (seed {seeds[0]}; click / purchase / upgrade)\n")
+    groups = [f"{r['group']}={r['value']}" for r in first["offline"]["tamor"]]
+    lines.append("| framework | " + " | ".join(groups) + " |")
+    lines.append("|---|" + "---|" * len(groups))
+    for name in FRAMEWORKS:
+        cells = [
+            f"{_fmt(r['auc_click'], 3)} / {_fmt(r['auc_purchase'], 3)} / {_fmt(r['auc_upgrade'], 3)}"
+            for r in first["offline"][name]
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("\n### Training throughput, samples/s, one torch thread (mean over seeds)\n")
+    lines.append("| " + " | ".join(FRAMEWORKS) + " |")
+    lines.append("|" + "---|" * len(FRAMEWORKS))
+    lines.append(
+        "| "
+        + " | ".join(_fmt(sum(out["seeds"][s]["throughput"][n] for s in seeds) / len(seeds), 0) for n in FRAMEWORKS)
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--config", default=None, help="a TAMOR config YAML (default: built-in defaults)")
+    parser.add_argument("--customers", type=int, default=None, help="override world.n_customers")
+    parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    args = parser.parse_args()
+    assert set(FRAMEWORKS) <= set(VARIANTS)
+    overrides = [f"world.n_customers={args.customers}"] if args.customers else []
+    out = run(args.seeds, args.config, overrides)
+    print(report(out))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=float), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

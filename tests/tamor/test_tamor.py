@@ -1,0 +1,169 @@
+"""TAMOR: the multi-scenario world, the network's parts, training and the simulated period (tiny worlds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from eoca.errors import ConfigError
+from eoca.tamor.config import SCENARIO_NAMES, MultiScenarioWorldConfig, TamorConfig, TamorTrainConfig
+from eoca.tamor.evaluate import build_slates, contract_demand, oracle_scores, simulate_next_period
+from eoca.tamor.model import TamorBatch, UserBias
+from eoca.tamor.train import WorldTensors, build_net, fit_framework
+from eoca.tamor.world import SPECIFIC_SCENARIO, MultiScenarioWorld, generate_multi_scenario_world
+
+TINY = MultiScenarioWorldConfig(n_customers=1500)
+TRAIN = TamorTrainConfig(epochs=4, batch_size=256, dim=8, user_bias_buckets=4096)
+
+
+@pytest.fixture(scope="module")
+def world() -> MultiScenarioWorld:
+    return generate_multi_scenario_world(TINY, seed=3)
+
+
+def test_world_is_deterministic_for_a_seed() -> None:
+    a = generate_multi_scenario_world(MultiScenarioWorldConfig(n_customers=400), seed=5)
+    b = generate_multi_scenario_world(MultiScenarioWorldConfig(n_customers=400), seed=5)
+    c = generate_multi_scenario_world(MultiScenarioWorldConfig(n_customers=400), seed=6)
+    for name in ("tier", "user_x", "holdings", "item_specific", "p_click", "p_cvr", "mu"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    for name in ("customer", "item", "click", "convert", "amount", "upgrade"):
+        np.testing.assert_array_equal(getattr(a.train, name), getattr(b.train, name))
+    assert not np.array_equal(a.p_click, c.p_click)
+
+
+def test_tier_statistics_hold() -> None:
+    cfg = MultiScenarioWorldConfig(n_customers=20_000)
+    w = generate_multi_scenario_world(cfg, seed=0)
+    share = w.tier_counts() / w.n_customers
+    assert abs(share[0] - cfg.new_fraction) < 0.02
+    assert abs(share[2] - cfg.high_fraction) < 0.01
+    assert share[2] == share.min()  # high-holding customers are the smallest tier
+    assert np.all(w.holdings[w.tier == 0] == 0)
+    assert w.holdings[w.tier == 2].min() >= w.threshold > w.holdings[w.tier == 1].max()
+    # high-holding customers are worth far more per exposure, and only the lower tiers can upgrade
+    etv = w.true_etv()
+    assert etv[w.tier == 2].mean() > 5 * etv[w.tier == 1].mean()
+    assert np.all(w.train.upgrade[w.tier[w.train.customer] == 2] == -1)
+    assert (w.train.upgrade > 0).sum() > 0
+    assert np.all(w.true_p_upgrade()[w.tier == 2] == 0)
+    # behaviour differs by tier: new customers favour campaigns, high-holding customers avoid them
+    tier, scen = w.tier[w.train.customer], w.scenario[w.train.item]
+    camp = scen == SCENARIO_NAMES.index("campaign")
+    assert w.train.click[(tier == 0) & camp].mean() > w.train.click[(tier == 2) & camp].mean()
+
+
+def test_scenario_features_are_missing_outside_their_scenario(world: MultiScenarioWorld) -> None:
+    own = SPECIFIC_SCENARIO[None, :] == world.scenario[:, None]
+    assert np.all(np.isfinite(world.item_specific[own]))
+    assert np.all(np.isnan(world.item_specific[~own]))
+
+
+def test_too_few_safe_items_is_a_clear_error() -> None:
+    cfg = MultiScenarioWorldConfig(n_customers=100, items_per_scenario=[3, 0, 0, 0], slots=3)
+    with pytest.raises(ConfigError, match="risk level 1"):
+        generate_multi_scenario_world(cfg, seed=0)
+
+
+def _same_user_every_tier(world: MultiScenarioWorld, item: int) -> TamorBatch:
+    t = WorldTensors.of(world)
+    b = t.batch(torch.zeros(3, dtype=torch.int64), torch.full((3,), item, dtype=torch.int64))
+    b.tier = torch.arange(3)
+    return b
+
+
+@pytest.mark.parametrize(("name", "aware"), [("tamor", True), ("pooled", False)])
+def test_tier_gates_change_the_representation(world: MultiScenarioWorld, name: str, aware: bool) -> None:
+    torch.manual_seed(0)
+    net = build_net(name, world, TRAIN, world.train)
+    for p in net.parameters():  # gates start as the identity; any trained state moves them
+        torch.nn.init.normal_(p, std=0.3)
+    net.eval()
+    b = _same_user_every_tier(world, item=0)  # one customer's features under tiers new, low, high
+    with torch.no_grad():
+        out = net(b)
+        if aware:
+            assert net.user_gate is not None and net.tier_emb is not None
+            user = net.user_mlp(b.user_x)
+            gated = net.user_gate(user, net.tier_emb(b.tier))
+            assert not torch.allclose(gated[0], gated[1]) and not torch.allclose(gated[1], gated[2])
+    differs = not torch.allclose(out.p[0], out.p[2]) and not torch.allclose(out.etv[1], out.etv[2])
+    assert differs == aware
+
+
+@pytest.mark.parametrize("name", ["tamor", "tamor_no_scenario", "star", "per_tier"])
+def test_items_of_every_scenario_score_without_nan(world: MultiScenarioWorld, name: str) -> None:
+    model = fit_framework(name, world, TamorTrainConfig(epochs=1, dim=8, user_bias_buckets=1024), seed=0)
+    out = model.score_matrix(world, WorldTensors.of(world))
+    for field in ("p", "pctr", "etv", "amount", "p_upgrade"):
+        v = getattr(out, field)
+        assert torch.isfinite(v).all(), field
+    assert torch.all((out.p >= 0) & (out.p <= 1))
+    assert torch.all(out.p_upgrade <= out.p + 1e-7)  # an upgrade needs a purchase
+
+
+def test_each_task_loss_falls(world: MultiScenarioWorld) -> None:
+    model = fit_framework("tamor", world, TRAIN, seed=0)
+    for task in ("click", "conversion", "amount", "upgrade"):
+        curve = model.stats.task_loss[task]
+        assert curve[-1] < curve[0], (task, curve)
+
+
+def test_unseen_customer_gets_the_prior_zero_bias() -> None:
+    bias = UserBias(buckets=8, dim=3)
+    torch.nn.init.normal_(bias.table.weight)
+    bias.register(np.array([10, 11, 12], dtype=np.int64))
+    keys = torch.tensor([10, 11, 12, 999, 10 + 8 * 7919])
+    # the last key hashes somewhere; whatever bucket it lands in, it was never registered
+    out = bias(keys)
+    assert torch.all(out[:3].abs().sum(1) > 0)
+    assert torch.all(out[3:] == 0)
+    assert torch.all(UserBias(buckets=8, dim=3)(keys) == 0)  # nothing registered: all prior
+
+
+def test_unseen_customer_scores_through_the_model(world: MultiScenarioWorld) -> None:
+    model = fit_framework("tamor", world, TamorTrainConfig(epochs=1, dim=8, user_bias_buckets=1024), seed=0)
+    net = model.nets[-1]
+    assert net.user_bias is not None
+    b = WorldTensors.of(world).batch(torch.tensor([0, 0]), torch.tensor([1, 1]))
+    b.user_key = torch.tensor([int(world.customer_id[0]), 10**12])  # a known and a brand-new customer
+    with torch.no_grad():
+        ub = net.user_bias(b.user_key)
+        out = net(b)
+    assert torch.all(ub[1] == 0)
+    assert torch.isfinite(out.p).all()
+
+
+def test_slates_contracts_and_simulated_period(world: MultiScenarioWorld) -> None:
+    cfg = TamorConfig()
+    scores = oracle_scores(world, cfg.rank)
+    free = build_slates(scores, world, cfg.rank)
+    assert free.shape == (world.n_customers, cfg.rank.k)
+    assert np.all(world.eligible()[np.arange(world.n_customers)[:, None], free])
+    contracted = build_slates(scores, world, cfg.rank.model_copy(update={"contracts": "proportional"}))
+    np.testing.assert_array_equal(
+        np.bincount(contracted.ravel(), minlength=world.n_items), contract_demand(world, cfg.rank.k)
+    )
+    assert np.all(world.eligible()[np.arange(world.n_customers)[:, None], contracted])
+    rng = np.random.default_rng(0)
+    random_slates = np.stack([rng.choice(np.flatnonzero(e), cfg.rank.k, replace=False) for e in world.eligible()])
+    res = simulate_next_period(
+        world, {"oracle": free, "random": random_slates}, control="random", oracle="oracle", cfg=cfg.evaluation
+    )
+    lift = res.lift("oracle", "random")
+    assert lift["expected_amount"][1] > 0  # the oracle's interval lies above the random slates'
+    assert res.oracle_share("oracle")["expected_amount"] == pytest.approx(100.0)
+    # common random numbers: the same slates give the same outcome, so a framework against itself has zero lift
+    same = simulate_next_period(world, {"a": free, "b": free.copy()}, control="a", oracle=None)
+    assert same.lift("b", "a")["amount"] == (0.0, 0.0, 0.0)
+
+
+def test_calibration_matches_observed_totals(world: MultiScenarioWorld) -> None:
+    model = fit_framework("pooled", world, TamorTrainConfig(epochs=1, dim=8, validation_fraction=0.2), seed=0)
+    assert model.calibration["etv"] != 1.0  # fitted on the held-out fifth of the training rows
+    tensors = WorldTensors.of(world)
+    model.calibrate(tensors, world.test)
+    out = model.predict(tensors, world.test.customer, world.test.item)
+    assert float(out.etv.sum()) == pytest.approx(float(world.test.amount.sum()), rel=1e-3)
+    assert torch.all(out.p_upgrade <= out.p)
