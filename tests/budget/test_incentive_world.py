@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -105,9 +107,15 @@ def test_cli_simulate_and_budget_round_trip(tmp_path: Path) -> None:
             "30%",
             "--bootstrap",
             "20",
+            "--cap",
+            "large_coupon=5",
         ],
     )
     assert res.exit_code == 0, res.output
+    alloc = pq.read_table(run / "allocation.parquet").column("arm").to_pylist()
+    assert alloc.count("large_coupon") <= 5
+    cert = json.loads((run / "certificate.json").read_text())
+    assert cert["exact_within_one_customer"] is False and cert["gap"] >= 0
     for name in ("allocation.parquet", "certificate.json", "goals.csv", "ope.csv", "report.md", "budget_curves.png"):
         assert (run / name).exists(), name
     assert "Certificate" in (run / "report.md").read_text()

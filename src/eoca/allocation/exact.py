@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from eoca.allocation._kernels import CHUNK, held_sets, top_levels, working_matrix
 
-__all__ = ["ExactOutcome", "solve_exact"]
+__all__ = ["ArrayStore", "CustomerStore", "ExactOutcome", "solve_exact", "solve_store"]
 
 _EPS = np.finfo(np.float64).eps
 
@@ -72,13 +72,43 @@ class ExactOutcome:
 @dataclass
 class _Scan:
     """One pass at prices lam: counts (k,), dual value g, margin (n,) float32, boundary pair code (n,) int32
-    (K-th best fund * k + (K+1)-th best fund), and optionally the K best funds (n, K) int32."""
+    (K-th best fund * k + (K+1)-th best fund), and optionally the K best funds (n, K) int32. ``sums`` holds the
+    per-chunk partial sums of g (without the price term) so another engine can add them up in the same order.
+
+    The methods are the only questions the Newton step asks of a scan; a distributed scan answers the same
+    questions by reductions over its partitions (see :mod:`eoca.distributed.exact`)."""
 
     counts: np.ndarray
     g: float
     gap: np.ndarray
     code: np.ndarray
     assign: np.ndarray | None
+    sums: list[float] = field(default_factory=list)
+    _fin: np.ndarray | None = field(default=None, repr=False)
+
+    def finite_gaps(self) -> np.ndarray:
+        """The finite margins (customers with at least K+1 eligible funds), float32 (m,)."""
+        if self._fin is None:
+            self._fin = self.gap[np.isfinite(self.gap)]
+        return self._fin
+
+    def n_finite(self) -> int:
+        return int(self.finite_gaps().shape[0])
+
+    def kth_gap(self, q: int, finite_only: bool = True) -> float:
+        """The q-th smallest margin (0-based), over finite margins or over all customers."""
+        g = self.finite_gaps() if finite_only else self.gap
+        return float(np.partition(g, q)[q])
+
+    def smallest_gaps(self, m: int, finite_only: bool = True) -> np.ndarray:
+        """The m smallest margins (unsorted), for an exact order statistic across partitions."""
+        g = self.finite_gaps() if finite_only else self.gap
+        return g.copy() if m >= g.shape[0] else np.partition(g, m - 1)[:m].copy()
+
+    def pair_counts(self, h: float, k: int) -> np.ndarray:
+        """int64 (k * k,): customers with margin <= h per boundary pair code."""
+        sel = self.gap <= h
+        return np.bincount(self.code[sel], minlength=k * k)[: k * k].astype(np.int64)
 
 
 def _scan(M: np.ndarray, lam: np.ndarray, K: int, demand: np.ndarray, keep_assign: bool = False) -> _Scan:
@@ -90,12 +120,15 @@ def _scan(M: np.ndarray, lam: np.ndarray, K: int, demand: np.ndarray, keep_assig
     code = np.empty(n, dtype=np.int32)
     assign = np.empty((n, K), dtype=np.int32) if keep_assign else None
     best = 0.0
+    sums: list[float] = []
     for s in range(0, n, CHUNK):
         e = min(n, s + CHUNK)
         vals, idx = top_levels(M[:, s:e] - lam_c, K + 1)
         top = idx[:K]
         counts += np.bincount(top[top >= 0], minlength=k)
-        best += float(vals[:K].sum(dtype=np.float64))
+        part = float(vals[:K].sum(dtype=np.float64))
+        sums.append(part)
+        best += part
         with np.errstate(invalid="ignore"):
             g = (vals[K - 1] - vals[K]).astype(np.float32)
         np.copyto(g, np.float32(np.inf), where=np.isnan(g))
@@ -103,10 +136,50 @@ def _scan(M: np.ndarray, lam: np.ndarray, K: int, demand: np.ndarray, keep_assig
         code[s:e] = idx[K - 1] * k + np.maximum(idx[K], 0)
         if assign is not None:
             assign[s:e] = top.T
-    return _Scan(counts, best + float(lam @ demand), gap, code, assign)
+    return _Scan(counts, best + float(lam @ demand), gap, code, assign, sums)
 
 
-def _newton_step(sc: _Scan, demand: np.ndarray, k: int) -> np.ndarray:
+class ScanLike(Protocol):
+    """What the Newton step needs from a pass over all customers (one engine's :class:`_Scan` or a
+    distributed reduction): counts (k,) int64 of customers per fund among their K best, g the dual value."""
+
+    counts: np.ndarray
+    g: float
+
+    def n_finite(self) -> int: ...
+
+    def kth_gap(self, q: int, finite_only: bool = True) -> float: ...
+
+    def pair_counts(self, h: float, k: int) -> np.ndarray: ...
+
+
+class CustomerStore(Protocol):
+    """Where the customers of an exact solve live: one working matrix in memory (:class:`ArrayStore`) or
+    partitions on a cluster (:class:`eoca.distributed.exact.DaskStore`). The solver's driver talks only to
+    this interface, so both engines run the same steps with the same numbers.
+
+    ``assignment`` handles are opaque: an (N, K) int32 array in memory, per-partition arrays on a cluster."""
+
+    n: int
+    k: int
+    dtype: np.dtype
+
+    def max_abs(self) -> float: ...
+
+    def columns(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def scan(self, lam: np.ndarray, K: int, demand: np.ndarray, keep_assign: bool) -> ScanLike: ...
+
+    def candidates(self, sc: Any, delta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]: ...
+
+    def set_rows(self, assignment: Any, rows: np.ndarray, held: np.ndarray) -> Any: ...
+
+    def certify(
+        self, assignment: Any, lam: np.ndarray, demand: np.ndarray, K: int, tol: float
+    ) -> tuple[float, float, int, np.ndarray]: ...
+
+
+def _newton_step(sc: ScanLike, demand: np.ndarray, k: int) -> np.ndarray:
     """Price step solving L step = 2 h (counts - demand).
 
     L is the Laplacian of how many customers sit within h of the boundary between each pair of funds (their
@@ -115,21 +188,19 @@ def _newton_step(sc: _Scan, demand: np.ndarray, k: int) -> np.ndarray:
     """
     ex = (sc.counts - demand).astype(np.float64)
     imb = float(np.abs(ex).sum() / 2)
-    fin = np.flatnonzero(np.isfinite(sc.gap))
-    if fin.size < 2:
+    n_fin = sc.n_finite()
+    if n_fin < 2:
         return np.zeros(k)
-    gaps = sc.gap[fin]
-    want = int(min(max(200 * k, 2 * imb), fin.size - 1))
+    want = int(min(max(200 * k, 2 * imb), n_fin - 1))
     for _ in range(6):
-        h = float(np.partition(gaps, want)[want])
-        sel = fin[gaps <= h]
-        pairs = np.bincount(sc.code[sel], minlength=k * k)[: k * k].reshape(k, k).astype(np.float64)
+        h = sc.kth_gap(want)
+        pairs = sc.pair_counts(h, k).reshape(k, k).astype(np.float64)
         A = pairs + pairs.T
         np.fill_diagonal(A, 0.0)
         deg = A.sum(axis=1)
-        if not ((deg == 0) & (ex != 0)).any() or want >= fin.size - 1:
+        if not ((deg == 0) & (ex != 0)).any() or want >= n_fin - 1:
             break
-        want = min(fin.size - 1, want * 4)
+        want = min(n_fin - 1, want * 4)
     L = np.diag(deg) - A
     L += np.eye(k) * (1e-9 * max(1.0, float(deg.max())))
     return np.asarray(np.linalg.solve(L, 2.0 * max(h, 1e-30) * ex))
@@ -177,7 +248,7 @@ def coordinate_prices(S: np.ndarray, dem: np.ndarray, lam: np.ndarray, K: int, s
 
 
 def newton_prices(
-    M: np.ndarray,
+    M: np.ndarray | CustomerStore,
     demand: np.ndarray,
     lam: np.ndarray,
     K: int,
@@ -187,7 +258,7 @@ def newton_prices(
     scale: float,
     keep_assign: bool = False,
     max_move: float = np.inf,
-) -> tuple[np.ndarray, _Scan, int]:
+) -> tuple[np.ndarray, Any, int]:
     """Damped Newton on the dual over the customers of M (k, n); demand (k,) may be fractional (samples).
 
     A step is accepted when it lowers the dual value g (which is convex, so this is a plain backtracking line
@@ -195,10 +266,23 @@ def newton_prices(
     means nothing. Stops early once the prices have moved, relative to each other, by more than ``max_move``
     (the caller then discards them). Returns prices, the scan at those prices, and the number of scans made.
     """
-    k = M.shape[0]
+    if isinstance(M, np.ndarray):
+        arr = M
+
+        def scan(at: np.ndarray) -> ScanLike:
+            return _scan(arr, at, K, demand, keep_assign)
+
+        k = arr.shape[0]
+    else:
+        store = M
+
+        def scan(at: np.ndarray) -> ScanLike:
+            return store.scan(at, K, demand, keep_assign)
+
+        k = store.k
     lam = lam.astype(np.float64).copy()
     lam0 = lam.copy()
-    sc = _scan(M, lam, K, demand, keep_assign)
+    sc = scan(lam)
     scans = 1
     fails = 0
     # float32 reduced scores make g noisy in its last digits; tiny "increases" then still count as progress
@@ -212,7 +296,7 @@ def newton_prices(
         t = 1.0
         accepted = False
         while scans < max_scans and t > 1e-3:
-            trial = _scan(M, lam + t * step, K, demand, keep_assign)
+            trial = scan(lam + t * step)
             scans += 1
             t_imb = float(np.abs(trial.counts - demand).sum() / 2)
             if trial.g < sc.g - noise or (trial.g <= sc.g + noise and t_imb < imb):
@@ -420,20 +504,29 @@ def _holds(S: np.ndarray, lam: np.ndarray, K: int) -> np.ndarray:
 # --- certificate -------------------------------------------------------------------------------------------
 
 
-def _certify(
-    W: np.ndarray, lam: np.ndarray, assign: np.ndarray, demand: np.ndarray, K: int, tol: float
-) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """float64 pass over all customers.
+@dataclass
+class CertificateParts:
+    """A certificate pass over some customers: per-chunk partial sums of the objective and of the K best
+    reduced scores (added up by the caller in order, so every engine gets the same float64 totals), how many
+    customers do not hold K distinct best reduced scores (beyond tol), and customers per fund (k,) int64."""
 
-    Returns (primal, dual bound g(lam), customers not holding K distinct best reduced scores (beyond tol),
-    customers per fund (k,)). The certificate trusts none of the flow's bookkeeping: deliveries are recounted
-    here, because primal == g(lam) only follows from "everyone holds K best" when every fund is exactly full.
+    primal_sums: list[float]
+    best_sums: list[float]
+    n_bad: int
+    counts: np.ndarray
+
+
+def certify_block(W: np.ndarray, lam: np.ndarray, assign: np.ndarray, K: int, tol: float) -> CertificateParts:
+    """float64 certificate pass over W (k, n) with the assignment (n, K) int32 at prices lam (k,).
+
+    The certificate trusts none of the flow's bookkeeping: deliveries are recounted here, because
+    primal == g(lam) only follows from "everyone holds K best" when every fund is exactly full.
     """
     k, N = W.shape
     counts = np.zeros(k, dtype=np.int64)
-    primal = 0.0
-    best_sum = 0.0
-    bad: list[np.ndarray] = []
+    primal: list[float] = []
+    best_sums: list[float] = []
+    n_bad = 0
     lam_col = lam[:, None]
     for s in range(0, N, CHUNK):
         e = min(N, s + CHUNK)
@@ -452,15 +545,29 @@ def _certify(
             srt = np.sort(assign[s:e], axis=1)
             viol |= (srt[:, 1:] == srt[:, :-1]).any(axis=1)
         counts += np.bincount(assign[s:e].ravel(), minlength=k)
-        if viol.any():
-            bad.append(np.flatnonzero(viol) + s)
-        primal += float(got_e.sum())
-        best_sum += float(best.sum())
-    dual = best_sum + float(lam @ demand)
-    return primal, dual, (np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)), counts
+        n_bad += int(np.count_nonzero(viol))
+        primal.append(float(got_e.sum()))
+        best_sums.append(float(best.sum()))
+    return CertificateParts(primal, best_sums, n_bad, counts)
 
 
-def _max_abs_finite(W: np.ndarray) -> float:
+def combine_certificates(
+    parts: list[CertificateParts], lam: np.ndarray, demand: np.ndarray
+) -> tuple[float, float, int, np.ndarray]:
+    """(primal, dual bound g(lam), customers not holding K best, counts (k,)) from passes in customer order."""
+    primal = 0.0
+    best_sum = 0.0
+    for p in parts:
+        for x in p.primal_sums:
+            primal += x
+        for x in p.best_sums:
+            best_sum += x
+    counts = np.sum([p.counts for p in parts], axis=0)
+    return primal, best_sum + float(lam @ demand), sum(p.n_bad for p in parts), counts
+
+
+def max_abs_finite(W: np.ndarray) -> float:
+    """Largest finite |W| (0.0 when there is none)."""
     m = 0.0
     for s in range(0, W.shape[1], CHUNK):
         blk = W[:, s : s + CHUNK]
@@ -468,6 +575,50 @@ def _max_abs_finite(W: np.ndarray) -> float:
         if fin.size:
             m = max(m, float(np.abs(fin).max()))
     return m
+
+
+def block_candidates(sc: _Scan, W: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Customers of one block whose margin is at most delta: local indices (m,) int64, their columns of W
+    (k, m) in W's dtype, and the funds the other (fixed) customers hold, counted per fund (k,) int64."""
+    assert sc.assign is not None
+    k = W.shape[0]
+    C = np.flatnonzero(sc.gap <= delta)
+    fixed = np.ones(W.shape[1], dtype=bool)
+    fixed[C] = False
+    counts_fixed = np.bincount(sc.assign[fixed].ravel(), minlength=k).astype(np.int64)
+    return C, W[:, C], counts_fixed
+
+
+class ArrayStore:
+    """The in-memory engine: every customer in one working matrix W (k, N) float32."""
+
+    def __init__(self, W: np.ndarray) -> None:
+        self.W = W
+        self.k, self.n = W.shape
+        self.dtype = W.dtype
+
+    def max_abs(self) -> float:
+        return max_abs_finite(self.W)
+
+    def columns(self, rows: np.ndarray) -> np.ndarray:
+        return self.W[:, rows].astype(np.float64)
+
+    def scan(self, lam: np.ndarray, K: int, demand: np.ndarray, keep_assign: bool) -> _Scan:
+        return _scan(self.W, lam, K, demand, keep_assign)
+
+    def candidates(self, sc: _Scan, delta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        C, S, counts_fixed = block_candidates(sc, self.W, delta)
+        assert sc.assign is not None
+        return C, S.astype(np.float64), counts_fixed, sc.assign
+
+    def set_rows(self, assignment: np.ndarray, rows: np.ndarray, held: np.ndarray) -> np.ndarray:
+        assignment[rows] = held
+        return assignment
+
+    def certify(
+        self, assignment: np.ndarray, lam: np.ndarray, demand: np.ndarray, K: int, tol: float
+    ) -> tuple[float, float, int, np.ndarray]:
+        return combine_certificates([certify_block(self.W, lam, assignment, K, tol)], lam, demand)
 
 
 # --- driver -------------------------------------------------------------------------------------------------
@@ -500,12 +651,49 @@ def solve_exact(
     :class:`ExactOutcome` whose allocation is optimal and certified by the dual bound.
     """
     t0 = time.perf_counter()
-    N, k = scores.shape
+    W = working if working is not None else working_matrix(scores, tolerance, risk)
+    t_setup = time.perf_counter() - t0
+    out = solve_store(
+        ArrayStore(W),
+        demand,
+        K,
+        seed=seed,
+        max_rounds=max_rounds,
+        candidate_target=candidate_target,
+        full_scan_stop=full_scan_stop,
+        full_scan_cap=full_scan_cap,
+        sample_sizes=sample_sizes,
+    )
+    out.stats["t_setup"] += t_setup
+    out.stats["t_total"] += t_setup
+    return out
+
+
+def solve_store(
+    store: CustomerStore,
+    demand: np.ndarray,
+    K: int = 1,
+    *,
+    seed: int = 0,
+    max_rounds: int = 4,
+    candidate_target: int | None = None,
+    full_scan_stop: float = 1e-3,
+    full_scan_cap: float = 100.0,
+    sample_sizes: tuple[int, int] = (5_000, 50_000),
+    max_sample: int | None = None,
+) -> ExactOutcome:
+    """The exact solver's driver over any :class:`CustomerStore` (parameters as in :func:`solve_exact`).
+
+    ``max_sample`` caps the customers gathered for the sampled-price stage (a distributed driver must not hold
+    a tenth of a billion customers); None leaves it uncapped. The outcome's ``assign`` is the store's
+    assignment handle.
+    """
+    t0 = time.perf_counter()
+    N, k = store.n, store.k
     demand = np.asarray(demand, dtype=np.int64)
     dem_f = demand.astype(np.float64)
     stats: dict[str, Any] = {"rounds": 0, "candidates": [], "scans": [], "augmentations": 0}
-    W = working if working is not None else working_matrix(scores, tolerance, risk)
-    scale = max(_max_abs_finite(W), 1e-30)
+    scale = max(store.max_abs(), 1e-30)
     stats["t_setup"] = time.perf_counter() - t0
     lam = np.zeros(k)
     rng = np.random.default_rng(seed)
@@ -514,11 +702,11 @@ def solve_exact(
     t1 = time.perf_counter()
     n_cd = min(N, sample_sizes[0])
     rows = np.sort(rng.choice(N, size=n_cd, replace=False)) if n_cd < N else np.arange(N)
-    lam = coordinate_prices(W[:, rows].astype(np.float64), dem_f * (n_cd / N), lam, K, 4, scale)
+    lam = coordinate_prices(store.columns(rows), dem_f * (n_cd / N), lam, K, 4, scale)
     n_s = sample_sizes[1]
-    while n_s * 4 < N:
+    while n_s * 4 < N and (max_sample is None or n_s <= max_sample):
         rows = np.sort(rng.choice(N, size=n_s, replace=False))
-        S = W[:, rows].astype(np.float64)
+        S = store.columns(rows)
         lam, _, n_scans = newton_prices(
             S, dem_f * (n_s / N), lam, K, max_scans=25, stop_imbalance=max(1.0, n_s * 2e-4), scale=scale
         )
@@ -530,7 +718,7 @@ def solve_exact(
     # HA's whole pass at 100k customers, so the last stretch is left to step 3, which only sees the candidates.
     t2 = time.perf_counter()
     lam, sc, n_scans = newton_prices(
-        W,
+        store,
         dem_f,
         lam,
         K,
@@ -550,8 +738,6 @@ def solve_exact(
     target = min(N, max(20_000, N // 200, 100 * imbalance))
     if candidate_target is not None:
         target = max(1, min(N, candidate_target))
-    assign = sc.assign
-    assert assign is not None
     stats["candidate_newton_rejected"] = 0
     for rnd in range(max_rounds + 1):
         if rnd == max_rounds:
@@ -562,27 +748,18 @@ def solve_exact(
             # a retry: bring the full problem close to balance again (the old behaviour of a safe start) and
             # take fresh choices and margins at those prices
             lam, sc, n_scans = newton_prices(
-                W, dem_f, lam, K, max_scans=30, stop_imbalance=10.0, scale=scale, keep_assign=True
+                store, dem_f, lam, K, max_scans=30, stop_imbalance=10.0, scale=scale, keep_assign=True
             )
             stats["scans"].append(n_scans)
-            assert sc.assign is not None
-            assign = sc.assign
-        gap = sc.gap
         # 3. candidates: customers whose choice could change when prices move by less than their margin
         delta: float = np.inf
-        if target >= N:
-            C = np.arange(N)
-        else:
+        if target < N:
             # the window never shrinks below float32 rounding of the reduced scores
             floor = float(float32_slop * 4 * (scale + float(np.abs(lam).max())))
-            delta = max(float(np.partition(gap, target - 1)[target - 1]), floor)
-            C = np.flatnonzero(gap <= delta)
-        fixed = np.ones(N, dtype=bool)
-        fixed[C] = False
-        counts_fixed = np.bincount(assign[fixed].ravel(), minlength=k)
-        del fixed, sc
+            delta = max(sc.kth_gap(target - 1, finite_only=False), floor)
+        C, S, counts_fixed, assign = store.candidates(sc, delta)
+        del sc
         stats["candidates"].append(int(C.size))
-        S = W[:, C].astype(np.float64)
         holds = _holds(S, lam, K)
         excess = counts_fixed + holds.sum(axis=1) - demand
         if np.abs(excess).sum() > 20:
@@ -618,22 +795,22 @@ def solve_exact(
                 raise RuntimeError("the flow could not meet the demands although the plan passed feasibility")
             target = min(N, target * 8)
             continue
-        assign[C] = held_sets(np.argsort(~net.holds, axis=0, kind="stable").astype(np.int32), K)
+        assign = store.set_rows(assign, C, held_sets(np.argsort(~net.holds, axis=0, kind="stable").astype(np.int32), K))
         del net, S, holds
 
         # 5. certificate over all customers
         t5 = time.perf_counter()
         tol = 64.0 * K * _EPS * (scale + float(np.abs(lam).max()))
-        primal, dual, bad, counts = _certify(W, lam, assign, demand, K, tol)
+        primal, dual, n_bad, counts = store.certify(assign, lam, demand, K, tol)
         stats["t_certify"] = stats.get("t_certify", 0.0) + time.perf_counter() - t5
-        stats["violators"] = int(bad.size)
+        stats["violators"] = int(n_bad)
         if not np.array_equal(counts, demand):
             raise RuntimeError(
                 f"exact solver bookkeeping error: deliveries {counts.tolist()} differ from demands {demand.tolist()}"
             )
-        if bad.size == 0:
+        if n_bad == 0:
             certified = True
             break
-        target = min(N, max(target * 8, int(bad.size) * 8))
+        target = min(N, max(target * 8, int(n_bad) * 8))
     stats["t_total"] = time.perf_counter() - t0
     return ExactOutcome(assign=assign, prices=lam, primal=primal, dual=dual, certified=certified, stats=stats)

@@ -15,7 +15,13 @@ import numpy as np
 from eoca.allocation.problem import AllocationProblem
 from eoca.errors import InfeasiblePlanError
 
-__all__ = ["check_feasibility", "feasibility_issues", "tolerance_groups"]
+__all__ = [
+    "check_feasibility",
+    "feasibility_issues",
+    "group_feasibility_issues",
+    "raise_if_infeasible",
+    "tolerance_groups",
+]
 
 
 def tolerance_groups(tolerance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -39,9 +45,19 @@ def _names(fund_ids: np.ndarray, idx: np.ndarray, n: int = 8) -> str:
 
 def feasibility_issues(problem: AllocationProblem) -> list[str]:
     """Every reason the plan cannot be met, most basic first; empty when a feasible allocation exists."""
-    N, K = problem.n_customers, problem.K
-    d, r = problem.demand, problem.risk
-    fids = np.asarray(problem.fund_ids)
+    tvals, tcnt = tolerance_groups(problem.tolerance)
+    return group_feasibility_issues(tvals, tcnt, problem.risk, problem.demand, problem.K, np.asarray(problem.fund_ids))
+
+
+def group_feasibility_issues(
+    tvals: np.ndarray, tcnt: np.ndarray, risk: np.ndarray, demand: np.ndarray, K: int, fund_ids: np.ndarray
+) -> list[str]:
+    """:func:`feasibility_issues` from the customers per distinct tolerance alone: tvals (g,) ascending, tcnt
+    (g,) counts, risk and demand (k,). Customers enter only through these counts, so a partitioned engine
+    reduces per-partition :func:`tolerance_groups` and gets the same diagnosis."""
+    N = int(np.asarray(tcnt).sum())
+    d, r = np.asarray(demand, dtype=np.int64), np.asarray(risk, dtype=np.int64)
+    fids = np.asarray(fund_ids)
     issues: list[str] = []
     total = int(d.sum())
     if total != N * K:
@@ -49,7 +65,6 @@ def feasibility_issues(problem: AllocationProblem) -> list[str]:
             f"demands sum to {total:,} but {N:,} customers x K={K} need exactly {N * K:,} fund slots "
             f"({'too many' if total > N * K else 'too few'} by {abs(total - N * K):,})"
         )
-    tvals, tcnt = tolerance_groups(problem.tolerance)
     # eligible customers per fund: customers with t >= r_j
     ge_cum = np.concatenate([np.cumsum(tcnt[::-1])[::-1], [0]])  # customers with tolerance >= tvals[g]
     first_g = np.searchsorted(tvals, r, side="left")
@@ -91,15 +106,16 @@ def feasibility_issues(problem: AllocationProblem) -> list[str]:
                     f"tolerance >= {rho} can fill at most {supply:,} of them (K={K}, one slot per fund)"
                 )
     if not issues:
-        issues.extend(_maxflow_issues(problem, tvals, tcnt))
+        issues.extend(_maxflow_issues(tvals, tcnt, r, d, K, fids))
     return issues
 
 
-def _maxflow_issues(problem: AllocationProblem, tvals: np.ndarray, tcnt: np.ndarray) -> list[str]:
+def _maxflow_issues(
+    tvals: np.ndarray, tcnt: np.ndarray, r: np.ndarray, d: np.ndarray, K: int, fids: np.ndarray
+) -> list[str]:
     from ortools.graph.python import max_flow
 
-    k, K = problem.n_funds, problem.K
-    d, r = problem.demand, problem.risk
+    k = len(r)
     g = len(tvals)
     src, sink = g + k, g + k + 1
     smf = max_flow.SimpleMaxFlow()
@@ -123,14 +139,13 @@ def _maxflow_issues(problem: AllocationProblem, tvals: np.ndarray, tcnt: np.ndar
     status = smf.solve(src, sink)
     if status != smf.OPTIMAL:
         return [f"max-flow feasibility check failed to run (status {status})"]
-    total = problem.n_customers * K
+    total = int(tcnt.sum()) * K
     flow = int(smf.optimal_flow())
     if flow >= total:
         return []
     filled = np.array([int(smf.flow(fund_arc0 + j)) for j in range(k)], dtype=np.int64)
     gap = d - filled
     bad = np.flatnonzero(gap > 0)
-    fids = np.asarray(problem.fund_ids)
     detail = ", ".join(f"fund {fids[j]} short by {gap[j]:,}" for j in bad[:8])
     return [
         f"no allocation meets the plan: at most {flow:,} of the {total:,} fund slots can be filled under the "
@@ -140,6 +155,10 @@ def _maxflow_issues(problem: AllocationProblem, tvals: np.ndarray, tcnt: np.ndar
 
 def check_feasibility(problem: AllocationProblem) -> None:
     """Raise :class:`InfeasiblePlanError` listing every failed condition, with numbers."""
-    issues = feasibility_issues(problem)
+    raise_if_infeasible(feasibility_issues(problem))
+
+
+def raise_if_infeasible(issues: list[str]) -> None:
+    """Raise :class:`InfeasiblePlanError` listing ``issues`` (one message format for every engine)."""
     if issues:
         raise InfeasiblePlanError("the delivery plan is infeasible:\n  - " + "\n  - ".join(issues))

@@ -25,9 +25,47 @@ import numpy as np
 from eoca.allocation.plan import shares_to_counts
 from eoca.allocation.problem import AllocationProblem
 
-__all__ = ["synthetic_instance"]
+__all__ = ["TOLERANCE_P", "fund_factors", "fund_risk", "plan_demand", "score_block", "synthetic_instance"]
 
 TOLERANCE_P = (0.10, 0.20, 0.30, 0.25, 0.15)
+
+
+def fund_risk(k: int, K: int) -> np.ndarray:
+    """Fund risk levels int64 (k,): 1 + floor(5 j / k), the first K funds at level 1."""
+    risk = (1 + (5 * np.arange(k)) // k).astype(np.int64)
+    risk[:K] = 1  # every customer needs K funds it may hold
+    return risk
+
+
+def fund_factors(rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fund taste factors v (4, k), conversion offsets b (k,) and amount offsets n_j (k,)."""
+    v = rng.normal(0, 0.7, size=(4, k))
+    b = rng.normal(0, 0.5, size=k)
+    nj = rng.normal(0, 0.3, size=k)
+    return v, b, nj
+
+
+def score_block(rng: np.random.Generator, n: int, factors: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """ETV float64 (n, k) of n new customers against funds with the given factors (see the module docstring)."""
+    v, b, nj = factors
+    k = v.shape[1]
+    u = rng.normal(0, 0.7, size=(n, 4))
+    logit = -3.0 + u @ v + b + 0.5 * rng.standard_normal((n, k))
+    p = 1.0 / (1.0 + np.exp(-logit))
+    amount = np.exp(rng.normal(5.0, 1.0, size=(n, 1)) + nj + 0.8 * rng.standard_normal((n, k)))
+    return np.asarray(p * amount)
+
+
+def plan_demand(tolerance_counts: np.ndarray, risk: np.ndarray, K: int, *, bind_risk: bool = True) -> np.ndarray:
+    """The generator's demands int64 (k,) from customers per tolerance 1..5 (``tolerance_counts[t]`` for t in
+    0..5, index 0 unused): shares 1 / (1 + j), then the risk-binding rule of the module docstring."""
+    tc = np.asarray(tolerance_counts, dtype=np.int64)
+    N = int(tc.sum())
+    k = len(risk)
+    shares = 1.0 / (1.0 + np.arange(k))
+    shares /= shares.sum()
+    demand = shares_to_counts(shares, N * K)
+    return _bind(demand, tc, risk, K) if bind_risk else demand
 
 
 def synthetic_instance(N: int, k: int = 8, K: int = 1, seed: int = 0, *, bind_risk: bool = True) -> AllocationProblem:
@@ -36,38 +74,27 @@ def synthetic_instance(N: int, k: int = 8, K: int = 1, seed: int = 0, *, bind_ri
         raise ValueError("K cannot exceed k")
     rng = np.random.default_rng(seed)
     tol = rng.choice(np.arange(1, 6), size=N, p=TOLERANCE_P).astype(np.int64)
-    risk = (1 + (5 * np.arange(k)) // k).astype(np.int64)
-    risk[:K] = 1  # every customer needs K funds it may hold
-    v = rng.normal(0, 0.7, size=(4, k))
-    b = rng.normal(0, 0.5, size=k)
-    nj = rng.normal(0, 0.3, size=k)
+    risk = fund_risk(k, K)
+    factors = fund_factors(rng, k)
     E = np.empty((N, k), dtype=np.float32, order="F")
     block = 1 << 20
     for s in range(0, N, block):
         e = min(N, s + block)
-        n = e - s
-        u = rng.normal(0, 0.7, size=(n, 4))
-        logit = -3.0 + u @ v + b + 0.5 * rng.standard_normal((n, k))
-        p = 1.0 / (1.0 + np.exp(-logit))
-        amount = np.exp(rng.normal(5.0, 1.0, size=(n, 1)) + nj + 0.8 * rng.standard_normal((n, k)))
-        E[s:e] = p * amount
-    shares = 1.0 / (1.0 + np.arange(k))
-    shares /= shares.sum()
-    demand = shares_to_counts(shares, N * K)
-    if bind_risk:
-        demand = _bind(demand, tol, risk, K)
+        E[s:e] = score_block(rng, e - s, factors)
+    demand = plan_demand(np.bincount(tol, minlength=6), risk, K, bind_risk=bind_risk)
     return AllocationProblem(scores=E, tolerance=tol, risk=risk, demand=demand, K=K, source=f"synthetic(N={N})")
 
 
-def _bind(demand: np.ndarray, tol: np.ndarray, risk: np.ndarray, K: int) -> np.ndarray:
+def _bind(demand: np.ndarray, tol_counts: np.ndarray, risk: np.ndarray, K: int) -> np.ndarray:
     d = demand.copy()
-    eligible = np.array([(tol >= r).sum() for r in risk], dtype=np.int64)
+    t_ge = np.cumsum(tol_counts[::-1])[::-1]  # customers with tolerance >= t, t = 0..5
+    eligible = np.array([t_ge[min(int(r), 5)] if r <= 5 else 0 for r in risk], dtype=np.int64)
     hi = np.flatnonzero(risk >= 4)
     if hi.size == 0:
         return d
     # slots the high-risk funds can use at most: each tolerant customer takes at most min(K, #such funds)
     n_hi = np.array([(risk[hi] <= t).sum() for t in range(6)])
-    capacity = int(np.minimum(K, n_hi[np.clip(tol, 0, 5)]).sum())
+    capacity = int((np.minimum(K, n_hi) * tol_counts[:6]).sum())
     target = int(0.9 * capacity)
     if d[hi].sum() >= target:
         return d

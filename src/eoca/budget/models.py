@@ -17,6 +17,7 @@ value of shape (n, k), so the same budget solver allocates with any of them.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -66,6 +67,32 @@ def _lgbm_params(seed: int, n_estimators: int) -> dict[str, Any]:
     }
 
 
+def _fit_lgbm(kind: str, X: np.ndarray, y: np.ndarray, seed: int, max_trees: int) -> Any:
+    """A LightGBM classifier or regressor with early stopping on a random fifth of the rows (at most
+    ``max_trees`` trees), refitted on all rows with the number of trees found; the per-arm samples are small
+    and noisy, so a fixed tree count either underfits large arms or overfits small ones."""
+    import lightgbm as lgb
+
+    cls = lgb.LGBMClassifier if kind == "classifier" else lgb.LGBMRegressor
+    n = y.size
+    if n < 200:
+        return cls(**_lgbm_params(seed, max(10, max_trees // 4))).fit(X, y)
+    hold = np.random.default_rng(seed).random(n) < 0.2
+    if kind == "classifier" and (y[hold].min() == y[hold].max() or y[~hold].min() == y[~hold].max()):
+        return cls(**_lgbm_params(seed, max(10, max_trees // 4))).fit(X, y)
+    # LightGBM 4.7 renamed eval_set to eval_X / eval_y; either spelling works across the supported versions
+    held: dict[str, Any] = (
+        {"eval_X": X[hold], "eval_y": y[hold]}
+        if "eval_X" in inspect.signature(cls.fit).parameters
+        else {"eval_set": [(X[hold], y[hold])]}
+    )
+    probe = cls(**_lgbm_params(seed, max_trees)).fit(
+        X[~hold], y[~hold], callbacks=[lgb.early_stopping(30, verbose=False)], **held
+    )
+    best = max(10, int(probe.best_iteration_ or max_trees))
+    return cls(**_lgbm_params(seed, int(best * 1.25))).fit(X, y)
+
+
 def _arm_rows(data: IncentiveData, t: int) -> np.ndarray:
     rows = np.flatnonzero(data.arm == t)
     if rows.size < 20:
@@ -87,17 +114,16 @@ class _ArmResponse:
         self.mu_const = 0.0
         self.var = 0.0
 
-    def fit(self, X: np.ndarray, converted: np.ndarray, amount: np.ndarray) -> _ArmResponse:
-        import lightgbm as lgb
+    def fit(self, X: np.ndarray, converted: np.ndarray, amount: np.ndarray, fit_amount: bool = True) -> _ArmResponse:
 
         pos = converted > 0
         if pos.all() or not pos.any():
             self.p_const = float(pos.mean())
         else:
-            self.clf = lgb.LGBMClassifier(**_lgbm_params(self.seed, self.n_estimators)).fit(X, pos.astype(int))
-        y = np.log1p(amount[pos])
+            self.clf = _fit_lgbm("classifier", X, pos.astype(int), self.seed, self.n_estimators)
+        y = np.log1p(amount[pos]) if fit_amount else np.empty(0)
         if y.size >= 50:
-            self.reg = lgb.LGBMRegressor(**_lgbm_params(self.seed, self.n_estimators // 2)).fit(X[pos], y)
+            self.reg = _fit_lgbm("regressor", X[pos], y, self.seed, self.n_estimators)
             self.var = float(np.var(y - self.reg.predict(X[pos])))
         elif y.size:
             self.mu_const, self.var = float(y.mean()), float(y.var())
@@ -111,28 +137,56 @@ class _ArmResponse:
 
 
 class TLearner:
-    """One LightGBM response model per arm (see the module docstring)."""
+    """One LightGBM response model per arm (see the module docstring).
+
+    With ``pool_amount`` (default) the amount given conversion is fitted once, on every arm's converters with the
+    arm one-hot as extra features: converters are few per arm, and an arm shifts the amount law far less than
+    it shifts conversion, so pooling trades a little flexibility for much less variance. Conversion stays one
+    model per arm (the T-learner proper).
+    """
 
     name = "t_learner"
 
-    def __init__(self, seed: int = 0, n_estimators: int = 200) -> None:
-        self.seed, self.n_estimators = seed, n_estimators
+    def __init__(self, seed: int = 0, n_estimators: int = 1000, pool_amount: bool = True) -> None:
+        self.seed, self.n_estimators, self.pool_amount = seed, n_estimators, pool_amount
         self.arms_: list[_ArmResponse] = []
+        self.amount_: Any = None
+        self.amount_var_ = 0.0
+        self.n_arms_ = 0
+
+    def _with_arm(self, X: np.ndarray, t: int) -> np.ndarray:
+        hot = np.zeros((X.shape[0], self.n_arms_), dtype=X.dtype)
+        hot[:, t] = 1
+        return np.concatenate([X, hot], axis=1)
 
     def fit(self, data: IncentiveData) -> TLearner:
+
         self.arms_ = []
+        self.n_arms_ = data.n_arms
+        pos = np.flatnonzero(data.value > 0)
+        pool = self.pool_amount and pos.size >= 50
         for t in range(data.n_arms):
             rows = _arm_rows(data, t)
             self.arms_.append(
                 _ArmResponse(self.seed + t, self.n_estimators).fit(
-                    data.features[rows], data.converted[rows], data.value[rows]
+                    data.features[rows], data.converted[rows], data.value[rows], fit_amount=not pool
                 )
             )
+        self.amount_ = None
+        if pool:
+            Xa = np.concatenate([self._with_arm(data.features[pos[data.arm[pos] == t]], t) for t in range(data.n_arms)])
+            ya = np.concatenate([np.log1p(data.value[pos[data.arm[pos] == t]]) for t in range(data.n_arms)])
+            self.amount_ = _fit_lgbm("regressor", Xa, ya, self.seed, self.n_estimators)
+            self.amount_var_ = float(np.var(ya - self.amount_.predict(Xa)))
         return self
 
     def predict(self, features: np.ndarray) -> Prediction:
         outs = [m.predict(features) for m in self.arms_]
-        return Prediction(p=np.stack([o[0] for o in outs], axis=1), value=np.stack([o[1] for o in outs], axis=1))
+        p = np.stack([o[0] for o in outs], axis=1)
+        if self.amount_ is None:
+            return Prediction(p=p, value=np.stack([o[1] for o in outs], axis=1))
+        amount = np.stack([self.amount_.predict(self._with_arm(features, t)) for t in range(self.n_arms_)], axis=1)
+        return Prediction(p=p, value=p * np.maximum(np.expm1(amount + 0.5 * self.amount_var_), 0.0))
 
 
 class XLearner:
@@ -140,28 +194,26 @@ class XLearner:
 
     name = "x_learner"
 
-    def __init__(self, seed: int = 0, n_estimators: int = 200) -> None:
+    def __init__(self, seed: int = 0, n_estimators: int = 1000) -> None:
         self.seed, self.n_estimators = seed, n_estimators
         self.base = TLearner(seed, n_estimators)
         self.effects_: list[tuple[Any, Any, Any, Any, float]] = []
 
     def fit(self, data: IncentiveData) -> XLearner:
-        import lightgbm as lgb
 
         self.base.fit(data)
         X = data.features
         first = self.base.predict(X)
         ctrl = _arm_rows(data, 0)
         self.effects_ = []
-        params = _lgbm_params(self.seed, self.n_estimators // 2)
         for t in range(1, data.n_arms):
             rows = _arm_rows(data, t)
             models = []
             for y, mu in ((data.converted, first.p), (data.value, first.value)):
                 d1 = y[rows] - mu[rows, 0]
                 d0 = mu[ctrl, t] - y[ctrl]
-                models.append(lgb.LGBMRegressor(**params).fit(X[rows], d1))
-                models.append(lgb.LGBMRegressor(**params).fit(X[ctrl], d0))
+                models.append(_fit_lgbm("regressor", X[rows], d1, self.seed, self.n_estimators))
+                models.append(_fit_lgbm("regressor", X[ctrl], d0, self.seed, self.n_estimators))
             # the arm's share of the (arm, control) rows; propensities are randomized, so a constant share
             g = rows.size / (rows.size + ctrl.size)
             self.effects_.append((models[0], models[1], models[2], models[3], g))
@@ -177,6 +229,10 @@ class XLearner:
             p[:, t] = np.clip(first.p[:, 0] + tau_p, 0.0, 1.0)
             value[:, t] = np.maximum(first.value[:, 0] + tau_v, 0.0)
         return Prediction(p=p, value=value)
+
+
+MU_SPAN = 3.0
+"""Largest distance of a predicted mu (log amount) from the training converters' mean: a factor e^3 ~ 20."""
 
 
 class MultiHeadNet:
@@ -214,12 +270,15 @@ class MultiHeadNet:
                 self.heads = nn.Linear(hidden, 3 * k)
                 with torch.no_grad():
                     self.heads.bias.view(k, 3)[:, 0] = -2.5
-                    self.heads.bias.view(k, 3)[:, 1] = mu0
+                    self.heads.bias.view(k, 3)[:, 1] = 0.0
                     self.heads.bias.view(k, 3)[:, 2] = 0.0
 
             def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
                 out = self.heads(self.body(x)).view(x.shape[0], k, 3)
-                return out[..., 0], out[..., 1], out[..., 2]
+                # mu stays within MU_SPAN of the training converters' mean log amount: an unbounded head
+                # extrapolates to absurd amounts for a few customers, and the goal term would chase them
+                mu = mu0 + MU_SPAN * torch.tanh(out[..., 1] / MU_SPAN)
+                return out[..., 0], mu, out[..., 2]
 
         return Net(self.hidden)
 
@@ -275,7 +334,11 @@ class MultiHeadNet:
                 loss = esj_loss(log_p[r, a], log_1mp[r, a], mu[r, a], sigma[r, a], amount[idx])
                 tot_pred += float(loss.detach()) * idx.numel()
                 if reg is not None and epoch >= self.e2e.warmup_epochs:
-                    value = etv_eoca(log_p.exp(), mu, sigma)
+                    # the goal moves conversion only: the amount given conversion is the likelihood's alone.
+                    # Through mu and sigma the goal could inflate a value almost for free in likelihood (few
+                    # converters pin them) and it would, since the relaxed policy prefers ever harder decisions
+                    p_all = log_p.exp()
+                    value = p_all * (etv_eoca(p_all, mu, sigma) / p_all.clamp_min(1e-12)).detach()
                     goal = reg.loss(value, log_p.exp(), idx, gen)
                     loss = loss + self.e2e.weight * goal
                     tot_goal += float(goal.detach()) * idx.numel()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,19 +109,43 @@ def run_budget(
     seed: int = 0,
     n_bootstrap: int = 500,
     plots: bool = True,
+    caps: Mapping[str, int] | None = None,
+    crossfit: bool = False,
 ) -> BudgetRunResult:
-    """Train ``models`` on a random part of ``data``, evaluate on the rest (see the module docstring)."""
+    """Train ``models`` on a random part of ``data``, evaluate on the rest (see the module docstring).
+
+    ``caps`` (arm name -> most customers) applies to the allocation written at ``budget``; the curves are
+    uncapped. With ``crossfit`` the customers are split in two folds, each predicted by models trained on the
+    other, and every customer is evaluated (``test_fraction`` is then unused).
+    """
     if not models:
         raise DataValidationError("run_budget needs at least one model")
-    train, test = data.split(test_fraction, seed)
-    full = test.treat_all_cost()
-    b_abs = parse_budget(budget, full)
     preds: dict[str, Prediction] = {}
     fit_s: dict[str, float] = {}
-    for name in models:
-        t0 = time.perf_counter()
-        preds[name] = _fit(name, train, seed).predict(test.features)
-        fit_s[name] = time.perf_counter() - t0
+    if crossfit:
+        # two folds, each predicted by the models trained on the other: every customer is evaluated, none by a
+        # model that saw them
+        fold = np.random.default_rng(seed).random(data.n) < 0.5
+        train, test = data.subset(~fold), data
+        for name in models:
+            t0 = time.perf_counter()
+            parts = {}
+            for held in (fold, ~fold):
+                parts[bool(held is fold)] = (held, _fit(name, data.subset(~held), seed).predict(data.features[held]))
+            p_all = np.empty((data.n, data.n_arms))
+            v_all = np.empty((data.n, data.n_arms))
+            for held, pred in parts.values():
+                p_all[held], v_all[held] = pred.p, pred.value
+            preds[name] = Prediction(p=p_all, value=v_all)
+            fit_s[name] = time.perf_counter() - t0
+    else:
+        train, test = data.split(test_fraction, seed)
+        for name in models:
+            t0 = time.perf_counter()
+            preds[name] = _fit(name, train, seed).predict(test.features)
+            fit_s[name] = time.perf_counter() - t0
+    full = test.treat_all_cost()
+    b_abs = parse_budget(budget, full)
     simulated = test.truth is not None
     curves: list[CurvePoint] = []
     goal_rows: list[dict[str, Any]] = []
@@ -141,11 +165,16 @@ def run_budget(
     }
     best = max(preds, key=lambda m: aucc_by.get(m, -np.inf))
     ope_rows = _ope_at_budget(test, preds, best, b_abs, n_bootstrap, seed)
-    sol = allocate(preds[best], test, b_abs)
+    cap_idx = {}
+    for arm_name, m in (caps or {}).items():
+        if arm_name not in test.arm_names:
+            raise DataValidationError(f"cap on unknown arm '{arm_name}'; arms are {test.arm_names}")
+        cap_idx[test.arm_names.index(arm_name)] = int(m)
+    sol = allocate(preds[best], test, b_abs, caps=cap_idx or None)
     cert = {**sol.certificate.to_dict(), "model": best, "budget": b_abs, "predicted_cost": sol.cost}
     if simulated:
-        v, c = true_outcome(test, sol.arm)
-        cert.update(true_incremental_value=v, true_cost=c)
+        true_v, true_c = true_outcome(test, sol.arm)
+        cert.update(true_incremental_value=true_v, true_cost=true_c)
     cost_m = test.cost_matrix(preds[best].p)
     rows = np.arange(test.n)
     allocation = pa.table(
@@ -395,3 +424,55 @@ def write_budget_run(result: BudgetRunResult, out: str | Path) -> Path:
         write_bytes(png, folder / name)
     write_text(report_markdown(result), folder / "report.md")
     return folder
+
+
+def report_section(result: BudgetRunResult) -> Any:
+    """The HTML report section of a budget run (for ``eoca run``)."""
+    from eoca.report.render import Facts, Image, Note, Section, Table
+
+    c = result.certificate
+    blocks: list[Any] = [
+        Facts(
+            [
+                ("customers (train / held out)", f"{result.n_train:,} / {result.n_test:,}"),
+                ("treat-everyone cost", f"{result.full_cost:,.0f}"),
+                ("budget", f"{result.budget:,.0f}"),
+                ("best model (AUCC)", result.best_model),
+                ("price lambda", f"{c['price']:.6g}"),
+                ("dual bound / integer value", f"{c['dual_bound']:,.2f} / {c['value']:,.2f}"),
+                ("gap (bound: one customer's value)", f"{c['gap']:.4g} ({c['gap_bound']:.4g})"),
+            ]
+        )
+    ]
+    if "budget_curves.png" in result.plots:
+        blocks.append(Image(result.plots["budget_curves.png"], "budget curves", "Incremental value by budget."))
+    if result.goal_rows:
+        blocks.append(Table(result.goal_rows, caption="True incremental value at 10/30/50% of the treat-everyone cost"))
+    blocks.append(Table(result.ope_rows, caption="SNIPS value at the budget; lifts against random targeting"))
+    blocks.append(Table(result.uplift_rows, caption="Qini coefficient and uplift AUC per arm (conversion), AUCC"))
+    blocks.append(
+        Note(
+            "The allocation is exact up to the reported gap, which is at most one customer's value; values and "
+            "costs of the models' allocations are predictions, the tables score them with the truth (simulated "
+            "data) or by SNIPS on the randomized log.",
+            kind="approximation",
+        )
+    )
+    return Section(
+        "Incentive budget allocation",
+        "Which incentive, if any, each customer gets so that the campaign's incremental value is highest within the "
+        "budget (docs/budget.md).",
+        blocks,
+    )
+
+
+def pipeline_section(sim_config: Any, folder: Path, models: Sequence[str] | None = None) -> Any:
+    """Run the budget job on the incentive campaign of a simulated world, write it to ``folder`` and return the
+    report section. The world is regenerated from its config (deterministic), so ``eoca run`` need not keep it."""
+    from eoca.budget.data import from_world
+    from eoca.simulate.simulator import generate_world
+
+    chosen = DEFAULT_MODELS if models is None else models
+    result = run_budget(from_world(generate_world(sim_config)), models=chosen, seed=sim_config.seed)
+    write_budget_run(result, folder)
+    return report_section(result)

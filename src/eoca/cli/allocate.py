@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from eoca.cli._engine import Engine, MemoryLimit, Scheduler, Workers, check_engine
 from eoca.cli.app import app
 from eoca.cli.options import Overwrite
 from eoca.errors import ConfigError
@@ -64,6 +65,10 @@ def allocate_cmd(
     priority: Annotated[
         str | None, typer.Option("--priority", help="manual: comma-separated fund ids, highest priority first.")
     ] = None,
+    engine: Engine = "local",
+    scheduler: Scheduler = None,
+    workers: Workers = 2,
+    memory_limit: MemoryLimit = "4GB",
     overwrite: Overwrite = False,
 ) -> None:
     """Allocate funds to customers maximising total expected transaction value (ETV).
@@ -74,14 +79,23 @@ def allocate_cmd(
     dual bound); baselines report the customers they strand and the constraints they break. Writes
     OUT/allocation.parquet (customer_id, fund_id; K rows per customer, fund_id empty for an unfilled slot) and
     OUT/summary.json (objective, certificate gap, per-fund delivered vs demanded, violations, time, memory).
+
+    With --engine dask, --scores and --customers are folders of Parquet parts (part i of the scores holds
+    the customers of part i of the customers; --data DIR means DIR/customers/ and DIR/funds.parquet), the
+    exact method runs on the cluster and OUT/allocation/ is written one part per input part.
     """
     from eoca.allocation import allocate, load_problem
     from eoca.io import check_output_folder, output_folder
 
     check_output_folder(out, overwrite)  # before the solve, so a bad --out fails at once
 
+    dask_engine = check_engine(engine)
     cust, fnd = customers, funds
-    if data is not None and (cust is None or fnd is None):
+    if data is not None and dask_engine:
+        # the partitioned layout: DIR/customers/ parts beside DIR/funds.parquet
+        cust = cust or data / "customers"
+        fnd = fnd or data / "funds.parquet"
+    elif data is not None and (cust is None or fnd is None):
         from eoca.data import load_spec
         from eoca.data.schema import SPEC_FILE
 
@@ -96,6 +110,9 @@ def allocate_cmd(
             fnd = fnd or data / "funds.parquet"
     if cust is None or fnd is None:
         raise ConfigError("give --data DIR, or both --customers and --funds")
+    if dask_engine:
+        _allocate_dask(scores, cust, fnd, plan, out, overwrite, method, K, scheduler, workers, memory_limit)
+        return
     problem = load_problem(scores, cust, fnd, plan, K=K)
     order = [p.strip() for p in priority.split(",")] if priority else None
     result = allocate(problem, method, repair=repair, time_limit=time_limit, priority=order)
@@ -113,3 +130,34 @@ def allocate_cmd(
         console.print(result.verification.describe())
     if verify and not result.feasible:
         raise typer.Exit(1)
+
+
+def _allocate_dask(
+    scores: Path,
+    customers: Path,
+    funds: Path,
+    plan: Path,
+    out: Path,
+    overwrite: bool,
+    method: str,
+    K: int | None,
+    scheduler: str | None,
+    workers: int,
+    memory_limit: str,
+) -> None:
+    from eoca.distributed import ClusterSpec, open_client
+    from eoca.distributed.exact import SINGLE_MACHINE, allocate_dask
+    from eoca.io import output_folder
+
+    if method in SINGLE_MACHINE or method != "exact":
+        # the same message allocate_dask gives, before a cluster is started for nothing
+        allocate_dask(None, scores, customers, funds, plan, None, method=method)
+    spec = ClusterSpec(scheduler=scheduler, workers=workers, memory_limit=memory_limit)
+    with open_client(spec) as client, output_folder(out, overwrite=overwrite) as work:
+        result = allocate_dask(client, scores, customers, funds, plan, work, K=K, method=method)
+    console.print(
+        f"[bold]exact[/] (dask, {result.info['partitions']} partitions): {result.n_customers:,} customers x "
+        f"{len(result.fund_ids)} funds, K={result.K}: objective {result.objective:,.2f}, certificate gap "
+        f"{result.certificate_gap:.3g}, optimal={result.certified}, {result.wall_time_s:.2f} s"
+    )
+    console.print(f"wrote {out / 'allocation'} and {out / 'summary.json'}")

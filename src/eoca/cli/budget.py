@@ -56,6 +56,13 @@ def budget_cmd(
     ] = 50_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the models and a simulated world.")] = 0,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Share of customers held out.")] = 0.5,
+    crossfit: Annotated[
+        bool,
+        typer.Option(
+            "--crossfit/--no-crossfit",
+            help="Two folds, each predicted by models trained on the other; evaluates every customer.",
+        ),
+    ] = False,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap replicates of the SNIPS intervals.")] = 500,
     email_cost: Annotated[
         float, typer.Option("--email-cost", help="Hillstrom: cost of one e-mail (an assumption; default 1.0).")
@@ -75,6 +82,12 @@ def budget_cmd(
         typer.Option("--arm", help="Table log: NAME:RULE:COST per arm, control first (rule fixed|on_conversion)."),
     ] = None,
     numeric: Annotated[list[str] | None, typer.Option("--numeric", help="Table log: numeric feature.")] = None,
+    cap: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cap", help="At most COUNT customers on an arm, ARM=COUNT (repeatable; solver certifies the gap)."
+        ),
+    ] = None,
     categorical: Annotated[
         list[str] | None, typer.Option("--categorical", help="Table log: categorical feature.")
     ] = None,
@@ -127,6 +140,13 @@ def budget_cmd(
             numeric=numeric or (),
             categorical=categorical or (),
         )
+    caps: dict[str, int] = {}
+    for text in cap or []:
+        name, _, count = text.partition("=")
+        try:
+            caps[name] = int(count)
+        except ValueError:
+            raise DataValidationError(f"--cap {text!r}: expected ARM=COUNT, e.g. large_coupon=1000") from None
     result = run_budget(
         inc_data,
         models=[m.strip() for m in models.split(",") if m.strip()],
@@ -134,6 +154,8 @@ def budget_cmd(
         test_fraction=test_fraction,
         seed=seed,
         n_bootstrap=bootstrap,
+        caps=caps,
+        crossfit=crossfit,
     )
     write_budget_run(result, out)
     c = result.certificate

@@ -7,6 +7,8 @@ plan in one place guarantees that the comparison is between allocators and model
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,9 +113,18 @@ class FrameworkRun:
         return rows[keep], funds[keep]
 
 
+EXACT_ENGINE: ContextVar[Callable[[AllocationProblem], AllocationResult] | None] = ContextVar(
+    "EXACT_ENGINE", default=None
+)
+"""Another engine for the exact method (``eoca run --engine dask`` sets one for the duration of the run)."""
+
+
 def run_method(problem: AllocationProblem, method: str, cfg_alloc: AllocationSection) -> AllocationResult:
     """Allocate with one method under the run's allocation options (``ha`` with K > 1 is refused when the
     configuration is loaded, as in ``eoca allocate``)."""
+    engine = EXACT_ENGINE.get()
+    if engine is not None and method == "exact":
+        return engine(problem)
     return allocate(
         problem,
         method,

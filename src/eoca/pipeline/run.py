@@ -12,6 +12,7 @@ file is written, so a crashed run never leaves a folder that looks complete.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from pathlib import Path
@@ -216,7 +217,14 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
 
     metrics["summary"] = run_summary(result)
     write_json(metrics, work / "metrics.json")
-    render_report(work / "report.html", build_report(result, plots))
+    report = build_report(result, plots)
+    if cfg.data is None and cfg.simulator.config().incentives is not None:
+        from eoca.budget.run import pipeline_section
+
+        console.rule("8. incentive budget")
+        section = pipeline_section(cfg.simulator.config(), work / "budget")
+        report = dataclasses.replace(report, sections=[*report.sections, section])
+    render_report(work / "report.html", report)
     _step("report", timings, t0)
     return result
 
