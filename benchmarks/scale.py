@@ -146,7 +146,6 @@ def dask(args: argparse.Namespace) -> dict[str, Any]:
         "cluster_start_s": t1 - t0,
         "scans": res.info.get("scans"),
         "candidates": res.info.get("candidates"),
-        "tasks": res.info.get("tasks"),
         "partitions": res.info.get("partitions"),
         "wall_s": time.perf_counter() - t0,
         "driver": _usage(),

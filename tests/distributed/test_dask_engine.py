@@ -199,3 +199,29 @@ def test_run_with_dask_refuses_the_sequential_baselines(tmp_path: Path) -> None:
     assert res.exit_code != 0
     assert "one machine only" in str(res.exception) + res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_run_hook_solves_exact_on_the_cluster(client: Any, tmp_path: Path) -> None:
+    from eoca.distributed.exact import allocate_problem_dask
+    from eoca.pipeline.config import AllocationSection
+    from eoca.pipeline.frameworks import EXACT_ENGINE, run_method
+
+    p = _tied(2_500, 6, 2, seed=21)
+    local = allocate(p)
+    calls: list[int] = []
+
+    def solve(problem: AllocationProblem) -> Any:
+        calls.append(problem.n_customers)
+        return allocate_problem_dask(client, problem, tmp_path / f"s{len(calls)}", part_size=600)
+
+    token = EXACT_ENGINE.set(solve)
+    try:
+        res = run_method(p, "exact", AllocationSection())
+        manual = run_method(p, "manual", AllocationSection())  # the baselines never go to the engine
+    finally:
+        EXACT_ENGINE.reset(token)
+    assert calls == [2_500]
+    assert manual.method == "manual"
+    assert res.optimal and res.feasible and res.info["engine"] == "dask"
+    np.testing.assert_array_equal(res.assign, local.assign)
+    assert res.objective == local.objective

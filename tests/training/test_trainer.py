@@ -31,7 +31,11 @@ def test_training_loss_falls_and_run_folder_is_complete(tiny: Dataset, tmp_path:
         assert (tmp_path / name).exists(), name
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["best_epoch"] >= 1
-    assert metrics["best_valid_loss"] == min(h["valid_loss"] for h in trained.history)
+    if metrics["selection"] == "loss":
+        assert metrics["best_valid_loss"] == min(h["valid_loss"] for h in trained.history)
+    else:  # the simulator logs propensities: early stopping keeps the highest decision value
+        assert metrics["selection"] == "ips"
+        assert metrics["best_score"] == -max(h["valid_value"] for h in trained.history)
 
 
 def test_save_load_gives_identical_predictions(tiny: Dataset, tmp_path: Path) -> None:
@@ -110,12 +114,18 @@ def test_loading_refuses_non_weights_pickle(tmp_path: Path) -> None:
         TrainedModel.load(tmp_path / "junk.pt")
 
 
-def test_grid_search_selects_lowest_validation_loss(tiny: Dataset, tmp_path: Path) -> None:
-    cfg = _cfg(model="mtl_mse", max_epochs=1, grid=True, grid_lr=[0.01, 0.04], grid_dropout=[0.1])
+@pytest.mark.parametrize("selection", ["loss", "ips"])
+def test_grid_search_selects_best_validation_score(tiny: Dataset, tmp_path: Path, selection: str) -> None:
+    cfg = _cfg(
+        model="mtl_mse", max_epochs=1, grid=True, grid_lr=[0.01, 0.04], grid_dropout=[0.1], selection=selection
+    )
     winner = train(tiny, cfg, tmp_path, progress=False)
     grid = json.loads((tmp_path / "grid.json").read_text())
-    assert len(grid) == 2
-    best = min(grid, key=lambda g: g["best_valid_loss"])
+    assert len(grid) == 2 and all(g["selection"] == selection for g in grid)
+    # best_score: the validation loss, or minus the decision value; lower is better either way.
+    best = min(grid, key=lambda g: g["best_score"])
+    if selection == "loss":
+        assert best["best_score"] == min(g["best_valid_loss"] for g in grid)
     assert winner.config.lr == best["lr"]
     assert winner.config.params["dropout"] == 0.1
     assert TrainedModel.load(tmp_path).config.lr == best["lr"]

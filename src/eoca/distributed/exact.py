@@ -227,7 +227,7 @@ class DaskStore:
         self.n = int(self.offsets[-1])
         self.k = k
         self._scale = scale
-        self.stats: dict[str, Any] = {"partitions": len(blocks), "tasks": 0}
+        self.stats: dict[str, Any] = {"partitions": len(blocks)}
 
     @classmethod
     def load(
@@ -275,13 +275,11 @@ class DaskStore:
         c = self.client
         split = self._split(np.asarray(rows, dtype=np.int64))
         parts = c.gather([c.submit(_columns, self.blocks[p], loc) for p, loc, _ in split])
-        self.stats["tasks"] += len(split)
         return np.hstack(parts).astype(np.float64) if parts else np.zeros((self.k, 0))
 
     def scan(self, lam: np.ndarray, K: int, demand: np.ndarray, keep_assign: bool) -> _DaskScan:
         c = self.client
         futs = [c.submit(_block_scan, b, lam, K, keep_assign) for b in self.blocks]
-        self.stats["tasks"] += 2 * len(futs)
         return _DaskScan(self, futs, lam, demand)
 
     def candidates(self, sc: _DaskScan, delta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]:

@@ -26,17 +26,12 @@ import pyarrow.parquet as pq
 from eoca.errors import DataValidationError
 from eoca.io import output_folder
 
-__all__ = ["atomic_dir", "is_partitioned", "list_parts", "pair_parts", "part_name", "part_rows"]
+__all__ = ["atomic_dir", "list_parts", "pair_parts", "part_name", "part_rows"]
 
 
 def part_name(i: int) -> str:
     """File name of part ``i`` (zero-padded so names sort in customer order)."""
     return f"part-{i:05d}.parquet"
-
-
-def is_partitioned(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is a folder (a partitioned dataset), False for a single file."""
-    return Path(path).is_dir()
 
 
 def list_parts(folder: str | os.PathLike[str], what: str) -> list[Path]:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from eoca.models.features import BoundFeatures
 
 TASKS: frozenset[str] = frozenset({"ctr", "conversion", "amount", "etv"})
 """Every task a model may declare; evaluation computes a task's metrics only for models that declare it."""
@@ -71,6 +75,9 @@ class EtvModel(torch.nn.Module, ABC):
 
     name: str = "etv_model"
     tasks: frozenset[str] = frozenset()
+    formula: str | None = None
+    """ETV formula of a lognormal amount head (``eoca`` or ``lognormal``; see :mod:`eoca.models.losses`), which
+    the ETV guard (:mod:`eoca.models.guard`) uses to recompute a bounded amount; None for other models."""
 
     @abstractmethod
     def loss(self, batch: Batch) -> Tensor:
@@ -90,3 +97,16 @@ def require_labels(batch: Batch, *names: str) -> list[Tensor]:
             raise ValueError(f"training needs batch.{name}, but this batch has no '{name}' labels")
         out.append(value)
     return out
+
+
+class DirectFitModel(EtvModel):
+    """A zoo model fitted in one call instead of by gradient steps (e.g. the LightGBM hurdle model ``gbdt``).
+
+    The trainer calls :meth:`fit_bound` once in place of its epoch loop; everything else (saving through
+    ``state_dict`` extra state, scoring through :meth:`predict`, the ETV guard) is shared with the networks.
+    """
+
+    @abstractmethod
+    def fit_bound(self, bound: BoundFeatures, *, seed: int, num_threads: int, batch_size: int) -> dict[str, float]:
+        """Fit on ``bound``'s train split, early-stopping on its valid split; returns an epoch-like record
+        (``train_loss``, ``valid_loss``, ``rows``, ``seconds``, ``samples_per_s``, ...)."""

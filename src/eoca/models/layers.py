@@ -13,6 +13,7 @@ every fund cheap.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -188,12 +189,14 @@ class ConsumptionGAT(nn.Module):
 # --- customer / fund encoders ------------------------------------------------------------------------------------
 @dataclass
 class PairInput:
-    """The factorised input of a batch: ``customer [U, Dc]``, ``row_unit [B]``, ``fund [F, Df]``, ``fund_index [B]``."""
+    """The factorised input of a batch: ``customer [U, Dc]``, ``row_unit [B]``, ``fund [F, Df]``, ``fund_index [B]``,
+    and ``pair [B, Dp]`` (or None): what is specific to the (customer, candidate fund) pair itself."""
 
     customer: Tensor
     row_unit: Tensor
     fund: Tensor
     fund_index: Tensor
+    pair: Tensor | None = None
 
     @property
     def n_rows(self) -> int:
@@ -266,18 +269,103 @@ class CustomerArch(nn.Module):
         return torch.cat(parts, dim=1)
 
 
+# --- candidate-aware pair features -------------------------------------------------------------------------------
+class TargetAttention(nn.Module):
+    """DIN-style target attention: the candidate fund (and its type) queries the customer's behaviour events.
+
+    Each event key is ``fund embedding + type-of-fund embedding + event-type embedding + Linear(amount, age)``;
+    the query is the candidate's ``fund embedding + type embedding``. The score of event ``l`` for candidate
+    ``f`` is a scaled dot product plus learnt biases for "same fund" and "same fund type"; its weight is
+    ``sigmoid(score)`` (padding weighs 0) and the output is the weighted sum of the event encodings scaled by
+    ``1 / sqrt(L)``. Beside the paper's self-attention (one vector per customer) this gives one vector per
+    (customer, candidate fund), so "keeps buying bond funds" raises bond funds only. Computed per unit and fund
+    (``U x F x L``, no per-row work), then gathered per row.
+
+    ``forward(inputs) -> [U, F, E]`` from ``seq_fund``, ``seq_type``, ``seq_amount``, ``seq_age``, ``seq_mask``
+    (``[U, L]``) and ``f_token`` (``[F]``, the candidate funds' event tokens).
+    """
+
+    def __init__(self, space: FeatureSpace, embedding_dim: int) -> None:
+        super().__init__()
+        groups = [0, 0, *(g + 1 for g in space.fund_groups)]  # padding and unknown fund: no type
+        self.register_buffer("token_group", torch.tensor(groups, dtype=torch.int64), persistent=False)
+        self.fund = nn.Embedding(space.n_event_funds, embedding_dim, padding_idx=0)
+        self.group = nn.Embedding(space.n_fund_groups + 1, embedding_dim, padding_idx=0)
+        self.etype = nn.Embedding(space.n_event_types, embedding_dim, padding_idx=0)
+        self.value = nn.Linear(2, embedding_dim)
+        self.query = nn.Linear(embedding_dim, embedding_dim, bias=False)
+        self.key = nn.Linear(embedding_dim, embedding_dim, bias=False)
+        self.match = nn.Parameter(torch.zeros(2))
+        self.out_dim = embedding_dim
+        self._scale = 1.0 / math.sqrt(embedding_dim)
+        self._pool = 1.0 / math.sqrt(space.sequence_length)
+
+    token_group: Tensor
+
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        fund, mask = inputs["seq_fund"], inputs["seq_mask"]
+        cand = inputs["f_token"]
+        ev_group = self.token_group[fund]
+        cand_group = self.token_group[cand]
+        x = (
+            self.fund(fund)
+            + self.group(ev_group)
+            + self.etype(inputs["seq_type"])
+            + self.value(torch.stack([inputs["seq_amount"], inputs["seq_age"]], dim=-1))
+        )  # [U, L, E]
+        q = self.query(self.fund(cand) + self.group(cand_group))  # [F, E]
+        scores = torch.einsum("ule,fe->ufl", self.key(x), q) * self._scale
+        same_fund = (fund[:, None, :] == cand[None, :, None]).to(scores.dtype)
+        same_group = ((ev_group[:, None, :] == cand_group[None, :, None]) & (ev_group[:, None, :] > 0)).to(scores.dtype)
+        scores = scores + self.match[0] * same_fund + self.match[1] * same_group
+        # As in DIN the weights are not softmax-normalised: a customer with one event on a bond fund must still
+        # give bond candidates a stronger signal than equity ones, which a softmax over one event cannot.
+        weights = torch.sigmoid(scores) * mask[:, None, :].to(scores.dtype) * self._pool
+        return torch.einsum("ufl,ule->ufe", weights, x)
+
+
+class CandidateArch(nn.Module):
+    """Per-row candidate-aware input ``[B, out_dim]``: the pair counts of (customer, candidate fund / type)
+    (``pair_x``, purchase totals scaled to the range of the counts) and the target attention's output.
+
+    ``forward(inputs, row_unit [B], fund_index [B]) -> [B, out_dim]``.
+    """
+
+    def __init__(self, space: FeatureSpace, embedding_dim: int) -> None:
+        super().__init__()
+        from eoca.models.features.encoding import PAIR_FEATURE_NAMES
+
+        amount_scale = max(1.0, float(space.label_stats.get("log1p_mu", 1.0)))
+        scale = [1.0 / amount_scale if n == "purchase_amount" else 1.0 for n in PAIR_FEATURE_NAMES] * 2
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
+        self.attention = TargetAttention(space, embedding_dim)
+        self.out_dim = space.pair_dim + self.attention.out_dim
+
+    scale: Tensor
+
+    def forward(self, inputs: dict[str, Tensor], row_unit: Tensor, fund_index: Tensor) -> Tensor:
+        counts = inputs["pair_x"][row_unit, fund_index] * self.scale
+        attended = self.attention(inputs)[row_unit, fund_index]
+        return torch.cat([counts, attended], dim=1)
+
+
 # --- interaction networks -----------------------------------------------------------------------------------------
 class PairLinear(nn.Module):
-    """``Linear([customer[row_unit] || fund[fund_index]])`` computed per unit and per fund; ``-> [B, out_dim]``."""
+    """``Linear([customer[row_unit] || fund[fund_index] || pair])`` computed per unit, per fund and (only for the
+    narrow candidate-aware part) per row; ``-> [B, out_dim]``."""
 
-    def __init__(self, customer_dim: int, fund_dim: int, out_dim: int) -> None:
+    def __init__(self, customer_dim: int, fund_dim: int, out_dim: int, pair_dim: int = 0) -> None:
         super().__init__()
         self.customer = nn.Linear(customer_dim, out_dim)
         self.fund = nn.Linear(fund_dim, out_dim, bias=False)
+        self.pair = nn.Linear(pair_dim, out_dim, bias=False) if pair_dim else None
         self.out_dim = out_dim
 
     def forward(self, pair: PairInput) -> Tensor:
-        return self.customer(pair.customer)[pair.row_unit] + self.fund(pair.fund)[pair.fund_index]
+        out: Tensor = self.customer(pair.customer)[pair.row_unit] + self.fund(pair.fund)[pair.fund_index]
+        if self.pair is not None and pair.pair is not None:
+            out = out + self.pair(pair.pair)
+        return out
 
 
 class PairMLP(nn.Module):
@@ -286,11 +374,11 @@ class PairMLP(nn.Module):
     ``forward(PairInput) -> [B, hidden[-1]]``; ``hidden`` lists the layer widths (at least one).
     """
 
-    def __init__(self, customer_dim: int, fund_dim: int, hidden: list[int], dropout: float) -> None:
+    def __init__(self, customer_dim: int, fund_dim: int, hidden: list[int], dropout: float, pair_dim: int = 0) -> None:
         super().__init__()
         if not hidden:
             raise ValueError("PairMLP needs at least one hidden layer")
-        self.first = PairLinear(customer_dim, fund_dim, hidden[0])
+        self.first = PairLinear(customer_dim, fund_dim, hidden[0], pair_dim)
         self.dropout = nn.Dropout(dropout)
         self.rest = mlp(hidden, dropout)
         self.out_dim = hidden[-1]
@@ -319,10 +407,11 @@ class MMoE(nn.Module):
         n_experts: int,
         expert_dim: int,
         dropout: float,
+        pair_dim: int = 0,
     ) -> None:
         super().__init__()
         self.n_experts, self.expert_dim, self.n_tasks = n_experts, expert_dim, n_tasks
-        self.project = PairLinear(customer_dim, fund_dim, n_experts * expert_dim + n_tasks * n_experts)
+        self.project = PairLinear(customer_dim, fund_dim, n_experts * expert_dim + n_tasks * n_experts, pair_dim)
         self.dropout = nn.Dropout(dropout)
         self.out_dim = expert_dim
 

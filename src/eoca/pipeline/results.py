@@ -45,6 +45,7 @@ class ModelRun:
     train_seconds: float
     score_seconds: float
     epochs: int
+    valid_value: float = float("nan")  # SNIPS decision value on the validation split (NaN without propensities)
 
 
 @dataclass

@@ -138,7 +138,7 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
     console.rule("4-5. plan and allocate")
     frameworks = _allocate_all(cfg, data, plan, models)
     write_parquet(allocation_table(frameworks), work / "allocations.parquet")
-    primary = _primary(cfg, frameworks)
+    primary = _primary(cfg, frameworks, models)
     write_parquet(primary.result.to_table(), work / "allocation.parquet")
     t0 = _step("allocate", timings, t0)
 
@@ -179,7 +179,13 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
         },
         "offline": [{"model": m.name, **m.offline} for m in models],
         "training": [
-            {"model": m.name, "epochs": m.epochs, "train_s": m.train_seconds, "score_s": m.score_seconds}
+            {
+                "model": m.name,
+                "epochs": m.epochs,
+                "train_s": m.train_seconds,
+                "score_s": m.score_seconds,
+                "valid_decision_value": m.valid_value if np.isfinite(m.valid_value) else None,
+            }
             for m in models
         ],
         "allocation": allocation,
@@ -236,6 +242,7 @@ def _fund_ids(dataset: Dataset) -> list[Any]:
 def _train_and_score(cfg: RunConfig, data: RunData, name: str, plan: Plan, work: Path) -> ModelRun:
     from eoca.pipeline.evaluate import offline_metrics
     from eoca.training import train
+    from eoca.training.selection import argmax_policy_value, has_propensities
 
     dataset = data.dataset
     tc = cfg.train_config(name)
@@ -265,6 +272,7 @@ def _train_and_score(cfg: RunConfig, data: RunData, name: str, plan: Plan, work:
         train_seconds=t_train,
         score_seconds=t_score,
         epochs=len(trained.history),
+        valid_value=argmax_policy_value(trained, dataset, "valid") if has_propensities(dataset) else float("nan"),
     )
 
 
@@ -287,10 +295,12 @@ def _allocate_all(cfg: RunConfig, data: RunData, plan: Plan, models: list[ModelR
     return out
 
 
-def _primary(cfg: RunConfig, frameworks: list[FrameworkRun]) -> FrameworkRun:
-    """The framework whose allocation is the run's answer: the last configured model with the exact method,
-    or its last method when exact is not configured."""
-    model = cfg.models[-1]
+def _primary(cfg: RunConfig, frameworks: list[FrameworkRun], models: list[ModelRun]) -> FrameworkRun:
+    """The framework whose allocation is the run's answer: the configured model with the highest decision value
+    on the validation split (:func:`eoca.training.selection.argmax_policy_value`, where exposures carry
+    propensities; else the last configured model) with the exact method, or its last method without exact."""
+    valued = [m for m in models if np.isfinite(m.valid_value)]
+    model = max(valued, key=lambda m: m.valid_value).name if valued else cfg.models[-1]
     mine = [f for f in frameworks if f.model == model]
     exact = [f for f in mine if f.method == "exact"]
     return exact[0] if exact else mine[-1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -41,6 +41,7 @@ class TrainOptions(BaseModel):
     sequence_length: int | None = Field(None, ge=1)
     num_threads: int | None = Field(None, ge=1)
     deterministic: bool = True
+    selection: Literal["auto", "loss", "ips"] = "auto"
 
     @field_validator("grid_lr")
     @classmethod

@@ -35,7 +35,10 @@ from eoca.data import Dataset
 from eoca.errors import ConfigError, DataValidationError
 from eoca.io import atomic_path, write_json, write_yaml
 from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model
+from eoca.models.base import DirectFitModel
+from eoca.models.guard import EtvGuard
 from eoca.training.config import TrainConfig, coerce_train_config
+from eoca.training.selection import argmax_policy_value, resolve_selection
 
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -140,6 +143,8 @@ class TrainedModel:
     features: FeatureSpace
     config: TrainConfig
     history: list[dict[str, float]]
+    guard: EtvGuard | None = None
+    """The ETV guard (:mod:`eoca.models.guard`) applied to every prediction; None only while fitting it."""
     _bound: tuple[Dataset, BoundFeatures] | None = field(default=None, repr=False, compare=False)
 
     # binding encodes every customer of a dataset; scoring calls predict_pairs many times per dataset, so the
@@ -165,6 +170,7 @@ class TrainedModel:
             "features": self.features.state_dict(),
             "config": self.config.model_dump(mode="json"),
             "history": [dict(h) for h in self.history],
+            "guard": self.guard.state_dict() if self.guard is not None else None,
         }
         with atomic_path(d / MODEL_FILE) as tmp:
             torch.save(payload, tmp)
@@ -186,15 +192,29 @@ class TrainedModel:
         except RuntimeError as exc:
             raise DataValidationError(f"{path}: weights do not fit model '{config.model}': {exc}") from exc
         model.eval()
-        return cls(model=model, features=features, config=config, history=list(payload.get("history", [])))
+        guard_state = payload.get("guard")
+        guard = (
+            EtvGuard.from_state_dict(guard_state)
+            if isinstance(guard_state, dict)
+            else EtvGuard.from_label_stats(features.label_stats)
+        )
+        return cls(model=model, features=features, config=config, history=list(payload.get("history", [])), guard=guard)
 
     # --- prediction ----------------------------------------------------------------------------------------
     def predict_pairs(
-        self, dataset: Dataset, customer_pos: np.ndarray, fund_pos: np.ndarray, batch_size: int = 65536
+        self,
+        dataset: Dataset,
+        customer_pos: np.ndarray,
+        fund_pos: np.ndarray,
+        batch_size: int = 65536,
+        *,
+        guarded: bool = True,
     ) -> dict[str, np.ndarray]:
         """Predictions for arbitrary (customer, fund) position pairs of ``dataset``.
 
         Returns one float32 array of shape (m,) per ModelOutput field the model fills (``p``, ``etv`` always).
+        With ``guarded`` (always, except when fitting the guard itself) the ETV guard bounds and recalibrates
+        ``amount``/``etv`` (and clips ``mu``/``sigma``): the one place every model's ETV passes through.
         """
         cust = np.asarray(customer_pos, dtype=np.int64).ravel()
         fund = np.asarray(fund_pos, dtype=np.int64).ravel()
@@ -219,7 +239,32 @@ class TrainedModel:
                     if t is not None:
                         parts.setdefault(name, []).append(t.detach().to(torch.float32).reshape(-1).numpy())
         result = {k: np.concatenate(v) for k, v in parts.items()}
-        return {k: v[:0] for k, v in result.items()} if probe else result
+        if probe:
+            return {k: v[:0] for k, v in result.items()}
+        if guarded and self.guard is not None:
+            result = self.guard.apply(result, fund, dataset_fund_ids(dataset), self.model.formula)
+        return result
+
+    def fit_guard(self, dataset: Dataset, split: str = "valid") -> EtvGuard:
+        """Fit the ETV guard: bounds from the train converters, recalibration on ``split``'s labelled rows."""
+        guard = EtvGuard.from_label_stats(self.features.label_stats)
+        bound = self.bind(dataset)
+        labels = bound.exposure_labels(split)
+        if labels["converted"].size:
+            raw = self.predict_pairs(
+                dataset, labels["customer_pos"], labels["fund_pos"], self.config.eval_batch_size, guarded=False
+            )
+            guard.fit_recalibration(
+                raw,
+                labels["fund_pos"],
+                labels["converted"],
+                labels["amount"],
+                dataset_fund_ids(dataset),
+                self.model.formula,
+                split,
+            )
+        self.guard = guard
+        return guard
 
     def score_matrix(
         self, dataset: Dataset, *, chunk_customers: int = 65536, progress: bool = False
@@ -238,6 +283,11 @@ class TrainedModel:
                 for name in self.predict_pairs(dataset, np.empty(0, np.int64), np.empty(0, np.int64))
             }
         return out
+
+
+def dataset_fund_ids(dataset: Dataset) -> list[str]:
+    """The dataset's fund ids as strings, in fund-position order."""
+    return [str(f) for f in dataset.funds.column("fund_id").to_pylist()]
 
 
 def iter_score_chunks(
@@ -394,6 +444,8 @@ def _train_one(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     model = build_model(cfg.model, features, cfg.params)
+    if isinstance(model, DirectFitModel):
+        return _fit_direct(model, dataset, bound, features, cfg, out, started)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     st = _LoopState()
     if ckpt is not None:
@@ -414,6 +466,9 @@ def _train_one(
 
     rows_per_epoch = min(n_train, cfg.max_train_rows or n_train)
     name = label or cfg.model
+    selection = resolve_selection(cfg.selection, dataset) if n_valid else "loss"
+    # One wrapper bound once: the decision value scores the validation customers after every epoch.
+    probe = TrainedModel(model=model, features=features, config=cfg, history=[], _bound=(dataset, bound))
     with make_progress(progress) as bar:
         task = bar.add_task(name, total=rows_per_epoch)
         while st.epoch < cfg.max_epochs and not st.stopped:
@@ -446,11 +501,18 @@ def _train_one(
             train_loss = total / max(rows, 1)
             # Without a validation split, early stopping falls back to the training loss (stated in metrics).
             valid_loss = _valid_loss(model, bound, "valid", cfg.eval_batch_size) if n_valid else train_loss
+            # Lower is better for both criteria: the loss, or minus the decision value (NaN never improves).
+            score = valid_loss
+            valid_value = math.nan
+            if selection == "ips":
+                valid_value = argmax_policy_value(probe, dataset, "valid")
+                score = -valid_value if math.isfinite(valid_value) else math.inf
             seconds = time.perf_counter() - t0
             record = {
                 "epoch": float(epoch + 1),
                 "train_loss": train_loss,
                 "valid_loss": valid_loss,
+                "valid_value": valid_value,
                 "rows": float(rows),
                 "seconds": seconds,
                 "train_seconds": train_seconds,
@@ -461,8 +523,8 @@ def _train_one(
             }
             st.history.append(record)
             st.epoch = epoch + 1
-            if valid_loss < st.best_loss - cfg.min_delta:
-                st.best_loss, st.best_epoch, st.bad_epochs = valid_loss, epoch + 1, 0
+            if score < st.best_loss - cfg.min_delta:
+                st.best_loss, st.best_epoch, st.bad_epochs = score, epoch + 1, 0
                 st.best_state = _clone_state(model)
             else:
                 st.bad_epochs += 1
@@ -477,10 +539,13 @@ def _train_one(
     model.eval()
     # The training binding serves scoring the same dataset next (as `eoca run` does) without encoding it again.
     trained = TrainedModel(model=model, features=features, config=cfg, history=st.history, _bound=(dataset, bound))
+    guard = trained.fit_guard(dataset)
     summary = {
         "model": cfg.model,
         "best_epoch": st.best_epoch,
-        "best_valid_loss": st.best_loss,
+        "selection": selection,
+        "best_valid_loss": st.best_loss if selection == "loss" else st.history[st.best_epoch - 1]["valid_loss"],
+        "best_score": st.best_loss,
         "epochs_run": st.epoch,
         "early_stopped": st.stopped,
         "validation": "valid split" if n_valid else "none: early stopping on the training loss",
@@ -490,6 +555,47 @@ def _train_one(
         "threads": torch.get_num_threads(),
         "seconds": time.perf_counter() - started,
         "history": st.history,
+        "guard": guard.state_dict(),
+    }
+    if out is not None:
+        trained.save(out)
+        write_json(summary, out / METRICS_FILE)
+    return trained, summary
+
+
+def _fit_direct(
+    model: DirectFitModel,
+    dataset: Dataset,
+    bound: BoundFeatures,
+    features: FeatureSpace,
+    cfg: TrainConfig,
+    out: Path | None,
+    started: float,
+) -> tuple[TrainedModel, dict[str, Any]]:
+    """Train a model fitted in one call (``gbdt``): no epochs, checkpoints or resume; early stopping is the
+    model's own (on the valid split); the guard and the run folder are as for the networks."""
+    record = model.fit_bound(
+        bound, seed=cfg.seed, num_threads=set_threads(cfg.num_threads), batch_size=cfg.eval_batch_size
+    )
+    model.eval()
+    trained = TrainedModel(model=model, features=features, config=cfg, history=[record])
+    guard = trained.fit_guard(dataset)
+    summary = {
+        "model": cfg.model,
+        "best_epoch": 1,
+        "selection": "loss",
+        "best_valid_loss": record["valid_loss"],
+        "best_score": record["valid_loss"],
+        "epochs_run": 1,
+        "early_stopped": False,
+        "validation": "valid split (the model's own early stopping)",
+        "train_exposures": bound.n_exposures("train"),
+        "valid_exposures": bound.n_exposures("valid"),
+        "rows_per_epoch": bound.n_exposures("train"),
+        "threads": torch.get_num_threads(),
+        "seconds": time.perf_counter() - started,
+        "history": [record],
+        "guard": guard.state_dict(),
     }
     if out is not None:
         trained.save(out)
@@ -525,8 +631,18 @@ def _grid_search(
                 features=features,
                 label=f"{cfg.model} {tag}",
             )
-            loss = float(summary["best_valid_loss"])
-            results.append({"lr": lr, "dropout": dropout, "best_valid_loss": loss, "best_epoch": summary["best_epoch"]})
+            # best_score: the validation loss, or minus the decision value under selection "ips".
+            loss = float(summary["best_score"])
+            results.append(
+                {
+                    "lr": lr,
+                    "dropout": dropout,
+                    "best_valid_loss": float(summary["best_valid_loss"]),
+                    "best_score": loss,
+                    "selection": summary["selection"],
+                    "best_epoch": summary["best_epoch"],
+                }
+            )
             if best is None or loss < best[0]:
                 best = (loss, trained, summary)
             else:

@@ -18,7 +18,9 @@ Keys of ``Batch.inputs`` (``U`` units, ``F`` funds of the bound dataset, ``L`` s
 * ``c_num`` float32 ``[U, Dn]``, ``c_cat`` int64 ``[U, Dc]``, ``c_list_<i>`` int64 ``[U, Li]`` (0 = padding).
 * ``f_num`` float32 ``[F, Dfn]``, ``f_cat`` int64 ``[F, Dfc]`` (every fund of the bound dataset).
 * with sequences: ``seq_fund``, ``seq_type`` int64 ``[U, L]``, ``seq_amount``, ``seq_age`` float32 ``[U, L]``,
-  ``seq_mask`` bool ``[U, L]`` (True = a real event; the latest event is last).
+  ``seq_mask`` bool ``[U, L]`` (True = a real event; the latest event is last), and the candidate-aware
+  counts ``pair_x`` float32 ``[U, F, 2 * P]`` (see ``PAIR_FEATURE_NAMES``; only events strictly before the
+  row's exposure time).
 * with the graph, a sampled two-hop customer -> merchant -> customer neighbourhood of the units:
   ``g_merchant`` int64 ``[M]`` (merchant vocabulary ids), ``g_c2_num``/``g_c2_cat`` (features of the ``C2``
   second-hop customers), ``g_e1_src``/``g_e1_dst``/``g_e1_attr`` (edges second-hop customer -> merchant, attr
@@ -32,13 +34,22 @@ Modules: :mod:`~eoca.models.features.fitting` (the fitted space), :mod:`~eoca.mo
 from __future__ import annotations
 
 from eoca.models.features.batching import BoundFeatures
-from eoca.models.features.encoding import DEFAULT_NEIGHBOURS, MAX_LIST_LEN, PAD, STATE_VERSION, UNKNOWN, notice
+from eoca.models.features.encoding import (
+    DEFAULT_NEIGHBOURS,
+    MAX_LIST_LEN,
+    PAD,
+    PAIR_FEATURE_NAMES,
+    STATE_VERSION,
+    UNKNOWN,
+    notice,
+)
 from eoca.models.features.fitting import FeatureSpace
 
 __all__ = [
     "DEFAULT_NEIGHBOURS",
     "MAX_LIST_LEN",
     "PAD",
+    "PAIR_FEATURE_NAMES",
     "STATE_VERSION",
     "UNKNOWN",
     "BoundFeatures",

@@ -25,7 +25,7 @@ from eoca.models.features.encoding import (
 )
 from eoca.models.features.fitting import FeatureSpace
 from eoca.models.features.graph import ConsumptionGraph
-from eoca.models.features.sequences import BehaviourSequences, empty_sequences
+from eoca.models.features.sequences import BehaviourSequences, empty_pair_counts, empty_sequences
 
 
 # --- bound tensors ------------------------------------------------------------------------------------------------
@@ -57,6 +57,9 @@ class BoundFeatures:
             for f in space.fund_categorical
         ]
         self.f_cat = torch.from_numpy(np.stack(fcat, axis=1))
+        # Fitted position of each bound fund: pair counts are kept per fitted fund, batches index bound funds.
+        self._fund_fit = _codes(funds.column("fund_id"), space.fund_ids, 0)
+        self._fund_token = torch.from_numpy(self._fund_fit + _FIRST_TOKEN)
 
         exp = dataset.exposures
         self._exp_customer = dataset.customer_index(exp.column("customer_id"))
@@ -210,10 +213,14 @@ class BoundFeatures:
         if self.space.has_sequences:
             if seq is None:
                 inputs.update(empty_sequences(unit_cust.size, self.space.sequence_length))
+                inputs["pair_x"] = empty_pair_counts(unit_cust.size, self.n_funds)
             elif unit_end is not None:
                 inputs.update(seq.gather(unit_cust, unit_end, unit_now))
+                inputs["pair_x"] = seq.pair_counts(unit_cust, unit_end, self._fund_fit, unit_now)
             else:
                 inputs.update(seq.latest_sequences(unit_cust))
+                inputs["pair_x"] = seq.latest_pair_counts(unit_cust, self._fund_fit)
+            inputs["f_token"] = self._fund_token
         if self.space.has_graph:
             if self._graph is not None:
                 inputs.update(self._graph.sample(unit_cust, rng, self.c_num, self.c_cat))

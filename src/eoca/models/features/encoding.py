@@ -9,14 +9,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from eoca.data.schema import EVENT_TYPES
+
 log = logging.getLogger("eoca.models.features")
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 UNKNOWN = 0
 """Index 0 of every categorical vocabulary: values never seen in training (and missing values)."""
 PAD = 0
 """Index 0 of list / sequence tokens is padding; 1 is "unknown"; known values start at 2."""
 _FIRST_TOKEN = 2
+PAIR_FEATURE_NAMES: tuple[str, ...] = (
+    *(f"n_{t}" for t in EVENT_TYPES),
+    *(f"n_{t}_recent" for t in EVENT_TYPES),
+    "purchase_amount",
+    "recency",
+)
+"""Candidate-aware behaviour counts, computed per (customer, candidate fund) and per (customer, candidate fund
+type): ``log1p`` event counts by type over the whole history and over the recent window, ``log1p`` of the total
+purchase amount, and ``1 / (1 + age of the latest event / window)`` (0 without events)."""
+PAIR_FEATURES_PER_LEVEL = len(PAIR_FEATURE_NAMES)
 MAX_LIST_LEN = 16
 """List-valued (``sequence``-type) profile features keep at most this many tokens per customer."""
 DEFAULT_NEIGHBOURS = 10

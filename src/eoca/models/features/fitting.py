@@ -15,6 +15,7 @@ from eoca.errors import DataValidationError
 from eoca.models.features.encoding import (
     _FIRST_TOKEN,
     MAX_LIST_LEN,
+    PAIR_FEATURES_PER_LEVEL,
     STATE_VERSION,
     _as_str,
     _float,
@@ -52,6 +53,9 @@ class FeatureSpace:
     merchant_vocab: list[str]
     edge_stats: dict[str, float]
     label_stats: dict[str, float]
+    fund_groups: list[int]
+    fund_group_source: str
+    recent_window: float
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -125,6 +129,7 @@ class FeatureSpace:
         has_sequences = bool(use_sequences and dataset.has_events)
         event_amount = {"mean": 0.0, "std": 1.0}
         age_scale = 1.0
+        recent_window = 1.0
         if has_sequences and dataset.events is not None:
             ev = dataset.events
             amt_mean, amt_std = _moments(np.log1p(_float(ev.column("amount"))))
@@ -132,6 +137,7 @@ class FeatureSpace:
             ev_time = _int(ev.column("time"))
             ref = int(_int(exp.column("time")).min()) if exp.num_rows else int(ev_time.max()) + 1
             age_scale = float(max(1.0, np.log1p(max(1, ref - int(ev_time.min())))))
+            recent_window = recent_window_of(ev_time, ref)
         has_graph = bool(use_graph and dataset.has_graph)
         merchants: list[str] = []
         edge_stats = {"count_mean": 0.0, "count_std": 1.0, "total_mean": 0.0, "total_std": 1.0}
@@ -143,6 +149,7 @@ class FeatureSpace:
             edge_stats = {"count_mean": cm, "count_std": cs, "total_mean": tm, "total_std": ts}
 
         label_stats = _label_stats(exp, dataset.has_clicks)
+        group_source, groups = _fund_groups(funds, f_cat)
         return cls(
             customer_numeric=c_num,
             customer_categorical=c_cat,
@@ -159,6 +166,9 @@ class FeatureSpace:
             merchant_vocab=merchants,
             edge_stats=edge_stats,
             label_stats=label_stats,
+            fund_groups=groups,
+            fund_group_source=group_source,
+            recent_window=recent_window,
         )
 
     # -- serialisation -----------------------------------------------------------------------------------
@@ -181,6 +191,9 @@ class FeatureSpace:
             "merchant_vocab": self.merchant_vocab,
             "edge_stats": self.edge_stats,
             "label_stats": self.label_stats,
+            "fund_groups": self.fund_groups,
+            "fund_group_source": self.fund_group_source,
+            "recent_window": self.recent_window,
         }
 
     @classmethod
@@ -198,6 +211,16 @@ class FeatureSpace:
     @property
     def n_funds(self) -> int:
         return len(self.fund_ids)
+
+    @property
+    def n_fund_groups(self) -> int:
+        """Distinct fund groups (fund types) of :attr:`fund_groups`."""
+        return max(self.fund_groups, default=-1) + 1
+
+    @property
+    def pair_dim(self) -> int:
+        """Width ``P`` of the candidate-aware behaviour counts ``pair_x [U, F, P]`` (0 without events)."""
+        return 2 * PAIR_FEATURES_PER_LEVEL if self.has_sequences else 0
 
     @property
     def customer_numeric_dim(self) -> int:
@@ -243,6 +266,28 @@ class FeatureSpace:
         return BoundFeatures(self, dataset)
 
 
+def recent_window_of(event_time: np.ndarray, ref: int) -> float:
+    """The "recent" window of the pair counts: the median age, at ``ref`` (the first training exposure), of the
+    events before it (at least 1 time unit), so about half of a typical history counts as recent."""
+    ages = ref - event_time[event_time < ref]
+    return float(max(1.0, np.median(ages))) if ages.size else 1.0
+
+
+def _fund_groups(funds: pa.Table, f_cat: list[dict[str, Any]]) -> tuple[str, list[int]]:
+    """Group index of every fitted fund (in ``fund_ids`` order) and the column it comes from.
+
+    The group is the fund type: the declared categorical ``fund_type`` when the funds table has one, else the
+    canonical ``risk_level`` (every dataset has it), so "this customer keeps buying bond funds" is expressible.
+    """
+    names = [f["name"] for f in f_cat]
+    source = "fund_type" if "fund_type" in names else "risk_level"
+    values = _as_str(funds.column(source)).to_pylist()
+    ids = _as_str(funds.column("fund_id")).to_pylist()
+    vocab = sorted({str(v) for v in values})
+    by_id = {i: vocab.index(str(v)) for i, v in zip(ids, values, strict=True)}
+    return source, [by_id[i] for i in f_cat[0]["vocab"]]
+
+
 def _label_stats(exp: pa.Table, has_clicks: bool) -> dict[str, float]:
     """Train label statistics: base rates initialise output biases; the lognormal fit of converters' log1p
     amount is the constant amount model of conversion-only models (dnn_c, esmm)."""
@@ -258,6 +303,10 @@ def _label_stats(exp: pa.Table, has_clicks: bool) -> dict[str, float]:
         "mean_amount": float(pos.mean()) if pos.size else 0.0,
         "log1p_mu": float(log_amt.mean()) if pos.size else 0.0,
         "log1p_sigma": float(log_amt.std()) if pos.size > 1 else 1.0,
+        "log1p_min": float(log_amt.min()) if pos.size else 0.0,
+        "log1p_max": float(log_amt.max()) if pos.size else 0.0,
+        "max_amount": float(pos.max()) if pos.size else 0.0,
+        "n_converters": float(pos.size),
         "mean_log1p_all": float(np.average(np.log1p(amount), weights=w)) if amount.size else 0.0,
         "click_rate": float(_float(exp.column("clicked")).mean()) if has_clicks and exp.num_rows else 0.0,
     }

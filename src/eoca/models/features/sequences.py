@@ -7,7 +7,7 @@ import torch
 
 from eoca.data.dataset import Dataset
 from eoca.data.schema import EVENT_TYPES
-from eoca.models.features.encoding import _FIRST_TOKEN, PAD, _codes, _float, _int, _standardise
+from eoca.models.features.encoding import _FIRST_TOKEN, PAD, PAIR_FEATURES_PER_LEVEL, _codes, _float, _int, _standardise
 from eoca.models.features.fitting import FeatureSpace
 
 LATEST_TABLE_LIMIT = 1 << 24
@@ -47,10 +47,15 @@ class BehaviourSequences:
         self.fund[self.fund < _FIRST_TOKEN] = 1
         self.type = _codes(ev.column("event_type"), list(EVENT_TYPES), _FIRST_TOKEN)[order]
         self.type[self.type < _FIRST_TOKEN] = 1
-        amt = np.log1p(np.maximum(_float(ev.column("amount")), 0.0))
+        raw = np.maximum(np.nan_to_num(_float(ev.column("amount")), nan=0.0), 0.0)
+        self.raw_amount = raw[order]
+        amt = np.log1p(raw)
         self.amount = _standardise(amt, space.event_amount["mean"], space.event_amount["std"])[order]
         self.indptr = np.searchsorted(self.cust, np.arange(dataset.n_customers + 1), side="left")
         self.length = space.sequence_length
+        self.window = float(space.recent_window)
+        self.groups = np.asarray(space.fund_groups, dtype=np.int64)
+        self.n_groups = space.n_fund_groups
         self.age_scale = space.event_age_scale
         first_exposure = int(exposure_time.min()) if exposure_time.size else int(self.time.max(initial=0)) + 1
         self.static = self.n_events == 0 or int(self.time.max()) < first_exposure
@@ -63,6 +68,7 @@ class BehaviourSequences:
         self._key = self.cust * self._span + (self.time - self._t0)
         self.n_customers = dataset.n_customers
         self._latest_table: dict[str, torch.Tensor] | None = None
+        self._latest_pairs: torch.Tensor | None = None
 
     def latest(self, cust: np.ndarray) -> np.ndarray:
         """End index (exclusive) of each customer's events: the whole history."""
@@ -87,6 +93,17 @@ class BehaviourSequences:
             for key, t in self._latest_table.items()
         }
 
+    def latest_pair_counts(self, cust: np.ndarray, fund_fit: np.ndarray) -> torch.Tensor:
+        """``pair_counts(cust, latest(cust))`` as of ``now``; like :meth:`latest_sequences`, computed once for all
+        customers into a table when it fits under :data:`LATEST_TABLE_LIMIT` floats, then gathered per batch."""
+        width = fund_fit.size * 2 * PAIR_FEATURES_PER_LEVEL
+        if self.n_customers * width > LATEST_TABLE_LIMIT:
+            return self.pair_counts(cust, self.latest(cust), fund_fit)
+        if self._latest_pairs is None:
+            everyone = np.arange(self.n_customers, dtype=np.int64)
+            self._latest_pairs = self.pair_counts(everyone, self.latest(everyone), fund_fit)
+        return self._latest_pairs.index_select(0, torch.from_numpy(np.asarray(cust, dtype=np.int64)))
+
     def cut(self, cust: np.ndarray, time: np.ndarray) -> np.ndarray:
         """End index (exclusive) of each customer's events strictly before ``time``: no event at or after an
         exposure enters its sequence."""
@@ -110,3 +127,52 @@ class BehaviourSequences:
             "seq_age": torch.from_numpy(np.where(valid, age, 0.0).astype(np.float32)),
             "seq_mask": torch.from_numpy(valid),
         }
+
+    def pair_counts(
+        self, cust: np.ndarray, end: np.ndarray, fund_fit: np.ndarray, now: np.ndarray | None = None
+    ) -> torch.Tensor:
+        """Candidate-aware behaviour counts ``[U, F, 2 * P]`` of units ``(cust, end)`` for every fund.
+
+        Every event of the unit's customer before ``end`` counts (the whole history, not only the latest ``L``),
+        so a row sees exactly the events strictly before its exposure time (see :meth:`cut`). ``fund_fit`` maps
+        the bound dataset's fund positions to fitted fund positions; slot ``f`` holds the
+        :data:`~eoca.models.features.encoding.PAIR_FEATURE_NAMES` of the (unit, fund ``f``) pair followed by
+        those of (unit, fund ``f``'s type).
+        """
+        n_units = cust.size
+        n_fit = self.groups.size
+        k = PAIR_FEATURES_PER_LEVEL
+        n_types = len(EVENT_TYPES)
+        slots = n_fit + self.n_groups
+        start = self.indptr[cust]
+        take = np.maximum(end - start, 0)
+        owner = np.repeat(np.arange(n_units), take)
+        idx = np.repeat(start - np.cumsum(take) + take, take) + np.arange(int(take.sum()))
+        fund = self.fund[idx] - _FIRST_TOKEN
+        known = fund >= 0
+        owner, idx, fund = owner[known], idx[known], fund[known]
+        etype = self.type[idx] - _FIRST_TOKEN
+        ref = np.full(n_units, self.now, dtype=np.int64) if now is None else np.asarray(now, dtype=np.int64)
+        age = np.maximum(ref[owner] - self.time[idx], 0).astype(np.float64)
+        recent = age <= self.window
+        acc = np.zeros((n_units * slots, k), dtype=np.float64)
+        for slot in (fund, n_fit + self.groups[fund]):
+            row = owner * slots + slot
+            ok = etype >= 0
+            np.add.at(acc, (row[ok], etype[ok]), 1.0)
+            ok_recent = ok & recent
+            np.add.at(acc, (row[ok_recent], n_types + etype[ok_recent]), 1.0)
+            np.add.at(
+                acc, (row, 2 * n_types), np.where(etype == EVENT_TYPES.index("purchase"), self.raw_amount[idx], 0)
+            )
+            np.maximum.at(acc[:, 2 * n_types + 1], row, 1.0 / (1.0 + age / self.window))
+        acc[:, : 2 * n_types + 1] = np.log1p(acc[:, : 2 * n_types + 1])
+        acc3 = acc.reshape(n_units, slots, k)
+        fit = np.asarray(fund_fit, dtype=np.int64)
+        out = np.concatenate([acc3[:, fit], acc3[:, n_fit + self.groups[fit]]], axis=2)
+        return torch.from_numpy(out.astype(np.float32))
+
+
+def empty_pair_counts(n_units: int, n_funds: int) -> torch.Tensor:
+    """All-zero pair counts ``[U, F, 2 * P]`` for a dataset without behaviour events."""
+    return torch.zeros((n_units, n_funds, 2 * PAIR_FEATURES_PER_LEVEL), dtype=torch.float32)

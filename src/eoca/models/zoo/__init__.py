@@ -7,11 +7,14 @@ model's documented parameters.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eoca.errors import ConfigError
 from eoca.models.features import FeatureSpace
 from eoca.models.zoo.common import ZooModel
+
+if TYPE_CHECKING:
+    from eoca.models.zoo.gbdt import Gbdt
 
 MODEL_NAMES: tuple[str, ...] = (
     "dnn_c",
@@ -24,6 +27,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "esdpm_ncg",
     "esdpm",
     "ptofa",
+    "gbdt",
     "tamor",
 )
 
@@ -40,11 +44,11 @@ def model_names_problem(models: list[str] | tuple[str, ...]) -> str | None:
     return None
 
 
-def model_class(name: str) -> type[ZooModel]:
+def model_class(name: str) -> type[ZooModel] | type[Gbdt]:
     """The class of zoo model ``name``; unknown names raise :class:`ConfigError` listing the valid ones."""
     if name not in MODEL_NAMES:
         raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
-    cls: type[ZooModel] = importlib.import_module(f"eoca.models.zoo.{name}").MODEL
+    cls: type[ZooModel] | type[Gbdt] = importlib.import_module(f"eoca.models.zoo.{name}").MODEL
     return cls
 
 
@@ -53,7 +57,7 @@ def model_defaults(name: str) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, list) else v for k, v in model_class(name).DEFAULTS.items()}
 
 
-def build_model(name: str, features: FeatureSpace, params: dict[str, Any] | None = None) -> ZooModel:
+def build_model(name: str, features: FeatureSpace, params: dict[str, Any] | None = None) -> ZooModel | Gbdt:
     """Build zoo model ``name`` for ``features`` with ``params`` overriding :func:`model_defaults`.
 
     Raises :class:`ConfigError` for an unknown model name or a parameter the model does not take.
@@ -81,7 +85,7 @@ def _check_params(name: str, params: dict[str, Any]) -> None:
     dropout = params.get("dropout", 0.0)
     if not isinstance(dropout, int | float) or not 0.0 <= float(dropout) < 1.0:
         raise ConfigError(f"model {name!r}: parameter dropout must be in [0, 1), got {dropout!r}")
-    if params["embedding_dim"] % params["heads"]:
+    if "embedding_dim" in params and "heads" in params and params["embedding_dim"] % params["heads"]:
         raise ConfigError(
             f"model {name!r}: embedding_dim ({params['embedding_dim']}) must be divisible by heads ({params['heads']})"
         )

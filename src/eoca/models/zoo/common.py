@@ -11,7 +11,7 @@ from torch import Tensor
 
 from eoca.models.base import Batch, EtvModel, ModelOutput, require_labels
 from eoca.models.features import FeatureSpace, notice
-from eoca.models.layers import CustomerArch, FundEmbedding, MMoE, PairInput, Tower
+from eoca.models.layers import CandidateArch, CustomerArch, FundEmbedding, MMoE, PairInput, Tower
 from eoca.models.losses import (
     SIGMA_FLOOR,
     bce_loss,
@@ -27,6 +27,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "dropout": 0.1,
     "use_sequences": True,  # the papers give every model the same behaviour sequence
     "tower_hidden": 32,
+    "candidate_aware": True,  # pair counts + target attention of the candidate fund (issue 9); off = the paper's
 }
 """Parameters of every model; each zoo module adds its own (see its ``DEFAULTS``)."""
 
@@ -56,6 +57,7 @@ class ZooModel(EtvModel):
     """
 
     DEFAULTS: ClassVar[dict[str, Any]] = COMMON_DEFAULTS
+    formula: str | None = "eoca"  # of the constant amount and of ESJ; ZILN/PTOFA models override it
     amount_mu: Tensor
     amount_sigma: Tensor
 
@@ -68,6 +70,7 @@ class ZooModel(EtvModel):
             n_experts=int(self.params["n_experts"]),
             expert_dim=int(self.params["expert_dim"]),
             dropout=float(self.params["dropout"]),
+            pair_dim=self.pair_dim,
         )
 
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
@@ -95,6 +98,10 @@ class ZooModel(EtvModel):
             graph_heads=int(params.get("graph_heads", 1)),
         )
         self.fund_arch = FundEmbedding(space, int(params["embedding_dim"]))
+        self.candidate_arch: CandidateArch | None = None
+        if params.get("candidate_aware", False) and space.has_sequences and params["use_sequences"]:
+            self.candidate_arch = CandidateArch(space, int(params["embedding_dim"]))
+        self.pair_dim = self.candidate_arch.out_dim if self.candidate_arch is not None else 0
         stats = space.label_stats
         # Constant amount model of conversion-only models: the lognormal fit of train converters' log1p amount.
         self.register_buffer("amount_mu", torch.tensor(stats["log1p_mu"]), persistent=False)
@@ -103,21 +110,26 @@ class ZooModel(EtvModel):
     def encode(self, batch: Batch) -> PairInput:
         """Customer units ``[U, Dc]`` and funds ``[F, Df]`` of the batch, with the row indices into both."""
         inputs = batch.inputs
+        pair = None
+        if self.candidate_arch is not None:
+            pair = self.candidate_arch(inputs, inputs["row_unit"], batch.fund)
         return PairInput(
             customer=self.customer_arch(inputs),
             row_unit=inputs["row_unit"],
             fund=self.fund_arch(inputs["f_num"], inputs["f_cat"]),
             fund_index=batch.fund,
+            pair=pair,
         )
 
-    def constant_amount_etv(self, p: Tensor) -> tuple[Tensor, Tensor]:
+    def constant_amount_etv(self, p: Tensor) -> dict[str, Tensor]:
         """ETV of a model without an amount head: ``p`` times the train converters' lognormal mean of
-        ``log1p(amount)`` (EOCA Eq. 13 with a constant mu, sigma); returns ``(etv, amount)``, both ``[B]``."""
+        ``log1p(amount)`` (EOCA Eq. 13 with a constant mu, sigma); returns ``etv``, ``amount``, ``mu`` and
+        ``sigma`` (the last two so the ETV guard can recalibrate the amount per fund), each ``[B]``."""
         mu = self.amount_mu.expand_as(p)
         sigma = self.amount_sigma.expand_as(p)
         etv = expected_transaction_value("eoca", p=p, mu=mu, sigma=sigma)
         amount = expected_transaction_value("eoca", p=torch.ones_like(p), mu=mu, sigma=sigma)
-        return etv, amount
+        return {"etv": etv, "amount": amount, "mu": mu, "sigma": sigma}
 
 
 class ConversionHeads(torch.nn.Module):

@@ -26,7 +26,11 @@ class DnnC(ZooModel):
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
         super().__init__(space, params)
         self.net = PairMLP(
-            self.customer_arch.out_dim, self.fund_arch.out_dim, list(params["hidden"]), params["dropout"]
+            self.customer_arch.out_dim,
+            self.fund_arch.out_dim,
+            list(params["hidden"]),
+            params["dropout"],
+            pair_dim=self.pair_dim,
         )
         self.out = output_layer(self.net.out_dim, logit(space.label_stats["conversion_rate"]))
 
@@ -39,8 +43,8 @@ class DnnC(ZooModel):
 
     def predict(self, batch: Batch) -> ModelOutput:
         p = self._logit(batch).sigmoid()
-        etv, amount = self.constant_amount_etv(p)
-        return ModelOutput(p=p, etv=etv, amount=amount)
+        const = self.constant_amount_etv(p)
+        return ModelOutput(p=p, etv=const["etv"], amount=const["amount"], mu=const["mu"], sigma=const["sigma"])
 
 
 MODEL = DnnC

@@ -27,7 +27,11 @@ class DnnV(ZooModel):
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
         super().__init__(space, params)
         self.net = PairMLP(
-            self.customer_arch.out_dim, self.fund_arch.out_dim, list(params["hidden"]), params["dropout"]
+            self.customer_arch.out_dim,
+            self.fund_arch.out_dim,
+            list(params["hidden"]),
+            params["dropout"],
+            pair_dim=self.pair_dim,
         )
         self.out = output_layer(self.net.out_dim, space.label_stats["mean_log1p_all"])
         self.mean_amount = max(space.label_stats["mean_amount"], 1.0)

@@ -50,6 +50,7 @@ class EsdpmFamily(ZooModel):
     """
 
     amount_loss: ClassVar[str] = "esj"
+    formula: str = "eoca"  # set per amount loss in __init__
     DEFAULTS: ClassVar[dict[str, Any]] = {**COMMON_DEFAULTS, **MMOE_DEFAULTS, **GRAPH_DEFAULTS}
 
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:

@@ -50,8 +50,16 @@ class Esmm(ZooModel):
         probs = ConversionHeads.probabilities(*self._logits(batch))
         p = probs["p"]
         assert p is not None
-        etv, amount = self.constant_amount_etv(p)
-        return ModelOutput(p=p, etv=etv, pctr=probs["pctr"], pcvr=probs["pcvr"], amount=amount)
+        const = self.constant_amount_etv(p)
+        return ModelOutput(
+            p=p,
+            etv=const["etv"],
+            pctr=probs["pctr"],
+            pcvr=probs["pcvr"],
+            amount=const["amount"],
+            mu=const["mu"],
+            sigma=const["sigma"],
+        )
 
 
 MODEL = Esmm

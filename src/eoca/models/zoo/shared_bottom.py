@@ -25,7 +25,9 @@ class SharedBottom(ConversionPlusLogAmount):
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
         super().__init__(space, params)
         dropout = float(params["dropout"])
-        self.bottom = PairMLP(self.customer_arch.out_dim, self.fund_arch.out_dim, list(params["hidden"]), dropout)
+        self.bottom = PairMLP(
+            self.customer_arch.out_dim, self.fund_arch.out_dim, list(params["hidden"]), dropout, pair_dim=self.pair_dim
+        )
         stats = space.label_stats
         hidden = int(params["tower_hidden"])
         self.conversion = Tower(self.bottom.out_dim, hidden, 1, dropout, [logit(stats["conversion_rate"])])

@@ -1,0 +1,240 @@
+"""The ETV guard: every model's amount and ETV bounded by what the training data support, then recalibrated.
+
+One rule for every model, applied in one place (:meth:`eoca.training.TrainedModel.predict_pairs`), after the
+network and before anything downstream (metrics, allocation, reports) sees a prediction:
+
+1. **Bounds** (from the train split's converters, :attr:`FeatureSpace.label_stats`). A lognormal amount head's
+   ``mu`` is clipped to ``[min, max]`` of the train converters' ``log1p(amount)`` and its ``sigma`` to
+   ``[SIGMA_FLOOR, s]`` where ``s`` is the standard deviation of that same sample: a per-pair spread wider than
+   the spread of all converters together is not something the data can support, and ``E[amount]`` grows like
+   ``exp(sigma^2 / 2)``. The expected amount ``E[amount | convert]`` is then recomputed with the model's own
+   formula and capped at :data:`AMOUNT_CAP_MULTIPLE` times the largest train amount; a model that predicts ETV
+   directly (MSE on ``log1p(amount)``) has its ETV capped at that same amount (``p <= 1``).
+2. **Recalibration** (on the validation split, :meth:`EtvGuard.fit_recalibration`), in log space, where
+   heavy-tailed amounts are estimated efficiently (a ratio of summed amounts over a few dozen lognormal draws
+   is dominated by whether the one huge purchase happened to fall in the split). On the validation converters,
+   with residuals ``r = log(y) - mu`` in the model's own scale (``log1p`` for EOCA's formula): ``mu`` is shifted
+   per fund by the mean residual of the fund's converters, shrunk towards the all-funds mean with a prior weight
+   of :data:`RECALIBRATION_PRIOR` converters, and ``sigma`` is multiplied by one shared factor that makes the
+   standardised residuals' mean square 1 (the model's sigma, whose ``exp(sigma^2 / 2)`` the mean grows with,
+   is re-scaled to the spread actually seen), its log shrunk towards 0 with the same prior weight. Models with
+   a constant amount (``esmm``, ``dnn_c``) expose it as ``mu``/``sigma`` and are recalibrated the same way, so
+   their amount becomes per fund. Models that predict
+   ETV directly (MSE on ``log1p(amount)``) get a per-fund scale on ETV: realised over predicted amount summed
+   over the fund's validation rows, shrunk the same way.
+
+The bounds never bind on a calibrated model (they only remove extrapolation), and the recalibration is a per-fund
+shift plus one shared scale, so it changes which fund wins for a customer only where a model's amount is biased
+differently for different funds (or its sigma is inflated), which is the error it corrects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eoca.models.losses import LOG_ETV_CAP, SIGMA_FLOOR
+
+AMOUNT_CAP_MULTIPLE: float = 1.0
+"""``E[amount | convert]`` may not exceed this multiple of the largest amount among the train converters: an
+expected value above every amount ever observed has no support in the data."""
+
+RECALIBRATION_PRIOR: float = 20.0
+"""Pseudo-converters of the all-funds ratio in each fund's recalibration factor (geometric shrinkage)."""
+
+_FORMULA_OFFSET = {"eoca": 1.0, "lognormal": 0.0}
+"""``E[amount] = exp(mu + sigma^2 / 2) - offset``: EOCA models ``amount + 1`` as lognormal, ZILN the amount."""
+
+
+@dataclass
+class EtvGuard:
+    """Bounds and recalibration factors of one trained model (see the module docstring).
+
+    Attributes:
+        mu_min, mu_max: range of the train converters' ``log1p(amount)``.
+        sigma_max: their standard deviation (at least ``SIGMA_FLOOR``).
+        amount_cap: ``AMOUNT_CAP_MULTIPLE`` x the largest train amount.
+        fund_shift, global_shift: per-fund shift of ``mu`` (funds absent use ``global_shift``).
+        sigma_scale: the shared factor on ``sigma``.
+        fund_factor, global_factor: per-fund ETV scale of direct-ETV models (1.0 before recalibration).
+        recalibration: how the factors were fitted (shown in metrics), e.g. ``"valid split, 97 converters"``.
+    """
+
+    mu_min: float
+    mu_max: float
+    sigma_max: float
+    amount_cap: float
+    fund_factor: dict[str, float] = field(default_factory=dict)
+    global_factor: float = 1.0
+    fund_shift: dict[str, float] = field(default_factory=dict)
+    global_shift: float = 0.0
+    sigma_scale: float = 1.0
+    recalibration: str = "none"
+
+    @classmethod
+    def from_label_stats(cls, stats: dict[str, float]) -> EtvGuard:
+        """Bounds from :attr:`FeatureSpace.label_stats`; no recalibration yet."""
+        max_amount = float(stats.get("max_amount", 0.0))
+        if stats.get("n_converters", 0.0) < 1 or max_amount <= 0:
+            # No train converter: nothing to bound against; an infinite cap keeps predictions as they are.
+            return cls(mu_min=-math.inf, mu_max=math.inf, sigma_max=math.inf, amount_cap=math.inf)
+        return cls(
+            mu_min=float(stats["log1p_min"]),
+            mu_max=float(stats["log1p_max"]),
+            sigma_max=max(float(stats["log1p_sigma"]), SIGMA_FLOOR),
+            amount_cap=AMOUNT_CAP_MULTIPLE * max_amount,
+        )
+
+    # -- serialisation ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values only (infinities as None), so model files stay ``weights_only``-loadable."""
+
+        def enc(x: float) -> float | None:
+            return None if math.isinf(x) else x
+
+        return {
+            "mu_min": enc(self.mu_min),
+            "mu_max": enc(self.mu_max),
+            "sigma_max": enc(self.sigma_max),
+            "amount_cap": enc(self.amount_cap),
+            "fund_factor": dict(self.fund_factor),
+            "global_factor": self.global_factor,
+            "fund_shift": dict(self.fund_shift),
+            "global_shift": self.global_shift,
+            "sigma_scale": self.sigma_scale,
+            "recalibration": self.recalibration,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> EtvGuard:
+        def dec(x: float | None, inf: float) -> float:
+            return inf if x is None else float(x)
+
+        return cls(
+            mu_min=dec(state.get("mu_min"), -math.inf),
+            mu_max=dec(state.get("mu_max"), math.inf),
+            sigma_max=dec(state.get("sigma_max"), math.inf),
+            amount_cap=dec(state.get("amount_cap"), math.inf),
+            fund_factor={str(k): float(v) for k, v in dict(state.get("fund_factor", {})).items()},
+            global_factor=float(state.get("global_factor", 1.0)),
+            fund_shift={str(k): float(v) for k, v in dict(state.get("fund_shift", {})).items()},
+            global_shift=float(state.get("global_shift", 0.0)),
+            sigma_scale=float(state.get("sigma_scale", 1.0)),
+            recalibration=str(state.get("recalibration", "none")),
+        )
+
+    # -- the rule -------------------------------------------------------------------------------------------
+    def _shifts(self, fund_ids: list[str]) -> np.ndarray:
+        return np.array([self.fund_shift.get(f, self.global_shift) for f in fund_ids], dtype=np.float64)
+
+    def factors(self, fund_ids: list[str]) -> np.ndarray:
+        """Direct-ETV scale of each fund position of a dataset whose funds are ``fund_ids``; float64 ``[F]``."""
+        return np.array([self.fund_factor.get(f, self.global_factor) for f in fund_ids], dtype=np.float64)
+
+    def apply(
+        self,
+        preds: dict[str, np.ndarray],
+        fund_pos: np.ndarray | None,
+        fund_ids: list[str] | None,
+        formula: str | None,
+    ) -> dict[str, np.ndarray]:
+        """Recalibration (when fitted) then bounds, on a prediction dict of float arrays ``[m]`` (``p``, ``etv``
+        and optional ``mu``, ``sigma``, ``amount``); ``fund_pos`` indexes ``fund_ids``. None for both skips the
+        recalibration. Returns a new dict with ``amount``/``etv`` (and ``mu``/``sigma``) replaced."""
+        out = dict(preds)
+        p = np.asarray(preds["p"], dtype=np.float64)
+        recal = fund_pos is not None and fund_ids is not None
+        if "mu" in preds and "sigma" in preds and formula in _FORMULA_OFFSET:
+            mu = np.asarray(preds["mu"], dtype=np.float64)
+            sigma = np.asarray(preds["sigma"], dtype=np.float64)
+            if recal:
+                assert fund_pos is not None and fund_ids is not None
+                mu = mu + self._shifts(fund_ids)[np.asarray(fund_pos, dtype=np.int64)]
+                sigma = sigma * self.sigma_scale
+            mu = np.clip(mu, self.mu_min, self.mu_max)
+            sigma = np.clip(sigma, SIGMA_FLOOR, self.sigma_max)
+            amount = np.exp(np.minimum(mu + 0.5 * sigma**2, LOG_ETV_CAP)) - _FORMULA_OFFSET[formula]
+            out["mu"], out["sigma"] = mu.astype(np.float32), sigma.astype(np.float32)
+        elif "amount" in preds:
+            amount = np.asarray(preds["amount"], dtype=np.float64)
+        else:
+            etv = np.asarray(preds["etv"], dtype=np.float64)
+            if recal:
+                assert fund_pos is not None and fund_ids is not None
+                etv = etv * self.factors(fund_ids)[np.asarray(fund_pos, dtype=np.int64)]
+            out["etv"] = np.minimum(etv, self.amount_cap).astype(np.float32)
+            return out
+        amount = np.clip(amount, 0.0, self.amount_cap)
+        out["amount"] = amount.astype(np.float32)
+        out["etv"] = (p * amount).astype(np.float32)
+        return out
+
+    def bound(self, preds: dict[str, np.ndarray], formula: str | None) -> dict[str, np.ndarray]:
+        """Step 1 only (the bounds, no recalibration); see :meth:`apply`."""
+        return self.apply(preds, None, None, formula)
+
+    def fit_recalibration(
+        self,
+        preds: dict[str, np.ndarray],
+        fund_pos: np.ndarray,
+        converted: np.ndarray,
+        amount: np.ndarray,
+        fund_ids: list[str],
+        formula: str | None,
+        split: str = "valid",
+    ) -> EtvGuard:
+        """Fit the per-fund shifts, the sigma scale (or the direct-ETV factors) on labelled rows; returns self.
+
+        Args:
+            preds: raw model predictions for the rows (float arrays ``[m]``).
+            fund_pos: fund position of each row in ``fund_ids``; converted, amount: labels ``[m]``.
+        """
+        fund_pos = np.asarray(fund_pos, dtype=np.int64)
+        y = np.asarray(amount, dtype=np.float64)
+        pos = (np.asarray(converted) > 0) & (y > 0)
+        n_pos = int(pos.sum())
+        self.fund_shift, self.global_shift, self.sigma_scale = {}, 0.0, 1.0
+        self.fund_factor, self.global_factor = {}, 1.0
+        if n_pos == 0:
+            self.recalibration = f"none: no converters in the {split} split"
+            return self
+        if "mu" in preds and "sigma" in preds and formula in _FORMULA_OFFSET:
+            log_y = np.log1p(y[pos]) if _FORMULA_OFFSET[formula] else np.log(y[pos])
+            resid = log_y - np.asarray(preds["mu"], dtype=np.float64)[pos]
+            sigma = np.maximum(np.asarray(preds["sigma"], dtype=np.float64)[pos], SIGMA_FLOOR)
+            f_pos = fund_pos[pos]
+            self.global_shift = float(resid.mean())
+            shift = np.full(len(fund_ids), self.global_shift)
+            for f, fid in enumerate(fund_ids):
+                n_f = int((f_pos == f).sum())
+                mean_f = float(resid[f_pos == f].mean()) if n_f else self.global_shift
+                shift[f] = (n_f * mean_f + RECALIBRATION_PRIOR * self.global_shift) / (n_f + RECALIBRATION_PRIOR)
+                self.fund_shift[fid] = float(shift[f])
+            centred = resid - shift[f_pos]
+            # The scale is shrunk towards 1 (the model's own sigma) like the shifts: a spread estimated from a
+            # dozen converters is noisy, and E[amount] moves with exp(sigma^2 / 2).
+            log_scale = 0.5 * math.log(max(float(np.mean((centred / sigma) ** 2)), 1e-12))
+            self.sigma_scale = math.exp(n_pos * log_scale / (n_pos + RECALIBRATION_PRIOR))
+            self.recalibration = f"{split} split, {n_pos} converters (log-space shift per fund, shared sigma scale)"
+            return self
+        bounded = self.bound(preds, formula)
+        predicted = np.asarray(bounded["etv"], dtype=np.float64)
+        total_pred = float(predicted.sum())
+        if total_pred <= 0:
+            self.recalibration = f"none: no positive prediction in the {split} split"
+            return self
+        log_global = math.log(max(float(y.sum()), 1e-12) / total_pred)
+        for f, fid in enumerate(fund_ids):
+            sel = fund_pos == f
+            n_f = int((pos & sel).sum())
+            pred_f, real_f = float(predicted[sel].sum()), float(y[sel].sum())
+            log_f = math.log(max(real_f, 1e-12) / pred_f) if n_f and pred_f > 0 else log_global
+            self.fund_factor[fid] = math.exp(
+                (n_f * log_f + RECALIBRATION_PRIOR * log_global) / (n_f + RECALIBRATION_PRIOR)
+            )
+        self.global_factor = math.exp(log_global)
+        self.recalibration = f"{split} split, {n_pos} converters (per-fund ETV scale)"
+        return self

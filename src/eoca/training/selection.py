@@ -1,0 +1,106 @@
+"""Model selection by decision value: the off-policy value of the argmax-ETV policy on a labelled split.
+
+The product gives each customer the eligible fund with the highest predicted ETV, so the number that matters
+when choosing between epochs, grid points or models is how much that choice would earn, not the validation
+loss. Where the exposures carry the logging policy's propensities (the simulator's and Hillstrom's do), that
+value is estimated without a simulator by self-normalised inverse propensity weighting (SNIPS, see
+:mod:`eoca.evaluation.ope`): a logged exposure whose fund is the one the model would have chosen stands in for
+``1 / propensity`` exposures like it, and
+
+``V = sum_i w_i amount_i / sum_i w_i``,  ``w_i = 1[argmax_f ETV(c_i, f) = f_i] / propensity_i``,
+
+the expected amount per exposure under the model's policy. The model's ETV passes through the ETV guard with
+its recalibration fitted on the same split (as it is after training), so the policy scored is the deployed
+one. With few conversions in the split the estimate is noisy; it is unbiased for the quantity that matters.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from eoca.data import Dataset
+from eoca.evaluation.metrics import argmax_fund
+from eoca.models.guard import EtvGuard
+from eoca.risk import eligible_mask
+
+if TYPE_CHECKING:
+    from eoca.training.trainer import TrainedModel
+
+Selection = Literal["auto", "loss", "ips"]
+SELECTIONS: tuple[str, ...] = ("auto", "loss", "ips")
+
+
+def has_propensities(dataset: Dataset, split: str = "valid") -> bool:
+    """True when ``split`` has logged exposures with a usable propensity column and at least one conversion."""
+    exp = dataset.exposures
+    if "propensity" not in exp.column_names:
+        return False
+    mask = dataset.split_mask(split)
+    if not mask.any():
+        return False
+    prop = np.asarray(exp.column("propensity").to_numpy(zero_copy_only=False), dtype=np.float64)[mask]
+    converted = np.asarray(exp.column("converted").to_numpy(zero_copy_only=False), dtype=np.float64)[mask]
+    return bool(np.all((prop > 0) & (prop <= 1)) and converted.sum() > 0)
+
+
+def resolve_selection(selection: str, dataset: Dataset) -> str:
+    """``auto`` -> ``ips`` when the validation split has propensities and conversions, else ``loss``."""
+    if selection == "auto":
+        return "ips" if has_propensities(dataset) else "loss"
+    return selection
+
+
+def argmax_policy_value(trained: TrainedModel, dataset: Dataset, split: str = "valid") -> float:
+    """SNIPS estimate of the expected amount per exposure when each of ``split``'s logged exposures gets its
+    customer's argmax-ETV eligible fund (see the module docstring); NaN when no logged fund matches."""
+    exp = dataset.exposures
+    mask = dataset.split_mask(split)
+    rows = np.flatnonzero(mask)
+    cust = dataset.customer_index(exp.column("customer_id"))[rows]
+    fund = dataset.fund_index(exp.column("fund_id"))[rows]
+    prop = np.asarray(exp.column("propensity").to_numpy(zero_copy_only=False), dtype=np.float64)[rows]
+    converted = np.asarray(exp.column("converted").to_numpy(zero_copy_only=False), dtype=np.float64)[rows]
+    amount = np.asarray(exp.column("amount").to_numpy(zero_copy_only=False), dtype=np.float64)[rows]
+    k = dataset.n_funds
+    units, row_unit = np.unique(cust, return_inverse=True)
+    raw = trained.predict_pairs(
+        dataset,
+        np.repeat(units, k),
+        np.tile(np.arange(k, dtype=np.int64), units.size),
+        trained.config.eval_batch_size,
+        guarded=False,
+    )
+    fund_ids = [str(f) for f in dataset.funds.column("fund_id").to_pylist()]
+    formula = trained.model.formula
+    logged = row_unit * k + fund
+    guard = EtvGuard.from_label_stats(trained.features.label_stats).fit_recalibration(
+        {name: v[logged] for name, v in raw.items()}, fund, converted, amount, fund_ids, formula, split
+    )
+    etv = guard.apply(raw, np.tile(np.arange(k), units.size), fund_ids, formula)["etv"].reshape(units.size, k)
+    tol = np.asarray(dataset.customers.column("risk_tolerance").to_numpy(), dtype=np.int64)[units]
+    risk = np.asarray(dataset.funds.column("risk_level").to_numpy(), dtype=np.int64)
+    return snips_argmax_value(etv, eligible_mask(tol, risk), row_unit, fund, prop, amount)
+
+
+def snips_argmax_value(
+    scores: np.ndarray,
+    eligible: np.ndarray | None,
+    row_unit: np.ndarray,
+    logged_fund: np.ndarray,
+    propensity: np.ndarray,
+    reward: np.ndarray,
+) -> float:
+    """SNIPS value of "each customer gets its highest-scoring eligible fund" on a randomized log.
+
+    Args:
+        scores: ``[U, k]`` predicted values of each customer unit; eligible: ``[U, k]`` bool mask or None.
+        row_unit: ``[n]`` unit of each logged row; logged_fund, propensity, reward: ``[n]``.
+
+    Returns the weighted mean reward of the rows whose logged fund is the policy's choice (NaN if none).
+    """
+    choice = argmax_fund(scores, eligible)[np.asarray(row_unit, dtype=np.int64)]
+    w = (choice == np.asarray(logged_fund)) / np.asarray(propensity, dtype=np.float64)
+    total = float(w.sum())
+    return float((w * np.asarray(reward, dtype=np.float64)).sum() / total) if total > 0 else float("nan")

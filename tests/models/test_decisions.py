@@ -1,0 +1,259 @@
+"""Issue 9: candidate-aware pair counts, the ETV guard and the gbdt hurdle model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from eoca.data import Dataset
+from eoca.models import FeatureSpace
+from eoca.models.guard import AMOUNT_CAP_MULTIPLE, EtvGuard
+from eoca.models.losses import SIGMA_FLOOR
+from eoca.training import TrainedModel, train
+
+
+def _with_events(sim: Dataset, rows: list[tuple[int, int, int, str, float]]) -> Dataset:
+    """``sim`` with customer 0's behaviour history replaced by ``rows`` of (customer, fund, time, type, amount)."""
+    assert sim.events is not None
+    ev = sim.events
+    keep = ev.filter(pa.array(np.asarray(ev.column("customer_id").to_numpy()) != 0))
+    extra = pa.table(
+        {
+            "customer_id": pa.array([r[0] for r in rows], pa.int64()),
+            "fund_id": pa.array([r[1] for r in rows], pa.int64()),
+            "time": pa.array([r[2] for r in rows], pa.int64()),
+            "event_type": pa.array([r[3] for r in rows], pa.string()),
+            "amount": pa.array([r[4] for r in rows], pa.float64()),
+        }
+    ).cast(keep.schema)
+    events = pa.concat_tables([keep, extra])
+    return Dataset(
+        spec=sim.spec,
+        customers=sim.customers,
+        funds=sim.funds,
+        exposures=sim.exposures,
+        events=events,
+        consumption=sim.consumption,
+    )
+
+
+def test_pair_counts_equal_hand_computed_values_and_ignore_later_events(sim: Dataset) -> None:
+    # Funds 1 and 7 share the type "bond" in the simulator's default catalogue (fund j has type j mod 6).
+    history = [
+        (0, 1, -10, "purchase", 100.0),
+        (0, 1, -5, "click", 0.0),
+        (0, 7, -3, "favourite", 0.0),
+        (0, 1, 1, "click", 0.0),  # at exposure time 1: invisible to the period-1 exposure, visible from period 2
+        (0, 1, 2, "purchase", 50.0),  # visible only to the period-3 exposure
+    ]
+    ds = _with_events(sim, history)
+    space = FeatureSpace.fit(ds)
+    assert space.fund_group_source == "fund_type"
+    fund_ids = [int(f) for f in ds.funds.column("fund_id").to_pylist()]
+    assert space.fund_groups[space.fund_ids.index("1")] == space.fund_groups[space.fund_ids.index("7")]
+    w = space.recent_window
+    assert w >= 10  # so every event above is "recent" for every exposure
+    bound = space.bind(ds)
+    exp_cust = ds.customer_index(ds.exposures.column("customer_id"))
+    exp_time = np.asarray(ds.exposures.column("time").to_numpy(), dtype=np.int64)
+    f1 = fund_ids.index(1)
+
+    def expected(t: int) -> tuple[list[float], list[float]]:
+        # [n_click, n_purchase, n_sell, n_favourite] (all / recent), log1p purchase total, recency.
+        if t <= 1:
+            fund_counts, amount, last = [1, 1, 0, 0], 100.0, -5
+        elif t == 2:
+            fund_counts, amount, last = [2, 1, 0, 0], 100.0, 1
+        else:
+            fund_counts, amount, last = [2, 2, 0, 0], 150.0, 2
+        type_counts = [*fund_counts[:3], 1]
+        type_last = max(last, -3)
+        fund = [math.log1p(c) for c in fund_counts] * 2 + [math.log1p(amount), 1 / (1 + (t - last) / w)]
+        typ = [math.log1p(c) for c in type_counts] * 2 + [math.log1p(amount), 1 / (1 + (t - type_last) / w)]
+        return fund, typ
+
+    seen = set()
+    for split in ("train", "valid", "test"):
+        rows = np.flatnonzero(ds.split_mask(split))
+        for batch in bound.exposure_batches(split, 4096, shuffle=False):
+            r, rows = rows[: len(batch)], rows[len(batch) :]
+            pair = batch.inputs["pair_x"][batch.inputs["row_unit"], f1].numpy()
+            for i in np.flatnonzero(exp_cust[r] == 0):
+                t = int(exp_time[r][i])
+                fund, typ = expected(t)
+                np.testing.assert_allclose(pair[i], np.array(fund + typ, dtype=np.float32), rtol=1e-5, atol=1e-6)
+                seen.add(t)
+    assert seen == {0, 1, 2, 3}
+    # Another fund of another type: nothing at the fund level.
+    other = fund_ids.index(0)
+    batch = bound.pair_batch(np.array([0]), np.array([other]))
+    assert float(batch.inputs["pair_x"][0, other, :10].abs().sum()) == 0.0
+
+
+def test_guard_bounds_mu_sigma_and_amount() -> None:
+    stats = {"log1p_min": 2.0, "log1p_max": 8.0, "log1p_sigma": 1.0, "max_amount": 3000.0, "n_converters": 50.0}
+    guard = EtvGuard.from_label_stats(stats)
+    preds = {
+        "p": np.array([0.1, 0.1, 0.1], np.float32),
+        "mu": np.array([5.0, 20.0, 5.0], np.float32),
+        "sigma": np.array([0.8, 0.8, 4.0], np.float32),
+        "etv": np.zeros(3, np.float32),
+    }
+    out = guard.bound(preds, "eoca")
+    np.testing.assert_allclose(out["mu"], [5.0, 8.0, 5.0])
+    np.testing.assert_allclose(out["sigma"], [0.8, 0.8, 1.0])
+    amount = out["amount"]
+    assert amount[0] == pytest.approx(math.exp(5 + 0.32) - 1, rel=1e-5)
+    assert amount[1] == pytest.approx(AMOUNT_CAP_MULTIPLE * 3000.0)  # exp(8.32) - 1 > 3000: capped
+    assert amount[2] == pytest.approx(math.exp(5.5) - 1, rel=1e-5)
+    np.testing.assert_allclose(out["etv"], 0.1 * amount, rtol=1e-6)
+    # A direct-ETV model: ETV capped at the largest amount.
+    direct = guard.bound({"p": np.array([0.5], np.float32), "etv": np.array([1e9], np.float32)}, None)
+    assert direct["etv"][0] == pytest.approx(3000.0)
+    assert EtvGuard.from_state_dict(guard.state_dict()) == guard
+
+
+def test_guard_recalibration_removes_a_per_fund_bias_and_an_inflated_sigma() -> None:
+    rng = np.random.default_rng(0)
+    m = 40000
+    fund = rng.integers(0, 2, m)
+    true_mu = rng.normal(6.0, 0.5, m)
+    true_sigma = 0.9
+    y = np.expm1(rng.normal(true_mu, true_sigma))
+    converted = (rng.random(m) < 0.01).astype(np.float32)
+    # The model: fund 0's mu 0.7 too high, and sigma inflated to 1.8 everywhere (E[amount] x 3.4 from sigma alone).
+    preds = {
+        "p": np.full(m, 0.01, np.float32),
+        "mu": (true_mu + np.where(fund == 0, 0.7, 0.0)).astype(np.float32),
+        "sigma": np.full(m, 1.8, np.float32),
+        "etv": np.zeros(m, np.float32),
+    }
+    stats = {"log1p_min": 0.0, "log1p_max": 12.0, "log1p_sigma": 2.5, "max_amount": 1e7, "n_converters": 400.0}
+    guard = EtvGuard.from_label_stats(stats).fit_recalibration(
+        preds, fund, converted, y * converted, ["a", "b"], "eoca"
+    )
+    assert guard.fund_shift["a"] == pytest.approx(-0.7, abs=0.15) and abs(guard.fund_shift["b"]) < 0.15
+    assert guard.sigma_scale == pytest.approx(true_sigma / 1.8, rel=0.1)
+    out = guard.apply(preds, fund, ["a", "b"], "eoca")
+    true_amount = np.expm1(true_mu + true_sigma**2 / 2)
+    for f in (0, 1):
+        ratio = out["amount"][fund == f].mean() / true_amount[fund == f].mean()
+        assert ratio == pytest.approx(1.0, abs=0.2)
+    # A direct-ETV model gets a per-fund scale instead.
+    direct = {"p": np.full(m, 0.01, np.float32), "etv": (0.01 * 3 * true_amount).astype(np.float32)}
+    g2 = EtvGuard.from_label_stats(stats).fit_recalibration(direct, fund, converted, y * converted, ["a", "b"], None)
+    assert 0.2 < g2.global_factor < 0.5 and g2.fund_shift == {}
+
+
+def test_gbdt_saves_loads_and_scores_like_the_others(sim: Dataset, tmp_path) -> None:
+    trained = train(sim, {"model": "gbdt", "num_threads": 1, "params": {"n_estimators": 30}}, tmp_path, progress=False)
+    assert trained.guard is not None and trained.guard.recalibration.startswith("valid split")
+    loaded = TrainedModel.load(tmp_path)
+    a = trained.score_matrix(sim, chunk_customers=700)
+    b = loaded.score_matrix(sim)
+    assert set(a) == {"p", "etv", "mu", "sigma", "amount"}
+    for key in a:
+        assert a[key].shape == (sim.n_customers, sim.n_funds)
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-6)
+    assert np.all((a["p"] > 0) & (a["p"] < 1)) and np.all(a["etv"] >= 0)
+    assert np.all(a["sigma"] >= SIGMA_FLOOR)
+    # Customers differ, and so do funds of one customer: the model reads the pair, not only the customer.
+    assert np.unique(a["p"].round(6)).size > 50
+    assert (a["p"].std(axis=1) > 0).mean() > 0.5
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["model"] == "gbdt"
+
+
+def test_target_attention_differs_across_candidate_funds(sim: Dataset) -> None:
+    from eoca.models import build_model
+
+    space = FeatureSpace.fit(sim)
+    torch.manual_seed(0)
+    model = build_model("esdpm_ncg", space)
+    assert model.candidate_arch is not None  # type: ignore[union-attr]
+    bound = space.bind(sim)
+    k = bound.n_funds
+    batch = bound.pair_batch(np.repeat(np.arange(30), k), np.tile(np.arange(k), 30))
+    with torch.no_grad():
+        attended = model.candidate_arch.attention(batch.inputs)  # type: ignore[union-attr]
+    assert attended.shape == (30, k, space.sequence_length and model.params["embedding_dim"])
+    has_events = batch.inputs["seq_mask"].any(dim=1)
+    assert has_events.any()
+    for u in torch.nonzero(has_events).squeeze(1).tolist():
+        spread = attended[u].std(dim=0).max()
+        assert float(spread) > 1e-4, "one customer's funds must get different attention outputs"
+    assert float(attended[~has_events].abs().sum()) == 0.0
+    # The per-row candidate input (counts + attention) differs across the funds of one customer as well.
+    pair = model.encode(batch).pair
+    assert pair is not None and pair.shape[0] == 30 * k
+    assert float(pair.view(30, k, -1)[has_events].std(dim=1).max()) > 1e-4
+
+
+def test_ips_selection_picks_the_better_model_on_a_randomized_log() -> None:
+    from eoca.training.selection import snips_argmax_value
+
+    rng = np.random.default_rng(1)
+    n_cust, k = 4000, 5
+    value = rng.gamma(2.0, 50.0, size=(n_cust, k))  # true expected amount of each (customer, fund)
+    rows = np.repeat(np.arange(n_cust), 3)  # three logged exposures per customer
+    logged = rng.integers(0, k, rows.size)  # uniformly randomized
+    propensity = np.full(rows.size, 1.0 / k)
+    reward = rng.exponential(value[rows, logged])
+    good = value * rng.lognormal(0.0, 0.3, size=value.shape)  # a noisy view of the truth
+    bad = rng.random(size=value.shape)  # unrelated to the truth
+    v_good = snips_argmax_value(good, None, rows, logged, propensity, reward)
+    v_bad = snips_argmax_value(bad, None, rows, logged, propensity, reward)
+    assert v_good > 1.3 * v_bad
+    truth_good = value[np.arange(n_cust), good.argmax(axis=1)].mean()
+    assert v_good == pytest.approx(truth_good, rel=0.15)
+    # Ineligible funds are never chosen: with only fund 0 eligible the value is fund 0's logged mean reward.
+    only0 = np.zeros((n_cust, k), dtype=bool)
+    only0[:, 0] = True
+    assert snips_argmax_value(good, only0, rows, logged, propensity, reward) == pytest.approx(
+        reward[logged == 0].mean()
+    )
+
+
+def test_training_selects_by_decision_value_when_propensities_exist(sim: Dataset) -> None:
+    trained = train(
+        sim,
+        {"model": "esmm", "num_threads": 1, "max_epochs": 2, "patience": 1, "max_train_rows": 2048},
+        None,
+        progress=False,
+    )
+    values = [h["valid_value"] for h in trained.history]
+    assert all(math.isfinite(v) and v > 0 for v in values)
+    loss_run = train(
+        sim,
+        {"model": "esmm", "num_threads": 1, "max_epochs": 1, "max_train_rows": 2048, "selection": "loss"},
+        None,
+        progress=False,
+    )
+    assert math.isnan(loss_run.history[0]["valid_value"])
+
+
+def test_evaluate_seeds_summarises_each_metric_and_adds_an_ensemble(sim: Dataset, tmp_path) -> None:
+    from eoca.pipeline.seeds import evaluate_seeds, parse_seeds, summarise
+
+    cfg = {"num_threads": 1, "max_epochs": 1, "max_train_rows": 1024, "selection": "loss"}
+    result = evaluate_seeds(sim, ["esmm"], tmp_path, seeds=[0, 1], config=cfg, ensemble=True, progress=False)
+    names = [r["model"] for r in result.rows]
+    assert names == ["esmm", "esmm (ensemble of 2)", "oracle"]
+    per = [m["auc"] for m in result.per_seed["esmm"]]
+    s = result.rows[0]["auc"]
+    assert s["mean"] == pytest.approx(np.mean(per)) and s["sd"] == pytest.approx(np.std(per, ddof=1))
+    assert s["lo"] < s["mean"] < s["hi"]
+    assert (tmp_path / "runs" / "esmm" / "seed=1" / "model.pt").exists()
+    assert {"seeds.md", "seeds.csv", "seeds.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert "% of oracle" in result.markdown
+    # Reuse: a second call loads the saved seeds instead of training.
+    again = evaluate_seeds(sim, ["esmm"], tmp_path, seeds=[0, 1], config=cfg, progress=False)
+    assert again.rows[0]["auc"]["mean"] == pytest.approx(s["mean"])
+    assert parse_seeds("0, 1,2") == [0, 1, 2]
+    with pytest.raises(Exception, match="distinct"):
+        parse_seeds("1,1")
+    one = summarise([0.5])
+    assert one["mean"] == 0.5 and one["sd"] is None
