@@ -582,7 +582,7 @@ def _fit_direct(
         bound, seed=cfg.seed, num_threads=set_threads(cfg.num_threads), batch_size=cfg.eval_batch_size
     )
     model.eval()
-    trained = TrainedModel(model=model, features=features, config=cfg, history=[record])
+    trained = TrainedModel(model=model, features=features, config=cfg, history=[record], _bound=(dataset, bound))
     guard = trained.fit_guard(dataset)
     summary = {
         "model": cfg.model,
