@@ -12,24 +12,33 @@ value is estimated without a simulator by self-normalised inverse propensity wei
 the expected amount per exposure under the model's policy. The model's ETV passes through the ETV guard with
 its recalibration fitted on the same split (as it is after training), so the policy scored is the deployed
 one. With few conversions in the split the estimate is noisy; it is unbiased for the quantity that matters.
+
+Without propensities (imported customer-value data, a single item) there is no choice to value; selection then
+scores the deployed ETV itself on the validation split (:func:`etv_selection_score`): ``etv_mse``, its
+(sampling-weighted) mean squared error against the realised amount, or ``gini``, its normalised Gini. Neither
+can be won by a model whose amounts explode: a validation *loss* can (a lognormal head that widens sigma to the
+ceiling lowers the likelihood loss of a few large amounts while its ETV, ``exp(mu + sigma^2 / 2)``, runs to
+hundreds of thousands), whereas the ETV's squared error grows with every exploded prediction.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from eoca.data import Dataset
-from eoca.evaluation.metrics import argmax_fund
+from eoca.data.dataset import split_exposures
+from eoca.evaluation.metrics import argmax_fund, mse, normalized_gini
 from eoca.models.guard import EtvGuard
 from eoca.risk import eligible_mask
 
 if TYPE_CHECKING:
     from eoca.training.trainer import TrainedModel
 
-Selection = Literal["auto", "loss", "ips"]
-SELECTIONS: tuple[str, ...] = ("auto", "loss", "ips")
+Selection = Literal["auto", "loss", "ips", "etv_mse", "gini"]
+SELECTIONS: tuple[str, ...] = ("auto", "loss", "ips", "etv_mse", "gini")
 
 
 def has_propensities(dataset: Dataset, split: str = "valid") -> bool:
@@ -46,10 +55,31 @@ def has_propensities(dataset: Dataset, split: str = "valid") -> bool:
 
 
 def resolve_selection(selection: str, dataset: Dataset) -> str:
-    """``auto`` -> ``ips`` when the validation split has propensities and conversions, else ``loss``."""
+    """``auto`` -> ``ips`` when the validation split has propensities and conversions, else ``etv_mse``."""
     if selection == "auto":
-        return "ips" if has_propensities(dataset) else "loss"
+        return "ips" if has_propensities(dataset) else "etv_mse"
     return selection
+
+
+def etv_selection_score(trained: TrainedModel, dataset: Dataset, metric: str, split: str = "valid") -> float:
+    """Lower is better: the (sampling-weighted) MSE of the deployed ETV against ``split``'s realised amounts
+    (``metric="etv_mse"``) or minus its normalised Gini (``"gini"``; +inf when undefined). The ETV is the
+    guarded one, with the guard's recalibration fitted on ``split`` as it is after training (this sets
+    ``trained.guard``)."""
+    labels = split_exposures(dataset, split)
+    if labels["amount"].size == 0:
+        return math.inf
+    trained.fit_guard(dataset, split)
+    etv = trained.predict_pairs(
+        dataset, labels["customer_pos"], labels["fund_pos"], trained.config.eval_batch_size
+    )["etv"].astype(np.float64)
+    weight = labels.get("weight")
+    if metric == "etv_mse":
+        return mse(labels["amount"], etv, weight)
+    if metric == "gini":
+        g = normalized_gini(labels["amount"], etv, weight)
+        return -g if math.isfinite(g) else math.inf
+    raise ValueError(f"unknown ETV selection metric {metric!r}; use etv_mse or gini")
 
 
 def argmax_policy_value(trained: TrainedModel, dataset: Dataset, split: str = "valid") -> float:

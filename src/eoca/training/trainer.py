@@ -38,7 +38,7 @@ from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model
 from eoca.models.base import DirectFitModel
 from eoca.models.guard import EtvGuard
 from eoca.training.config import TrainConfig, coerce_train_config
-from eoca.training.selection import argmax_policy_value, resolve_selection
+from eoca.training.selection import argmax_policy_value, etv_selection_score, resolve_selection
 
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -507,6 +507,10 @@ def _train_one(
             if selection == "ips":
                 valid_value = argmax_policy_value(probe, dataset, "valid")
                 score = -valid_value if math.isfinite(valid_value) else math.inf
+            elif selection in ("etv_mse", "gini"):
+                # valid_value: the validation ETV's MSE, or its Gini; score: lower is better.
+                score = etv_selection_score(probe, dataset, selection, "valid")
+                valid_value = -score if selection == "gini" else score
             seconds = time.perf_counter() - t0
             record = {
                 "epoch": float(epoch + 1),
@@ -612,7 +616,9 @@ def _grid_search(
     progress: bool,
     on_epoch_end: EpochCallback | None,
 ) -> TrainedModel:
-    """Train every (lr, dropout) of the grid and keep the model with the lowest best validation loss."""
+    """Train every (lr, dropout) of the grid and keep the model with the lowest best validation score (the
+    config's ``selection``: validation loss, minus the decision value, the validation ETV's MSE or minus its
+    Gini)."""
     features = _fit_features(dataset, cfg)
     results: list[dict[str, Any]] = []
     best: tuple[float, TrainedModel, dict[str, Any]] | None = None
@@ -631,7 +637,8 @@ def _grid_search(
                 features=features,
                 label=f"{cfg.model} {tag}",
             )
-            # best_score: the validation loss, or minus the decision value under selection "ips".
+            # best_score: the validation loss, minus the decision value ("ips"), the validation ETV's MSE
+            # ("etv_mse") or minus its Gini ("gini"); lower is better for all.
             loss = float(summary["best_score"])
             results.append(
                 {
