@@ -112,7 +112,8 @@ def test_identical_allocations_have_identical_ab_metrics(world) -> None:
         FrameworkRun("copy+exact", "copy", "exact", exact),
     ]
     out = simulated_ab(cfg, RunData(world, truth_arrays(world), 3), plan, fws)
-    rows = {r["framework"]: r for r in out["ab_test"]}
+    assert out.kind == "simulated_ab" and out.ab_test is not None
+    rows = {r["framework"]: r for r in out.ab_test.to_rows()}
     a, b = rows["esmm+exact"], rows["copy+exact"]
     for key in ("conversions", "amount", "cpmd", "tapmd", "cpmd_lift_pct", "tapmd_lift_pct", "expected_value"):
         assert a[key] == b[key], key

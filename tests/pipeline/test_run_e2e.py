@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from eoca.cli import app
 from eoca.data.hillstrom import default_hillstrom_path
 from eoca.simulate import load_simulator_config, simulate
+from tests.pipeline.test_metrics_json import check_keys
 
 N = 1200  # customers of the small world: enough for every step to have something to do, quick to train
 
@@ -83,6 +84,7 @@ def test_report_has_every_section_and_is_self_contained(small_run: Path) -> None
 
 def test_metrics_are_consistent(small_run: Path) -> None:
     m = json.loads((small_run / "metrics.json").read_text())
+    check_keys(m)
     assert m["dataset"]["customers"] == N
     names = {r["framework"] for r in m["allocation"]}
     assert names == {f"{a}+{b}" for a in ("esmm", "esdpm") for b in ("manual", "ha", "exact")} | {"oracle+exact"}
@@ -139,6 +141,7 @@ def test_randomized_log_run_estimates_policy_values(randomized_log: Path, tmp_pa
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     m = json.loads((out / "metrics.json").read_text())
+    check_keys(m)
     assert m["online_kind"] == "ips" and "ab_test" not in m
     pols = {r["policy"]: r for r in m["policy_values"]}
     assert "random" in pols and any(p.startswith("best single arm") for p in pols)

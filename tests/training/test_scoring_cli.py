@@ -44,7 +44,7 @@ def test_scores_cover_every_customer_fund_pair_exactly_once(
 
 
 def test_offline_metrics_are_in_range(tiny: Dataset, trained: TrainedModel) -> None:
-    m = offline_metrics(trained, tiny, "test")
+    m = offline_metrics(trained, tiny, "test").to_row()
     assert m["auc"] is not None and 0.0 <= m["auc"] <= 1.0
     assert m["logloss"] is not None and m["logloss"] > 0
     assert m["thc"] is not None and 0 <= m["thc"] <= m["n_conversions"]

@@ -50,7 +50,7 @@ def test_weights_make_probabilities_refer_to_the_population(donation_files: tupl
         p = trained.predict_pairs(ds, lab["customer_pos"], lab["fund_pos"])["p"]
         w = lab.get("weight")
         mean_p[label] = float(np.average(p, weights=w))
-        metrics = offline_metrics(trained, ds, "test")
+        metrics = offline_metrics(trained, ds, "test").to_row()
         assert metrics["logloss"] is not None
     assert mean_p["plain"] > 0.3, "unweighted training learns the sample's 50% rate"
     assert mean_p["weighted"] == pytest.approx(rate, abs=0.03), "weighted training learns the population rate"

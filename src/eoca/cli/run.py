@@ -81,7 +81,7 @@ def run_cmd(
     else:
         result = run_pipeline(cfg, out=out, overwrite=overwrite)
     console.print(f"[bold]report:[/] {result.folder / 'report.html'}")
-    for line in result.metrics.get("summary", []):
+    for line in result.metrics.summary:
         console.print(f"  {line}")
 
 

@@ -57,7 +57,7 @@ def train_cmd(
     start = time.perf_counter()
     with output_folder(out, overwrite=overwrite, resume=resume, keep_on_failure=True) as work:
         trained = train(ds, cfg, work, resume=resume, progress=progress)
-        test = offline_metrics(trained, ds, "test")
+        test = offline_metrics(trained, ds, "test").to_row()
         metrics_path = work / METRICS_FILE
         summary = json.loads(metrics_path.read_text(encoding="utf-8"))
         summary["test"] = test

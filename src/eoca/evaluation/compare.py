@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,35 @@ DASH = "—"
 PairPredictor = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
 
 
+@dataclass(frozen=True)
+class OfflineMetrics:
+    """Every comparison metric of one predictor on one split (see the module docstring and :data:`COLUMNS`);
+    ``None`` where the metric does not apply to the model or the data. Fields follow :data:`METRIC_KEYS`, then
+    the sample counts."""
+
+    auc: float | None = None
+    logloss: float | None = None
+    ctr_auc: float | None = None
+    ctr_logloss: float | None = None
+    mse: float | None = None
+    mae: float | None = None
+    gini: float | None = None
+    spearman: float | None = None
+    thc: float | None = None
+    tha: float | None = None
+    hits: float | None = None
+    true_mae: float | None = None
+    true_spearman: float | None = None
+    true_value_argmax: float | None = None
+    argmax_share_of_oracle: float | None = None
+    n_exposures: float | None = None  # test exposures scored
+    n_conversions: float | None = None  # of which converted
+
+    def to_row(self) -> dict[str, float | None]:
+        """The metrics as a flat dict in column order (CSV, JSON and the comparison tables)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 @dataclass
 class ComparisonResult:
     """One row of metrics per model (plus the oracle on simulated data) and the files written."""
@@ -100,7 +129,7 @@ def metrics_from_predictor(
     predict: PairPredictor,
     tasks: frozenset[str],
     truth_etv: np.ndarray | None = None,
-) -> dict[str, float | None]:
+) -> OfflineMetrics:
     """Every comparison metric of one predictor on the exposures in ``labels`` (see the module docstring).
 
     Args:
@@ -120,7 +149,7 @@ def metrics_from_predictor(
     out["n_exposures"] = float(cust.size)
     out["n_conversions"] = float(conv.sum())
     if cust.size == 0:
-        return out
+        return OfflineMetrics(**out)
     pred = predict(cust, fund)
     if "conversion" in tasks:
         out["auc"] = _safe(lambda: M.auc(conv, pred["p"], w))
@@ -136,7 +165,7 @@ def metrics_from_predictor(
     out["spearman"] = _safe(lambda: M.spearman(amount, etv, w))
     k = int(np.asarray(risk).size)
     if k == 1:
-        return out  # one item: no choice between items, so no decision metrics
+        return OfflineMetrics(**out)  # one item: no choice between items, so no decision metrics
 
     # Decisions: every test customer x every fund, argmax among the funds the risk rule allows.
     customers = np.unique(cust)
@@ -155,7 +184,7 @@ def metrics_from_predictor(
         out["true_spearman"] = _safe(lambda: M.spearman(true[eligible], etv_matrix[eligible]))
         out["true_value_argmax"] = tm["true_value_argmax"]
         out["argmax_share_of_oracle"] = _safe(lambda: tm["argmax_share_of_oracle"])
-    return out
+    return OfflineMetrics(**out)
 
 
 # --- rendering -----------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from eoca.evaluation import metrics as M
 from eoca.evaluation.compare import (
     CSV_COLUMNS,
     ComparisonResult,
+    OfflineMetrics,
     PairPredictor,
     metrics_from_predictor,
     plot_gain,
@@ -48,7 +49,7 @@ __all__ = [
 
 def offline_metrics(
     trained: TrainedModel, dataset: Dataset, split: str = "test", truth: TruthArrays | None = None
-) -> dict[str, float | None]:
+) -> OfflineMetrics:
     """The comparison metrics of a trained model on ``split`` of ``dataset``.
 
     ``truth``: the simulator's true arrays when the caller holds them already (built from the dataset otherwise).
@@ -94,7 +95,7 @@ def dataset_truth(dataset: Dataset) -> TruthArrays | None:
 
 def oracle_metrics(
     dataset: Dataset, labels: Mapping[str, np.ndarray], truth: TruthArrays | None = None
-) -> dict[str, float | None]:
+) -> OfflineMetrics:
     """The metrics of the simulator's true p and ETV: what a perfect model would score on these outcomes."""
     ta = truth if truth is not None else dataset_truth(dataset)
     if ta is None:
@@ -172,7 +173,9 @@ def compare_models(
             epochs = len(trained.history)
             configs[name] = trained.config.model_dump(mode="json")
         row: dict[str, Any] = {"model": name, "tasks": ",".join(sorted(tasks))}
-        row.update(metrics_from_predictor(tol, risk, labels, predict, tasks, None if truth is None else truth.etv))
+        row.update(
+            metrics_from_predictor(tol, risk, labels, predict, tasks, None if truth is None else truth.etv).to_row()
+        )
         row["epochs"] = epochs
         row["train_seconds"] = round(seconds, 1)
         rows.append(row)
@@ -183,7 +186,7 @@ def compare_models(
             {
                 "model": ORACLE,
                 "tasks": "truth",
-                **oracle_metrics(dataset, labels, truth),
+                **oracle_metrics(dataset, labels, truth).to_row(),
                 "epochs": "",
                 "train_seconds": "",
             }

@@ -21,27 +21,27 @@ from eoca.errors import ConfigError
 from eoca.evaluation.metrics import ORACLE
 from eoca.pipeline.config import RunConfig
 from eoca.pipeline.frameworks import FrameworkRun, Plan
-from eoca.pipeline.results import RunData
+from eoca.pipeline.results import OnlineEvaluation, RunData
 
 BEST_ARM = "best single arm"
 RANDOM = "random"
 
 
-def evaluate_online(cfg: RunConfig, data: RunData, plan: Plan, frameworks: list[FrameworkRun]) -> dict[str, Any]:
-    """Return ``{"online_kind": ..., "online_note": ..., and "ab_test" or "policy_values": rows}``."""
+def evaluate_online(cfg: RunConfig, data: RunData, plan: Plan, frameworks: list[FrameworkRun]) -> OnlineEvaluation:
+    """The simulated A/B test, the inverse-propensity policy values, or the reason there is neither."""
     dataset = data.dataset
     if data.truth is not None:
         return simulated_ab(cfg, data, plan, frameworks)
     if "propensity" in dataset.exposures.column_names:
         return policy_values(cfg, dataset, plan, frameworks)
-    return {
-        "online_kind": "none",
-        "online_note": "the dataset has neither the simulator's ground truth nor logged propensities, so the "
+    return OnlineEvaluation(
+        "none",
+        "the dataset has neither the simulator's ground truth nor logged propensities, so the "
         "allocations cannot be evaluated online; only offline metrics and allocation values are reported",
-    }
+    )
 
 
-def simulated_ab(cfg: RunConfig, data: RunData, plan: Plan, frameworks: list[FrameworkRun]) -> dict[str, Any]:
+def simulated_ab(cfg: RunConfig, data: RunData, plan: Plan, frameworks: list[FrameworkRun]) -> OnlineEvaluation:
     from eoca.evaluation.online import FrameworkAllocation, simulate_ab_test
     from eoca.simulate import outcome_draw, period_stream
 
@@ -63,18 +63,16 @@ def simulated_ab(cfg: RunConfig, data: RunData, plan: Plan, frameworks: list[Fra
         confidence=cfg.ab_test.confidence,
         seed=cfg.ab_test.seed,
     )
-    return {
-        "online_kind": "simulated_ab",
-        "online_note": f"outcomes of delivery period {period} drawn from the simulator's true p, mu and sigma "
+    return OnlineEvaluation(
+        "simulated_ab",
+        f"outcomes of delivery period {period} drawn from the simulator's true p, mu and sigma "
         f"(world seed {seed}) with common random numbers; {cfg.ab_test.n_bootstrap} paired bootstrap "
         f"replicates over customers give the {cfg.ab_test.confidence:.0%} intervals",
-        "ab_test": result.to_rows(),
-        "ab_test_control": result.control,
-        "ab_test_oracle": result.oracle,
-    }
+        ab_test=result,
+    )
 
 
-def policy_values(cfg: RunConfig, dataset: Dataset, plan: Plan, frameworks: list[FrameworkRun]) -> dict[str, Any]:
+def policy_values(cfg: RunConfig, dataset: Dataset, plan: Plan, frameworks: list[FrameworkRun]) -> OnlineEvaluation:
     from eoca.evaluation.ope import RandomizedLog, constant_policy, evaluate_policies, uniform_policy
 
     if plan.K != 1:
@@ -129,9 +127,9 @@ def policy_values(cfg: RunConfig, dataset: Dataset, plan: Plan, frameworks: list
         confidence=cfg.ope.confidence,
         seed=cfg.ope.seed,
     )
-    return {
-        "online_kind": "ips",
-        "online_note": f"self-normalised inverse propensity estimates on the {log.n:,} held-out (test split) "
+    return OnlineEvaluation(
+        "ips",
+        f"self-normalised inverse propensity estimates on the {log.n:,} held-out (test split) "
         f"customers of the randomized log, {cfg.ope.n_bootstrap} bootstrap replicates over customers; the best "
         f"single arm ({fund_ids[best]}) was chosen on the training split. The frameworks must meet the delivery "
         "plan (a share of customers per arm); the single-arm baseline is not bound by it"
@@ -141,6 +139,5 @@ def policy_values(cfg: RunConfig, dataset: Dataset, plan: Plan, frameworks: list
             if stranded
             else ""
         ),
-        "policy_values": result.to_rows(),
-        "policy_reference": best_name,
-    }
+        policy_values=result,
+    )

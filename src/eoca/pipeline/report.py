@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from eoca.data import Dataset
+from eoca.evaluation.allocation_value import AllocationValue
 from eoca.evaluation.metrics import ORACLE
+from eoca.evaluation.online import FrameworkABResult
+from eoca.evaluation.ope import OPEResult, PolicyLift, PolicyValue
 from eoca.io import write_bytes
 from eoca.pipeline.frameworks import FrameworkRun, Plan
-from eoca.pipeline.results import ModelRun, RunData, RunResult
+from eoca.pipeline.online import RANDOM
+from eoca.pipeline.results import ModelRun, OnlineEvaluation, RunData, RunMetrics, RunResult
 from eoca.report import Facts, Image, Note, Paragraph, Report, Section, Table
 
 _ETV_SAMPLE = 200_000  # pairs per model drawn for the ETV histogram; a histogram needs no more
@@ -29,25 +35,25 @@ def write_plots(
     plan: Plan,
     models: list[ModelRun],
     frameworks: list[FrameworkRun],
-    online: dict[str, Any],
-    rows: list[dict[str, Any]],
+    online: OnlineEvaluation,
+    allocation: Sequence[AllocationValue],
 ) -> dict[str, Path]:
     """Render every plot of the report to PNG files in ``folder``; returns name -> path.
 
-    ``rows`` are the allocation values (:func:`eoca.evaluation.allocation_value.allocation_values` as rows).
+    ``allocation``: the allocation values (:func:`eoca.evaluation.allocation_value.allocation_values`).
     """
     from eoca.report import plots
 
     dataset = data.dataset
     out: dict[str, Path] = {}
     # Allocation value: each framework's % of the exact optimum on its own model's scores.
-    with_pct = [r for r in rows if r["pct_of_optimum"] is not None and r["model"] != ORACLE]
+    with_pct = [v for v in allocation if v.pct_of_optimum is not None and v.model != ORACLE]
     if with_pct:
         out["allocation_value"] = write_bytes(
             plots.allocation_value_chart(
-                [r["framework"] for r in with_pct],
-                np.array([r["pct_of_optimum"] for r in with_pct]),
-                wall_time_s=np.array([r["wall_time_s"] for r in with_pct]),
+                [v.framework for v in with_pct],
+                np.array([v.pct_of_optimum for v in with_pct]),
+                wall_time_s=np.array([v.wall_time_s for v in with_pct]),
             ),
             folder / "allocation_value.png",
         )
@@ -84,35 +90,39 @@ def write_plots(
         ),
         folder / "calibration.png",
     )
-    if "ab_test" in online:
-        ab = [r for r in online["ab_test"] if r["role"] != "control"]
-        names = [r["framework"] for r in ab]
+    if online.ab_test is not None:
+        ab = [r for r in online.ab_test.frameworks if r.role != "control"]
+        names = [r.name for r in ab]
         out["ab_lift"] = write_bytes(
             plots.lift_chart(
                 names,
-                {"CPMD": [r["cpmd_lift_pct"] for r in ab], "TAPMD": [r["tapmd_lift_pct"] for r in ab]},
-                {"CPMD": [r["cpmd_lift_ci_low"] for r in ab], "TAPMD": [r["tapmd_lift_ci_low"] for r in ab]},
-                {"CPMD": [r["cpmd_lift_ci_high"] for r in ab], "TAPMD": [r["tapmd_lift_ci_high"] for r in ab]},
-                control=online["ab_test_control"],
+                {"CPMD": [r.cpmd_lift_pct for r in ab], "TAPMD": [r.tapmd_lift_pct for r in ab]},
+                {"CPMD": [_bounds(r.cpmd_lift_ci)[0] for r in ab], "TAPMD": [_bounds(r.tapmd_lift_ci)[0] for r in ab]},
+                {"CPMD": [_bounds(r.cpmd_lift_ci)[1] for r in ab], "TAPMD": [_bounds(r.tapmd_lift_ci)[1] for r in ab]},
+                control=online.ab_test.control,
                 title="Simulated A/B test: lift against the control",
             ),
             folder / "ab_lift.png",
         )
-    if "policy_values" in online:
-        pv = [r for r in online["policy_values"] if r["role"] != "reference"]
+    if online.policy_values is not None:
+        ope = online.policy_values
+        lifts = [ope.lift(p.name) for p in ope.policies if p.name != ope.reference]
         out["ope_lift"] = write_bytes(
             plots.lift_chart(
-                [r["policy"] for r in pv],
-                {"conversions": [r["conversions_lift_pct"] for r in pv], "spend": [r["spend_lift_pct"] for r in pv]},
+                [lift.policy for lift in lifts],
                 {
-                    "conversions": [r["conversions_lift_ci_low"] for r in pv],
-                    "spend": [r["spend_lift_ci_low"] for r in pv],
+                    "conversions": [lift.conversions_lift_pct for lift in lifts],
+                    "spend": [lift.spend_lift_pct for lift in lifts],
                 },
                 {
-                    "conversions": [r["conversions_lift_ci_high"] for r in pv],
-                    "spend": [r["spend_lift_ci_high"] for r in pv],
+                    "conversions": [lift.conversions_lift_ci[0] for lift in lifts],
+                    "spend": [lift.spend_lift_ci[0] for lift in lifts],
                 },
-                control=online["policy_reference"],
+                {
+                    "conversions": [lift.conversions_lift_ci[1] for lift in lifts],
+                    "spend": [lift.spend_lift_ci[1] for lift in lifts],
+                },
+                control=str(ope.reference),
                 title="Estimated policy value: lift against the best single arm",
             ),
             folder / "ope_lift.png",
@@ -124,85 +134,81 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:+.1f}%"
 
 
-def run_summary(result: RunResult) -> list[str]:
-    m = result.metrics
-    ds = m["dataset"]
+def run_summary(m: RunMetrics) -> list[str]:
+    """The run's findings in sentences, from its metrics (everything but ``summary`` filled in)."""
+    ds = m.dataset
     lines = [
-        f"Data: {ds['name']} with {ds['customers']:,} customers and {ds['funds']} funds; the delivery plan covers "
-        f"{ds['evaluation_customers']:,} customers, {m['plan']['K']} fund(s) each"
-        + (", respecting every customer's risk tolerance." if m["plan"]["risk_rule"] else " (risk rule off).")
+        f"Data: {ds.name} with {ds.customers:,} customers and {ds.funds} funds; the delivery plan covers "
+        f"{ds.evaluation_customers:,} customers, {m.plan.K} fund(s) each"
+        + (", respecting every customer's risk tolerance." if m.plan.risk_rule else " (risk rule off).")
     ]
-    exact = [r for r in m["allocation"] if r["method"] == "exact" and r["model"] != ORACLE]
+    exact = [r for r in m.allocation if r.method == "exact" and r.model != ORACLE]
     for r in exact:
         others = [
-            f"{o['method']} reaches {o['pct_of_optimum']:.2f}%"
-            for o in m["allocation"]
-            if o["model"] == r["model"] and o["method"] != "exact" and o["pct_of_optimum"] is not None
+            f"{o.method} reaches {o.pct_of_optimum:.2f}%"
+            for o in m.allocation
+            if o.model == r.model and o.method != "exact" and o.pct_of_optimum is not None
         ]
         if others:
             lines.append(
-                f"Allocation with {r['model']} scores: the exact solver finds the certified optimum "
-                f"(gap {r['certificate_gap']:.2g}) in {r['wall_time_s']:.2f} s; of that optimum, "
-                + ", ".join(others)
-                + "."
+                f"Allocation with {r.model} scores: the exact solver finds the certified optimum "
+                f"(gap {r.certificate_gap:.2g}) in {r.wall_time_s:.2f} s; of that optimum, " + ", ".join(others) + "."
             )
-    if "ab_test" in m:
-        rows = {r["framework"]: r for r in m["ab_test"]}
-        ctrl = m["ab_test_control"]
-        fws = [r for r in m["ab_test"] if not r["framework"].startswith(ORACLE)]
-        best = max(fws, key=lambda r: r["tapmd"])
+    ab_test = m.online.ab_test
+    if ab_test is not None:
+        ctrl = ab_test.control
+        fws = [r for r in ab_test.frameworks if not r.name.startswith(ORACLE)]
+        best = max(fws, key=lambda r: r.tapmd)
+        tapmd_low, tapmd_high = _bounds(best.tapmd_lift_ci)
         lines.append(
-            f"Simulated A/B test against {ctrl}: {best['framework']} brings the most amount per mille deliveries "
-            f"(TAPMD {best['tapmd']:,.0f}, {_pct(best['tapmd_lift_pct'])} "
-            f"[{_pct(best['tapmd_lift_ci_low'])}, {_pct(best['tapmd_lift_ci_high'])}]) and conversions per mille "
-            f"{best['cpmd']:.2f} ({_pct(best['cpmd_lift_pct'])})."
+            f"Simulated A/B test against {ctrl}: {best.name} brings the most amount per mille deliveries "
+            f"(TAPMD {best.tapmd:,.0f}, {_pct(best.tapmd_lift_pct)} "
+            f"[{_pct(tapmd_low)}, {_pct(tapmd_high)}]) and conversions per mille "
+            f"{best.cpmd:.2f} ({_pct(best.cpmd_lift_pct)})."
         )
-        oracle = m.get("ab_test_oracle")
-        if oracle and oracle in rows and all(r["pct_of_oracle_expected"] is not None for r in fws):
+        oracle = ab_test.oracle
+        if oracle and oracle in ab_test.names and all(r.pct_of_oracle_expected is not None for r in fws):
             # Realised amounts of a few hundred heavy-tailed purchases are noisy; the expected value of the
             # delivered pairs (true ETV) ranks frameworks without that noise, so say which leads on it.
-            top = max(fws, key=lambda r: r["expected_value"])
+            top = max(fws, key=lambda r: r.expected_value or 0.0)
             lines.append(
                 f"Expected value (true ETV of the delivered pairs, free of purchase noise) as % of the ceiling "
-                f"(true ETV + exact allocation): {top['framework']} {top['pct_of_oracle_expected']:.1f}% (highest), "
-                f"{ctrl} {rows[ctrl]['pct_of_oracle_expected']:.1f}%; "
-                + ", ".join(
-                    f"{r['framework']} {r['pct_of_oracle_expected']:.1f}%"
-                    for r in fws
-                    if r["framework"] not in (top["framework"], ctrl)
-                )
+                f"(true ETV + exact allocation): {top.name} {top.pct_of_oracle_expected:.1f}% (highest), "
+                f"{ctrl} {ab_test[ctrl].pct_of_oracle_expected:.1f}%; "
+                + ", ".join(f"{r.name} {r.pct_of_oracle_expected:.1f}%" for r in fws if r.name not in (top.name, ctrl))
                 + "."
             )
-        broken = [r for r in m["allocation"] if r["customers_short"] or r["funds_off_demand"]]
+        broken = [r for r in m.allocation if r.customers_short or r.funds_off_demand]
         if broken:
             lines.append(
                 "Contracts broken (customers left without a fund, funds off their demand): "
                 + "; ".join(
-                    f"{r['framework']} {r['customers_short']:,} customers, {r['funds_off_demand']} fund(s)"
-                    for r in broken
+                    f"{r.framework} {r.customers_short:,} customers, {r.funds_off_demand} fund(s)" for r in broken
                 )
                 + ". The exact solver meets every contract."
             )
-    if "policy_values" in m:
-        ref = m["policy_reference"]
-        fws = [r for r in m["policy_values"] if r["role"] != "reference" and r["policy"] != "random"]
-        if fws:
-            best = max(fws, key=lambda r: r["spend_per_mille"])
+    ope = m.online.policy_values
+    if ope is not None:
+        ref = ope.reference
+        pols = [p for p in ope.policies if p.name not in (ref, RANDOM)]
+        if pols:
+            top_policy = max(pols, key=lambda p: p.spend_per_mille)
+            lift = ope.lift(top_policy.name)
             lines.append(
-                f"Estimated on held-out randomized customers: {best['policy']} spends "
-                f"{best['spend_per_mille']:,.0f} per mille customers, {_pct(best['spend_lift_pct'])} "
-                f"[{_pct(best['spend_lift_ci_low'])}, {_pct(best['spend_lift_ci_high'])}] against {ref}."
+                f"Estimated on held-out randomized customers: {top_policy.name} spends "
+                f"{top_policy.spend_per_mille:,.0f} per mille customers, {_pct(lift.spend_lift_pct)} "
+                f"[{_pct(lift.spend_lift_ci[0])}, {_pct(lift.spend_lift_ci[1])}] against {ref}."
             )
-    if m.get("online_kind") == "none":
-        lines.append("No online evaluation: " + m["online_note"] + ".")
-    lines.append(f"The run took {m['timings_s']['total']:.0f} s; the answer is {m['primary_framework']}.")
+    if m.online.kind == "none":
+        lines.append("No online evaluation: " + m.online.note + ".")
+    lines.append(f"The run took {m.timings_s['total']:.0f} s; the answer is {m.primary_framework}.")
     return lines
 
 
 def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
     m = result.metrics
     cfg = result.config
-    ds = m["dataset"]
+    ds = m.dataset
     sections: list[Section] = []
     sections.append(
         Section(
@@ -212,11 +218,11 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
             [
                 Facts(
                     [
-                        ("Customers", ds["customers"]),
-                        ("Funds", ds["funds"]),
-                        ("Logged exposures", ds["exposures"]),
-                        ("Customers in the plan", ds["evaluation_customers"]),
-                        ("Funds per customer (K)", m["plan"]["K"]),
+                        ("Customers", ds.customers),
+                        ("Funds", ds.funds),
+                        ("Logged exposures", ds.exposures),
+                        ("Customers in the plan", ds.evaluation_customers),
+                        ("Funds per customer (K)", m.plan.K),
                     ]
                 ),
                 Table(
@@ -225,19 +231,18 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
                             "fund": f,
                             "risk_level": r,
                             "demanded": d,
-                            "share_pct": 100.0 * d / max(1, sum(m["plan"]["demand"].values())),
+                            "share_pct": 100.0 * d / max(1, sum(m.plan.demand.values())),
                         }
-                        for f, r, d in zip(
-                            m["plan"]["demand"], m["plan"]["risk_levels"], m["plan"]["demand"].values(), strict=True
-                        )
+                        for (f, d), r in zip(m.plan.demand.items(), m.plan.risk_levels, strict=True)
                     ],
                     labels={"share_pct": "share %"},
-                    caption=f"Demands: {m['plan']['shares_rule']}.",
+                    caption=f"Demands: {m.plan.shares_rule}.",
                 ),
             ],
         )
     )
-    offline_cols = [c for c in _columns(m["offline"]) if c != "model"]
+    offline_rows = m.offline_rows()
+    offline_cols = [c for c in _columns(offline_rows) if c != "model"]
     sections.append(
         Section(
             "Offline model comparison",
@@ -245,15 +250,16 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
             "conversion (AUC, higher is better; logloss, lower is better), error of the amount, and how well the "
             "predicted ETV orders customers by what they actually spent (Gini, Spearman, THC/THA). A dash means "
             "the model has no such output.",
-            [Table(m["offline"], columns=["model", *offline_cols], caption="Test split of the logged data.")],
+            [Table(offline_rows, columns=["model", *offline_cols], caption="Test split of the logged data.")],
         )
     )
     ab_ci = f"{cfg.ab_test.confidence:.0%}"
     ope_ci = f"{cfg.ope.confidence:.0%}"
-    if "ab_test" in m:
+    online = m.online
+    if online.ab_test is not None:
         blocks: list[Any] = [
             Table(
-                [_ab_display_row(r) for r in m["ab_test"]],
+                [_ab_display_row(r) for r in online.ab_test.frameworks],
                 labels={
                     "cpmd": "CPMD",
                     "cpmd_lift": f"CPMD lift % [{ab_ci} CI]",
@@ -267,7 +273,7 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
                 "17-18). Lifts against the control with paired bootstrap intervals; expected amount = the true "
                 "ETV of the delivered pairs (no draw noise); the oracle allocates the true ETV exactly.",
             ),
-            Note(m["online_note"], kind="info", title="How the test was simulated"),
+            Note(online.note, kind="info", title="How the test was simulated"),
         ]
         if "ab_lift" in plots:
             blocks.append(Image(plots["ab_lift"], alt="lift of CPMD and TAPMD against the control"))
@@ -280,10 +286,14 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
                 blocks,
             )
         )
-    if "policy_values" in m:
+    if online.policy_values is not None:
+        ope = online.policy_values
         blocks = [
             Table(
-                [_ope_display_row(r) for r in m["policy_values"]],
+                [
+                    _ope_display_row(p, "reference" if p.name == ope.reference else "", _lift_or_none(ope, p))
+                    for p in ope.policies
+                ],
                 labels={
                     "matched": "customers matched",
                     "conversions_per_mille": f"conversions per mille [{ope_ci} CI]",
@@ -296,7 +306,7 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
                 caption="Per 1,000 customers treated by the policy; self-normalised inverse propensity weighting; "
                 "lifts against the reference with paired bootstrap intervals.",
             ),
-            Note(m["online_note"], kind="approximation", title="Estimated, not observed"),
+            Note(online.note, kind="approximation", title="Estimated, not observed"),
         ]
         if "ope_lift" in plots:
             blocks.append(Image(plots["ope_lift"], alt="estimated lift against the best single arm"))
@@ -309,11 +319,11 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
                 blocks,
             )
         )
-    if m.get("online_kind") == "none":
-        sections.append(Section("Online evaluation", m["online_note"] + "."))
+    if online.kind == "none":
+        sections.append(Section("Online evaluation", online.note + "."))
     alloc_blocks: list[Any] = [
         Table(
-            m["allocation"],
+            m.allocation_rows(),
             columns=[
                 "framework",
                 "objective",
@@ -366,7 +376,7 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
             [Image(plots["calibration"], alt="calibration of ETV and conversion probability")],
         )
     )
-    train_rows = m["training"]
+    train_rows = [dataclasses.asdict(t) for t in m.training]
     sections.append(
         Section(
             "Run details",
@@ -374,7 +384,7 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
             [
                 Table(train_rows, caption="Training epochs and seconds per model, scoring seconds."),
                 Table(
-                    [{"step": k, "seconds": v} for k, v in m["timings_s"].items()],
+                    [{"step": k, "seconds": v} for k, v in m.timings_s.items()],
                     caption="Wall time per step.",
                 ),
                 Paragraph(
@@ -386,13 +396,12 @@ def build_report(result: RunResult, plots: dict[str, Path]) -> Report:
         )
     )
     subtitle = (
-        f"{ds['name']}: models {', '.join(cfg.models)}; allocation {', '.join(cfg.allocation.methods)}; "
-        f"K = {m['plan']['K']}"
+        f"{ds.name}: models {', '.join(cfg.models)}; allocation {', '.join(cfg.allocation.methods)}; K = {m.plan.K}"
     )
     return Report(
         title="eoca run report",
-        date=m["date"],
-        summary=m["summary"],
+        date=m.date,
+        summary=list(m.summary),
         sections=sections,
         subtitle=subtitle,
         footer=f"eoca run, folder {result.folder.name.removeprefix('.').removesuffix('.partial')}",
@@ -405,39 +414,47 @@ def _interval(value: float | None, low: float | None, high: float | None, fmt: s
     return f"{value:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
 
 
-def _ope_display_row(r: dict[str, Any]) -> dict[str, Any]:
+def _bounds(ci: tuple[float, float] | None) -> tuple[float | None, float | None]:
+    return (None, None) if ci is None else ci
+
+
+def _lift_or_none(ope: OPEResult, policy: PolicyValue) -> PolicyLift | None:
+    return next((lift for lift in ope.lifts if lift.policy == policy.name), None)
+
+
+def _ope_display_row(p: PolicyValue, role: str, lift: PolicyLift | None) -> dict[str, Any]:
     return {
-        "policy": r["policy"],
-        "role": r["role"],
-        "matched": r["matched"],
+        "policy": p.name,
+        "role": role,
+        "matched": p.n_matched,
         "conversions_per_mille": _interval(
-            r["conversions_per_mille"], r["conversions_per_mille_ci_low"], r["conversions_per_mille_ci_high"], ".2f"
+            p.conversions_per_mille, p.conversions_per_mille_ci[0], p.conversions_per_mille_ci[1], ".2f"
         ),
-        "spend_per_mille": r["spend_per_mille"],
-        "spend_ci": f"[{r['spend_per_mille_ci_low']:,.0f}, {r['spend_per_mille_ci_high']:,.0f}]",
-        "conversions_lift": _interval(
-            r["conversions_lift_pct"], r["conversions_lift_ci_low"], r["conversions_lift_ci_high"], "+.1f"
-        ),
-        "spend_lift": _interval(r["spend_lift_pct"], r["spend_lift_ci_low"], r["spend_lift_ci_high"], "+.1f"),
+        "spend_per_mille": p.spend_per_mille,
+        "spend_ci": f"[{p.spend_per_mille_ci[0]:,.0f}, {p.spend_per_mille_ci[1]:,.0f}]",
+        "conversions_lift": None
+        if lift is None
+        else _interval(lift.conversions_lift_pct, *lift.conversions_lift_ci, "+.1f"),
+        "spend_lift": None if lift is None else _interval(lift.spend_lift_pct, *lift.spend_lift_ci, "+.1f"),
     }
 
 
-def _ab_display_row(r: dict[str, Any]) -> dict[str, Any]:
-    def lift(key: str) -> str | None:
-        return _interval(r[f"{key}_lift_pct"], r[f"{key}_lift_ci_low"], r[f"{key}_lift_ci_high"], "+.1f")
+def _ab_display_row(r: FrameworkABResult) -> dict[str, Any]:
+    def lift(value: float | None, ci: tuple[float, float] | None) -> str | None:
+        return _interval(value, *_bounds(ci), "+.1f")
 
     return {
-        "framework": r["framework"],
-        "role": r["role"],
-        "deliveries": r["deliveries"],
-        "conversions": r["conversions"],
-        "amount": r["amount"],
-        "cpmd": r["cpmd"],
-        "cpmd_lift": lift("cpmd"),
-        "tapmd": r["tapmd"],
-        "tapmd_lift": lift("tapmd"),
-        "expected_value": r["expected_value"],
-        "pct_of_oracle_expected": r["pct_of_oracle_expected"],
+        "framework": r.name,
+        "role": r.role,
+        "deliveries": r.deliveries,
+        "conversions": r.conversions,
+        "amount": r.amount,
+        "cpmd": r.cpmd,
+        "cpmd_lift": lift(r.cpmd_lift_pct, r.cpmd_lift_ci),
+        "tapmd": r.tapmd,
+        "tapmd_lift": lift(r.tapmd_lift_pct, r.tapmd_lift_ci),
+        "expected_value": r.expected_value,
+        "pct_of_oracle_expected": r.pct_of_oracle_expected,
     }
 
 

@@ -27,7 +27,15 @@ from eoca.evaluation.metrics import ORACLE
 from eoca.io import check_output_folder, output_folder, partial_folder, write_csv, write_json, write_parquet, write_text
 from eoca.pipeline.config import RunConfig, config_to_yaml
 from eoca.pipeline.frameworks import FrameworkRun, Plan, allocation_table, build_plan, run_method
-from eoca.pipeline.results import ModelRun, RunData, RunResult
+from eoca.pipeline.results import (
+    DatasetSummary,
+    ModelRun,
+    PlanSummary,
+    RunData,
+    RunMetrics,
+    RunResult,
+    TrainingSummary,
+)
 
 console = Console(stderr=True)
 
@@ -158,56 +166,57 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
         for fw in frameworks:
             c, f = fw.pairs(plan)
             true_value[fw.name] = float(data.truth.etv[c, f].sum())
-    allocation = [v.to_row() for v in allocation_values([(f.name, f.model, f.result) for f in frameworks], true_value)]
-
-    metrics = {
-        "date": dt.date.today().isoformat(),
-        "dataset": {
-            "name": dataset.spec.name,
-            "simulated": simulated,
-            "customers": dataset.n_customers,
-            "funds": dataset.n_funds,
-            "exposures": dataset.exposures.num_rows,
-            "evaluation_customers": int(plan.customer_pos.size),
-        },
-        "plan": {
-            "K": plan.K,
-            "risk_rule": cfg.plan.risk_rule,
-            "shares_rule": plan.shares_rule,
-            "demand": {str(f): int(d) for f, d in zip(_fund_ids(dataset), plan.demand.tolist(), strict=True)},
-            "risk_levels": plan.risk.tolist(),
-        },
-        "offline": [{"model": m.name, **m.offline} for m in models],
-        "training": [
-            {
-                "model": m.name,
-                "epochs": m.epochs,
-                "train_s": m.train_seconds,
-                "score_s": m.score_seconds,
-                "valid_decision_value": m.valid_value if np.isfinite(m.valid_value) else None,
-            }
+    allocation = allocation_values([(f.name, f.model, f.result) for f in frameworks], true_value)
+    plots = write_plots(work / "plots", data, plan, models, frameworks, online, allocation)
+    timings["report_inputs"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_all
+    metrics = RunMetrics(
+        date=dt.date.today().isoformat(),
+        dataset=DatasetSummary(
+            name=dataset.spec.name,
+            simulated=simulated,
+            customers=dataset.n_customers,
+            funds=dataset.n_funds,
+            exposures=dataset.exposures.num_rows,
+            evaluation_customers=int(plan.customer_pos.size),
+        ),
+        plan=PlanSummary(
+            K=plan.K,
+            risk_rule=cfg.plan.risk_rule,
+            shares_rule=plan.shares_rule,
+            demand={str(f): int(d) for f, d in zip(_fund_ids(dataset), plan.demand.tolist(), strict=True)},
+            risk_levels=plan.risk.tolist(),
+        ),
+        offline={m.name: m.offline for m in models},
+        training=tuple(
+            TrainingSummary(
+                model=m.name,
+                epochs=m.epochs,
+                train_s=m.train_seconds,
+                score_s=m.score_seconds,
+                valid_decision_value=m.valid_value if np.isfinite(m.valid_value) else None,
+            )
             for m in models
-        ],
-        "allocation": allocation,
-        "primary_framework": primary.name,
-        "reproducibility": {
+        ),
+        allocation=tuple(allocation),
+        primary_framework=primary.name,
+        reproducibility={
             **environment(),
             "train_threads": cfg.train.num_threads,
             "deterministic_kernels": cfg.train.deterministic,
             "note": "the same config.yaml (seeds and train.num_threads included) and the same library versions "
             "give the same numbers",
         },
-        **online,
-    }
-    write_csv(metrics["offline"], work / "offline_metrics.csv")
-    write_csv(metrics["allocation"], work / "allocation_value.csv")
-    for key in ("ab_test", "policy_values"):
-        if key in online:
-            write_csv(online[key], work / f"{key}.csv")
-    plots = write_plots(work / "plots", data, plan, models, frameworks, online, allocation)
-    timings["report_inputs"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - t_all
-    metrics["timings_s"] = timings
+        online=online,
+        timings_s=timings,
+    )
+    write_csv(metrics.offline_rows(), work / "offline_metrics.csv")
+    write_csv(metrics.allocation_rows(), work / "allocation_value.csv")
+    if online.ab_test is not None:
+        write_csv(online.ab_test.to_rows(), work / "ab_test.csv")
+    if online.policy_values is not None:
+        write_csv(online.policy_values.to_rows(), work / "policy_values.csv")
+    metrics = dataclasses.replace(metrics, summary=tuple(run_summary(metrics)))
     result = RunResult(
         folder=work,
         config=cfg,
@@ -215,14 +224,12 @@ def _run(cfg: RunConfig, work: Path) -> RunResult:
         models=models,
         plan=plan,
         frameworks=frameworks,
-        online=online,
         metrics=metrics,
         timings=timings,
     )
+    write_json(metrics.to_json(), work / "metrics.json")
     from eoca.report import render_report
 
-    metrics["summary"] = run_summary(result)
-    write_json(metrics, work / "metrics.json")
     report = build_report(result, plots)
     if cfg.data is None and cfg.simulator.config().incentives is not None:
         from eoca.budget.run import pipeline_section

@@ -153,7 +153,7 @@ def evaluate_seeds(
             else:
                 cfg = base.model_copy(update={"model": name, "seed": seed})
                 trained = train(dataset, cfg, run_dir, resume=True, progress=progress)
-            metrics = offline_metrics(trained, dataset, split, truth)
+            metrics = offline_metrics(trained, dataset, split, truth).to_row()
             metrics["train_seconds"] = time.perf_counter() - t0
             metrics["epochs"] = float(len(trained.history))
             results.append(metrics)
@@ -166,7 +166,7 @@ def evaluate_seeds(
             rows.append(_ensemble_row(dataset, name, trained_runs, split, truth))
     if dataset.truth is not None and labels is not None:
         oracle = oracle_metrics(dataset, labels, truth)
-        rows.append({"model": ORACLE, "seeds": 0, **_summaries([oracle])})
+        rows.append({"model": ORACLE, "seeds": 0, **_summaries([oracle.to_row()])})
     md = render_seeds_markdown(dataset.spec.name, seeds, rows)
     out.mkdir(parents=True, exist_ok=True)
     flat = [_flatten(r) for r in rows]
@@ -209,4 +209,8 @@ def _ensemble_row(dataset: Dataset, name: str, trained_runs: list[Any], split: s
     tasks = frozenset(first.model.tasks) - {"ctr"}
     tol, risk = risk_arrays(dataset)
     metrics = metrics_from_predictor(tol, risk, labels, predict, tasks, None if truth is None else truth.etv)
-    return {"model": f"{name} (ensemble of {len(trained_runs)})", "seeds": len(trained_runs), **_summaries([metrics])}
+    return {
+        "model": f"{name} (ensemble of {len(trained_runs)})",
+        "seeds": len(trained_runs),
+        **_summaries([metrics.to_row()]),
+    }
