@@ -88,6 +88,15 @@ def test_tier_gates_change_the_representation(world: MultiScenarioWorld, name: s
             user = net.user_mlp(b.user_x)
             gated = net.user_gate(user, net.tier_emb(b.tier))
             assert not torch.allclose(gated[0], gated[1]) and not torch.allclose(gated[1], gated[2])
+            # the item gate: one item's representation under each tier, and under another scenario prior
+            assert net.item_gate is not None
+            item = torch.ones(3, net.item_gate.out.out_features)
+            scen = net.scen_emb(torch.zeros(3, dtype=torch.int64))
+            by_tier = net.item_gate(item, torch.cat([net.tier_emb(b.tier), scen], dim=1))
+            assert not torch.allclose(by_tier[0], by_tier[2])
+            other = net.scen_emb(torch.full((3,), 3, dtype=torch.int64))
+            by_scen = net.item_gate(item, torch.cat([net.tier_emb(b.tier), other], dim=1))
+            assert not torch.allclose(by_tier[0], by_scen[0])
     differs = not torch.allclose(out.p[0], out.p[2]) and not torch.allclose(out.etv[1], out.etv[2])
     assert differs == aware
 

@@ -37,9 +37,10 @@ def donation_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, floa
     return root, info["population_rate"]
 
 
-def test_weights_make_probabilities_refer_to_the_population(donation_files: tuple[Path, float]) -> None:
+@pytest.mark.parametrize("model", ["dnn_c", "gbdt"])
+def test_weights_make_probabilities_refer_to_the_population(donation_files: tuple[Path, float], model: str) -> None:
     root, rate = donation_files
-    cfg = {"model": "dnn_c", "max_epochs": 4, "patience": 4, "batch_size": 128, "num_threads": 1, "lr": 0.01}
+    cfg = {"model": model, "max_epochs": 4, "patience": 4, "batch_size": 128, "num_threads": 1, "lr": 0.01}
     mean_p = {}
     for label, sampling in (("weighted", f"sampling: {{converted_rate: {rate:.4f}}}"), ("plain", "")):
         (root / f"{label}.yaml").write_text(SPEC.format(sampling=sampling))

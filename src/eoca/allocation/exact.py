@@ -781,6 +781,7 @@ def solve_store(
             # customer's choice can change and the fixed counts stay right. Otherwise the retry round redoes
             # the balancing over all customers.
             dem_c = (demand - counts_fixed).astype(np.float64)
+            lam0_round = lam.copy()
             lam_try, _, n_scans = newton_prices(
                 S, dem_c, lam, K, max_scans=15, stop_imbalance=10.0, scale=scale, max_move=0.5 * delta
             )
@@ -790,6 +791,18 @@ def solve_store(
                 lam = lam_try
                 holds = _holds(S, lam, K)
                 excess = counts_fixed + holds.sum(axis=1) - demand
+                if np.abs(excess).sum() > 20 and k > 16:
+                    # With many funds the Newton model (one boundary pair per customer) stalls far from
+                    # balance, and every unit left over costs the flow an augmentation over ~k edges. Exact
+                    # coordinate descent on the candidates (same move guard) removes most of what Newton left:
+                    # at 20k x 100, 2,339 misplaced units became 537 and the solve went from 26 to 7 CPU s.
+                    lam_cd = coordinate_prices(S, dem_c, lam, K, 4, scale)
+                    move = lam_cd - lam0_round
+                    if float(move.max() - move.min()) <= 0.5 * delta:
+                        holds_cd = _holds(S, lam_cd, K)
+                        ex_cd = counts_fixed + holds_cd.sum(axis=1) - demand
+                        if np.abs(ex_cd).sum() < np.abs(excess).sum():
+                            lam, holds, excess = lam_cd, holds_cd, ex_cd
             elif rnd < max_rounds:
                 stats["candidate_newton_rejected"] += 1
                 stats["t_candidates"] = stats.get("t_candidates", 0.0) + time.perf_counter() - t3
@@ -797,6 +810,7 @@ def solve_store(
         stats["t_candidates"] = stats.get("t_candidates", 0.0) + time.perf_counter() - t3
 
         # 4. exact finish by successive shortest paths on the contracted graph
+        stats.setdefault("excess_to_flow", []).append(int(np.abs(excess).sum() // 2))
         t4 = time.perf_counter()
         net = _Contracted(S, holds, excess, lam, K)
         ok = net.run()

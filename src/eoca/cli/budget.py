@@ -10,6 +10,7 @@ from rich.console import Console
 
 from eoca.budget.data import ArmSpec
 from eoca.cli.app import app
+from eoca.cli.options import Overwrite
 from eoca.errors import DataValidationError
 
 console = Console()
@@ -91,6 +92,7 @@ def budget_cmd(
     categorical: Annotated[
         list[str] | None, typer.Option("--categorical", help="Table log: categorical feature.")
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Budget-constrained incentive allocation (docs/budget.md).
 
@@ -104,7 +106,9 @@ def budget_cmd(
 
     from eoca.budget.data import load_hillstrom_incentives, load_simulated, load_table
     from eoca.budget.run import run_budget, write_budget_run
+    from eoca.io import check_output_folder, output_folder
 
+    check_output_folder(out, overwrite)  # before any training, so a bad --out fails at once
     t0 = time.perf_counter()
     if data is None:
         from eoca.budget.data import from_world
@@ -157,7 +161,8 @@ def budget_cmd(
         caps=caps,
         crossfit=crossfit,
     )
-    write_budget_run(result, out)
+    with output_folder(out, overwrite=overwrite) as work:
+        write_budget_run(result, work)
     c = result.certificate
     console.print(
         f"budget [bold]{result.budget:,.0f}[/] ({result.budget / max(result.full_cost, 1e-12):.0%} of the "

@@ -19,7 +19,13 @@ console = Console(stderr=True)
 @app.command("evaluate")
 def evaluate_cmd(
     data: Annotated[str, typer.Option("--data", help=DATA_HELP)],
-    models: Annotated[str, typer.Option("--models", help="Comma-separated zoo models, e.g. esmm,mtl_ziln,esdpm.")],
+    models: Annotated[
+        str,
+        typer.Option(
+            "--models",
+            help="Comma-separated zoo models and peers, e.g. esmm,mtl_ziln,esdpm or esdpm,bgnbd (transaction logs).",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Folder for comparison.md/.csv/.json, thc_tha.png, runs/.")],
     runs: Annotated[
         Path | None, typer.Option("--runs", help="Reuse RUNS/<model>/model.pt where present; train the rest there.")
@@ -42,8 +48,10 @@ def evaluate_cmd(
 ) -> None:
     """Train (or reuse) several models with one config and compare them on the test split (EOCA Tables 1-2,
     Figure 5): AUC, logloss, MSE, MAE, Gini, Spearman, THC, THA and, on simulated data, errors against the true
-    ETV. Prints the Markdown table and writes it with CSV, JSON and a PNG of THC/THA. With --seeds, every model
-    trains once per seed and each metric is summarised over the seeds (eoca.pipeline.seeds)."""
+    ETV. Prints the Markdown table and writes it with CSV, JSON and a PNG of THC/THA. On single-item
+    (customer-value) data THC/THA are replaced by a decile table per model and a cumulative-gain chart
+    (gain.png); with sampling weights every metric is weighted. With --seeds, every model trains once per
+    seed and each metric is summarised over the seeds (eoca.pipeline.seeds)."""
     from eoca.data import open_dataset
     from eoca.io import output_folder
     from eoca.pipeline.evaluate import compare_models

@@ -27,7 +27,7 @@ Building blocks and where they come from:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -128,6 +128,21 @@ class TamorOutput:
     amount: Tensor
     etv: Tensor
     p_upgrade: Tensor
+
+
+class _Heads(NamedTuple):
+    """Raw tower outputs, each ``[B]`` except ``bias`` ``[B, bias_dim]`` (``[B, 0]`` without a user bias):
+    click / conversion logits, lognormal ``mu`` / ``sigma``, the upgrade-given-purchase logit and the click /
+    conversion logits at the prior (zero) user bias that the upgrade chain uses."""
+
+    click: Tensor
+    cvr: Tensor
+    mu: Tensor
+    sigma: Tensor
+    upgrade: Tensor
+    base_click: Tensor
+    base_cvr: Tensor
+    bias: Tensor
 
 
 class PriorGate(nn.Module):
@@ -349,7 +364,7 @@ class TamorNet(nn.Module):
             }
         )
 
-    def _logits(self, b: TamorBatch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _logits(self, b: TamorBatch) -> _Heads:
         user = self.user_mlp(b.user_x)
         scen = self.scen_emb(b.scenario)
         item = self.item_shared(torch.cat([b.item_shared, scen], dim=1)) + self.item_specific(
@@ -393,16 +408,17 @@ class TamorNet(nn.Module):
             zeros = torch.zeros_like(ub)
             base_click = t["click"](torch.cat([per_task[0], zeros], dim=1)).squeeze(1)
             base_cvr = t["conversion"](torch.cat([per_task[1], zeros], dim=1)).squeeze(1)
-        self._base = (base_click, base_cvr)
-        return click, cvr, mu, sigma, upgrade, (ub if ub is not None else user[:, :0])
+        bias = ub if ub is not None else user[:, :0]
+        return _Heads(click, cvr, mu, sigma, upgrade, base_click, base_cvr, bias)
 
     def forward(self, b: TamorBatch) -> TamorOutput:
-        click, cvr, mu, sigma, upgrade, _ = self._logits(b)
+        h = self._logits(b)
+        click, cvr, mu, sigma, upgrade = h.click, h.cvr, h.mu, h.sigma, h.upgrade
         pctr, pcvr, pup = torch.sigmoid(click), torch.sigmoid(cvr), torch.sigmoid(upgrade)
         p = pctr * pcvr
         etv = expected_transaction_value("lognormal", p=p, mu=mu, sigma=sigma)
         amount = expected_transaction_value("lognormal", p=torch.ones_like(p), mu=mu, sigma=sigma)
-        p_base = torch.sigmoid(self._base[0]) * torch.sigmoid(self._base[1])
+        p_base = torch.sigmoid(h.base_click) * torch.sigmoid(h.base_cvr)
         return TamorOutput(
             pctr=pctr, pcvr=pcvr, p=p, mu=mu, sigma=sigma, amount=amount, etv=etv, p_upgrade=p_base * pup
         )
@@ -411,11 +427,12 @@ class TamorNet(nn.Module):
         """Each task's mean loss on labelled batch ``b`` (scalars), plus ``bias_l2`` (the user-bias penalty)."""
         if b.click is None or b.convert is None or b.amount is None or b.upgrade is None:
             raise ValueError("task_losses needs a labelled batch (click, convert, amount, upgrade)")
-        click, cvr, mu, sigma, upgrade, ub = self._logits(b)
+        h = self._logits(b)
+        click, cvr, mu, sigma, upgrade, ub = h.click, h.cvr, h.mu, h.sigma, h.upgrade, h.bias
         lp_click = (F.logsigmoid(click), F.logsigmoid(-click))
         lp_ctcvr = product_log_probs(click, cvr)
         # P(upgrade) = pCTCVR * s(u); 1 - p = (1 - pCTCVR) + pCTCVR (1 - s(u)), summed in log space.
-        lp_base = product_log_probs(*self._base)
+        lp_base = product_log_probs(h.base_click, h.base_cvr)
         lp_up = lp_base[0] + F.logsigmoid(upgrade)
         l1mp_up = torch.logaddexp(lp_base[1], lp_base[0] + F.logsigmoid(-upgrade))
         applies = b.upgrade >= 0

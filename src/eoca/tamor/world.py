@@ -223,7 +223,7 @@ def generate_multi_scenario_world(config: MultiScenarioWorldConfig, seed: int = 
     zs = np.stack([_z(spec[:, c]) for c in range(spec.shape[1])], axis=1)
     item_shared = np.stack([risk.astype(np.float64), exp_ret], axis=1)
     item_shared = ((item_shared - item_shared.mean(0)) / np.maximum(item_shared.std(0), 1e-9)).astype(np.float32)
-    item_specific = np.where(np.isnan(zs), np.nan, zs).astype(np.float32)
+    item_specific = zs.astype(np.float32)  # NaN outside the item's own scenario, by design
 
     # --- truth -----------------------------------------------------------------------------------------------
     tb = cfg.tiers

@@ -41,7 +41,7 @@ class TrainOptions(BaseModel):
     sequence_length: int | None = Field(None, ge=1)
     num_threads: int | None = Field(None, ge=1)
     deterministic: bool = True
-    selection: Literal["auto", "loss", "ips"] = "auto"
+    selection: Literal["auto", "loss", "ips", "etv_mse", "gini"] = "auto"
 
     @field_validator("grid_lr")
     @classmethod

@@ -18,25 +18,35 @@ about ``conversions x mean propensity`` of them. Measured on the default simulat
 conversions over 8 funds, so about 12 matched) early stopping on it ended `esdpm` after one or two epochs at
 83.6% of the oracle's value against 87.6% with the validation loss (seed 0), and on Hillstrom it lowered ESMM's
 policy values; so ``selection: auto`` uses it only when at least :data:`MIN_MATCHED_CONVERSIONS` matched
-conversions are expected, and the loss otherwise. ``selection: ips`` forces it.
+conversions are expected, the validation loss when propensities exist but fewer conversions match, and
+``etv_mse`` (below) without propensities. ``selection: ips`` forces the decision value.
+
+Without propensities (imported customer-value data, a single item) there is no choice to value; selection then
+scores the deployed ETV itself on the validation split (:func:`etv_selection_score`): ``etv_mse``, its
+(sampling-weighted) mean squared error against the realised amount, or ``gini``, its normalised Gini. Neither
+can be won by a model whose amounts explode: a validation *loss* can (a lognormal head that widens sigma to the
+ceiling lowers the likelihood loss of a few large amounts while its ETV, ``exp(mu + sigma^2 / 2)``, runs to
+hundreds of thousands), whereas the ETV's squared error grows with every exploded prediction.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from eoca.data import Dataset
-from eoca.evaluation.metrics import argmax_fund
+from eoca.data.dataset import split_exposures
+from eoca.evaluation.metrics import argmax_fund, mse, normalized_gini
 from eoca.models.guard import EtvGuard
 from eoca.risk import eligible_mask
 
 if TYPE_CHECKING:
     from eoca.training.trainer import TrainedModel
 
-Selection = Literal["auto", "loss", "ips"]
-SELECTIONS: tuple[str, ...] = ("auto", "loss", "ips")
+Selection = Literal["auto", "loss", "ips", "etv_mse", "gini"]
+SELECTIONS: tuple[str, ...] = ("auto", "loss", "ips", "etv_mse", "gini")
 MIN_MATCHED_CONVERSIONS = 100
 """Expected validation conversions on the policy's own funds (conversions x mean propensity) from which
 ``selection: auto`` trusts the decision value: its relative standard error is then roughly 1/sqrt(100) = 10%
@@ -60,10 +70,34 @@ def has_propensities(dataset: Dataset, split: str = "valid", min_matched: float 
 
 def resolve_selection(selection: str, dataset: Dataset) -> str:
     """``auto`` -> ``ips`` when the validation split has propensities and at least
-    :data:`MIN_MATCHED_CONVERSIONS` expected matched conversions, else ``loss``."""
+    :data:`MIN_MATCHED_CONVERSIONS` expected matched conversions, ``loss`` when it has propensities but fewer,
+    else ``etv_mse``."""
     if selection == "auto":
-        return "ips" if has_propensities(dataset, "valid", MIN_MATCHED_CONVERSIONS) else "loss"
+        if has_propensities(dataset, "valid", MIN_MATCHED_CONVERSIONS):
+            return "ips"
+        return "loss" if has_propensities(dataset) else "etv_mse"
     return selection
+
+
+def etv_selection_score(trained: TrainedModel, dataset: Dataset, metric: str, split: str = "valid") -> float:
+    """Lower is better: the (sampling-weighted) MSE of the deployed ETV against ``split``'s realised amounts
+    (``metric="etv_mse"``) or minus its normalised Gini (``"gini"``; +inf when undefined). The ETV is the
+    guarded one, with the guard's recalibration fitted on ``split`` as it is after training (this sets
+    ``trained.guard``)."""
+    labels = split_exposures(dataset, split)
+    if labels["amount"].size == 0:
+        return math.inf
+    trained.fit_guard(dataset, split)
+    etv = trained.predict_pairs(
+        dataset, labels["customer_pos"], labels["fund_pos"], trained.config.eval_batch_size
+    )["etv"].astype(np.float64)
+    weight = labels.get("weight")
+    if metric == "etv_mse":
+        return mse(labels["amount"], etv, weight)
+    if metric == "gini":
+        g = normalized_gini(labels["amount"], etv, weight)
+        return -g if math.isfinite(g) else math.inf
+    raise ValueError(f"unknown ETV selection metric {metric!r}; use etv_mse or gini")
 
 
 def argmax_policy_value(trained: TrainedModel, dataset: Dataset, split: str = "valid") -> float:

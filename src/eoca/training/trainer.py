@@ -38,7 +38,7 @@ from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model
 from eoca.models.base import DirectFitModel
 from eoca.models.guard import EtvGuard
 from eoca.training.config import TrainConfig, coerce_train_config
-from eoca.training.selection import argmax_policy_value, resolve_selection
+from eoca.training.selection import argmax_policy_value, etv_selection_score, resolve_selection
 
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -507,6 +507,10 @@ def _train_one(
             if selection == "ips":
                 valid_value = argmax_policy_value(probe, dataset, "valid")
                 score = -valid_value if math.isfinite(valid_value) else math.inf
+            elif selection in ("etv_mse", "gini"):
+                # valid_value: the validation ETV's MSE, or its Gini; score: lower is better.
+                score = etv_selection_score(probe, dataset, selection, "valid")
+                valid_value = -score if selection == "gini" else score
             seconds = time.perf_counter() - t0
             record = {
                 "epoch": float(epoch + 1),
@@ -520,7 +524,7 @@ def _train_one(
                 "train_cpu_seconds": train_cpu_seconds,
                 "samples_per_cpu_s": rows / train_cpu_seconds if train_cpu_seconds else 0.0,
             }
-            if selection == "ips":
+            if selection != "loss":  # a NaN would make two identical histories compare unequal
                 record["valid_value"] = valid_value
             st.history.append(record)
             st.epoch = epoch + 1
@@ -579,7 +583,7 @@ def _fit_direct(
         bound, seed=cfg.seed, num_threads=set_threads(cfg.num_threads), batch_size=cfg.eval_batch_size
     )
     model.eval()
-    trained = TrainedModel(model=model, features=features, config=cfg, history=[record])
+    trained = TrainedModel(model=model, features=features, config=cfg, history=[record], _bound=(dataset, bound))
     guard = trained.fit_guard(dataset)
     summary = {
         "model": cfg.model,
@@ -613,7 +617,9 @@ def _grid_search(
     progress: bool,
     on_epoch_end: EpochCallback | None,
 ) -> TrainedModel:
-    """Train every (lr, dropout) of the grid and keep the model with the lowest best validation loss."""
+    """Train every (lr, dropout) of the grid and keep the model with the lowest best validation score (the
+    config's ``selection``: validation loss, minus the decision value, the validation ETV's MSE or minus its
+    Gini)."""
     features = _fit_features(dataset, cfg)
     results: list[dict[str, Any]] = []
     best: tuple[float, TrainedModel, dict[str, Any]] | None = None
@@ -632,7 +638,8 @@ def _grid_search(
                 features=features,
                 label=f"{cfg.model} {tag}",
             )
-            # best_score: the validation loss, or minus the decision value under selection "ips".
+            # best_score: the validation loss, minus the decision value ("ips"), the validation ETV's MSE
+            # ("etv_mse") or minus its Gini ("gini"); lower is better for all.
             loss = float(summary["best_score"])
             results.append(
                 {

@@ -131,6 +131,11 @@ class BoundFeatures:
             out["clicked"] = self._clicked[rows]
         return out
 
+    def split_weights(self, split: str) -> np.ndarray | None:
+        """Sampling weights of ``split``'s rows (float64 ``[n]``, in ``exposure_batches(shuffle=False)``
+        order), or None when the dataset has no weight column."""
+        return None if self._weight is None else self._weight[self._rows(split)]
+
     def exposure_batches(
         self, split: str, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
     ) -> Iterator[Batch]:

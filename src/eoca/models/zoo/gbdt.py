@@ -107,10 +107,17 @@ class Gbdt(DirectFitModel):
             **extra,
         }
 
-    def _dataset(self, x: np.ndarray, y: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+    def _dataset(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        reference: lgb.Dataset | None = None,
+        weight: np.ndarray | None = None,
+    ) -> lgb.Dataset:
         return lgb.Dataset(
             x,
             label=y,
+            weight=weight,
             feature_name=self.columns,
             categorical_feature=self.categorical,
             reference=reference,
@@ -129,11 +136,12 @@ class Gbdt(DirectFitModel):
             num_leaves=int(self.params["num_leaves"]),
             min_child_samples=int(self.params["min_child_samples"]),
         )
-        train_set = self._dataset(x, conv)
+        # Sampling weights (an oversampled design) weight the conversion loss so p refers to the population.
+        train_set = self._dataset(x, conv, weight=bound.split_weights("train"))
         callbacks: list[Any] = []
         valid_sets: list[lgb.Dataset] = []
         if conv_v.size and conv_v.sum() > 0:
-            valid_sets = [self._dataset(xv, conv_v, train_set)]
+            valid_sets = [self._dataset(xv, conv_v, train_set, weight=bound.split_weights("valid"))]
             callbacks.append(lgb.early_stopping(int(self.params["early_stopping_rounds"]), verbose=False))
         if conv.sum() > 0:
             self._classifier = lgb.train(

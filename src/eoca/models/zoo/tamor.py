@@ -87,9 +87,12 @@ class TamorZoo(EsdpmFamily):
         stats = space.label_stats
         sigma0 = max(stats["log1p_sigma"], SIGMA_FLOOR + 0.1)
         self.lognormal = Tower(dim, hidden, 2, dropout, [stats["log1p_mu"], _softplus_inverse(sigma0 - SIGMA_FLOOR)])
-        self._bias_rows: Tensor | None = None
 
     def _forward(self, batch: Batch) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
+        return self._forward_with_bias(batch)[:4]
+
+    def _forward_with_bias(self, batch: Batch) -> tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor]:
+        """``(logit_ctr or None, logit_cvr, mu, sigma)`` each ``[B]``, and the user-bias rows ``[B, bias_dim]``."""
         pair = self.encode(batch)
         inputs = batch.inputs
         n_units, n_funds = pair.customer.shape[0], pair.fund.shape[0]
@@ -107,17 +110,20 @@ class TamorZoo(EsdpmFamily):
         if self.training:
             self.user_bias.register(keys)
         ub = self.user_bias(keys)[pair.row_unit]  # [B, bias_dim]
-        self._bias_rows = ub
         logit_ctr, logit_cvr = self.heads(torch.cat([h[:, 0], ub], dim=1), torch.cat([h[:, 1], ub], dim=1))
         out = self.lognormal(h[:, 2])
-        return logit_ctr, logit_cvr, out[:, 0], positive_sigma(out[:, 1])
+        return logit_ctr, logit_cvr, out[:, 0], positive_sigma(out[:, 1]), ub
 
     def loss(self, batch: Batch) -> Tensor:
-        conversion_labels(batch)  # a clear error for an unlabelled batch before any work
-        base = super().loss(batch)
-        ub = self._bias_rows
-        assert ub is not None
-        return base + float(self.params["user_bias_l2"]) * ub.pow(2).sum(1).mean()
+        _, amount = conversion_labels(batch)
+        logit_ctr, logit_cvr, mu, sigma, ub = self._forward_with_bias(batch)
+        log_p, log_1mp = ConversionHeads.log_probs(logit_ctr, logit_cvr)
+        penalty = float(self.params["user_bias_l2"]) * ub.pow(2).sum(1).mean()
+        return (
+            self._amount_loss(log_p, log_1mp, mu, sigma, amount)
+            + ConversionHeads.click_loss(logit_ctr, batch)
+            + penalty
+        )
 
 
 MODEL = TamorZoo
