@@ -15,9 +15,8 @@ one. With few conversions in the split the estimate is noisy; it is unbiased for
 
 When it is used. The estimate rests on the validation conversions whose logged fund is the model's choice,
 about ``conversions x mean propensity`` of them. Measured on the default simulated world (97 validation
-conversions over 8 funds, so about 12 matched) early stopping on it ended `esdpm` after one or two epochs at
-83.6% of the oracle's value against 87.6% with the validation loss (seed 0), and on Hillstrom it lowered ESMM's
-policy values; so ``selection: auto`` uses it only when at least :data:`MIN_MATCHED_CONVERSIONS` matched
+conversions over 8 funds, so about 12 matched) early stopping on it was no better than on the loss (3 seeds,
+docs/models.md), and on Hillstrom (about 14 matched) it lowered ESMM's policy values; so ``selection: auto`` uses it only when at least :data:`MIN_MATCHED_CONVERSIONS` matched
 conversions are expected, the validation loss when propensities exist but fewer conversions match, and
 ``etv_mse`` (below) without propensities. ``selection: ips`` forces the decision value.
 
