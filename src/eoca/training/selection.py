@@ -18,7 +18,8 @@ about ``conversions x mean propensity`` of them. Measured on the default simulat
 conversions over 8 funds, so about 12 matched) early stopping on it was no better than on the loss (3 seeds,
 docs/models.md), and on Hillstrom (about 14 matched) it lowered ESMM's policy values; so ``selection: auto``
 uses it only when at least :data:`MIN_MATCHED_CONVERSIONS` matched conversions are expected, the validation
-loss when propensities exist but fewer conversions match, and ``etv_mse`` (below) without propensities. ``selection: ips`` forces the decision value.
+loss when propensities exist but fewer conversions match, and ``etv_mse`` (below) without propensities.
+``selection: ips`` forces the decision value.
 
 Without propensities (imported customer-value data, a single item) there is no choice to value; selection then
 scores the deployed ETV itself on the validation split (:func:`etv_selection_score`): ``etv_mse``, its
