@@ -21,6 +21,7 @@ N = 1200  # customers of the small world: enough for every step to have somethin
 SMALL = [
     f"simulator.customers={N}",
     "simulator.funds=5",
+    "models=[esmm,esdpm]",
     "train.max_epochs=1",
     "train.batch_size=256",
     "train.num_threads=1",

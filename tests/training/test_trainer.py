@@ -33,7 +33,7 @@ def test_training_loss_falls_and_run_folder_is_complete(tiny: Dataset, tmp_path:
     assert metrics["best_epoch"] >= 1
     if metrics["selection"] == "loss":
         assert metrics["best_valid_loss"] == min(h["valid_loss"] for h in trained.history)
-    else:  # the simulator logs propensities: early stopping keeps the highest decision value
+    else:  # enough matched validation conversions: early stopping keeps the highest decision value
         assert metrics["selection"] == "ips"
         assert metrics["best_score"] == -max(h["valid_value"] for h in trained.history)
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv
 
-from eoca.models.features import FeatureSpace
+from eoca.models.features import PAIR_FEATURE_NAMES, FeatureSpace
 
 
 def mlp(dims: list[int], dropout: float, *, last_activation: bool = True) -> nn.Sequential:
@@ -333,8 +333,6 @@ class CandidateArch(nn.Module):
 
     def __init__(self, space: FeatureSpace, embedding_dim: int) -> None:
         super().__init__()
-        from eoca.models.features.encoding import PAIR_FEATURE_NAMES
-
         amount_scale = max(1.0, float(space.label_stats.get("log1p_mu", 1.0)))
         scale = [1.0 / amount_scale if n == "purchase_amount" else 1.0 for n in PAIR_FEATURE_NAMES] * 2
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32), persistent=False)

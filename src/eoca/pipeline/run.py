@@ -249,7 +249,7 @@ def _fund_ids(dataset: Dataset) -> list[Any]:
 def _train_and_score(cfg: RunConfig, data: RunData, name: str, plan: Plan, work: Path) -> ModelRun:
     from eoca.pipeline.evaluate import offline_metrics
     from eoca.training import train
-    from eoca.training.selection import argmax_policy_value, has_propensities
+    from eoca.training.selection import MIN_MATCHED_CONVERSIONS, argmax_policy_value, has_propensities
 
     dataset = data.dataset
     tc = cfg.train_config(name)
@@ -279,7 +279,9 @@ def _train_and_score(cfg: RunConfig, data: RunData, name: str, plan: Plan, work:
         train_seconds=t_train,
         score_seconds=t_score,
         epochs=len(trained.history),
-        valid_value=argmax_policy_value(trained, dataset, "valid") if has_propensities(dataset) else float("nan"),
+        valid_value=argmax_policy_value(trained, dataset, "valid")
+        if has_propensities(dataset, "valid", MIN_MATCHED_CONVERSIONS)
+        else float("nan"),
     )
 
 
@@ -305,7 +307,8 @@ def _allocate_all(cfg: RunConfig, data: RunData, plan: Plan, models: list[ModelR
 def _primary(cfg: RunConfig, frameworks: list[FrameworkRun], models: list[ModelRun]) -> FrameworkRun:
     """The framework whose allocation is the run's answer: the configured model with the highest decision value
     on the validation split (:func:`eoca.training.selection.argmax_policy_value`, where exposures carry
-    propensities; else the last configured model) with the exact method, or its last method without exact."""
+    propensities and enough conversions, see ``MIN_MATCHED_CONVERSIONS``; else the last configured model) with
+    the exact method, or its last method without exact."""
     valued = [m for m in models if np.isfinite(m.valid_value)]
     model = max(valued, key=lambda m: m.valid_value).name if valued else cfg.models[-1]
     mine = [f for f in frameworks if f.model == model]

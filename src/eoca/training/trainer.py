@@ -516,7 +516,6 @@ def _train_one(
                 "epoch": float(epoch + 1),
                 "train_loss": train_loss,
                 "valid_loss": valid_loss,
-                "valid_value": valid_value,
                 "rows": float(rows),
                 "seconds": seconds,
                 "train_seconds": train_seconds,
@@ -525,6 +524,8 @@ def _train_one(
                 "train_cpu_seconds": train_cpu_seconds,
                 "samples_per_cpu_s": rows / train_cpu_seconds if train_cpu_seconds else 0.0,
             }
+            if selection != "loss":  # a NaN would make two identical histories compare unequal
+                record["valid_value"] = valid_value
             st.history.append(record)
             st.epoch = epoch + 1
             if score < st.best_loss - cfg.min_delta:
