@@ -123,6 +123,9 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "machine": platform.machine(),
+        # torch picks kernels by instruction set (e.g. AVX512 vs AVX2); their last bits differ, and rare-conversion
+        # training amplifies that into different models, so a run is only reproducible on the same capability.
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
