@@ -79,7 +79,7 @@ VARIANTS: dict[str, Variant] = {
     ),
     "star": Variant(tier_aware=False, scenario_encoders=False, user_bias=False, bottom="star", amount_to_upgrade=False),
 }
-"""Every network of the comparison: TAMOR, its ablations and the three baselines of issue 13."""
+"""Every network of the comparison: TAMOR, its ablations and the three baselines (pooled, per-tier, STAR-style)."""
 assert tuple(VARIANTS) == FRAMEWORK_NAMES, "eoca.tamor.config.FRAMEWORK_NAMES must list VARIANTS in order"
 
 

@@ -75,7 +75,7 @@ def resolve_threads(num_threads: int | None = None) -> int:
     One thread is the automatic choice because every zoo model is a network of small kernels (batches of about a
     thousand rows, layers a few dozen wide) whose work per kernel is close to what waking and joining a second
     thread costs. A second thread can at best halve a step, but when another job holds the other core each
-    kernel waits for it, and training ran 6 to 30 times slower than with one thread (issue 10; see
+    kernel waits for it, and training ran 6 to 30 times slower than with one thread (see
     benchmarks/RESULTS.md). The choice is fixed, not timed at start, so the same config gives the same model
     whatever the load. Set ``num_threads`` to use more threads, e.g. on a machine of one's own.
     """

@@ -27,7 +27,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "dropout": 0.1,
     "use_sequences": True,  # the papers give every model the same behaviour sequence
     "tower_hidden": 32,
-    "candidate_aware": True,  # pair counts + target attention of the candidate fund (issue 9); off = the paper's
+    "candidate_aware": True,  # pair counts + target attention of the candidate fund; off = the paper's
 }
 """Parameters of every model; each zoo module adds its own (see its ``DEFAULTS``)."""
 
