@@ -125,3 +125,13 @@ def test_cli_budget_bad_budget_is_a_clear_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["budget", "--out", str(tmp_path / "x"), "--customers", "500", "--budget", "-5"])
     assert res.exit_code != 0
     assert "budget" in str(res.exception) or "budget" in res.output
+
+
+def test_cap_and_design_options_parse_and_name_a_malformed_value() -> None:
+    from eoca.cli.budget import _name_values
+    from eoca.errors import DataValidationError
+
+    assert _name_values(["coupon=100", "message=5"], int, "--cap", "ARM=COUNT") == {"coupon": 100, "message": 5}
+    assert _name_values(["none=0.5"], float, "--design", "ARM=PROBABILITY") == {"none": 0.5}
+    with pytest.raises(DataValidationError, match=r"--cap 'coupon=many': expected ARM=COUNT"):
+        _name_values(["coupon=many"], int, "--cap", "ARM=COUNT")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -12,6 +13,8 @@ from eoca.budget.data import ArmSpec
 from eoca.cli.app import app
 from eoca.cli.options import Overwrite
 from eoca.errors import DataValidationError
+
+T = TypeVar("T")
 
 console = Console()
 
@@ -27,6 +30,17 @@ def _arm_specs(arms: list[str]) -> list[ArmSpec]:
         except ValueError:
             raise DataValidationError(f"--arm {text!r}: the cost {parts[2]!r} is not a number") from None
         out.append(ArmSpec(parts[0], parts[1], cost))
+    return out
+
+def _name_values(items: list[str], convert: Callable[[str], T], option: str, form: str) -> dict[str, T]:
+    """Parse repeated ``NAME=VALUE`` options; a malformed one names the option and the expected form."""
+    out: dict[str, T] = {}
+    for text in items:
+        name, _, value = text.partition("=")
+        try:
+            out[name] = convert(value)
+        except ValueError:
+            raise DataValidationError(f"{option} {text!r}: expected {form}") from None
     return out
 
 
@@ -126,13 +140,7 @@ def budget_cmd(
             raise DataValidationError(f"--data {data}: a table log needs --treatment and one --arm per arm")
         des = None
         if design:
-            des = {}
-            for d in design:
-                name, _, prob = d.partition("=")
-                try:
-                    des[name] = float(prob)
-                except ValueError:
-                    raise DataValidationError(f"--design {d!r}: expected ARM=PROBABILITY") from None
+            des = _name_values(design, float, "--design", "ARM=PROBABILITY")
         inc_data = load_table(
             data,
             treatment=treatment,
@@ -144,13 +152,7 @@ def budget_cmd(
             numeric=numeric or (),
             categorical=categorical or (),
         )
-    caps: dict[str, int] = {}
-    for text in cap or []:
-        name, _, count = text.partition("=")
-        try:
-            caps[name] = int(count)
-        except ValueError:
-            raise DataValidationError(f"--cap {text!r}: expected ARM=COUNT, e.g. large_coupon=1000") from None
+    caps = _name_values(cap or [], int, "--cap", "ARM=COUNT, e.g. large_coupon=1000")
     result = run_budget(
         inc_data,
         models=[m.strip() for m in models.split(",") if m.strip()],

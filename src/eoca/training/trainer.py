@@ -557,15 +557,8 @@ def _train_one(
         "train_exposures": n_train,
         "valid_exposures": n_valid,
         "rows_per_epoch": rows_per_epoch,
-        "threads": torch.get_num_threads(),
-        "seconds": time.perf_counter() - started,
-        "history": st.history,
-        "guard": guard.state_dict(),
     }
-    if out is not None:
-        trained.save(out)
-        write_json(summary, out / METRICS_FILE)
-    return trained, summary
+    return _finish(trained, guard, summary, started, out)
 
 
 def _fit_direct(
@@ -597,11 +590,20 @@ def _fit_direct(
         "train_exposures": bound.n_exposures("train"),
         "valid_exposures": bound.n_exposures("valid"),
         "rows_per_epoch": bound.n_exposures("train"),
-        "threads": torch.get_num_threads(),
-        "seconds": time.perf_counter() - started,
-        "history": [record],
-        "guard": guard.state_dict(),
     }
+    return _finish(trained, guard, summary, started, out)
+
+
+def _finish(
+    trained: TrainedModel, guard: Any, summary: dict[str, Any], started: float, out: Path | None
+) -> tuple[TrainedModel, dict[str, Any]]:
+    """Complete the training summary (threads, time, history, guard) and write the model and it to ``out``."""
+    summary.update(
+        threads=torch.get_num_threads(),
+        seconds=time.perf_counter() - started,
+        history=trained.history,
+        guard=guard.state_dict(),
+    )
     if out is not None:
         trained.save(out)
         write_json(summary, out / METRICS_FILE)
