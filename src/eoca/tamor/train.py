@@ -7,6 +7,7 @@ item position), so a batch is a handful of ``index_select`` calls.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -212,6 +213,8 @@ def _fit_net(
         opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
     gen = torch.Generator().manual_seed(seed)
     n = lab["cust"].numel()
+    total_steps = cfg.epochs * -(-n // cfg.batch_size)
+    step_no = 0
     net.train()
     for _epoch in range(cfg.epochs):
         t0 = time.perf_counter()
@@ -223,6 +226,14 @@ def _fit_net(
             b = tensors.batch(lab["cust"].index_select(0, idx), lab["item"].index_select(0, idx))
             b.click, b.convert = lab["click"].index_select(0, idx), lab["convert"].index_select(0, idx)
             b.amount, b.upgrade = lab["amount"].index_select(0, idx), lab["upgrade"].index_select(0, idx)
+            if cfg.schedule == "cosine":
+                # decaying to zero averages out the last steps' noise, which on the small high-holding tier
+                # otherwise moves its amount ranking from one training seed to the next
+                lr = 0.5 * cfg.lr * (1.0 + math.cos(math.pi * step_no / total_steps))
+                for opt in opts:
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+            step_no += 1
             losses = net.task_losses(b, cfg.user_bias_l2)
             total = sum(losses.values(), torch.zeros(()))
             for opt in opts:
