@@ -26,7 +26,16 @@ from eoca.tamor.evaluate import METRICS, PeriodResult, paired_lift
 from eoca.tamor.experiment import run_comparison
 from eoca.tamor.model import VARIANTS
 
-FRAMEWORKS = ["tamor", "pooled", "per_tier", "star", "tamor_no_tier", "tamor_no_scenario", "tamor_no_bias"]
+FRAMEWORKS = [
+    "tamor",
+    "pooled",
+    "per_tier",
+    "star",
+    "tamor_no_tier",
+    "tamor_no_scenario",
+    "tamor_no_bias",
+    "tamor_no_link",
+]
 LIFT_METRICS = ("expected_new_high_holding", "expected_amount", "new_high_holding", "amount", "conversions")
 GOAL_METRICS = ("expected_new_high_holding", "expected_amount")
 GOAL_REFERENCES = ("pooled", "per_tier")

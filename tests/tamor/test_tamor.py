@@ -218,3 +218,26 @@ def test_pooled_lift_sums_periods_and_resamples_within_each(world: MultiScenario
         assert both[metric][2] - both[metric][1] < single[metric][2] - single[metric][1]  # twice the customers
     with pytest.raises(EocaError):
         paired_lift([], "good", "random")
+
+
+def test_log_gap_is_what_the_customer_lacks(world: MultiScenarioWorld) -> None:
+    gap = world.log_gap()
+    lower = world.tier < 2
+    np.testing.assert_allclose(gap[lower], np.log(world.threshold - world.holdings[lower]), rtol=1e-5)
+    assert np.all(gap[~lower] == 0)
+
+
+def test_upgrade_link_raises_p_upgrade_as_the_gap_shrinks(world: MultiScenarioWorld) -> None:
+    torch.manual_seed(0)
+    net = build_net("tamor", world, TRAIN, world.train)
+    with torch.no_grad():
+        for p in net.towers["upgrade"].parameters():
+            p.zero_()  # only the link moves the upgrade logit
+    net.eval()
+    b = WorldTensors.of(world).batch(torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64))
+    b.log_gap = torch.tensor([12.0, 10.0, 8.0])
+    with torch.no_grad():
+        p_up = net(b).p_upgrade
+    assert p_up[0] < p_up[1] < p_up[2]
+    plain = build_net("tamor_no_link", world, TRAIN, world.train)
+    assert plain.log_retention is None and net.log_retention is not None

@@ -35,6 +35,7 @@ FRAMEWORK_NAMES: tuple[str, ...] = (
     "tamor_no_tier",
     "tamor_no_scenario",
     "tamor_no_bias",
+    "tamor_no_link",
     "pooled",
     "per_tier",
     "star",

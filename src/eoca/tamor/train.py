@@ -30,6 +30,7 @@ class WorldTensors:
     item_shared: torch.Tensor
     scenario: torch.Tensor
     item_specific: torch.Tensor
+    log_gap: torch.Tensor
 
     @classmethod
     def of(cls, world: MultiScenarioWorld) -> WorldTensors:
@@ -40,6 +41,7 @@ class WorldTensors:
             item_shared=torch.from_numpy(world.item_shared),
             scenario=torch.from_numpy(world.scenario),
             item_specific=torch.from_numpy(world.item_specific),
+            log_gap=torch.from_numpy(world.log_gap()),
         )
 
     def batch(self, cust: torch.Tensor, item: torch.Tensor) -> TamorBatch:
@@ -51,6 +53,7 @@ class WorldTensors:
             item_shared=self.item_shared.index_select(0, item),
             scenario=self.scenario.index_select(0, item),
             item_specific=self.item_specific.index_select(0, item),
+            log_gap=self.log_gap.index_select(0, cust),
         )
 
 
@@ -128,8 +131,9 @@ class TamorModel:
         return self.predict(tensors, np.repeat(np.arange(n), m), np.tile(np.arange(m), n))
 
 
-def _init_rates(log: ExposureLog) -> dict[str, float]:
+def _init_rates(log: ExposureLog, log_gap: np.ndarray) -> dict[str, float]:
     clicks = float(log.click.sum())
+    gaps = log_gap[log.customer[log.upgrade >= 0]]
     conv = log.convert > 0
     applies = log.upgrade >= 0
     return {
@@ -137,6 +141,8 @@ def _init_rates(log: ExposureLog) -> dict[str, float]:
         "cvr_rate": float(conv.sum()) / max(clicks, 1.0),
         "upgrade_rate": float((log.upgrade[applies & conv] > 0).sum()) / max(float((applies & conv).sum()), 1.0),
         "log_amount": float(np.log(log.amount[conv]).mean()) if conv.any() else 0.0,
+        "log_gap_mean": float(gaps.mean()) if gaps.size else 0.0,
+        "log_gap_sd": float(gaps.std()) if gaps.size > 1 and gaps.std() > 0 else 1.0,
     }
 
 
@@ -162,7 +168,7 @@ def build_net(name: str, world: MultiScenarioWorld, cfg: TamorTrainConfig, log: 
         dim=cfg.dim,
         bias_dim=cfg.user_bias_dim,
         bias_buckets=cfg.user_bias_buckets,
-        init=_init_rates(log),
+        init=_init_rates(log, world.log_gap()),
     )
 
 
