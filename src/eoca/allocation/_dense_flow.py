@@ -121,7 +121,10 @@ class DenseContracted:
         np.fill_diagonal(w, np.inf)
         src = np.flatnonzero(self.excess > 0)
         dist, pred, _ = dijkstra(
-            csgraph_from_dense(w, null_value=np.inf), directed=True, indices=src, return_predecessors=True,
+            csgraph_from_dense(w, null_value=np.inf),
+            directed=True,
+            indices=src,
+            return_predecessors=True,
             min_only=True,
         )
         sinks = np.flatnonzero(self.excess < 0)
