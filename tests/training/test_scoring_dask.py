@@ -30,9 +30,7 @@ def test_dask_scoring_matches_local_scoring(
     local = pq.read_table(write_scores(trained, tiny, tmp_path / "local.parquet", chunk_customers=257, progress=False))
     reads: list[dict[str, int]] = []
     with open_client(ClusterSpec(workers=2, processes=False)) as client:
-        parts, pairs = score_dask(
-            client, trained, tiny_dir, tmp_path / "dask", part_size=300, chunk=257, reads=reads
-        )
+        parts, pairs = score_dask(client, trained, tiny_dir, tmp_path / "dask", part_size=300, chunk=257, reads=reads)
     assert parts == -(-tiny.n_customers // 300) and pairs == tiny.n_customers * tiny.n_funds
     # every worker read only its own part: its customers' rows of every table, never the whole tables
     assert len(reads) == parts and all(reads)
