@@ -11,6 +11,8 @@ On one multi-scenario world (default config, ``--seed``):
 * the user bias: the learned vectors' size and their correlation with each customer's true own propensity.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/tamor_diagnose.py --seed 0
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/tamor_diagnose.py --frameworks tamor per_tier --weights 1 \
+        --set train.schedule=constant          # the same without the learning-rate decay
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ def main() -> None:
     parser.add_argument("--frameworks", nargs="+", default=["tamor", "per_tier", "pooled"])
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0, 4.0])
+    parser.add_argument("--set", action="append", default=[], help="a TAMOR config override KEY=VALUE (repeatable)")
     args = parser.parse_args()
-    cfg = load_tamor_config(None, [f"seed={args.seed}"])
+    cfg = load_tamor_config(None, [*args.set, f"seed={args.seed}"])
     world = generate_multi_scenario_world(cfg.world, cfg.seed)
     tensors = WorldTensors.of(world)
     n, m = world.n_customers, world.n_items
