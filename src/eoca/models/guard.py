@@ -14,7 +14,8 @@ network and before anything downstream (metrics, allocation, reports) sees a pre
    heavy-tailed amounts are estimated efficiently (a ratio of summed amounts over a few dozen lognormal draws
    is dominated by whether the one huge purchase happened to fall in the split). On the validation converters,
    with residuals ``r = log(y) - mu`` in the model's own scale (``log1p`` for EOCA's formula): ``mu`` is shifted
-   by the mean residual, plus per fund by the excess of the fund's mean residual over it, and ``sigma`` is
+   by the mean residual, plus per fund by the excess of the fund's mean residual over it (weighted
+   ``n_f / (n_f + RECALIBRATION_PRIOR)`` for the fund's ``n_f`` converters), and ``sigma`` is
    multiplied by one shared factor that makes the standardised residuals' mean square 1 (the model's sigma,
    whose ``exp(sigma^2 / 2)`` the mean grows with, is re-scaled to the spread actually seen). Every one of these
    corrections is shrunk towards "no change" by positive-part James-Stein, ``c * max(0, 1 - se^2 / c^2)`` with
@@ -48,8 +49,8 @@ AMOUNT_CAP_MULTIPLE: float = 1.0
 expected value above every amount ever observed has no support in the data."""
 
 RECALIBRATION_PRIOR: float = 20.0
-"""Pseudo-converters of the all-funds ratio in each fund's ETV factor of a direct-ETV model (geometric
-shrinkage)."""
+"""Pseudo-converters of "no difference from the other funds" in each fund's correction (its log-space shift,
+or a direct-ETV model's ETV factor)."""
 
 _FORMULA_OFFSET = {"eoca": 1.0, "lognormal": 0.0}
 """``E[amount] = exp(mu + sigma^2 / 2) - offset``: EOCA models ``amount + 1`` as lognormal, ZILN the amount."""
@@ -232,8 +233,11 @@ class EtvGuard:
             for f, fid in enumerate(fund_ids):
                 n_f = int((f_pos == f).sum())
                 if n_f:
+                    # A fund's excess over the all-funds shift rests on a handful of converters: it is weighted
+                    # against RECALIBRATION_PRIOR pseudo-converters of no excess, then shrunk by its standard error.
+                    weight = n_f / (n_f + RECALIBRATION_PRIOR)
                     excess = float(resid[f_pos == f].mean()) - raw_global
-                    shift[f] = self.global_shift + _shrink(excess, spread**2 / n_f)
+                    shift[f] = self.global_shift + weight * _shrink(excess, spread**2 / n_f)
                 self.fund_shift[fid] = float(shift[f])
             centred = resid - shift[f_pos]
             # The log of a mean of n squared standard normals has variance about 2 / n, so log_scale about 1/(2n).
