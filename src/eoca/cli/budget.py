@@ -62,7 +62,7 @@ def budget_cmd(
         str,
         typer.Option(
             "--models",
-            help="Comma-separated: t_learner, x_learner, multi_head, e2e, e2e_perturbed, peer_slearner, "
+            help="Comma-separated: t_learner, t_conversion, x_learner, multi_head, e2e, e2e_perturbed, peer_slearner, "
             "peer_tlearner (peers need eoca[peers]).",
         ),
     ] = "t_learner,x_learner,multi_head,e2e",
