@@ -25,8 +25,9 @@ network and before anything downstream (metrics, allocation, reports) sees a pre
    converters clearly disagree, and a clearly biased head (an inflated sigma) is still corrected. Models with
    a constant amount (``esmm``, ``dnn_c``) expose it as ``mu``/``sigma`` and are recalibrated the same way, so
    their amount becomes per fund where the data show a difference. Models that predict
-   ETV directly (MSE on ``log1p(amount)``) get a per-fund scale on ETV: realised over predicted amount summed
-   over the fund's validation rows, shrunk towards the all-funds ratio with a prior weight of
+   ETV directly (MSE on ``log1p(amount)``, or ``gbdt_mean``) get a per-fund scale on ETV: realised over
+   predicted amount summed over the fund's validation rows (each row times its sampling weight where the data
+   are an oversampled design), shrunk towards the all-funds ratio with a prior weight of
    :data:`RECALIBRATION_PRIOR` converters.
 
 The bounds never bind on a calibrated model (they only remove extrapolation), and the recalibration is a per-fund
@@ -201,12 +202,15 @@ class EtvGuard:
         fund_ids: list[str],
         formula: str | None,
         split: str = "valid",
+        weight: np.ndarray | None = None,
     ) -> EtvGuard:
         """Fit the per-fund shifts, the sigma scale (or the direct-ETV factors) on labelled rows; returns self.
 
         Args:
             preds: raw model predictions for the rows (float arrays ``[m]``).
             fund_pos: fund position of each row in ``fund_ids``; converted, amount: labels ``[m]``.
+            weight: sampling weights of the rows (an oversampled design), or None. The direct-ETV factors are
+                ratios of weighted sums, so they scale to the population's mean amount, not the sample's.
         """
         fund_pos = np.asarray(fund_pos, dtype=np.int64)
         y = np.asarray(amount, dtype=np.float64)
@@ -235,9 +239,9 @@ class EtvGuard:
                 if n_f:
                     # A fund's excess over the all-funds shift rests on a handful of converters: it is weighted
                     # against RECALIBRATION_PRIOR pseudo-converters of no excess, then shrunk by its standard error.
-                    weight = n_f / (n_f + RECALIBRATION_PRIOR)
+                    prior_w = n_f / (n_f + RECALIBRATION_PRIOR)
                     excess = float(resid[f_pos == f].mean()) - raw_global
-                    shift[f] = self.global_shift + weight * _shrink(excess, spread**2 / n_f)
+                    shift[f] = self.global_shift + prior_w * _shrink(excess, spread**2 / n_f)
                 self.fund_shift[fid] = float(shift[f])
             centred = resid - shift[f_pos]
             # The log of a mean of n squared standard normals has variance about 2 / n, so log_scale about 1/(2n).
@@ -246,7 +250,9 @@ class EtvGuard:
             self.recalibration = f"{split} split, {n_pos} converters (log-space shift per fund, shared sigma scale)"
             return self
         bounded = self.bound(preds, formula)
-        predicted = np.asarray(bounded["etv"], dtype=np.float64)
+        w = np.ones_like(y) if weight is None else np.asarray(weight, dtype=np.float64)
+        predicted = np.asarray(bounded["etv"], dtype=np.float64) * w
+        y = y * w
         total_pred = float(predicted.sum())
         if total_pred <= 0:
             self.recalibration = f"none: no positive prediction in the {split} split"

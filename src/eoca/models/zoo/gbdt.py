@@ -83,7 +83,7 @@ class Gbdt(DirectFitModel):
     ``amount`` and ``etv``, each ``[B]``."""
 
     name = "gbdt"
-    formula = "eoca"
+    formula: str | None = "eoca"
     DEFAULTS: ClassVar[dict[str, Any]] = DEFAULTS
 
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
@@ -209,11 +209,11 @@ class Gbdt(DirectFitModel):
             params, train_set, int(self.params["n_estimators"]), valid_sets=valid_sets, callbacks=callbacks
         )
 
-    def fit_bound(self, bound: BoundFeatures, *, seed: int, num_threads: int, batch_size: int) -> dict[str, float]:
-        """Fit the boosters on the train split with early stopping on the valid split (when it has labels)."""
-        t0 = time.perf_counter()
-        tr = self._matrix(bound, "train", batch_size)
-        va = self._matrix(bound, "valid", batch_size)
+    def _fit_classifier(
+        self, bound: BoundFeatures, tr: dict[str, Any], va: dict[str, Any], *, seed: int, num_threads: int
+    ) -> None:
+        """The conversion model on the train rows (``tr``/``va`` from :meth:`_matrix`), early-stopped on the
+        valid rows: engaged x convert-given-engaged with click labels and enough conversions, else one booster."""
         x, conv, xv, conv_v = tr["x"], tr["converted"], va["x"], va["converted"]
         # Sampling weights (an oversampled design) weight the conversion loss so p refers to the population.
         w, w_v = bound.split_weights("train"), bound.split_weights("valid")
@@ -249,6 +249,14 @@ class Gbdt(DirectFitModel):
             )
         else:
             self._classifier = self._classify(x, conv, xv, conv_v, first, w, w_v)
+
+    def fit_bound(self, bound: BoundFeatures, *, seed: int, num_threads: int, batch_size: int) -> dict[str, float]:
+        """Fit the boosters on the train split with early stopping on the valid split (when it has labels)."""
+        t0 = time.perf_counter()
+        tr = self._matrix(bound, "train", batch_size)
+        va = self._matrix(bound, "valid", batch_size)
+        x, conv, xv, conv_v = tr["x"], tr["converted"], va["x"], va["converted"]
+        self._fit_classifier(bound, tr, va, seed=seed, num_threads=num_threads)
         n_history = self._fit_amount(bound, tr, va, seed=seed, num_threads=num_threads, batch_size=batch_size)
         train_seconds = time.perf_counter() - t0
         return {
