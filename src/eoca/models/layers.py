@@ -24,6 +24,27 @@ from torch_geometric.nn import GATConv
 from eoca.models.features import PAIR_FEATURE_NAMES, FeatureSpace
 
 
+def dropout_mask(x: Tensor, p: float) -> Tensor:
+    """Inverted dropout of ``x`` with drop probability ``p``: kept entries scaled by ``1 / (1 - p)``.
+
+    The same distribution as ``F.dropout``, with the mask drawn as ``uniform >= p``: torch's CPU Bernoulli
+    sampler costs about twice as much per element as a uniform draw, and a step draws a few hundred thousand.
+    """
+    if p <= 0.0:
+        return x
+    if p >= 1.0:
+        return torch.zeros_like(x)
+    keep = torch.rand(x.shape, dtype=x.dtype).ge_(p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * keep
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` drawing its mask with :func:`dropout_mask`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout_mask(x, self.p) if self.training else x
+
+
 def mlp(dims: list[int], dropout: float, *, last_activation: bool = True) -> nn.Sequential:
     """``Linear -> ReLU -> Dropout`` per consecutive pair of ``dims``; ``[*, dims[0]] -> [*, dims[-1]]``."""
     layers: list[nn.Module] = []
@@ -32,7 +53,7 @@ def mlp(dims: list[int], dropout: float, *, last_activation: bool = True) -> nn.
         if last_activation or i < len(dims) - 2:
             layers.append(nn.ReLU())
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -188,12 +209,13 @@ class BehaviourSelfAttention(nn.Module):
         self.qkv = nn.Linear(embedding_dim, 3 * embedding_dim)
         self.proj = nn.Linear(embedding_dim, embedding_dim)
         self.norm = nn.LayerNorm(embedding_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out_dim = embedding_dim
 
     def forward(self, events: PackedEvents) -> Tensor:
         x = self.fund(events.fund) + self.etype(events.etype) + self.value(torch.stack([events.amount, events.age], 1))
         qkv = self.qkv(x)  # [N, 3E]
+        qkv = torch.cat([qkv, qkv.new_zeros((1, qkv.shape[1]))])  # the row padding slots read
         attended = [self._attend(qkv, width, first, runs) for width, first, runs in _width_buckets(events.runs)]
         pooled = x.new_zeros((events.n_units, self.out_dim))
         if attended:
@@ -203,20 +225,37 @@ class BehaviourSelfAttention(nn.Module):
 
     def _attend(self, qkv: Tensor, width: int, first: int, runs: list[tuple[int, int]]) -> Tensor:
         """Attention of the units of ``runs`` (``(count, n_units)``, at most ``width`` events each), whose events
-        start at packed position ``first``; each unit is padded to ``width``. ``-> [events, E]``, packed order."""
+        start at packed position ``first`` of ``qkv`` (``[N + 1, 3E]``, the last row zeros).
+
+        Each unit is padded to ``width``, and units narrower than :data:`SEQUENCE_SLOTS` share one attention
+        sequence of that length, kept apart by a block-diagonal mask: the fused kernel has a fixed cost per
+        (sequence, head), which dominated for short histories. A padding slot attends to itself only (so no row
+        is fully masked) and no real event attends to a padding slot. ``-> [events, E]`` in packed order.
+        """
         seg = torch.repeat_interleave(torch.tensor([c for c, _ in runs]), torch.tensor([n for _, n in runs]))
-        n = int(seg.shape[0])
+        group = max(1, SEQUENCE_SLOTS // width)
+        n = -(-int(seg.shape[0]) // group) * group  # whole sequences; the extra units have no events
+        seg = torch.cat([seg, seg.new_zeros(n - seg.shape[0])])
         slot = torch.arange(width)
         valid = slot.unsqueeze(0) < seg.unsqueeze(1)  # [n, W]
         starts = torch.cumsum(seg, 0) - seg + first
-        index = torch.where(valid, starts.unsqueeze(1) + slot, qkv.shape[0])  # padding reads the zero row
-        padded = torch.cat([qkv, qkv.new_zeros((1, qkv.shape[1]))]).index_select(0, index.reshape(-1))
-        q, k, v = padded.view(n, width, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # each [n, H, W, E/H]
-        full = bool(valid.all())
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if full else valid[:, None, None, :])
-        out = out.transpose(1, 2).reshape(n * width, -1)
-        return out if full else out.index_select(0, torch.nonzero(valid.reshape(-1)).squeeze(1))
+        index = torch.where(valid, starts.unsqueeze(1) + slot, qkv.shape[0] - 1)  # padding reads the zero row
+        length = group * width
+        seqs = n // group
+        q, k, v = qkv.index_select(0, index.reshape(-1)).view(seqs, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        flat_valid = valid.reshape(seqs, length)
+        if group == 1 and bool(flat_valid.all()):
+            mask = None
+        else:
+            unit_of = torch.arange(length) // width
+            same_unit = unit_of.unsqueeze(0) == unit_of.unsqueeze(1)  # [T, T]
+            mask = (same_unit & (flat_valid.unsqueeze(1) | torch.eye(length, dtype=torch.bool))).unsqueeze(1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(n * width, -1)
+        return out.index_select(0, torch.nonzero(valid.reshape(-1)).squeeze(1))
 
+
+SEQUENCE_SLOTS = 16
+"""Length of the attention sequences that units with short histories are packed into (see ``_attend``)."""
 
 BUCKET_WIDTHS = (4, 8, 16, 32)
 """Widths attention pads units to (each unit goes to the narrowest that holds it; longer sequences get their own
@@ -283,7 +322,7 @@ class ConsumptionGAT(nn.Module):
 
 
 def _gat(layer: GATConv, x_src: Tensor, x_dst: Tensor, src: Tensor, dst: Tensor, attr: Tensor) -> Tensor:
-    """What ``layer(( x_src, x_dst), edges, attr)`` computes for this module's configuration (bipartite, edge
+    """What ``layer((x_src, x_dst), edges, attr)`` computes for this module's configuration (bipartite, edge
     features, no self loops, heads averaged), in plain tensor ops on the layer's own parameters.
 
     GATConv's general message-passing machinery cost more per batch than the arithmetic; here the destination
@@ -306,7 +345,9 @@ def _gat(layer: GATConv, x_src: Tensor, x_dst: Tensor, src: Tensor, dst: Tensor,
     top = alpha.new_full((n_dst, heads), float("-inf")).scatter_reduce(0, group, alpha.detach(), "amax")
     weight = (alpha - top.index_select(0, dst)).exp()
     total = alpha.new_zeros((n_dst, heads)).index_add(0, dst, weight) + 1e-16
-    weight = F.dropout(weight / total.index_select(0, dst), p=layer.dropout, training=layer.training)
+    weight = weight / total.index_select(0, dst)
+    if layer.training:
+        weight = dropout_mask(weight, layer.dropout)
     message = h_src.index_select(0, src) * weight.unsqueeze(-1)  # [E, H, hidden]
     out = x_dst.new_zeros((n_dst, heads, hidden)).index_add(0, dst, message).mean(dim=1)
     return out + layer.bias if layer.bias is not None else out
@@ -523,7 +564,7 @@ class PairMLP(nn.Module):
         if not hidden:
             raise ValueError("PairMLP needs at least one hidden layer")
         self.first = PairLinear(customer_dim, fund_dim, hidden[0], pair_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rest = mlp(hidden, dropout)
         self.out_dim = hidden[-1]
 
@@ -556,7 +597,7 @@ class MMoE(nn.Module):
         super().__init__()
         self.n_experts, self.expert_dim, self.n_tasks = n_experts, expert_dim, n_tasks
         self.project = PairLinear(customer_dim, fund_dim, n_experts * expert_dim + n_tasks * n_experts, pair_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out_dim = expert_dim
 
     def forward(self, pair: PairInput) -> Tensor:
