@@ -3,6 +3,7 @@
     python benchmarks/budget.py solver                 # 10M customers x 5 arms (control + 4), fresh process
     python benchmarks/budget.py simulator --seeds 0 1 2 --customers 200000
     python benchmarks/budget.py hillstrom
+    python benchmarks/budget.py hillstrom-power --models t_learner,t_conversion,x_learner --splits 10
     python benchmarks/budget.py all --json out.json    # everything; raw rows as JSON
 
 ``solver``: random instance (arm 0 free with value 0; arms 1-4 exponential value and cost), budget 30% of the
@@ -14,8 +15,16 @@ and allocate the other half at 10/30/50% of the treat-everyone cost; reported: t
 share of the oracle's (true effects + exact solver), and the end-to-end model minus the best two-stage model
 (by mean share) with a 95% t-interval over the seeds.
 
-``hillstrom``: e-mail cost 1 (an assumption), budget = one third of the held-out customers e-mailed; SNIPS
-spend per customer of each policy with 95% bootstrap intervals, lift over random targeting (paired bootstrap).
+``hillstrom``: e-mail cost 1 (an assumption), budget = one third of the customers e-mailed, two-fold
+cross-fitting; SNIPS spend per customer of each policy with 95% bootstrap intervals, lift over random targeting
+(paired bootstrap), and each policy minus random targeting by SNIPS and by the doubly robust estimator.
+
+``hillstrom-power`` (``--models t_learner,t_conversion,x_learner --splits 10``): the same comparison repeated
+over ``--splits`` random ``--folds``-fold splits (default 2; the first model also gives the top-uplift and
+single-arm policies; segment-means policies are added), once more with every model fitted and evaluated on all
+customers (in-sample: optimistic), and the power analysis: the standard error of a targeted policy minus random
+targeting, the smallest difference a 95% interval detects half the time / with 80% power, and the customers
+needed for the differences seen.
 """
 
 from __future__ import annotations
@@ -155,19 +164,189 @@ def bench_hillstrom(models: list[str], seed: int) -> dict[str, Any]:
         "n_test": res.n_test,
         "best_model": res.best_model,
         "ope": res.ope_rows,
+        "paired": res.paired_rows,
         "uplift": res.uplift_rows,
     }
 
 
+SEGMENTATIONS = {
+    "segments:history": ("history_segment=",),
+    "segments:history_mens_womens_newbie": ("history_segment=", "mens=", "womens=", "newbie="),
+}
+
+
+class SegmentMeans:
+    """Per segment (a cell of one-hot feature groups) and arm: the logged conversion rate and mean spend; a cell
+    with no customer of an arm takes the arm's overall mean. The simplest uplift model, used here to bound what
+    segment-level targeting can gain (fitted in-sample it is optimistic)."""
+
+    def __init__(self, feature_names: tuple[str, ...], prefixes: tuple[str, ...]) -> None:
+        self.groups = [[j for j, f in enumerate(feature_names) if f.startswith(p)] for p in prefixes]
+
+    def cells(self, X: Any) -> Any:
+        import numpy as np
+
+        code = np.zeros(X.shape[0], dtype=np.int64)
+        for cols in self.groups:
+            code = code * len(cols) + X[:, cols].argmax(axis=1)
+        return code
+
+    def fit(self, data: Any) -> SegmentMeans:
+        import numpy as np
+
+        cell = self.cells(data.features)
+        self.k = data.n_arms
+        self.table: dict[tuple[int, int], tuple[float, float]] = {}
+        self.overall = [
+            (float(data.converted[data.arm == t].mean()), float(data.value[data.arm == t].mean()))
+            for t in range(self.k)
+        ]
+        for c in np.unique(cell):
+            for t in range(self.k):
+                m = (cell == c) & (data.arm == t)
+                if m.any():
+                    self.table[(int(c), t)] = (float(data.converted[m].mean()), float(data.value[m].mean()))
+        return self
+
+    def predict(self, X: Any) -> Any:
+        import numpy as np
+
+        from eoca.budget.models import Prediction
+
+        cell = self.cells(X)
+        p = np.empty((X.shape[0], self.k))
+        v = np.empty((X.shape[0], self.k))
+        for c in np.unique(cell):
+            for t in range(self.k):
+                p[cell == c, t], v[cell == c, t] = self.table.get((int(c), t), self.overall[t])
+        return Prediction(p=p, value=v)
+
+
+def bench_hillstrom_power(models: list[str], splits: int, outcome_model: str, folds: int = 2) -> dict[str, Any]:
+    """Repeated ``folds``-fold cross-fitting (one split per seed), an in-sample fit (optimistic), and the power of the
+    policy-vs-random comparison at one third of the customers e-mailed."""
+    import numpy as np
+
+    from eoca.budget.data import load_hillstrom_incentives
+    from eoca.budget.models import Prediction
+    from eoca.budget.offpolicy import paired_differences, power_analysis
+    from eoca.budget.run import _fit, budget_policies, crossfit_folds, crossfit_predict
+
+    data = load_hillstrom_incentives()
+    budget = data.n / 3.0
+    fit_names = list(dict.fromkeys([outcome_model, *models]))
+
+    def compare(preds: dict[str, Prediction], split: str) -> list[dict[str, Any]]:
+        pols = budget_policies(data, {m: preds[m] for m in models}, models[0], budget)
+        for m in models[1:]:
+            pols[f"{m}:only_Mens E-Mail"] = budget_policies(data, {m: preds[m]}, m, budget)[f"{m}:only_Mens E-Mail"]
+        for seg in SEGMENTATIONS:
+            pols[seg] = budget_policies(data, {seg: preds[seg]}, seg, budget)[seg]
+        mu = preds[outcome_model].value
+        rows = []
+        for d in paired_differences(
+            data.arm,
+            data.propensity,
+            data.value,
+            pols,
+            n_arms=data.n_arms,
+            reference="random",
+            mu=mu,
+            n_bootstrap=1000,
+            seed=0,
+        ):
+            rows.append({**d.to_row(), "split": split})
+        return rows
+
+    rows: list[dict[str, Any]] = []
+    r2: list[float] = []
+    for split in range(splits):
+        t0 = time.perf_counter()
+        fold = crossfit_folds(data.n, split, folds)
+        preds = {m: crossfit_predict(data, m, split, fold) for m in fit_names}
+        for seg, prefixes in SEGMENTATIONS.items():
+            p_all, v_all = np.empty((data.n, data.n_arms)), np.empty((data.n, data.n_arms))
+            for f in range(folds):
+                held = fold == f
+                sm = SegmentMeans(data.feature_names, prefixes).fit(data.subset(~held))
+                pred = sm.predict(data.features[held])
+                p_all[held], v_all[held] = pred.p, pred.value
+            preds[seg] = Prediction(p=p_all, value=v_all)
+        mu_logged = preds[outcome_model].value[np.arange(data.n), data.arm]
+        r2.append(float(1.0 - np.var(data.value - mu_logged) / np.var(data.value)))
+        rows += compare(preds, f"crossfit seed {split}")
+        print(f"split {split}: {time.perf_counter() - t0:.0f} s", flush=True)
+    # in-sample: every model trained on all customers and scoring the same customers; its value is optimistic
+    # (the model has seen the outcomes it is judged on), an upper bound on what these features reveal
+    insample = {m: _fit(m, data, 0).predict(data.features) for m in fit_names}
+    for seg, prefixes in SEGMENTATIONS.items():
+        insample[seg] = SegmentMeans(data.feature_names, prefixes).fit(data).predict(data.features)
+    rows += compare(insample, "in-sample (optimistic)")
+
+    summary = []
+    for est in ("snips", "dr"):
+        for pol in dict.fromkeys(r["policy"] for r in rows):
+            cf = [r for r in rows if r["estimator"] == est and r["policy"] == pol and r["split"].startswith("cross")]
+            ins = [r for r in rows if r["estimator"] == est and r["policy"] == pol and r["split"].startswith("in-")]
+            if not cf:
+                continue
+            summary.append(
+                {
+                    "estimator": est,
+                    "policy": pol,
+                    "splits": len(cf),
+                    "median_difference": float(np.median([r["difference"] for r in cf])),
+                    "median_ci_low": float(np.median([r["difference_ci_low"] for r in cf])),
+                    "median_ci_high": float(np.median([r["difference_ci_high"] for r in cf])),
+                    "min_difference": float(np.min([r["difference"] for r in cf])),
+                    "max_difference": float(np.max([r["difference"] for r in cf])),
+                    "splits_ci_above_zero": int(sum(r["difference_ci_low"] > 0 for r in cf)),
+                    "median_se": float(np.median([r["difference_se"] for r in cf])),
+                    "median_lift_pct": float(np.median([r["lift_pct"] for r in cf])),
+                    "insample_difference": ins[0]["difference"] if ins else None,
+                    "insample_ci_low": ins[0]["difference_ci_low"] if ins else None,
+                    "insample_ci_high": ins[0]["difference_ci_high"] if ins else None,
+                }
+            )
+    # power: the standard error of a targeted (deterministic) policy minus random targeting, by DR
+    targeted = [r for r in summary if r["estimator"] == "dr" and r["policy"] in models]
+    se = float(np.median([r["median_se"] for r in targeted]))
+    ref_value = float(np.median([r["reference_value"] for r in rows if r["estimator"] == "dr"]))
+    pa = power_analysis(se, data.n, ref_value)
+    best_cf = max(targeted, key=lambda r: r["median_difference"])
+    best_in = max(targeted, key=lambda r: r["insample_difference"] or -np.inf)
+    segs = [r for r in summary if r["estimator"] == "dr" and r["policy"] in SEGMENTATIONS]
+    untargeted = next(r for r in summary if r["estimator"] == "dr" and r["policy"].startswith("untargeted:"))
+    power = {
+        **pa.to_row(),
+        "outcome_model_r2_logged_arm": r2,
+        "best_crossfit_policy": best_cf["policy"],
+        "best_crossfit_median_difference": best_cf["median_difference"],
+        "customers_needed_best_crossfit": pa.customers_needed(best_cf["median_difference"]),
+        "best_insample_policy": best_in["policy"],
+        "best_insample_difference": best_in["insample_difference"],
+        "customers_needed_best_insample": pa.customers_needed(best_in["insample_difference"]),
+        "segment_insample": {r["policy"]: r["insample_difference"] for r in segs},
+        "customers_needed_segment_insample": {r["policy"]: pa.customers_needed(r["insample_difference"]) for r in segs},
+        "untargeted_policy": untargeted["policy"],
+        "untargeted_difference": untargeted["median_difference"],
+        "untargeted_se": untargeted["median_se"],
+    }
+    return {"rows": rows, "summary": summary, "power": power}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["solver", "simulator", "hillstrom", "all"])
+    ap.add_argument("what", choices=["solver", "simulator", "hillstrom", "hillstrom-power", "all"])
     ap.add_argument("--n", type=int, default=10_000_000)
     ap.add_argument("--arms", type=int, default=5, help="columns including the free control arm")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--customers", type=int, default=200_000)
     ap.add_argument("--models", default="t_learner,x_learner,multi_head,e2e,e2e_perturbed")
+    ap.add_argument("--splits", type=int, default=10, help="hillstrom-power: cross-fitting splits (seeds 0..)")
+    ap.add_argument("--folds", type=int, default=2, help="hillstrom-power: cross-fitting folds per split")
+    ap.add_argument("--outcome-model", default="t_learner", help="hillstrom-power: the DR outcome model")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
@@ -185,8 +364,13 @@ def main() -> None:
             print(json.dumps(r))
     if args.what in ("hillstrom", "all"):
         out["hillstrom"] = bench_hillstrom(models, args.seeds[0])
-        for r in out["hillstrom"]["ope"]:
+        for r in out["hillstrom"]["ope"] + out["hillstrom"]["paired"]:
             print(json.dumps(r))
+    if args.what in ("hillstrom-power", "all"):
+        out["hillstrom_power"] = bench_hillstrom_power(models, args.splits, args.outcome_model, args.folds)
+        for r in out["hillstrom_power"]["summary"]:
+            print(json.dumps(r))
+        print(json.dumps(out["hillstrom_power"]["power"]))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=float))
 

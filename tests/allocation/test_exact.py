@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eoca.allocation import AllocationProblem, allocate, solve_exact, verify_allocation
+from eoca.allocation.exact import MANY_FUNDS_ABOVE
 from eoca.allocation.generate import synthetic_instance
 from tests.allocation.helpers import KINDS, dual_bound, lp_optimum, mcf_optimum_int, random_feasible
 
@@ -82,6 +83,50 @@ def test_all_zero_scores_and_many_identical_rows() -> None:
     _check(p)
     p.scores[:] = 0.0
     _check(p)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    N=st.integers(20, 150),
+    k=st.integers(MANY_FUNDS_ABOVE + 1, 40),
+    K=st.integers(1, 3),
+    kind=st.sampled_from(KINDS),
+    target=st.sampled_from([None, 5]),
+)
+def test_many_funds_path_matches_lp_optimum(seed: int, N: int, k: int, K: int, kind: str, target: int | None) -> None:
+    # above MANY_FUNDS_ABOVE funds the flow uses the dense edge table and the windowed Newton step
+    p = random_feasible(np.random.default_rng(seed), N, k, K, kind)
+    _check(p, candidate_target=target)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    N=st.integers(20, 120),
+    k=st.integers(MANY_FUNDS_ABOVE + 1, 30),
+    K=st.integers(1, 3),
+    kind=st.sampled_from(["int", "equal", "dup", "bind"]),
+)
+def test_many_funds_path_matches_min_cost_flow_with_ties(seed: int, N: int, k: int, K: int, kind: str) -> None:
+    # integer scores in 0..2: nearly every edge minimum is tied, so many customers move in one augmentation
+    rng = np.random.default_rng(seed)
+    p = random_feasible(rng, N, k, K, kind)
+    p.scores[:] = rng.integers(0, 3, size=p.scores.shape).astype(np.float32)
+    out = solve_exact(p.scores, p.tolerance, p.risk, p.demand, p.K)
+    ver = verify_allocation(p, out.assign)
+    assert ver.ok and out.certified
+    assert ver.objective == mcf_optimum_int(p)
+
+
+def test_many_funds_synthetic_with_binding_risk_against_min_cost_flow() -> None:
+    # the regime that used to misplace 15 % of the customers after the full scans (k = 100, risk rules bind)
+    p = synthetic_instance(4000, 60, 1, seed=3)
+    exact = allocate(p, "exact")
+    ref = allocate(p, "mcf")
+    assert exact.optimal and exact.feasible and ref.feasible
+    assert abs(exact.objective - ref.objective) <= 1e-6 * exact.objective
+    assert exact.gap is not None and abs(exact.gap) <= 1e-9 * exact.objective
 
 
 def test_hundreds_of_funds() -> None:

@@ -116,9 +116,20 @@ def test_cli_simulate_and_budget_round_trip(tmp_path: Path) -> None:
     assert alloc.count("large_coupon") <= 5
     cert = json.loads((run / "certificate.json").read_text())
     assert cert["exact_within_one_customer"] is False and cert["gap"] >= 0
-    for name in ("allocation.parquet", "certificate.json", "goals.csv", "ope.csv", "report.md", "budget_curves.png"):
+    for name in (
+        "allocation.parquet",
+        "certificate.json",
+        "goals.csv",
+        "ope.csv",
+        "ope_paired.csv",
+        "report.md",
+        "budget_curves.png",
+    ):
         assert (run / name).exists(), name
-    assert "Certificate" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "Certificate" in report and "doubly robust" in report
+    paired = (run / "ope_paired.csv").read_text()
+    assert "snips" in paired and "dr (outcome model: t_learner" in paired
 
 
 def test_cli_budget_bad_budget_is_a_clear_error(tmp_path: Path) -> None:

@@ -21,7 +21,9 @@ def split():  # type: ignore[no-untyped-def]
     return from_world(generate_world(cfg)).split(0.5, 0)
 
 
-@pytest.mark.parametrize("name", ["t_learner", "x_learner", "multi_head", "e2e", "e2e_perturbed", "peer_tlearner"])
+@pytest.mark.parametrize(
+    "name", ["t_learner", "t_conversion", "x_learner", "multi_head", "e2e", "e2e_perturbed", "peer_tlearner"]
+)
 def test_models_predict_every_arm_and_beat_random_targeting(split, name: str) -> None:  # type: ignore[no-untyped-def]
     train, test = split
     if name.startswith("peer_"):

@@ -42,11 +42,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from eoca.allocation._dense_flow import DenseContracted
 from eoca.allocation._kernels import CHUNK, held_sets, top_levels, working_matrix
 
 __all__ = ["ArrayStore", "CustomerStore", "ExactOutcome", "solve_exact", "solve_store"]
 
 _EPS = np.finfo(np.float64).eps
+# Above this many funds the solver takes its many-funds path: the flow keeps its edge minima in a dense k x k
+# table (eoca.allocation._dense_flow) and the Newton step uses a narrow window with a trust region
+# (_newton_step_many). Up to it, every step is the original one, so those allocations are unchanged bit for bit.
+MANY_FUNDS_ABOVE = 16
 
 
 @dataclass
@@ -179,7 +184,7 @@ class CustomerStore(Protocol):
     ) -> tuple[float, float, int, np.ndarray]: ...
 
 
-def _newton_step(sc: ScanLike, demand: np.ndarray, k: int) -> np.ndarray:
+def _newton_step(sc: ScanLike, demand: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     """Price step solving L step = 2 h (counts - demand).
 
     L is the Laplacian of how many customers sit within h of the boundary between each pair of funds (their
@@ -190,8 +195,10 @@ def _newton_step(sc: ScanLike, demand: np.ndarray, k: int) -> np.ndarray:
     imb = float(np.abs(ex).sum() / 2)
     n_fin = sc.n_finite()
     if n_fin < 2:
-        return np.zeros(k)
+        return np.zeros(k), 0.0
     want = int(min(max(200 * k, 2 * imb), n_fin - 1))
+    if k > MANY_FUNDS_ABOVE:
+        return _newton_step_many(sc, ex, k, int(min(max(1000, 4 * imb), n_fin - 1)))
     for _ in range(6):
         h = sc.kth_gap(want)
         pairs = sc.pair_counts(h, k).reshape(k, k).astype(np.float64)
@@ -203,7 +210,34 @@ def _newton_step(sc: ScanLike, demand: np.ndarray, k: int) -> np.ndarray:
         want = min(n_fin - 1, want * 4)
     L = np.diag(deg) - A
     L += np.eye(k) * (1e-9 * max(1.0, float(deg.max())))
-    return np.asarray(np.linalg.solve(L, 2.0 * max(h, 1e-30) * ex))
+    return np.asarray(np.linalg.solve(L, 2.0 * max(h, 1e-30) * ex)), h
+
+
+def _newton_step_many(sc: ScanLike, ex: np.ndarray, k: int, want: int) -> tuple[np.ndarray, float]:
+    """The Newton step of the many-funds path: a window of ``want`` customers, and no price moves by more
+    than that window h.
+
+    The few-funds rule widens the window until every fund with an imbalance has a boundary customer in it.
+    With k = 100 some funds are nobody's first or second choice, so the window grew as wide as the scores
+    themselves (h ~ 8,000 where the median margin is 20, at 20k x 100): the steps were thousands, every
+    line search failed, and the full scans stopped with 15 % of the customers misplaced. Here a fund with
+    no boundary customer moves by h towards its demand, the others by the Newton step on their own
+    Laplacian, and all steps are clipped to +-h, the range over which the counted customers say anything.
+    At 100k x 100 that left 2,691 misplaced units instead of 15,463, and 20 for the flow instead of 3,669.
+    """
+    h = max(sc.kth_gap(want), 1e-30)
+    pairs = sc.pair_counts(h, k).reshape(k, k).astype(np.float64)
+    A = pairs + pairs.T
+    np.fill_diagonal(A, 0.0)
+    deg = A.sum(axis=1)
+    step = np.where(ex > 0, h, np.where(ex < 0, -h, 0.0))
+    live = np.flatnonzero(deg > 0)
+    if live.size:
+        Al = A[np.ix_(live, live)]
+        L = np.diag(Al.sum(axis=1)) - Al
+        L += np.eye(live.size) * (1e-9 * float(deg.max()))
+        step[live] = np.linalg.solve(L, 2.0 * h * ex[live])
+    return np.clip(step, -h, h), h
 
 
 def coordinate_prices(S: np.ndarray, dem: np.ndarray, lam: np.ndarray, K: int, sweeps: int, scale: float) -> np.ndarray:
@@ -292,7 +326,8 @@ def newton_prices(
         imb = float(np.abs(sc.counts - demand).sum() / 2)
         if imb <= stop_imbalance:
             break
-        step = np.clip(_newton_step(sc, demand, k), -scale, scale)
+        step, _ = _newton_step(sc, demand, k)
+        step = np.clip(step, -scale, scale)
         t = 1.0
         accepted = False
         while scans < max_scans and t > 1e-3:
@@ -791,7 +826,7 @@ def solve_store(
                 lam = lam_try
                 holds = _holds(S, lam, K)
                 excess = counts_fixed + holds.sum(axis=1) - demand
-                if np.abs(excess).sum() > 20 and k > 16:
+                if np.abs(excess).sum() > 20 and k > MANY_FUNDS_ABOVE:
                     # With many funds the Newton model (one boundary pair per customer) stalls far from
                     # balance, and every unit left over costs the flow an augmentation over ~k edges. Exact
                     # coordinate descent on the candidates (same move guard) removes most of what Newton left:
@@ -812,7 +847,11 @@ def solve_store(
         # 4. exact finish by successive shortest paths on the contracted graph
         stats.setdefault("excess_to_flow", []).append(int(np.abs(excess).sum() // 2))
         t4 = time.perf_counter()
-        net = _Contracted(S, holds, excess, lam, K)
+        # few funds: the sorted-list flow (its allocations are the reference, unchanged bit for bit); many funds:
+        # the dense edge table, whose updates are vectorised over funds instead of one Python step per edge
+        net: _Contracted | DenseContracted = (
+            DenseContracted(S, holds, excess, lam, K) if k > MANY_FUNDS_ABOVE else _Contracted(S, holds, excess, lam, K)
+        )
         ok = net.run()
         lam = net.lam
         stats["augmentations"] += net.augmentations

@@ -6,6 +6,8 @@ value of shape (n, k), so the same budget solver allocates with any of them.
 
 * :class:`TLearner`: one LightGBM pair per arm (a conversion classifier and a log-amount regressor on
   converters), value = p (exp(mu + s^2 / 2) - 1) with s^2 the arm's residual variance.
+* :class:`ConversionTLearner`: the T-learner's per-arm conversion models times one pooled amount (ranks by
+  conversion uplift; for data whose amounts are too rare and noisy to model per customer).
 * :class:`XLearner`: Kuenzel et al.'s X-learner on LightGBM for conversion and for spend: first-stage T-learner
   outcomes, imputed effects per arm vs control, second-stage regressors, blended with the arm's share g of the
   (arm, control) rows: tau = g tau_0 + (1 - g) tau_1.
@@ -26,7 +28,16 @@ import numpy as np
 from eoca.budget.data import IncentiveData
 from eoca.errors import DataValidationError
 
-__all__ = ["MODEL_NAMES", "MultiHeadNet", "Prediction", "TLearner", "UpliftModel", "XLearner", "make_model"]
+__all__ = [
+    "MODEL_NAMES",
+    "ConversionTLearner",
+    "MultiHeadNet",
+    "Prediction",
+    "TLearner",
+    "UpliftModel",
+    "XLearner",
+    "make_model",
+]
 
 
 @dataclass(frozen=True)
@@ -187,6 +198,40 @@ class TLearner:
             return Prediction(p=p, value=np.stack([o[1] for o in outs], axis=1))
         amount = np.stack([self.amount_.predict(self._with_arm(features, t)) for t in range(self.n_arms_)], axis=1)
         return Prediction(p=p, value=p * np.maximum(np.expm1(amount + 0.5 * self.amount_var_), 0.0))
+
+
+class ConversionTLearner(TLearner):
+    """Conversion uplift x one pooled amount: per-arm LightGBM conversion classifiers (the T-learner's), and
+    value = p x the mean amount of every training converter, whatever the arm or customer.
+
+    On data where converters are rare and amounts heavy-tailed (Hillstrom: under 1% convert, spend among
+    converters has a standard deviation near its mean), an amount model adds more noise than signal to the
+    ranking, while conversion is a far less noisy outcome; the ranking is then by conversion uplift alone.
+    """
+
+    name = "t_conversion"
+
+    def __init__(self, seed: int = 0, n_estimators: int = 1000) -> None:
+        super().__init__(seed, n_estimators, pool_amount=False)
+        self.mean_amount_ = 0.0
+
+    def fit(self, data: IncentiveData) -> ConversionTLearner:
+        self.arms_ = []
+        self.n_arms_ = data.n_arms
+        for t in range(data.n_arms):
+            rows = _arm_rows(data, t)
+            self.arms_.append(
+                _ArmResponse(self.seed + t, self.n_estimators).fit(
+                    data.features[rows], data.converted[rows], data.value[rows], fit_amount=False
+                )
+            )
+        pos = data.converted > 0
+        self.mean_amount_ = float(data.value[pos].mean()) if pos.any() else 0.0
+        return self
+
+    def predict(self, features: np.ndarray) -> Prediction:
+        p = np.stack([m.predict(features)[0] for m in self.arms_], axis=1)
+        return Prediction(p=p, value=p * self.mean_amount_)
 
 
 class XLearner:
@@ -366,13 +411,15 @@ class MultiHeadNet:
         return Prediction(p=np.concatenate(outs_p), value=np.concatenate(outs_v))
 
 
-MODEL_NAMES = ("t_learner", "x_learner", "multi_head", "e2e")
+MODEL_NAMES = ("t_learner", "t_conversion", "x_learner", "multi_head", "e2e")
 
 
 def make_model(name: str, seed: int = 0, **kwargs: Any) -> UpliftModel:
     """A fresh model by name (see :data:`MODEL_NAMES`; ``e2e_perturbed`` uses the perturbation estimator)."""
     if name == "t_learner":
         return TLearner(seed, **kwargs)
+    if name == "t_conversion":
+        return ConversionTLearner(seed, **kwargs)
     if name == "x_learner":
         return XLearner(seed, **kwargs)
     if name == "multi_head":
@@ -382,5 +429,9 @@ def make_model(name: str, seed: int = 0, **kwargs: Any) -> UpliftModel:
 
         cfg = E2EConfig(estimator="perturbed") if name == "e2e_perturbed" else E2EConfig()
         return MultiHeadNet(seed, e2e=cfg, name=name, **kwargs)
-    valid = ", ".join([*MODEL_NAMES, "e2e_perturbed"])
+    if name == "e2e_warm":
+        from eoca.budget.e2e import WarmStartE2E
+
+        return WarmStartE2E(seed, **kwargs)
+    valid = ", ".join([*MODEL_NAMES, "e2e_perturbed", "e2e_warm"])
     raise DataValidationError(f"unknown budget model '{name}'; valid: {valid}")

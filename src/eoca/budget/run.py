@@ -33,6 +33,7 @@ from eoca.budget.evaluate import (
     uplift_auc_score,
 )
 from eoca.budget.models import Prediction, make_model
+from eoca.budget.offpolicy import paired_differences
 from eoca.errors import DataValidationError
 from eoca.io import write_bytes, write_csv, write_json, write_parquet, write_text
 
@@ -71,6 +72,7 @@ class BudgetRunResult:
     goal_rows: list[dict[str, Any]]
     uplift_rows: list[dict[str, Any]]
     ope_rows: list[dict[str, Any]]
+    paired_rows: list[dict[str, Any]]
     certificate: dict[str, Any]
     best_model: str
     allocation: pa.Table
@@ -99,6 +101,29 @@ def _fit(name: str, train: IncentiveData, seed: int) -> Any:
     return make_model(name, seed).fit(train)
 
 
+def crossfit_folds(n: int, seed: int, folds: int = 2) -> np.ndarray:
+    """Random fold of each of ``n`` customers, int64 (n,) in 0..folds-1."""
+    if folds < 2:
+        raise DataValidationError(f"cross-fitting needs at least 2 folds, got {folds}")
+    if folds == 2:
+        # the two-fold split that runs before repeated cross-fitting existed used this draw; kept so that their
+        # results reproduce
+        return (np.random.default_rng(seed).random(n) >= 0.5).astype(np.int64)
+    return np.random.default_rng(seed).integers(0, folds, n)
+
+
+def crossfit_predict(data: IncentiveData, name: str, seed: int, fold: np.ndarray) -> Prediction:
+    """Predictions (n, k) of model ``name`` for every customer by the model trained on the other folds, so that
+    no customer is scored by a model that saw them."""
+    p_all = np.empty((data.n, data.n_arms))
+    v_all = np.empty((data.n, data.n_arms))
+    for f in np.unique(fold):
+        held = fold == f
+        pred = _fit(name, data.subset(~held), seed).predict(data.features[held])
+        p_all[held], v_all[held] = pred.p, pred.value
+    return Prediction(p=p_all, value=v_all)
+
+
 def run_budget(
     data: IncentiveData,
     *,
@@ -123,20 +148,11 @@ def run_budget(
     preds: dict[str, Prediction] = {}
     fit_s: dict[str, float] = {}
     if crossfit:
-        # two folds, each predicted by the models trained on the other: every customer is evaluated, none by a
-        # model that saw them
-        fold = np.random.default_rng(seed).random(data.n) < 0.5
-        train, test = data.subset(~fold), data
+        fold = crossfit_folds(data.n, seed)
+        train, test = data.subset(fold != 0), data
         for name in models:
             t0 = time.perf_counter()
-            parts = {}
-            for held in (fold, ~fold):
-                parts[bool(held is fold)] = (held, _fit(name, data.subset(~held), seed).predict(data.features[held]))
-            p_all = np.empty((data.n, data.n_arms))
-            v_all = np.empty((data.n, data.n_arms))
-            for held, pred in parts.values():
-                p_all[held], v_all[held] = pred.p, pred.value
-            preds[name] = Prediction(p=p_all, value=v_all)
+            preds[name] = crossfit_predict(data, name, seed, fold)
             fit_s[name] = time.perf_counter() - t0
     else:
         train, test = data.split(test_fraction, seed)
@@ -164,7 +180,10 @@ def run_budget(
         name: aucc([p for p in curves if p.policy == name], ref) for name in dict.fromkeys(p.policy for p in curves)
     }
     best = max(preds, key=lambda m: aucc_by.get(m, -np.inf))
-    ope_rows = _ope_at_budget(test, preds, best, b_abs, n_bootstrap, seed)
+    pols = budget_policies(test, preds, best, b_abs)
+    ope_rows = _ope_at_budget(test, pols, n_bootstrap, seed)
+    mu_name = f"{best}, {'cross-fitted' if crossfit else 'fitted on the training part'}"
+    paired = paired_rows(test, pols, preds[best].value, mu_name, n_bootstrap, seed)
     cap_idx = {}
     for arm_name, m in (caps or {}).items():
         if arm_name not in test.arm_names:
@@ -201,6 +220,7 @@ def run_budget(
         goal_rows=goal_rows,
         uplift_rows=uplift_rows,
         ope_rows=ope_rows,
+        paired_rows=paired,
         certificate=cert,
         best_model=best,
         allocation=allocation,
@@ -265,24 +285,38 @@ def _snips_curves(
     return out
 
 
-def _ope_at_budget(
-    test: IncentiveData, preds: dict[str, Prediction], best: str, budget: float, n_bootstrap: int, seed: int
-) -> list[dict[str, Any]]:
-    """SNIPS at ``budget``: each model's solver policy, the best model's top-uplift and single-arm policies and
-    random targeting; lifts against random targeting with paired bootstrap intervals."""
-    pols: dict[str, Any] = {name: allocate(pred, test, budget).arm for name, pred in preds.items()}
+def budget_policies(
+    test: IncentiveData, preds: Mapping[str, Prediction], best: str, budget: float
+) -> dict[str, np.ndarray]:
+    """The policies compared at ``budget``: each model's solver allocation (arms, (n,)), the best model's
+    top-uplift and single-arm policies, and as probabilities (n, k): random targeting, the best incentive arm
+    (by its logged mean value) sent to random customers at the same expected cost ("untargeted"), and giving
+    nobody anything ("control")."""
+    pols: dict[str, np.ndarray] = {name: allocate(pred, test, budget).arm for name, pred in preds.items()}
     pb = preds[best]
     pols[f"{best}:top_uplift"] = top_uplift_policy(pb, test, budget)
     for t in range(1, test.n_arms):
         pols[f"{best}:only_{test.arms[t].name}"] = single_arm_policy(pb, test, budget, t)
-    exp_cost = test.cost_matrix(
-        np.broadcast_to(
-            [test.converted[test.arm == t].mean() if (test.arm == t).any() else 0.0 for t in range(test.n_arms)],
-            (test.n, test.n_arms),
-        )
-    )
+    logged = [test.arm == t for t in range(test.n_arms)]
+    rates = np.array([test.converted[m].mean() if m.any() else 0.0 for m in logged])
+    exp_cost = test.cost_matrix(np.broadcast_to(rates, (test.n, test.n_arms)))
     pols["random"] = random_policy(test, budget, exp_cost)
+    means = np.array([test.value[m].mean() if m.any() else -np.inf for m in logged])
+    top = 1 + int(np.argmax(means[1:]))
+    base = float(exp_cost[:, 0].sum())
+    extra = float(exp_cost[:, top].sum()) - base
+    share = 1.0 if extra <= 0 else float(np.clip((budget - base) / extra, 0.0, 1.0))
+    untargeted = np.zeros((test.n, test.n_arms))
+    untargeted[:, 0], untargeted[:, top] = 1.0 - share, share
+    pols[f"untargeted:{test.arms[top].name}"] = untargeted
     pols["control"] = np.zeros(test.n, dtype=np.int64)
+    return pols
+
+
+def _ope_at_budget(
+    test: IncentiveData, pols: Mapping[str, np.ndarray], n_bootstrap: int, seed: int
+) -> list[dict[str, Any]]:
+    """SNIPS at the budget of every policy; lifts against random targeting with paired bootstrap intervals."""
     res = snips_policies(test, pols, reference="random", n_bootstrap=n_bootstrap, seed=seed)
     rows = []
     for r in res.to_rows():
@@ -298,6 +332,35 @@ def _ope_at_budget(
                 "matched": r["matched"],
             }
         )
+    return rows
+
+
+def paired_rows(
+    test: IncentiveData,
+    pols: Mapping[str, np.ndarray],
+    mu: np.ndarray,
+    mu_name: str,
+    n_bootstrap: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Every policy minus random targeting, by SNIPS and by the doubly robust estimator with ``mu`` (n, k) as
+    the outcome model (held-out or cross-fitted predictions), on the same bootstrap resamples."""
+    diffs = paired_differences(
+        test.arm,
+        test.propensity,
+        test.value,
+        pols,
+        n_arms=test.n_arms,
+        reference="random",
+        mu=mu,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+    rows = []
+    for d in diffs:
+        row = d.to_row()
+        row["estimator"] = "snips" if d.estimator == "snips" else f"dr (outcome model: {mu_name})"
+        rows.append(row)
     return rows
 
 
@@ -399,6 +462,8 @@ def report_markdown(result: BudgetRunResult) -> str:
     parts += [
         "### Off-policy value at the budget (SNIPS, lifts against random targeting)\n",
         markdown_table(result.ope_rows),
+        "### Each policy minus random targeting (paired bootstrap; SNIPS and doubly robust)\n",
+        markdown_table(result.paired_rows),
         "### Uplift ranking (conversion, per arm vs control) and AUCC\n",
         markdown_table(result.uplift_rows),
         "### Fit and predict time (s)\n",
@@ -419,6 +484,7 @@ def write_budget_run(result: BudgetRunResult, out: str | Path) -> Path:
     if result.goal_rows:
         write_csv(result.goal_rows, folder / "goals.csv")
     write_csv(result.ope_rows, folder / "ope.csv")
+    write_csv(result.paired_rows, folder / "ope_paired.csv")
     write_csv(result.uplift_rows, folder / "uplift.csv")
     for name, png in result.plots.items():
         write_bytes(png, folder / name)
@@ -449,6 +515,12 @@ def report_section(result: BudgetRunResult) -> Any:
     if result.goal_rows:
         blocks.append(Table(result.goal_rows, caption="True incremental value at 10/30/50% of the treat-everyone cost"))
     blocks.append(Table(result.ope_rows, caption="SNIPS value at the budget; lifts against random targeting"))
+    blocks.append(
+        Table(
+            result.paired_rows,
+            caption="Each policy minus random targeting at the budget, SNIPS and doubly robust, paired bootstrap",
+        )
+    )
     blocks.append(Table(result.uplift_rows, caption="Qini coefficient and uplift AUC per arm (conversion), AUCC"))
     blocks.append(
         Note(

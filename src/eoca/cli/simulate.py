@@ -39,6 +39,14 @@ def simulate_cmd(
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the resolved config as YAML and exit.")
     ] = False,
+    parts: Annotated[
+        int | None,
+        typer.Option(
+            "--parts",
+            help="Write the world partitioned, one part per block of this many customers (sets "
+            "world.block_customers; memory of one block, for worlds of 10M+ customers).",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     overwrite: Overwrite = False,
 ) -> None:
@@ -51,7 +59,8 @@ def simulate_cmd(
     heteroscedastic amounts; and the truth table of every pair's p, mu, sigma and ETV. Same seed and config,
     same tables. Precedence: defaults < --config < --set < the explicit flags (--customers, --funds,
     --periods, --seed). An ``incentives`` section (e.g. --set 'incentives={}') adds the incentive campaign of
-    docs/budget.md (incentive_*.parquet/yaml beside the dataset).
+    docs/budget.md (incentive_*.parquet/yaml beside the dataset). ``world.block_customers`` generates the world
+    in independent blocks (docs/scale.md); with ``--parts`` each block is written as one part of every table.
     """
     from eoca.simulate import config_yaml, load_simulator_config
     from eoca.simulate.simulator import generate_world
@@ -62,6 +71,7 @@ def simulate_cmd(
         ("world.n_funds", funds),
         ("world.n_periods", periods),
         ("seed", seed),
+        ("world.block_customers", parts),
     ):
         if value is not None:
             sets.append(f"{key}={value}")
@@ -70,6 +80,20 @@ def simulate_cmd(
         typer.echo(config_yaml(cfg), nl=False)
         return
     start = time.perf_counter()
+    if cfg.world.block_customers is not None:
+        from eoca.simulate.writer import write_blocked_world
+
+        with output_folder(out, overwrite=overwrite) as work:
+            summary = write_blocked_world(cfg, work, partitioned=parts is not None, progress=progress)
+            write_text(config_yaml(cfg), work / "simulator.yaml")
+        console.print(
+            f"simulated [bold]{cfg.name}[/]: {summary.n_customers:,} customers in {summary.parts} block(s)"
+            f"{' (one part each)' if parts is not None else ''}, {summary.n_funds} funds, "
+            f"{summary.exposures:,} exposures ({1000 * summary.conversions / summary.exposures:.2f} conversions "
+            f"per mille), {summary.events:,} events, {summary.edges:,} consumption edges "
+            f"in {time.perf_counter() - start:.1f} s -> {out}"
+        )
+        return
     with output_folder(out, overwrite=overwrite) as work:
         world = generate_world(cfg, progress=progress)
         ds = world.dataset

@@ -38,6 +38,12 @@ class WorldConfig(_Section):
     )
     n_merchants: int = Field(default=200, ge=2, le=100_000, description="merchants in the consumption graph")
     history_days: int = Field(default=180, ge=1, description="behaviour events fall on days -history_days..-1")
+    block_customers: int | None = Field(
+        default=None,
+        ge=10,
+        description="generate the world in independent blocks of this many customers (bounded memory; "
+        "`eoca simulate --parts` writes one part per block); unset: one block, the default world",
+    )
 
 
 class FundTypeConfig(_Section):
@@ -279,8 +285,9 @@ def _render(model: BaseModel, indent: int, lines: list[str]) -> None:
     pad = " " * indent
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
-        if value is None and isinstance(model, SimulatorConfig):
-            # an absent optional section (incentives) is not rendered, so default worlds stay byte-identical
+        if value is None and info.default is None:
+            # absent optional keys (the incentives section, world.block_customers) are not rendered, so default
+            # worlds stay byte-identical
             continue
         if info.description:
             lines.append(f"{pad}# {info.description}")

@@ -30,6 +30,7 @@ from eoca.simulate.outcomes import (
 )
 from eoca.simulate.policy import draw_deliveries, policy_probabilities
 from eoca.simulate.world import (
+    STEP_BLOCKS,
     STEP_PAIRS,
     STEP_POLICY,
     Consumption,
@@ -133,25 +134,89 @@ class _Steps:
         prog.update(task, completed=total)
 
 
+@dataclass(frozen=True)
+class _Block:
+    """One block of a blocked world (``world.block_customers``): customers ``start .. start + n`` drawn from
+    their own streams (``seed``), the funds, the merchants and the outcome streams of the world's seed, and
+    the conversion calibration and the policy's fund popularity of block 0 (None while block 0 is made)."""
+
+    index: int
+    start: int
+    seed: int
+    shift: float | None
+    popularity: np.ndarray | None
+
+
+def block_seed(seed: int, block: int) -> int:
+    """Seed of the customer streams of block ``block`` of a blocked world of seed ``seed``."""
+    return int(step_rng(seed, STEP_BLOCKS, block).integers(0, 2**62))
+
+
 def generate_world(config: SimulatorConfig, progress: bool = False) -> World:
     """Generate the full world of ``config`` (deterministic for its seed).
 
     Memory is dominated by a few (N, K) float64 matrices and the event table: the peak of generating and
-    writing 1M x 8 is about 2.7 GB (benchmarks/RESULTS.md).
+    writing 1M x 8 is about 2.7 GB (benchmarks/RESULTS.md). A blocked world (``world.block_customers``) has
+    no single :class:`World`: :func:`generate_blocks` yields its datasets block by block.
+    """
+    if config.world.block_customers is not None:
+        raise ConfigError(
+            "world.block_customers is set: a blocked world is generated block by block (eoca simulate writes it, "
+            "one part per block with --parts); the in-memory world of eoca run and eoca budget needs it unset"
+        )
+    return _generate(config, progress, None)
+
+
+def generate_blocks(config: SimulatorConfig, progress: bool = False) -> Iterator[Dataset]:
+    """The datasets of the blocks of a blocked world, in customer order; each holds every table for its
+    customers (global customer ids ``start .. start + n - 1``) and the whole funds table.
+
+    Block b draws its customers, behaviour, graph edges, pair noise and policy draws from the streams of
+    :func:`block_seed` (seed, b); funds and merchants come from the world's seed, outcome draws are keyed by
+    the global customer position (so a simulated A/B test of the whole world uses the same streams), and the
+    conversion intercept and the exploring policy's fund popularity are those of block 0. Memory is one
+    block's, whatever N is.
     """
     cfg = config
+    n = cfg.world.n_customers
+    size = cfg.world.block_customers or n
+    shift: float | None = None
+    popularity: np.ndarray | None = None
+    for b, start in enumerate(range(0, n, size)):
+        m = min(size, n - start)
+        blk = _Block(b, start, block_seed(cfg.seed, b), shift, popularity)
+        world = _generate(
+            cfg.model_copy(update={"world": cfg.world.model_copy(update={"n_customers": m})}), progress, blk
+        )
+        if b == 0:
+            shift = world.cvr_shift
+            popularity = _popularity(world.events.fund, cfg.world.n_funds)
+        yield world.dataset
+
+
+def _popularity(event_fund: np.ndarray, k: int) -> np.ndarray:
+    """Standardised log event volume per fund (k,), the exploring policy's popularity signal."""
+    volume = np.log1p(np.bincount(event_fund, minlength=k).astype(np.float64))
+    return (volume - volume.mean()) / volume.std() if volume.std() > 0 else np.zeros(k)
+
+
+def _generate(cfg: SimulatorConfig, progress: bool, blk: _Block | None) -> World:
+    """One world, or one block of a blocked world (``cfg`` then has the block's customer count)."""
     n, k = cfg.world.n_customers, cfg.world.n_funds
     type_names = [t.name for t in cfg.funds.fund_types]
     n_types = len(type_names)
+    # the customer streams: the world's seed, or the block's own
+    ccfg = cfg if blk is None else cfg.model_copy(update={"seed": blk.seed})
+    offset = 0 if blk is None else blk.start
     with _Steps(progress) as steps:
         with steps.step("customers and funds"):
-            cust, cust_cols = generate_customers(cfg)
+            cust, cust_cols = generate_customers(ccfg)
             funds, fund_cols = generate_funds(cfg)
             tolerance = cust_cols["risk_tolerance"]
             risk = fund_cols["risk_level"]
             eligible = eligible_mask(tolerance, risk)
             pref_pair = cust.preference[:, funds.type_index]
-            rng = step_rng(cfg.seed, STEP_PAIRS)
+            rng = step_rng(ccfg.seed, STEP_PAIRS)
             base = PairLatents(
                 preference=pref_pair,
                 history=np.zeros((n, k)),
@@ -167,9 +232,9 @@ def generate_world(config: SimulatorConfig, progress: bool = False) -> World:
             )
             mu, sigma = amount_parameters(base, cfg)
         with steps.step("behaviour events", chunk_count(n, k)) as tick:
-            events = generate_events(cfg, pref_pair, eligible, cust.engagement, funds.appeal, mu, sigma, tick)
+            events = generate_events(ccfg, pref_pair, eligible, cust.engagement, funds.appeal, mu, sigma, tick)
         with steps.step("consumption graph", chunk_count(n, 16)) as tick:
-            graph = generate_consumption(cfg, cust.z_capital, tick)
+            graph = generate_consumption(ccfg, cust.z_capital, tick, merchant_seed=cfg.seed)
         with steps.step("conversion model"):
             ev_type_pos = events.customer * n_types + funds.type_index[events.fund]
             purchases = events.event_type == EVENT_TYPES.index("purchase")
@@ -179,24 +244,27 @@ def generate_world(config: SimulatorConfig, progress: bool = False) -> World:
             ctr_logit, cvr_logit = click_and_conversion_logits(lat, cfg)
             ctr = expit(ctr_logit)
             m = min(n, _CALIBRATION_CUSTOMERS)
-            shift = calibrate_cvr_shift(ctr[:m], cvr_logit[:m], eligible[:m], cfg.conversion.target_per_mille / 1000.0)
+            if blk is not None and blk.shift is not None:
+                shift = blk.shift
+            else:
+                target = cfg.conversion.target_per_mille / 1000.0
+                shift = calibrate_cvr_shift(ctr[:m], cvr_logit[:m], eligible[:m], target)
             p = ctr * expit(cvr_logit + shift)
             etv = expected_value(p, mu, sigma)
         with steps.step("logged exposures", cfg.world.n_periods) as tick:
             used = np.bincount(ev_type_pos, minlength=n * n_types).reshape(n, n_types)
             favourite = np.where(used.sum(axis=1) > 0, np.argmax(used, axis=1), cust_cols["stated_preference"])
-            volume = np.log1p(np.bincount(events.fund, minlength=k).astype(np.float64))
-            pop_z = (volume - volume.mean()) / volume.std() if volume.std() > 0 else np.zeros(k)
+            pop_z = blk.popularity if blk is not None and blk.popularity is not None else _popularity(events.fund, k)
             probs = policy_probabilities(cfg.policy, favourite, funds.type_index, pop_z, risk, tolerance)
             exposures: list[_Period] = []
             rows = np.arange(n)
             for t in range(cfg.world.n_periods):
-                fund, prop = draw_deliveries(probs, step_rng(cfg.seed, STEP_POLICY, t))
+                fund, prop = draw_deliveries(probs, step_rng(ccfg.seed, STEP_POLICY, t))
                 out = draw_outcomes(
                     p[rows, fund],
                     mu[rows, fund],
                     sigma[rows, fund],
-                    rows,
+                    rows + offset,
                     fund,
                     period_stream(cfg.seed, t),
                     ctr=ctr[rows, fund],
@@ -205,7 +273,7 @@ def generate_world(config: SimulatorConfig, progress: bool = False) -> World:
                 exposures.append(_Period(fund, prop, out.clicked, out.converted, out.amount))
                 tick()
         with steps.step("tables and validation"):
-            ds = _assemble(cfg, cust_cols, fund_cols, type_names, events, graph, exposures, p, mu, sigma, etv)
+            ds = _assemble(cfg, cust_cols, fund_cols, type_names, events, graph, exposures, p, mu, sigma, etv, offset)
             ds.validate()
     return World(
         config=cfg,
@@ -259,12 +327,15 @@ def _assemble(
     mu: np.ndarray,
     sigma: np.ndarray,
     etv: np.ndarray,
+    offset: int = 0,
 ) -> Dataset:
+    """The dataset of one world (or one block: customer ids start at ``offset``, the spec describes the block)."""
     n, k = p.shape
+    ids = np.arange(offset, offset + n, dtype=np.int64)
     names = pa.array(type_names, type=pa.string())
     customers = pa.table(
         {
-            "customer_id": pa.array(np.arange(n, dtype=np.int64)),
+            "customer_id": pa.array(ids),
             "risk_tolerance": cust_cols["risk_tolerance"],
             **{
                 f: (names.take(pa.array(cust_cols[f])) if f == "stated_preference" else cust_cols[f])
@@ -285,7 +356,7 @@ def _assemble(
     periods = len(exposures)
     exp_tab = pa.table(
         {
-            "customer_id": np.tile(np.arange(n, dtype=np.int64), periods),
+            "customer_id": np.tile(ids, periods),
             "fund_id": np.concatenate([e.fund for e in exposures]).astype(np.int64),
             "time": np.repeat(np.arange(periods, dtype=np.int64), n),
             "clicked": np.concatenate([e.clicked for e in exposures]),
@@ -296,7 +367,7 @@ def _assemble(
     )
     ev_tab = pa.table(
         {
-            "customer_id": events.customer,
+            "customer_id": events.customer + offset,
             "fund_id": events.fund,
             "time": events.time,
             "event_type": pa.array(list(EVENT_TYPES), type=pa.string()).take(pa.array(events.event_type)),
@@ -305,7 +376,7 @@ def _assemble(
     )
     cons_tab = pa.table(
         {
-            "customer_id": graph.customer,
+            "customer_id": graph.customer + offset,
             "merchant_id": graph.merchant,
             "payment_count": graph.payment_count,
             "payment_total": graph.payment_total,
@@ -313,7 +384,7 @@ def _assemble(
     )
     truth = pa.table(
         {
-            "customer_id": np.repeat(np.arange(n, dtype=np.int64), k),
+            "customer_id": np.repeat(ids, k),
             "fund_id": np.tile(np.arange(k, dtype=np.int64), n),
             "p": p.ravel(),
             "mu": mu.ravel(),
@@ -321,7 +392,25 @@ def _assemble(
             "etv": etv.ravel(),
         }
     )
-    spec = DatasetSpec(
+    return Dataset(
+        spec=dataset_spec(cfg, n, k, periods),
+        customers=customers,
+        funds=funds,
+        exposures=exp_tab,
+        events=ev_tab,
+        consumption=cons_tab,
+        truth=truth,
+    )
+
+
+def dataset_spec(cfg: SimulatorConfig, n: int, k: int, periods: int, folders: bool = False) -> DatasetSpec:
+    """``dataset.yaml`` of a simulated world of n customers; ``folders``: every table but funds is a folder of
+    part files (a partitioned world, read back as one table by :meth:`eoca.data.Dataset.load`)."""
+
+    def file(name: str) -> str:
+        return name if folders and name != "funds" else f"{name}.parquet"
+
+    return DatasetSpec(
         name=cfg.name,
         description=(
             f"eoca simulated fund platform: {n:,} customers, {k} funds, {periods} delivery periods "
@@ -329,17 +418,17 @@ def _assemble(
         ),
         risk_levels=(1, 5),
         customers=TableSpec(
-            file="customers.parquet",
+            file=file("customers"),
             features=[FeatureSpec(name=f, type=t, description=d) for f, t, d in _CUSTOMER_FEATURES],
         ),
         funds=TableSpec(
-            file="funds.parquet",
+            file=file("funds"),
             features=[FeatureSpec(name=f, type=t, description=d) for f, t, d in _FUND_FEATURES],
         ),
-        exposures=TableSpec(file="exposures.parquet"),
-        events=TableSpec(file="events.parquet"),
-        consumption=TableSpec(file="consumption.parquet"),
-        truth=TableSpec(file="truth.parquet"),
+        exposures=TableSpec(file=file("exposures")),
+        events=TableSpec(file=file("events")),
+        consumption=TableSpec(file=file("consumption")),
+        truth=TableSpec(file=file("truth")),
         split=SplitSpec(test_start=periods - 1, validation_fraction=0.1, seed=cfg.seed),
         sequence_length=cfg.sequence_length,
         propensity="logged",
@@ -348,15 +437,6 @@ def _assemble(
             "truth": "oracle only: true p (CTCVR), mu, sigma of log(amount + 1), etv = p * (exp(mu + sigma^2/2) - 1)",
             "simulator_config": config_yaml(cfg),
         },
-    )
-    return Dataset(
-        spec=spec,
-        customers=customers,
-        funds=funds,
-        exposures=exp_tab,
-        events=ev_tab,
-        consumption=cons_tab,
-        truth=truth,
     )
 
 

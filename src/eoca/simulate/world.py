@@ -21,6 +21,7 @@ from eoca.simulate.outcomes import sample_amounts
 
 # Stream identifiers of the random steps (the second element of each generator's seed).
 STEP_CUSTOMERS, STEP_FUNDS, STEP_PAIRS, STEP_EVENTS, STEP_MERCHANTS, STEP_CONSUMPTION, STEP_POLICY = range(1, 8)
+STEP_BLOCKS = 8  # the customer seed of each block of a blocked world
 
 EVENT_CODE = {name: i for i, name in enumerate(EVENT_TYPES)}
 """Integer code of each event type (index into :data:`eoca.data.schema.EVENT_TYPES`)."""
@@ -316,7 +317,9 @@ class Consumption:
     merchant_price: np.ndarray
 
 
-def generate_consumption(cfg: SimulatorConfig, z_capital: np.ndarray, tick: Tick | None = None) -> Consumption:
+def generate_consumption(
+    cfg: SimulatorConfig, z_capital: np.ndarray, tick: Tick | None = None, *, merchant_seed: int | None = None
+) -> Consumption:
     """Payments of each customer to merchants whose price level is near the customer's spending level.
 
     spending level = loading * z_capital + sqrt(1 - loading^2) * noise; each of 1 + Poisson(payments_mean - 1)
@@ -328,10 +331,12 @@ def generate_consumption(cfg: SimulatorConfig, z_capital: np.ndarray, tick: Tick
     Args:
         z_capital: standardised log capital, shape (N,).
         tick: called once per customer chunk (progress).
+        merchant_seed: seed of the merchants (default ``cfg.seed``; the blocks of a blocked world share the
+            world's merchants while drawing their customers' payments from their own seed).
     """
     gc = cfg.consumption
     n, n_m = z_capital.shape[0], cfg.world.n_merchants
-    rng_m = step_rng(cfg.seed, STEP_MERCHANTS)
+    rng_m = step_rng(cfg.seed if merchant_seed is None else merchant_seed, STEP_MERCHANTS)
     price = rng_m.standard_normal(n_m)
     log_pop = gc.merchant_popularity_sd * rng_m.standard_normal(n_m)
     centres = np.linspace(-_SPEND_RANGE, _SPEND_RANGE, _SPEND_BINS)

@@ -296,6 +296,7 @@ class TrainedModel:
                 dataset_fund_ids(dataset),
                 self.model.formula,
                 split,
+                bound.split_weights(split),
             )
         self.guard = guard
         return guard
