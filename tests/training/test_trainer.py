@@ -116,7 +116,9 @@ def test_loading_refuses_non_weights_pickle(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("selection", ["loss", "ips"])
 def test_grid_search_selects_best_validation_score(tiny: Dataset, tmp_path: Path, selection: str) -> None:
-    cfg = _cfg(model="mtl_mse", max_epochs=1, grid=True, grid_lr=[0.01, 0.04], grid_dropout=[0.1], selection=selection)
+    cfg = _cfg(
+        model="mtl_mse", max_epochs=1, grid=True, grid_lr=[0.01, 0.04], grid_dropout=[0.1], selection=selection
+    )
     winner = train(tiny, cfg, tmp_path, progress=False)
     grid = json.loads((tmp_path / "grid.json").read_text())
     assert len(grid) == 2 and all(g["selection"] == selection for g in grid)
