@@ -547,7 +547,11 @@ class PairLinear(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, pair: PairInput) -> Tensor:
-        out: Tensor = self.customer(pair.customer)[pair.row_unit] + self.fund(pair.fund)[pair.fund_index]
+        # index_select rather than t[index]: its backward is one index_add, where advanced indexing's backward is
+        # a sorting accumulate under deterministic kernels.
+        out: Tensor = self.customer(pair.customer).index_select(0, pair.row_unit) + self.fund(pair.fund).index_select(
+            0, pair.fund_index
+        )
         if self.pair is not None and pair.pair is not None:
             out = out + self.pair(pair.pair)
         return out
