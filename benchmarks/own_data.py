@@ -3,19 +3,30 @@ customer-value data of two shapes, from the raw files through an import spec, wi
 
 Data (nothing is copied into the repository):
 
-* ``cdnow``: the CDNOW sample transaction log (2,357 customers, 6,919 purchases, 1997-01 .. 1998-06) read from
-  where the ``lifetimes`` package installed it; calibration to 1997-09-30, target 1997-10-01 .. 1998-06-30
-  (about 71% of customers spend nothing in the target window).
+* ``cdnow``: the CDNOW transaction log read from where the ``lifetimes`` package installed it, by default the
+  full log (``--cdnow master``: 23,570 customers, 69,659 purchases, 1997-01 .. 1998-06; ``--cdnow sample`` is
+  lifetimes' 1-in-10 sample, 2,357 customers); calibration to 1997-09-30, target 1997-10-01 .. 1998-06-30
+  (about 70% of customers spend nothing in the target window).
 * ``donations``: a *synthetic* donation-like direct-mail sample (:mod:`eoca.data.donations`; 10,000 rows,
   responders oversampled to 50%, population rate about 5%, blank features), imported with
   ``sampling.converted_rate`` so that training and every metric are population-weighted.
 
 Per data set and seed: the zoo candidates train on the train split and the one with the best validation
-metric (``--select``, default validation ETV MSE) is "eoca's best"; ``gbdt`` (LightGBM hurdle) is tuned over
-a small grid on the same validation metric; ``bgnbd`` (transaction logs only) is fitted on the train customers.
-All are scored on the same test customers. The paired bootstrap resamples test customers (``--boot`` draws)
-and reports the 95% percentile interval of ``Gini(eoca) - Gini(peer)`` and ``MSE(peer) - MSE(eoca)``: an
-interval above zero means eoca's best is better on that metric.
+metric is "eoca's best" (``gbdt_mean`` is tuned over :data:`GBDT_MEAN_GRID` first, on the same metric); the
+peer ``gbdt`` (LightGBM hurdle) is tuned over the larger :data:`GBDT_GRID` on the same validation metric;
+``bgnbd`` (transaction logs only) is fitted on the train customers. Both eoca's candidates and the peer
+``gbdt`` are then the mean of ``--ensemble`` (default 5) training seeds at their chosen parameters, as
+``eoca evaluate --seeds ... --ensemble`` scores them (for LightGBM the seed moves the feature subsampling),
+and eoca's best is the candidate whose seed-average scores best on validation. The metric (``--select``) is by
+default the validation Poisson deviance of the ETV (:func:`eoca.evaluation.metrics.tweedie_deviance`): like MSE it is
+minimised by the expected value, but one extreme customer in the validation split does not decide it, so the
+choice is far less noisy (``--select mse`` or ``gini`` are the alternatives). All are scored on the same test
+customers. The paired bootstrap resamples test customers (``--boot`` draws) and reports the 95% percentile
+interval of ``Gini(eoca) - Gini(peer)`` and ``MSE(peer) - MSE(eoca)`` (an interval above zero means eoca's best
+is better on that metric) and the power of the test set: MDE80, the smallest true difference it detects four
+times in five. On the synthetic donations the truth (:func:`eoca.data.donations.expected_donation`) is scored
+against the peers too: the ceiling any model could reach on that test set. Every method's validation and test
+predictions are saved (``predictions_<data>_<seed>.npz``).
 
 Run: ``nice python benchmarks/own_data.py --out bench_own_data`` (writes ``results.json`` and ``results.md``).
 """
@@ -32,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from eoca.data import Dataset
 from eoca.data.donations import write_donation_sample
@@ -59,6 +72,22 @@ transactions:
   window: {{calibration_end: 1997-09-30, target_end: 1998-06-30}}
 """
 
+CDNOW_MASTER_SPEC = """\
+name: cdnow
+description: CDNOW transaction log (all 23,570 customers) as installed by the lifetimes package
+split: {{test_fraction: 0.3, validation_fraction: 0.2, seed: {split_seed}}}
+transactions:
+  path: {path}
+  delimiter: whitespace
+  header: true
+  customer_id: customer_id
+  time: date
+  time_format: "%Y%m%d"
+  amount: dollar_value
+  quantity: number_of_cds
+  window: {{calibration_end: 1997-09-30, target_end: 1998-06-30}}
+"""
+
 DONATION_SPEC = """\
 name: donations-synthetic
 description: synthetic donation-like direct-mail sample, responders oversampled to 50%
@@ -80,36 +109,68 @@ customer_value:
 """
 
 GBDT_GRID = [
-    {"num_leaves": nl, "min_child_samples": mcs, "learning_rate": lr}
+    {"num_leaves": nl, "min_child_samples": mcs, "learning_rate": lr, "amount_num_leaves": anl}
+    for nl in (7, 15)
+    for mcs in (20, 100)
+    for lr in (0.03, 0.1)
+    for anl in (7, 15)
+]
+"""The peer's grid: classifier leaves, leaf size and learning rate, and the amount regressor's leaves."""
+
+GBDT_MEAN_GRID = [
+    {"value_num_leaves": nl, "value_min_child_samples": mcs, "value_learning_rate": lr}
     for nl in (7, 15)
     for mcs in (20, 100)
     for lr in (0.03, 0.1)
 ]
+"""eoca's ``gbdt_mean`` grid (half the peer's size)."""
+
+POWER_Z = 1.96 + 0.8416
+"""z-values of a two-sided 5% test plus 80% power: a true difference of POWER_Z standard errors is detected
+four times in five."""
+
+EOCA_GRIDS: dict[str, list[dict[str, Any]]] = {"gbdt_mean": GBDT_MEAN_GRID}
 
 
-def cdnow_path() -> Path:
+def cdnow_path(variant: str = "master") -> Path:
     spec = importlib.util.find_spec("lifetimes")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("the cdnow data set ships with the lifetimes package: pip install 'eoca[peers]'")
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "CDNOW_sample.txt"
+    file = "CDNOW_master.txt" if variant == "master" else "CDNOW_sample.txt"
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / file
 
 
-def build(name: str, work: Path, split_seed: int) -> Dataset:
+def build(name: str, work: Path, split_seed: int, cdnow: str = "master") -> Dataset:
     work.mkdir(parents=True, exist_ok=True)
     if name == "cdnow":
-        (work / "spec.yaml").write_text(CDNOW_SPEC.format(path=cdnow_path(), split_seed=split_seed))
+        template = CDNOW_MASTER_SPEC if cdnow == "master" else CDNOW_SPEC
+        (work / "spec.yaml").write_text(template.format(path=cdnow_path(cdnow), split_seed=split_seed))
     else:
-        info = write_donation_sample(work / "donations.csv", seed=0)
+        info = write_donation_sample(work / "donations.csv", seed=0, truth_path=work / "truth.csv")
         (work / "spec.yaml").write_text(
             DONATION_SPEC.format(rate=round(info["population_rate"], 4), split_seed=split_seed)
         )
     return import_dataset(work / "spec.yaml", work / "dataset")
 
 
+def oracle_etv(ds: Dataset, work: Path, customer_pos: np.ndarray) -> np.ndarray | None:
+    """The synthetic donations' true expected donation of the customers at ``customer_pos`` (None for real
+    data): the population model on the complete features, the best any model could predict."""
+    path = work / "truth.csv"
+    if not path.exists():
+        return None
+    truth = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"CONTROLN": pa.string()}))
+    etv = dict(zip(truth.column("CONTROLN").to_pylist(), truth.column("etv").to_pylist(), strict=True))
+    ids = ds.customers.column("customer_id").to_pylist()
+    return np.array([etv[ids[int(c)]] for c in customer_pos], dtype=np.float64)
+
+
 def _score(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None, metric: str) -> float:
     """Higher is better."""
     if metric == "gini":
         return M.normalized_gini(y, pred, w)
+    if metric == "deviance":
+        return -M.tweedie_deviance(y, pred, w)
     return -M.mse(y, pred, w)
 
 
@@ -127,7 +188,9 @@ def fit_and_predict(ds: Dataset, model: str, cfg: dict[str, Any]) -> tuple[np.nd
 def paired_bootstrap(
     y: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray | None, boot: int, seed: int
 ) -> dict[str, list[float]]:
-    """95% percentile intervals of Gini(a) - Gini(b) and MSE(b) - MSE(a) over test-customer resamples."""
+    """95% percentile intervals of Gini(a) - Gini(b) and MSE(b) - MSE(a) over test-customer resamples, their
+    bootstrap standard errors, and the smallest true difference this test set detects with 80% power in a
+    two-sided 5% test, ``(1.96 + 0.84) x se`` (normal approximation)."""
     rng = np.random.default_rng(seed)
     n = y.size
     gini, mse = [], []
@@ -137,14 +200,54 @@ def paired_bootstrap(
         gini.append(M.normalized_gini(y[i], a[i], wi) - M.normalized_gini(y[i], b[i], wi))
         mse.append(M.mse(y[i], b[i], wi) - M.mse(y[i], a[i], wi))
     q = [2.5, 97.5]
-    return {"gini_diff_95": np.percentile(gini, q).tolist(), "mse_diff_95": np.percentile(mse, q).tolist()}
+    se_g, se_m = float(np.std(gini, ddof=1)), float(np.std(mse, ddof=1))
+    return {
+        "gini_diff_95": np.percentile(gini, q).tolist(),
+        "mse_diff_95": np.percentile(mse, q).tolist(),
+        "gini_diff_se": se_g,
+        "mse_diff_se": se_m,
+        "gini_mde80": POWER_Z * se_g,
+        "mse_mde80": POWER_Z * se_m,
+    }
+
+
+def tuned(
+    ds: Dataset, model: str, base: dict[str, Any], grid: list[dict[str, Any]], select: str
+) -> tuple[float, dict[str, Any], np.ndarray, np.ndarray]:
+    """(validation score, params, validation ETV, test ETV) of the best grid point of ``model`` on ``select``."""
+    valid = split_exposures(ds, "valid")
+    best: tuple[float, dict[str, Any], np.ndarray, np.ndarray] | None = None
+    for params in grid or [{}]:
+        v, t = fit_and_predict(ds, model, {**base, "params": params})
+        s = _score(valid["amount"], v, valid.get("weight"), select)
+        if best is None or s > best[0]:
+            best = (s, params, v, t)
+    assert best is not None
+    return best
+
+
+def seed_averaged(
+    ds: Dataset, model: str, base: dict[str, Any], grid: list[dict[str, Any]], select: str, seeds: int
+) -> tuple[float, dict[str, Any], np.ndarray, np.ndarray]:
+    """:func:`tuned`, then the mean ETV of ``seeds`` training seeds at the chosen grid point (the first is the
+    tuning run itself): what ``eoca evaluate --seeds ... --ensemble`` scores. Returns the validation score of
+    the average, the params, and the averaged validation and test ETV."""
+    _, params, v, t = tuned(ds, model, base, grid, select)
+    vs, ts = [v], [t]
+    for k in range(1, seeds):
+        vk, tk = fit_and_predict(ds, model, {**base, "seed": base["seed"] * 1000 + k, "params": params})
+        vs.append(vk)
+        ts.append(tk)
+    valid = split_exposures(ds, "valid")
+    v_mean, t_mean = np.mean(vs, axis=0), np.mean(ts, axis=0)
+    return _score(valid["amount"], v_mean, valid.get("weight"), select), params, v_mean, t_mean
 
 
 def run_one(name: str, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    ds = build(name, work / f"{name}_{seed}", split_seed=seed)
+    ds = build(name, work / f"{name}_{seed}", split_seed=seed, cdnow=args.cdnow)
     base = {"seed": seed, "num_threads": 1, "max_epochs": args.max_epochs, "patience": 3}
-    valid, test = split_exposures(ds, "valid"), split_exposures(ds, "test")
-    wv, wt = valid.get("weight"), test.get("weight")
+    test = split_exposures(ds, "test")
+    wt = test.get("weight")
     res: dict[str, Any] = {
         "dataset": name,
         "seed": seed,
@@ -152,27 +255,40 @@ def run_one(name: str, seed: int, args: argparse.Namespace, work: Path) -> dict[
         "zero_label_share": float((test["amount"] == 0).mean()),
     }
     t0 = time.perf_counter()
-    cands: dict[str, tuple[float, np.ndarray]] = {}
+    cands: dict[str, tuple[float, dict[str, Any], np.ndarray]] = {}
+    saved: dict[str, np.ndarray] = {}  # every method's valid and test ETV, for analysis after the run
     for model in args.models.split(","):
-        v, t = fit_and_predict(ds, model, base)
-        cands[model] = (_score(valid["amount"], v, wv, args.select), t)
+        score, params, v, t = seed_averaged(ds, model, base, EOCA_GRIDS.get(model, []), args.select, args.ensemble)
+        cands[model] = (score, params, t)
+        saved[f"valid_{model}"], saved[f"test_{model}"] = v, t
     best = max(cands, key=lambda m: cands[m][0])
     res["eoca_candidates_valid"] = {m: c[0] for m, c in cands.items()}
     res["eoca_best"] = best
-    eoca = cands[best][1]
-    gb: tuple[float, dict[str, Any], np.ndarray] | None = None
-    for params in GBDT_GRID:
-        v, t = fit_and_predict(ds, "gbdt", {**base, "params": params})
-        s = _score(valid["amount"], v, wv, args.select)
-        if gb is None or s > gb[0]:
-            gb = (s, params, t)
-    assert gb is not None
+    res["eoca_best_params"] = cands[best][1]
+    eoca = cands[best][2]
+    gb = seed_averaged(ds, "gbdt", base, GBDT_GRID, args.select, args.ensemble)
     res["gbdt_params"] = gb[1]
-    peers = {"gbdt": gb[2]}
+    peers = {"gbdt": gb[3]}
+    saved["valid_gbdt"], saved["test_gbdt"] = gb[2], gb[3]
     if name == "cdnow":
         peer = make_peer("bgnbd").fit(ds)
         peers["bgnbd"] = peer.predict_customers(ds, test["customer_pos"])["etv"]
+        saved["valid_bgnbd"] = peer.predict_customers(ds, split_exposures(ds, "valid")["customer_pos"])["etv"]
+        saved["test_bgnbd"] = peers["bgnbd"]
     y = test["amount"]
+    oracle = oracle_etv(ds, work / f"{name}_{seed}", test["customer_pos"])
+    if oracle is not None:
+        # The ceiling: how far the true expected value itself is from the peers, on this test set.
+        res["oracle"] = {"gini": M.normalized_gini(y, oracle, wt), "mse": M.mse(y, oracle, wt)}
+        res["oracle_vs"] = {p: paired_bootstrap(y, oracle, pred, wt, args.boot, seed) for p, pred in peers.items()}
+        saved["test_oracle"] = oracle
+    valid = split_exposures(ds, "valid")
+    for split, lab in (("valid", valid), ("test", test)):
+        saved[f"{split}_amount"] = lab["amount"]
+        if "weight" in lab:
+            saved[f"{split}_weight"] = lab["weight"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out / f"predictions_{name}_{seed}.npz", **saved)
     res["metrics"] = {
         m: {"gini": M.normalized_gini(y, p, wt), "mse": M.mse(y, p, wt), "mae": M.mae(y, p, wt)}
         for m, p in {"eoca:" + best: eoca, **peers}.items()
@@ -184,9 +300,9 @@ def run_one(name: str, seed: int, args: argparse.Namespace, work: Path) -> dict[
 
 def render(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| data | seed | eoca best | Gini eoca | peer | Gini peer | ΔGini 95% | MSE eoca | MSE peer | ΔMSE 95% |"
-        " beats on both |",
-        "|---|---:|---|---:|---|---:|---|---:|---:|---|---|",
+        "| data | seed | eoca best | Gini eoca | peer | Gini peer | ΔGini 95% | ΔGini MDE80 | MSE eoca | MSE peer |"
+        " ΔMSE 95% | ΔMSE MDE80 | beats on both |",
+        "|---|---:|---|---:|---|---:|---|---:|---:|---:|---|---:|---|",
     ]
     for r in results:
         e = r["metrics"]["eoca:" + r["eoca_best"]]
@@ -196,8 +312,26 @@ def render(results: list[dict[str, Any]]) -> str:
             both = "yes" if g[0] > 0 and m[0] > 0 else "no"
             lines.append(
                 f"| {r['dataset']} | {r['seed']} | {r['eoca_best']} | {e['gini']:.4f} | {peer} | {p['gini']:.4f} | "
-                f"[{g[0]:+.4f}, {g[1]:+.4f}] | {e['mse']:.4g} | {p['mse']:.4g} | [{m[0]:+.4g}, {m[1]:+.4g}] | {both} |"
+                f"[{g[0]:+.4f}, {g[1]:+.4f}] | {vs['gini_mde80']:.4f} | {e['mse']:.4g} | {p['mse']:.4g} | "
+                f"[{m[0]:+.4g}, {m[1]:+.4g}] | {vs['mse_mde80']:.4g} | {both} |"
             )
+    oracle = [r for r in results if "oracle_vs" in r]
+    if oracle:
+        lines += [
+            "",
+            "The true expected value (synthetic data only) against the same peers, on the same test customers:",
+            "",
+            "| data | seed | Gini truth | peer | ΔGini 95% | ΔGini MDE80 | MSE truth | ΔMSE 95% | ΔMSE MDE80 |",
+            "|---|---:|---:|---|---|---:|---:|---|---:|",
+        ]
+        for r in oracle:
+            for peer, vs in r["oracle_vs"].items():
+                g, m = vs["gini_diff_95"], vs["mse_diff_95"]
+                lines.append(
+                    f"| {r['dataset']} | {r['seed']} | {r['oracle']['gini']:.4f} | {peer} | [{g[0]:+.4f}, {g[1]:+.4f}] "
+                    f"| {vs['gini_mde80']:.4f} | {r['oracle']['mse']:.4g} | [{m[0]:+.4g}, {m[1]:+.4g}] | "
+                    f"{vs['mse_mde80']:.4g} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -206,8 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--data", default="cdnow,donations")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--models", default="mtl_ziln,esdpm,mtl_mse,dnn_v")
-    ap.add_argument("--select", choices=("mse", "gini"), default="mse")
+    ap.add_argument("--models", default="mtl_ziln,esdpm,mtl_mse,dnn_v,gbdt_mean")
+    ap.add_argument("--cdnow", choices=("master", "sample"), default="master")
+    ap.add_argument("--ensemble", type=int, default=5, help="training seeds averaged per model (both sides)")
+    ap.add_argument("--select", choices=("mse", "deviance", "gini"), default="deviance")
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--boot", type=int, default=1000)
     args = ap.parse_args(argv)

@@ -4,10 +4,12 @@ For each seed the default multi-scenario world (``eoca.tamor.config.TamorConfig`
 is generated, every framework is trained with one torch thread and the same budget, slates of K items are built
 by ``ETV + w P(upgrade) V`` and delivered in a simulated next period with common random numbers. Printed (and,
 with ``--json``, saved): per framework totals and % of the oracle, TAMOR's lift over every other framework with a
-paired-bootstrap 95% interval, AUCs on the smallest tier, and training throughput.
+paired-bootstrap 95% interval per seed and pooled over the seeds (customers resampled within each seed), AUCs on
+the smallest tier, training throughput, and the goal verdicts on the true expected metrics.
 
     OMP_NUM_THREADS=1 python benchmarks/tamor.py                      # 3 seeds, the documented tables
     OMP_NUM_THREADS=1 python benchmarks/tamor.py --seeds 0 --customers 10000   # a quick look
+    OMP_NUM_THREADS=1 python benchmarks/tamor.py --set rank.contracts=proportional   # slates under contracts
 """
 
 from __future__ import annotations
@@ -20,11 +22,23 @@ from pathlib import Path
 from typing import Any
 
 from eoca.tamor.config import TIER_NAMES, load_tamor_config
-from eoca.tamor.evaluate import METRICS
+from eoca.tamor.evaluate import METRICS, PeriodResult, paired_lift
 from eoca.tamor.experiment import run_comparison
 from eoca.tamor.model import VARIANTS
 
-FRAMEWORKS = ["tamor", "pooled", "per_tier", "star", "tamor_no_tier", "tamor_no_scenario", "tamor_no_bias"]
+FRAMEWORKS = [
+    "tamor",
+    "pooled",
+    "per_tier",
+    "star",
+    "tamor_no_tier",
+    "tamor_no_scenario",
+    "tamor_no_bias",
+    "tamor_no_link",
+]
+LIFT_METRICS = ("expected_new_high_holding", "expected_amount", "new_high_holding", "amount", "conversions")
+GOAL_METRICS = ("expected_new_high_holding", "expected_amount")
+GOAL_REFERENCES = ("pooled", "per_tier")
 
 
 def _fmt(x: float, digits: int = 1) -> str:
@@ -33,12 +47,14 @@ def _fmt(x: float, digits: int = 1) -> str:
 
 def run(seeds: list[int], config: str | None, overrides: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": {}}
+    periods: list[PeriodResult] = []
     for seed in seeds:
         cfg = load_tamor_config(config, [*overrides, f"seed={seed}", f"frameworks={FRAMEWORKS}", "control=pooled"])
         t0 = time.perf_counter()
         res = run_comparison(cfg)
         period = res.period
         assert period is not None
+        periods.append(period)
         smallest = min(range(len(TIER_NAMES)), key=lambda t: res.tier_counts[t])
         out["seeds"][seed] = {
             "seconds": time.perf_counter() - t0,
@@ -55,6 +71,7 @@ def run(seeds: list[int], config: str | None, overrides: list[str]) -> dict[str,
             "throughput": res.throughput,
         }
         print(f"seed {seed}: {out['seeds'][seed]['seconds']:.0f} s", flush=True)
+    out["pooled_lift"] = {ref: paired_lift(periods, "tamor", ref) for ref in FRAMEWORKS if ref != "tamor"}
     return out
 
 
@@ -66,23 +83,23 @@ def report(out: dict[str, Any]) -> str:
     lines.append(
         "### TAMOR's lift over each framework in the simulated next period (%, 95% paired-bootstrap interval)\n"
     )
-    lines.append("| reference | metric | " + " | ".join(f"seed {s}" for s in seeds) + " |")
-    lines.append("|---|---|" + "---|" * len(seeds))
+    lines.append("| reference | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | pooled over seeds |")
+    lines.append("|---|---|" + "---|" * (len(seeds) + 1))
     for ref in FRAMEWORKS[1:]:
-        for metric in ("new_high_holding", "expected_amount", "amount", "conversions"):
-            cells = []
-            for s in seeds:
-                p, lo, hi = out["seeds"][s]["tamor_lift"][ref][metric]
-                cells.append(f"{_fmt(p)} [{_fmt(lo)}, {_fmt(hi)}]")
+        for metric in LIFT_METRICS:
+            lifts = [out["seeds"][s]["tamor_lift"][ref][metric] for s in seeds] + [out["pooled_lift"][ref][metric]]
+            cells = [f"{_fmt(p)} [{_fmt(lo)}, {_fmt(hi)}]" for p, lo, hi in lifts]
             lines.append(f"| {ref} | {metric} | " + " | ".join(cells) + " |")
     lines.append("\n### Totals of the simulated period (mean over seeds) and % of the oracle\n")
-    lines.append("| framework | " + " | ".join(METRICS) + " | expected amount % oracle | new high-holding % oracle |")
+    lines.append(
+        "| framework | " + " | ".join(METRICS) + " | expected amount % oracle | expected new high-holding % oracle |"
+    )
     lines.append("|---|" + "---|" * (len(METRICS) + 2))
     for name in [*FRAMEWORKS, "oracle"]:
         tot = [sum(out["seeds"][s]["totals"][name][m] for s in seeds) / len(seeds) for m in METRICS]
         share = [
             sum(out["seeds"][s]["oracle_share"][name][m] for s in seeds) / len(seeds)
-            for m in ("expected_amount", "new_high_holding")
+            for m in ("expected_amount", "expected_new_high_holding")
         ]
         lines.append(
             f"| {name} | " + " | ".join(_fmt(v, 0) for v in tot) + " | " + " | ".join(_fmt(v) for v in share) + " |"
@@ -115,6 +132,17 @@ def report(out: dict[str, Any]) -> str:
         + " | ".join(_fmt(sum(out["seeds"][s]["throughput"][n] for s in seeds) / len(seeds), 0) for n in FRAMEWORKS)
         + " |"
     )
+    lines.append("\n### Goals: TAMOR's lift with its 95% interval above zero (true expected metrics)\n")
+    lines.append("| reference | metric | seeds with interval above zero | pooled over seeds |")
+    lines.append("|---|---|---|---|")
+    for ref in GOAL_REFERENCES:
+        for metric in GOAL_METRICS:
+            above = sum(out["seeds"][s]["tamor_lift"][ref][metric][1] > 0 for s in seeds)
+            p, lo, hi = out["pooled_lift"][ref][metric]
+            verdict = "above zero" if lo > 0 else "not above zero"
+            lines.append(
+                f"| {ref} | {metric} | {above} of {len(seeds)} | {_fmt(p)} [{_fmt(lo)}, {_fmt(hi)}] {verdict} |"
+            )
     return "\n".join(lines)
 
 
@@ -124,9 +152,11 @@ def main() -> None:
     parser.add_argument("--config", default=None, help="a TAMOR config YAML (default: built-in defaults)")
     parser.add_argument("--customers", type=int, default=None, help="override world.n_customers")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    parser.add_argument("--set", action="append", default=[], help="a TAMOR config override KEY=VALUE (repeatable)")
     args = parser.parse_args()
     assert set(FRAMEWORKS) <= set(VARIANTS)
     overrides = [f"world.n_customers={args.customers}"] if args.customers else []
+    overrides += args.set
     out = run(args.seeds, args.config, overrides)
     print(report(out))
     if args.json:

@@ -59,3 +59,27 @@ def test_perturbed_argmax_is_a_distribution() -> None:
     pi[0, 1].backward()
     assert theta.grad is not None and torch.isfinite(theta.grad).all()
     assert float(theta.grad[0, 1]) > 0  # raising an arm's score raises its probability
+
+
+def test_warm_start_begins_at_the_two_stage_model_and_moves_with_the_goal() -> None:
+    from eoca.budget.data import from_world
+    from eoca.budget.e2e import WarmStartE2E
+    from eoca.budget.models import TLearner
+    from eoca.simulate import SimulatorConfig
+    from eoca.simulate.simulator import generate_world
+
+    cfg = SimulatorConfig.model_validate(
+        {"seed": 3, "world": {"n_customers": 4000, "n_merchants": 30}, "incentives": {}}
+    )
+    train, test = from_world(generate_world(cfg)).split(0.5, 0)
+    opts = {"n_estimators": 60}
+    untrained = WarmStartE2E(0, epochs=0, base_options=opts).fit(train)
+    base = TLearner(0, n_estimators=60).fit(train).predict(test.features)
+    start = untrained.predict(test.features)
+    # the correction's last layer starts at zero: the two-stage model's predictions, up to the logit round trip
+    np.testing.assert_allclose(start.p, base.p, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(start.value, base.value, rtol=1e-3, atol=1e-6)
+    trained = WarmStartE2E(0, epochs=2, base_options=opts).fit(train).predict(test.features)
+    assert trained.p.shape == (test.n, test.n_arms)
+    assert np.isfinite(trained.value).all() and (trained.p > 0).all() and (trained.p < 1).all()
+    assert not np.allclose(trained.p, start.p)

@@ -9,7 +9,7 @@ import pytest
 
 from eoca.data import Dataset
 from eoca.data.importer import import_dataset
-from eoca.errors import DataValidationError
+from eoca.errors import ConfigError, DataValidationError
 
 LOG = """\
  00004 1 19970101  2   29.33
@@ -73,6 +73,9 @@ def test_transaction_log_builds_customer_value_table(tmp_path: Path) -> None:
     assert (c4["ipt_mean"], c4["ipt_min"], c4["ipt_max"]) == (106.5, 17, 196)
     assert c4["ipt_std"] == pytest.approx(np.std([17, 196], ddof=1))
     assert c4["quantity_total"] == 6 and c4["quantity_max"] == 2
+    # Trend: Aug 2 is 59 days before Sep 30, Jan 18 is 255 days before.
+    assert (c4["occasions_last_30"], c4["occasions_last_90"], c4["occasions_last_180"]) == (0, 1, 1)
+    assert c4["spend_last_90"] == pytest.approx(14.96) and c4["spend_last_30"] == 0
     c18 = _customer(ds, "00018")
     assert c18["frequency"] == 0 and c18["ipt_mean_missing"] == 1.0, "one-time buyer: gaps missing, indicated"
     amounts = dict(
@@ -197,3 +200,15 @@ def test_split_without_training_rows_fails_at_import(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match=r"leaves no training exposures"):
         import_dataset(spec, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_trend_windows_are_configurable_and_positive(tmp_path: Path) -> None:
+    _write(tmp_path, "purchases.txt", LOG)
+    spec = _write(tmp_path, "spec.yaml", TX_SPEC.replace("  quantity: quantity\n", "  recent_windows: [60]\n"))
+    ds = import_dataset(spec, tmp_path / "out")
+    trend = [c for c in ds.customers.column_names if c.startswith(("occasions_last", "spend_last"))]
+    assert trend == ["occasions_last_60", "spend_last_60"]
+    assert _customer(ds, "00004")["occasions_last_60"] == 1
+    bad = _write(tmp_path, "bad.yaml", TX_SPEC.replace("  quantity: quantity\n", "  recent_windows: [0]\n"))
+    with pytest.raises(ConfigError, match="recent_windows"):
+        import_dataset(bad, tmp_path / "out2")

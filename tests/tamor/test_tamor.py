@@ -6,12 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from eoca.errors import ConfigError
+from eoca.errors import ConfigError, EocaError
 from eoca.tamor.config import SCENARIO_NAMES, MultiScenarioWorldConfig, TamorConfig, TamorTrainConfig
-from eoca.tamor.evaluate import build_slates, contract_demand, oracle_scores, simulate_next_period
+from eoca.tamor.evaluate import (
+    METRICS,
+    build_slates,
+    contract_demand,
+    expected_upgrades,
+    oracle_scores,
+    paired_lift,
+    per_customer_outcomes,
+    simulate_next_period,
+)
 from eoca.tamor.model import TamorBatch, UserBias
 from eoca.tamor.train import WorldTensors, build_net, fit_framework
-from eoca.tamor.world import SPECIFIC_SCENARIO, MultiScenarioWorld, generate_multi_scenario_world
+from eoca.tamor.world import SPECIFIC_SCENARIO, MultiScenarioWorld, common_numbers, generate_multi_scenario_world
 
 TINY = MultiScenarioWorldConfig(n_customers=1500)
 TRAIN = TamorTrainConfig(epochs=4, batch_size=256, dim=8, user_bias_buckets=4096)
@@ -112,8 +121,9 @@ def test_items_of_every_scenario_score_without_nan(world: MultiScenarioWorld, na
     assert torch.all(out.p_upgrade <= out.p + 1e-7)  # an upgrade needs a purchase
 
 
-def test_each_task_loss_falls(world: MultiScenarioWorld) -> None:
-    model = fit_framework("tamor", world, TRAIN, seed=0)
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_each_task_loss_falls(world: MultiScenarioWorld, schedule: str) -> None:
+    model = fit_framework("tamor", world, TRAIN.model_copy(update={"schedule": schedule}), seed=0)
     for task in ("click", "conversion", "amount", "upgrade"):
         curve = model.stats.task_loss[task]
         assert curve[-1] < curve[0], (task, curve)
@@ -176,3 +186,58 @@ def test_calibration_matches_observed_totals(world: MultiScenarioWorld) -> None:
     out = model.predict(tensors, world.test.customer, world.test.item)
     assert float(out.etv.sum()) == pytest.approx(float(world.test.amount.sum()), rel=1e-3)
     assert torch.all(out.p_upgrade <= out.p)
+
+
+def test_expected_upgrades_is_the_truth_for_one_item_and_the_long_run_average(world: MultiScenarioWorld) -> None:
+    rng = np.random.default_rng(1)
+    one = np.stack([rng.choice(np.flatnonzero(e), 1) for e in world.eligible()])
+    exact = expected_upgrades(world, one, [])
+    np.testing.assert_allclose(exact, world.true_p_upgrade()[np.arange(world.n_customers), one[:, 0]], rtol=1e-5)
+    slates = build_slates(oracle_scores(world, TamorConfig().rank), world, TamorConfig().rank)
+    reps = 200
+    numbers = [common_numbers(world, r) for r in range(reps)]
+    realised = np.mean([per_customer_outcomes(world, slates, nb)[:, 3] for nb in numbers], axis=0)
+    expected = expected_upgrades(world, slates, [nb[2] for nb in numbers[:8]])
+    assert np.all(expected[world.tier == 2] == 0)
+    assert expected.sum() == pytest.approx(realised.sum(), rel=0.05)
+    assert expected.sum() > 0
+
+
+def test_pooled_lift_sums_periods_and_resamples_within_each(world: MultiScenarioWorld) -> None:
+    cfg = TamorConfig()
+    good = build_slates(oracle_scores(world, cfg.rank), world, cfg.rank)
+    rng = np.random.default_rng(0)
+    rand = np.stack([rng.choice(np.flatnonzero(e), cfg.rank.k, replace=False) for e in world.eligible()])
+    one = simulate_next_period(world, {"good": good, "random": rand}, control="random", oracle=None)
+    assert paired_lift([one], "good", "random") == one.lift("good", "random")
+    other = simulate_next_period(world, {"good": good, "random": rand}, control="random", oracle=None, seed=1)
+    both = paired_lift([one, other], "good", "random")
+    single = one.lift("good", "random")
+    for metric in METRICS:
+        assert both[metric][0] == pytest.approx(single[metric][0])  # same totals twice: same ratio
+        assert both[metric][2] - both[metric][1] < single[metric][2] - single[metric][1]  # twice the customers
+    with pytest.raises(EocaError):
+        paired_lift([], "good", "random")
+
+
+def test_log_gap_is_what_the_customer_lacks(world: MultiScenarioWorld) -> None:
+    gap = world.log_gap()
+    lower = world.tier < 2
+    np.testing.assert_allclose(gap[lower], np.log(world.threshold - world.holdings[lower]), rtol=1e-5)
+    assert np.all(gap[~lower] == 0)
+
+
+def test_upgrade_link_raises_p_upgrade_as_the_gap_shrinks(world: MultiScenarioWorld) -> None:
+    torch.manual_seed(0)
+    net = build_net("tamor", world, TRAIN, world.train)
+    with torch.no_grad():
+        for p in net.towers["upgrade"].parameters():
+            p.zero_()  # only the link moves the upgrade logit
+    net.eval()
+    b = WorldTensors.of(world).batch(torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64))
+    b.log_gap = torch.tensor([12.0, 10.0, 8.0])
+    with torch.no_grad():
+        p_up = net(b).p_upgrade
+    assert p_up[0] < p_up[1] < p_up[2]
+    plain = build_net("tamor_no_link", world, TRAIN, world.train)
+    assert plain.log_retention is None and net.log_retention is not None

@@ -42,7 +42,7 @@ from torch import Tensor
 from eoca.budget.data import IncentiveData
 from eoca.errors import ConfigError
 
-__all__ = ["E2EConfig", "MarketingRegulariser", "perturbed_argmax", "relaxed_policy"]
+__all__ = ["E2EConfig", "MarketingRegulariser", "WarmStartE2E", "perturbed_argmax", "relaxed_policy"]
 
 
 @dataclass(frozen=True)
@@ -194,3 +194,110 @@ class MarketingRegulariser:
         # logged arm's residual is inverse-weighted; unbiased like IPS, with far less variance on heavy-tailed spend
         base = theta.detach()
         return -((pi * base).sum(-1) + w * (reward - base[rows, a])).mean()
+
+
+class WarmStartE2E:
+    """The end-to-end goal on top of a two-stage model: ``e2e_warm``.
+
+    The two-stage model (``base``, the T-learner by default) gives every customer and arm a conversion
+    probability p0 and a value per conversion v0 / p0. A small network learns a correction ``delta`` of the
+    conversion logit, p = sigmoid(logit(p0) + delta), with value = p x v0 / p0. Its last layer starts at zero,
+    so training starts exactly at the two-stage model's decisions (the warm start), and the loss is the
+    conversion log-likelihood plus ``e2e.weight`` x the marketing-goal regulariser of
+    :class:`MarketingRegulariser` from the first epoch. The offsets of the training customers are cross-fitted
+    (two folds, each from a base model fitted on the other), so the correction learns from predictions made
+    the way the test customers' are, not from the base model's fit to its own training rows; at prediction the
+    base model fitted on all training customers gives the offsets. ``base_options`` go to the base model.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        base: str = "t_learner",
+        hidden: int = 32,
+        epochs: int = 6,
+        batch_size: int = 512,
+        lr: float = 1e-3,
+        e2e: E2EConfig | None = None,
+        name: str = "e2e_warm",
+        base_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.seed, self.base, self.hidden, self.epochs = seed, base, hidden, epochs
+        self.base_options = dict(base_options or {})
+        self.batch_size, self.lr = batch_size, lr
+        self.e2e = e2e if e2e is not None else E2EConfig(warmup_epochs=0)
+        self.name = name
+        self.base_: Any = None
+        self.net: Any = None
+        self.mean_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+
+    def _offsets(self, p: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(logit of p0, value per conversion v0 / p0), float32 (n, k) each."""
+        pc = np.clip(p, 1e-6, 1.0 - 1e-6)
+        per_conv = np.where(p > 1e-12, value / np.maximum(p, 1e-12), 0.0)
+        return np.log(pc / (1.0 - pc)).astype(np.float32), per_conv.astype(np.float32)
+
+    def _standardise(self, features: np.ndarray) -> Tensor:
+        assert self.mean_ is not None and self.scale_ is not None
+        return torch.from_numpy(((features - self.mean_) / self.scale_).astype(np.float32))
+
+    def fit(self, data: IncentiveData) -> WarmStartE2E:
+        from eoca.budget.models import make_model
+
+        torch.manual_seed(self.seed)
+        fold = np.random.default_rng(self.seed).random(data.n) < 0.5
+        p0 = np.empty((data.n, data.n_arms))
+        v0 = np.empty((data.n, data.n_arms))
+        for held in (fold, ~fold):
+            part = make_model(self.base, self.seed, **self.base_options).fit(data.subset(~held))
+            pred = part.predict(data.features[held])
+            p0[held], v0[held] = pred.p, pred.value
+        self.base_ = make_model(self.base, self.seed, **self.base_options).fit(data)
+        logit0_np, per_conv_np = self._offsets(p0, v0)
+        logit0, per_conv = torch.from_numpy(logit0_np), torch.from_numpy(per_conv_np)
+        X = data.features.astype(np.float64)
+        self.mean_ = X.mean(axis=0)
+        self.scale_ = np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
+        xs = self._standardise(data.features)
+        k = data.n_arms
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(X.shape[1], self.hidden), torch.nn.ReLU(), torch.nn.Linear(self.hidden, k)
+        )
+        with torch.no_grad():
+            self.net[-1].weight.zero_()
+            self.net[-1].bias.zero_()
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        reg = MarketingRegulariser.from_data(self.e2e, data)
+        arm = torch.from_numpy(data.arm)
+        conv = torch.from_numpy(data.converted.astype(np.float32))
+        gen = torch.Generator().manual_seed(self.seed)
+        sample = np.random.default_rng(self.seed).permutation(data.n)[: self.e2e.price_sample]
+        for _ in range(self.epochs):
+            with torch.no_grad():
+                logit = logit0[sample] + self.net(xs[sample])
+                p_s = torch.sigmoid(logit).double().numpy()
+            reg.update_prices(p_s * per_conv_np[sample], p_s, data.cost_matrix)
+            order = torch.randperm(data.n, generator=gen)
+            for start in range(0, data.n, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                logit = logit0[idx] + self.net(xs[idx])
+                rows = torch.arange(idx.numel())
+                nll = torch.nn.functional.binary_cross_entropy_with_logits(logit[rows, arm[idx]], conv[idx])
+                p = torch.sigmoid(logit)
+                loss = nll + self.e2e.weight * reg.loss(p * per_conv[idx], p, idx, gen)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return self
+
+    def predict(self, features: np.ndarray) -> Any:
+        from eoca.budget.models import Prediction
+
+        if self.net is None or self.base_ is None:
+            raise ConfigError("the model is not fitted; call fit() first")
+        base = self.base_.predict(features)
+        logit0, per_conv = self._offsets(base.p, base.value)
+        with torch.no_grad():
+            p = torch.sigmoid(torch.from_numpy(logit0) + self.net(self._standardise(features))).double().numpy()
+        return Prediction(p=p, value=p * per_conv)

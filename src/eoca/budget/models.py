@@ -429,5 +429,9 @@ def make_model(name: str, seed: int = 0, **kwargs: Any) -> UpliftModel:
 
         cfg = E2EConfig(estimator="perturbed") if name == "e2e_perturbed" else E2EConfig()
         return MultiHeadNet(seed, e2e=cfg, name=name, **kwargs)
-    valid = ", ".join([*MODEL_NAMES, "e2e_perturbed"])
+    if name == "e2e_warm":
+        from eoca.budget.e2e import WarmStartE2E
+
+        return WarmStartE2E(seed, **kwargs)
+    valid = ", ".join([*MODEL_NAMES, "e2e_perturbed", "e2e_warm"])
     raise DataValidationError(f"unknown budget model '{name}'; valid: {valid}")

@@ -62,8 +62,8 @@ def budget_cmd(
         str,
         typer.Option(
             "--models",
-            help="Comma-separated: t_learner, t_conversion, x_learner, multi_head, e2e, e2e_perturbed, peer_slearner, "
-            "peer_tlearner (peers need eoca[peers]).",
+            help="Comma-separated: t_learner, t_conversion, x_learner, multi_head, e2e, e2e_perturbed, e2e_warm, "
+            "peer_slearner, peer_tlearner (peers need eoca[peers]).",
         ),
     ] = "t_learner,x_learner,multi_head,e2e",
     customers: Annotated[

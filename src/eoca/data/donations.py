@@ -41,11 +41,39 @@ COLUMNS = (
 )
 
 
+SIGMA = 0.55
+"""Spread of log(donation) around its mean given response."""
+MAX_DONATION = 200
+
+
+def expected_donation(mu: np.ndarray) -> np.ndarray:
+    """``E[clip(round(exp(N(mu, SIGMA^2))), 1, MAX_DONATION)]`` per row (float64, shape of ``mu``), exactly: the
+    sum over the donation values k = 1..MAX_DONATION of k times the normal probability of the log-interval that
+    rounds (and clips) to k."""
+    from scipy.stats import norm
+
+    k = np.arange(1, MAX_DONATION + 1, dtype=np.float64)
+    edges = np.log(np.concatenate([[0.5], k[:-1] + 0.5]))  # lower log-edge of each value; value 1 takes all below
+    cdf = norm.cdf((edges[None, :] - mu[:, None]) / SIGMA)
+    cdf[:, 0] = 0.0
+    prob = np.diff(np.concatenate([cdf, np.ones((mu.size, 1))], axis=1), axis=1)
+    return np.asarray(prob @ k, dtype=np.float64)
+
+
 def write_donation_sample(
-    path: str | os.PathLike[str], *, population: int = 200_000, sample_size: int = 10_000, seed: int = 0
+    path: str | os.PathLike[str],
+    *,
+    population: int = 200_000,
+    sample_size: int = 10_000,
+    seed: int = 0,
+    truth_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, float]:
     """Draw a population, keep every responder up to half of ``sample_size`` and as many non-responders, and
     write the sample as CSV (columns :data:`COLUMNS`, blanks for missing values).
+
+    ``truth_path``: also write, per sample row, the population model's truth (``CONTROLN``, ``p`` = P(response),
+    ``etv`` = ``p`` x the expected donation given response, from the complete features before any cell was
+    blanked). It is an oracle for benchmarks (the best any model could do), never a training input.
 
     Returns:
         ``population_rate`` (the rate to declare as ``sampling.converted_rate``), ``sample_rate``, ``rows``,
@@ -65,7 +93,7 @@ def write_donation_sample(
     p = 1.0 / (1.0 + np.exp(-(b + z)))
     responded = rng.random(n) < p
     mu = 0.85 * np.log(avg_gift) + 0.4 + 0.05 * income
-    donation = np.clip(np.round(np.exp(rng.normal(mu, 0.55))), 1, 200)
+    donation = np.clip(np.round(np.exp(rng.normal(mu, SIGMA))), 1, MAX_DONATION)
     pos = np.flatnonzero(responded)
     neg = np.flatnonzero(~responded)
     half = min(sample_size // 2, pos.size)
@@ -92,6 +120,16 @@ def write_donation_sample(
     )
     with atomic_path(Path(path)) as tmp:
         pacsv.write_csv(table, tmp, write_options=pacsv.WriteOptions(quoting_style="none"))
+    if truth_path is not None:
+        truth = pa.table(
+            {
+                "CONTROLN": table.column("CONTROLN"),
+                "p": pa.array(p[keep]),
+                "etv": pa.array(p[keep] * expected_donation(mu[keep])),
+            }
+        )
+        with atomic_path(Path(truth_path)) as tmp:
+            pacsv.write_csv(truth, tmp)
     return {
         "population_rate": float(responded.mean()),
         "sample_rate": float(responded[keep].mean()),

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from eoca.config import read_yaml, validate_config
 from eoca.data.dataset import Dataset, no_training_message, split_rows
@@ -133,6 +133,10 @@ class TransactionsMap(_FileMap):
     item: str | None = None
     window: WindowSpec
     max_item_categories: int = Field(default=20, ge=1)
+    recent_windows: list[PositiveFloat] = Field(
+        default_factory=lambda: [30.0, 90.0, 180.0],
+        description="trailing windows (days, or the time unit) before calibration_end for the trend features",
+    )
     missing: MissingPolicy = Field(
         default="mean_and_indicator", description="policy for statistics a customer lacks (see FeatureMap)"
     )
@@ -368,6 +372,7 @@ def _transactions(tx: TransactionsMap, spec: ImportSpec, base: Path) -> _Mapped:
         quantity=np.asarray(quantity.to_numpy(), dtype=np.float64) if quantity is not None else None,
         item=pc.cast(item, pa.string()).combine_chunks() if item is not None else None,
         max_item_categories=tx.max_item_categories,
+        recent_windows=tuple(tx.recent_windows),
     )
     n = len(cv.label)
     if n == 0:

@@ -38,6 +38,8 @@ FEATURE_FORMULAS: dict[str, str] = {
     "quantity_total": "sum of quantity over the n rows (with a quantity column)",
     "quantity_mean": "quantity_total / n",
     "quantity_max": "largest quantity of one row",
+    "occasions_last_<w>": "occasions in the last w days before calibration_end: #{j : d_j > E - w} (trend)",
+    "spend_last_<w>": "spend on those occasions: sum of v_j over d_j > E - w",
     "n_items": "distinct items bought (with an item column)",
     "item_<c>": "log rows of item category <c> (the most frequent categories; the rest count in item_other)",
 }
@@ -70,6 +72,7 @@ def build_customer_value(
     quantity: np.ndarray | None = None,
     item: pa.Array | None = None,
     max_item_categories: int = 20,
+    recent_windows: tuple[float, ...] = (30.0, 90.0, 180.0),
 ) -> CustomerValue:
     """The customer-value table of a transaction log.
 
@@ -80,6 +83,8 @@ def build_customer_value(
         calibration_end, target_end: the window, in the unit of ``days``.
         quantity: optional quantity per row, shape (m,).
         item: optional item (category) per row, shape (m,).
+        recent_windows: lengths w (in the unit of ``days``) of the trailing windows whose occasions and spend
+            become ``occasions_last_<w>`` / ``spend_last_<w>``: whether a customer is buying more or less lately.
 
     Returns:
         One row per customer with an occasion at or before ``calibration_end``, in order of first appearance
@@ -149,6 +154,13 @@ def build_customer_value(
         "ipt_std": np.sqrt(np.maximum(gvar, 0.0)),
     }
     desc = {name: FEATURE_FORMULAS[name] for name in feats}
+    for w in recent_windows:
+        recent = occ_d > calibration_end - w
+        tag = f"{w:g}"
+        feats[f"occasions_last_{tag}"] = np.bincount(occ_c[recent], minlength=n).astype(np.float64)
+        feats[f"spend_last_{tag}"] = np.bincount(occ_c[recent], weights=occ_spend[recent], minlength=n)
+        desc[f"occasions_last_{tag}"] = f"occasions in the last {tag} days before calibration_end (d_j > E - {tag})"
+        desc[f"spend_last_{tag}"] = f"spend on the occasions of the last {tag} days before calibration_end"
     if quantity is not None:
         q = quantity[cal]
         qt = np.bincount(c, weights=q, minlength=n)

@@ -106,6 +106,24 @@ def mse(y_true: Any, y_pred: Any, weight: Any | None = None) -> float:
     return _mean((y - p) ** 2, _weights(weight, y.size))
 
 
+def tweedie_deviance(y_true: Any, y_pred: Any, weight: Any | None = None, power: float = 1.0) -> float:
+    """(Weighted) mean Tweedie unit deviance of predicted means: ``power`` 1 is Poisson,
+    ``2 (y log(y / m) - (y - m))``; ``1 < power < 2`` is ``2 (y^(2-q) / ((1-q)(2-q)) - y m^(1-q) / (1-q)
+    + m^(2-q) / (2-q))``. Like MSE it is minimised by the conditional mean, but it grows linearly, not
+    quadratically, in a large amount, so a few extreme customers decide it far less (a steadier model choice on
+    heavy-tailed validation data). Predictions are floored at 1e-12 (the deviance of a zero mean is infinite)."""
+    y, p = _pair(y_true, y_pred)
+    if not 1.0 <= power < 2.0:
+        raise ValueError(f"power must be in [1, 2), got {power}")
+    m = np.maximum(p, 1e-12)
+    if power == 1.0:
+        term = np.where(y > 0, y * np.log(np.maximum(y, 1e-12) / m), 0.0) - (y - m)
+    else:
+        q = power
+        term = y ** (2 - q) / ((1 - q) * (2 - q)) - y * m ** (1 - q) / (1 - q) + m ** (2 - q) / (2 - q)
+    return 2.0 * _mean(term, _weights(weight, y.size))
+
+
 def mae(y_true: Any, y_pred: Any, weight: Any | None = None) -> float:
     """(Weighted) mean absolute error."""
     y, p = _pair(y_true, y_pred)

@@ -20,8 +20,9 @@ network and before anything downstream (metrics, allocation, reports) sees a pre
    is re-scaled to the spread actually seen), its log shrunk towards 0 with the same prior weight. Models with
    a constant amount (``esmm``, ``dnn_c``) expose it as ``mu``/``sigma`` and are recalibrated the same way, so
    their amount becomes per fund. Models that predict
-   ETV directly (MSE on ``log1p(amount)``) get a per-fund scale on ETV: realised over predicted amount summed
-   over the fund's validation rows, shrunk the same way.
+   ETV directly (MSE on ``log1p(amount)``, or ``gbdt_mean``) get a per-fund scale on ETV: realised over
+   predicted amount summed over the fund's validation rows (each row times its sampling weight where the data
+   are an oversampled design), shrunk the same way.
 
 The bounds never bind on a calibrated model (they only remove extrapolation), and the recalibration is a per-fund
 shift plus one shared scale, so it changes which fund wins for a customer only where a model's amount is biased
@@ -185,12 +186,15 @@ class EtvGuard:
         fund_ids: list[str],
         formula: str | None,
         split: str = "valid",
+        weight: np.ndarray | None = None,
     ) -> EtvGuard:
         """Fit the per-fund shifts, the sigma scale (or the direct-ETV factors) on labelled rows; returns self.
 
         Args:
             preds: raw model predictions for the rows (float arrays ``[m]``).
             fund_pos: fund position of each row in ``fund_ids``; converted, amount: labels ``[m]``.
+            weight: sampling weights of the rows (an oversampled design), or None. The direct-ETV factors are
+                ratios of weighted sums, so they scale to the population's mean amount, not the sample's.
         """
         fund_pos = np.asarray(fund_pos, dtype=np.int64)
         y = np.asarray(amount, dtype=np.float64)
@@ -221,7 +225,9 @@ class EtvGuard:
             self.recalibration = f"{split} split, {n_pos} converters (log-space shift per fund, shared sigma scale)"
             return self
         bounded = self.bound(preds, formula)
-        predicted = np.asarray(bounded["etv"], dtype=np.float64)
+        w = np.ones_like(y) if weight is None else np.asarray(weight, dtype=np.float64)
+        predicted = np.asarray(bounded["etv"], dtype=np.float64) * w
+        y = y * w
         total_pred = float(predicted.sum())
         if total_pred <= 0:
             self.recalibration = f"none: no positive prediction in the {split} split"

@@ -35,6 +35,7 @@ FRAMEWORK_NAMES: tuple[str, ...] = (
     "tamor_no_tier",
     "tamor_no_scenario",
     "tamor_no_bias",
+    "tamor_no_link",
     "pooled",
     "per_tier",
     "star",
@@ -146,6 +147,9 @@ class TamorTrainConfig(_Section):
     epochs: int = Field(default=3, ge=1, description="passes over the training log")
     batch_size: int = Field(default=1024, ge=16, description="rows per step")
     lr: float = Field(default=3e-3, gt=0, description="Adam learning rate")
+    schedule: Literal["constant", "cosine"] = Field(
+        default="cosine", description="learning rate over the steps: constant, or cosine decay to zero"
+    )
     dim: int = Field(default=16, ge=2, description="width of user/item representations and experts")
     user_bias_dim: int = Field(default=4, ge=1, description="width of the learned per-user bias vector")
     user_bias_buckets: int = Field(default=1 << 18, ge=16, description="hash buckets of the user-bias table")
@@ -162,7 +166,7 @@ class TamorTrainConfig(_Section):
 class TamorRankConfig(_Section):
     """The mixed slate: top-K items across scenarios by a combination of the objectives."""
 
-    k: int = Field(default=3, ge=1, description="items per customer")
+    k: int = Field(default=3, ge=1, le=10, description="items per customer (at most 10)")
     upgrade_weight: float = Field(default=1.0, ge=0, description="w in ETV + w x P(upgrade) x upgrade_value")
     upgrade_value: float = Field(
         default=20_000.0, ge=0, description="value of one customer becoming high-holding, in currency units"
@@ -180,7 +184,7 @@ class TamorEvalConfig(_Section):
     n_bootstrap: int = Field(default=500, ge=0, description="paired bootstrap replicates over customers")
     confidence: float = Field(default=0.95, gt=0, lt=1, description="interval coverage")
     replications: int = Field(
-        default=4, ge=1, description="simulated periods averaged per customer (common random numbers in each)"
+        default=8, ge=1, description="simulated periods averaged per customer (common random numbers in each)"
     )
 
 

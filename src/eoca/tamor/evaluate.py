@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import ndtr
 
 from eoca.allocation.exact import solve_exact
 from eoca.errors import EocaError
@@ -24,8 +26,19 @@ from eoca.tamor.config import SCENARIO_NAMES, TIER_NAMES, TamorEvalConfig, Tamor
 from eoca.tamor.model import TamorOutput
 from eoca.tamor.world import MultiScenarioWorld, common_numbers, draw_outcomes
 
-METRICS: tuple[str, ...] = ("conversions", "amount", "expected_amount", "new_high_holding")
-"""Per-framework totals of the simulated period."""
+METRICS: tuple[str, ...] = (
+    "conversions",
+    "amount",
+    "expected_amount",
+    "new_high_holding",
+    "expected_new_high_holding",
+)
+"""Per-framework totals of the simulated period: realised conversions and amount, the slate's true expected
+amount, realised new high-holding customers and their true expected number (:func:`expected_upgrades`)."""
+
+
+MAX_ENUMERATED_K = 10
+"""Largest slate for which :func:`expected_upgrades` enumerates every set of purchased items."""
 
 
 def slate_scores(etv: np.ndarray, p_upgrade: np.ndarray, cfg: TamorRankConfig) -> np.ndarray:
@@ -127,19 +140,7 @@ class PeriodResult:
     def lift(self, name: str, reference: str) -> dict[str, tuple[float, float, float]]:
         """``metric -> (point %, low %, high %)`` of ``name`` over ``reference``: the paired bootstrap over
         customers resamples the same customers for both, so common random numbers cancel in the difference."""
-        a, b = self.per_customer[name], self.per_customer[reference]
-        point = _pct(a.sum(0), b.sum(0))
-        reps: list[np.ndarray] = []
-        if self.n_bootstrap > 0:
-            rng = np.random.default_rng([self.seed, 1313, 99])
-            for counts in bootstrap_counts(a.shape[0], self.n_bootstrap, rng):
-                reps.append(_pct(counts @ a, counts @ b))
-        rep = np.concatenate(reps) if reps else np.full((1, len(METRICS)), np.nan)
-        out: dict[str, tuple[float, float, float]] = {}
-        for j, metric in enumerate(METRICS):
-            lo, hi = percentile_interval(rep[..., j], self.confidence)
-            out[metric] = (float(point[j]), lo, hi)
-        return out
+        return paired_lift([self], name, reference)
 
     def oracle_share(self, name: str) -> dict[str, float]:
         """``metric -> name's total as % of the oracle's`` (empty without an oracle)."""
@@ -166,17 +167,88 @@ class PeriodResult:
         return out
 
 
+def paired_lift(periods: Sequence[PeriodResult], name: str, reference: str) -> dict[str, tuple[float, float, float]]:
+    """``metric -> (point %, low %, high %)`` of ``name`` over ``reference`` with totals summed over ``periods``
+    (one per world, e.g. per seed; one period gives that period's lift).
+
+    The bootstrap resamples customers within each period (stratified by period) and uses the same resampled
+    customers for both frameworks; replicate count and confidence are the first period's.
+    """
+    if not periods:
+        raise EocaError("paired_lift needs at least one simulated period")
+    n_boot, confidence = periods[0].n_bootstrap, periods[0].confidence
+    point_a = sum(p.per_customer[name].sum(0) for p in periods)
+    point_b = sum(p.per_customer[reference].sum(0) for p in periods)
+    point = _pct(np.asarray(point_a), np.asarray(point_b))
+    if n_boot > 0:
+        rep_a = np.zeros((n_boot, len(METRICS)))
+        rep_b = np.zeros((n_boot, len(METRICS)))
+        for p in periods:
+            a, b = p.per_customer[name], p.per_customer[reference]
+            rng = np.random.default_rng([p.seed, 1313, 99])
+            done = 0
+            for counts in bootstrap_counts(a.shape[0], n_boot, rng):
+                rep_a[done : done + counts.shape[0]] += counts @ a
+                rep_b[done : done + counts.shape[0]] += counts @ b
+                done += counts.shape[0]
+        rep = _pct(rep_a, rep_b)
+    else:
+        rep = np.full((1, len(METRICS)), np.nan)
+    out: dict[str, tuple[float, float, float]] = {}
+    for j, metric in enumerate(METRICS):
+        lo, hi = percentile_interval(rep[:, j], confidence)
+        out[metric] = (float(point[j]), lo, hi)
+    return out
+
+
 def _pct(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``100 (a / b - 1)`` elementwise, NaN where ``b <= 0``."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(b > 0, 100.0 * (a / np.where(b > 0, b, 1.0) - 1.0), np.nan)
 
 
+def expected_upgrades(world: MultiScenarioWorld, slates: np.ndarray, normals: list[np.ndarray]) -> np.ndarray:
+    """float64 ``(N,)``: each customer's true probability of becoming high-holding when shown ``slates``
+    (``(N, k)`` item positions); 0 for customers already high-holding.
+
+    Purchases of the ``k`` items are independent with the true probabilities, so the probability is a sum over
+    the ``2^k`` sets of purchased items: a set's probability times the chance that its retained amounts lift the
+    holdings to the threshold. For one item that chance is closed-form (lognormal tail); for two or more it is
+    the share of the draws ``normals`` (standard normals ``(N, M)`` each, the common random numbers of the
+    period's replications) in which the retained amounts add up to the gap. With several purchases rare, the
+    result carries little Monte Carlo error, and none from the purchase draws.
+    """
+    n, k = slates.shape
+    if k > MAX_ENUMERATED_K:
+        raise EocaError(f"expected new high-holding enumerates 2^k purchase sets; k={k} exceeds {MAX_ENUMERATED_K}")
+    rows = np.arange(n)[:, None]
+    p = world.true_p_convert()[rows, slates].astype(np.float64)
+    keep = world.retention[slates]
+    mu = world.mu[rows, slates].astype(np.float64)
+    gap = np.maximum(world.threshold - world.holdings, 1e-9)
+    with np.errstate(divide="ignore"):
+        single = ndtr((mu + np.log(keep) - np.log(gap)[:, None]) / world.sigma)  # (N, k); retention 0 -> 0
+    retained = np.stack([keep * np.exp(mu + world.sigma * z[rows, slates]) for z in normals]) if normals else None
+    total = np.zeros(n)
+    for members in range(1, 1 << k):
+        inside = np.array([(members >> j) & 1 for j in range(k)], dtype=bool)
+        prob = np.prod(np.where(inside, p, 1.0 - p), axis=1)
+        if inside.sum() == 1:
+            reach = single[:, int(np.flatnonzero(inside)[0])]
+        elif retained is None:
+            reach = single[:, inside].max(axis=1)  # a lower bound without draws
+        else:
+            reach = (retained[:, :, inside].sum(axis=2) >= gap[None, :]).mean(axis=0)
+        total += prob * reach
+    return np.where(world.tier < 2, total, 0.0)
+
+
 def per_customer_outcomes(
     world: MultiScenarioWorld, slates: np.ndarray, numbers: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> np.ndarray:
     """float64 ``(N, 4)``: each customer's conversions, amount, expected amount and whether they became
-    high-holding (holdings plus the retained part of every purchase reach the threshold) in the period."""
+    high-holding (holdings plus the retained part of every purchase reach the threshold) in the period
+    (the first four of :data:`METRICS`)."""
     n, k = slates.shape
     cust = np.repeat(np.arange(n), k)
     item = slates.ravel()
@@ -212,10 +284,14 @@ def simulate_next_period(
         raise EocaError(f"control framework {control!r} is not among {sorted(slates)}")
     names = list(slates)
     per = {name: np.zeros((world.n_customers, len(METRICS))) for name in names}
+    normals: list[np.ndarray] = []
     for r in range(cfg.replications):
         numbers = common_numbers(world, r)
+        normals.append(numbers[2])
         for name in names:
-            per[name] += per_customer_outcomes(world, slates[name], numbers) / cfg.replications
+            per[name][:, :4] += per_customer_outcomes(world, slates[name], numbers) / cfg.replications
+    for name in names:
+        per[name][:, 4] = expected_upgrades(world, slates[name], normals)
     return PeriodResult(
         control=control,
         oracle=oracle if oracle in per else None,

@@ -51,7 +51,11 @@ TASK_NAMES: tuple[str, ...] = ("click", "conversion", "amount", "upgrade")
 @dataclass(frozen=True)
 class Variant:
     """Which parts a network has. ``bottom``: ``ple`` (shared + task experts), ``mmoe`` (shared experts only)
-    or ``star`` (shared x tier-specific weights). ``per_tier``: one separate network per tier."""
+    or ``star`` (shared x tier-specific weights). ``per_tier``: one separate network per tier.
+    ``amount_to_upgrade``: the upgrade tower reads the predicted amount distribution. ``upgrade_link``: the
+    upgrade logit adds ``1.702 a (mu + rho[scenario] - log_gap) / sigma``, the logistic form of the chance that
+    the predicted lognormal amount, times a learned retention ``exp(rho)`` per scenario, covers the gap to the
+    threshold (every framework's upgrade tower reads the gap itself)."""
 
     tier_aware: bool = True
     scenario_encoders: bool = True
@@ -59,6 +63,7 @@ class Variant:
     bottom: Literal["ple", "mmoe", "star"] = "ple"
     per_tier: bool = False
     amount_to_upgrade: bool = True
+    upgrade_link: bool = True
 
 
 VARIANTS: dict[str, Variant] = {
@@ -66,8 +71,14 @@ VARIANTS: dict[str, Variant] = {
     "tamor_no_tier": Variant(tier_aware=False),
     "tamor_no_scenario": Variant(scenario_encoders=False),
     "tamor_no_bias": Variant(user_bias=False),
+    "tamor_no_link": Variant(upgrade_link=False),
     "pooled": Variant(
-        tier_aware=False, scenario_encoders=False, user_bias=False, bottom="mmoe", amount_to_upgrade=False
+        tier_aware=False,
+        scenario_encoders=False,
+        user_bias=False,
+        bottom="mmoe",
+        amount_to_upgrade=False,
+        upgrade_link=False,
     ),
     "per_tier": Variant(
         tier_aware=False,
@@ -76,8 +87,16 @@ VARIANTS: dict[str, Variant] = {
         bottom="mmoe",
         per_tier=True,
         amount_to_upgrade=False,
+        upgrade_link=False,
     ),
-    "star": Variant(tier_aware=False, scenario_encoders=False, user_bias=False, bottom="star", amount_to_upgrade=False),
+    "star": Variant(
+        tier_aware=False,
+        scenario_encoders=False,
+        user_bias=False,
+        bottom="star",
+        amount_to_upgrade=False,
+        upgrade_link=False,
+    ),
 }
 """Every network of the comparison: TAMOR, its ablations and the three baselines (pooled, per-tier, STAR-style)."""
 assert tuple(VARIANTS) == FRAMEWORK_NAMES, "eoca.tamor.config.FRAMEWORK_NAMES must list VARIANTS in order"
@@ -90,6 +109,7 @@ class TamorBatch:
     Attributes:
         user_x: float32 ``[B, Du]``; tier: int64 ``[B]`` in 0..n_tiers-1; user_key: int64 ``[B]`` customer key.
         item_shared: float32 ``[B, Ds]``; scenario: int64 ``[B]``; item_specific: float32 ``[B, Dx]`` (NaN allowed).
+        log_gap: float32 ``[B]``, log of the holdings the customer lacks to reach the high-holding threshold.
         click, convert, amount, upgrade: float32 ``[B]`` labels (upgrade -1 where the task does not apply);
             None for scoring.
     """
@@ -100,6 +120,7 @@ class TamorBatch:
     item_shared: Tensor
     scenario: Tensor
     item_specific: Tensor
+    log_gap: Tensor
     click: Tensor | None = None
     convert: Tensor | None = None
     amount: Tensor | None = None
@@ -312,7 +333,8 @@ class TamorNet(nn.Module):
         scenario_columns: per scenario, the ``item_specific`` columns it owns.
         n_tiers: number of tiers; dim: representation width; bias_dim, bias_buckets: user-bias table.
         init: base rates used as output-bias initialisation: ``click_rate``, ``cvr_rate``, ``upgrade_rate``
-            (given conversion), ``log_amount`` (mean log amount of converters).
+            (given conversion), ``log_amount`` (mean log amount of converters), and ``log_gap_mean`` /
+            ``log_gap_sd`` that centre the gap the upgrade tower reads.
     """
 
     def __init__(
@@ -354,13 +376,21 @@ class TamorNet(nn.Module):
             self.cgc = CGC(in_dim, dim, n_tasks, shared_experts=4 if mmoe else 2, task_experts=0 if mmoe else 1)
         self.user_bias = UserBias(bias_buckets, bias_dim, sparse=True) if variant.user_bias else None
         self.log_amount0 = float(init["log_amount"])
+        self.gap0, self.gap_sd = float(init["log_gap_mean"]), float(init["log_gap_sd"])
+        self.log_retention = nn.Parameter(torch.zeros(n_scen)) if variant.upgrade_link else None
+        self.link_scale = nn.Parameter(torch.ones(())) if variant.upgrade_link else None
         extra = bias_dim if variant.user_bias else 0
         self.towers = nn.ModuleDict(
             {
                 "click": _tower(dim + extra, dim, 1, [logit(init["click_rate"])]),
                 "conversion": _tower(dim + extra, dim, 1, [logit(init["cvr_rate"])]),
                 "amount": _tower(dim, dim, 2, [init["log_amount"], 0.5]),
-                "upgrade": _tower(dim + (2 if variant.amount_to_upgrade else 0), dim, 1, [logit(init["upgrade_rate"])]),
+                "upgrade": _tower(
+                    dim + 1 + (2 if variant.amount_to_upgrade else 0),
+                    dim,
+                    1,
+                    [0.0 if variant.upgrade_link else logit(init["upgrade_rate"])],
+                ),
             }
         )
 
@@ -395,11 +425,16 @@ class TamorNet(nn.Module):
         cvr = t["conversion"](with_bias(per_task[1])).squeeze(1)
         amount = t["amount"](per_task[2])
         mu, sigma = amount[:, 0], positive_sigma(amount[:, 1])
-        up_in = per_task[3]
+        up_in = torch.cat([per_task[3], ((b.log_gap - self.gap0) / self.gap_sd).unsqueeze(1)], dim=1)
         if self.variant.amount_to_upgrade:
             # An upgrade is driven by the amount bought: the upgrade tower reads the predicted amount distribution.
             up_in = torch.cat([up_in, mu.detach().unsqueeze(1) - self.log_amount0, sigma.detach().unsqueeze(1)], dim=1)
         upgrade = t["upgrade"](up_in).squeeze(1)
+        if self.log_retention is not None and self.link_scale is not None:
+            # P(r A >= gap) for A ~ lognormal(mu, sigma) is Phi((mu + log r - log gap) / sigma); 1.702 z is its
+            # logistic approximation. The amount head, trained on every purchase, thereby informs the rare labels.
+            z = (mu.detach() + self.log_retention[b.scenario] - b.log_gap) / sigma.detach()
+            upgrade = upgrade + 1.702 * self.link_scale * z
         if ub is None:
             base_click, base_cvr = click, cvr
         else:
@@ -418,7 +453,8 @@ class TamorNet(nn.Module):
         p = pctr * pcvr
         etv = expected_transaction_value("lognormal", p=p, mu=mu, sigma=sigma)
         amount = expected_transaction_value("lognormal", p=torch.ones_like(p), mu=mu, sigma=sigma)
-        p_base = torch.sigmoid(h.base_click) * torch.sigmoid(h.base_cvr)
+        # the chain uses the purchase probability at the prior bias; an upgrade still needs this customer's purchase
+        p_base = torch.minimum(torch.sigmoid(h.base_click) * torch.sigmoid(h.base_cvr), p)
         return TamorOutput(
             pctr=pctr, pcvr=pcvr, p=p, mu=mu, sigma=sigma, amount=amount, etv=etv, p_upgrade=p_base * pup
         )

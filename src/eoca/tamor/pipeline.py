@@ -63,8 +63,9 @@ def tamor_metrics(cfg: TamorConfig, result: TamorResult) -> dict[str, Any]:
     rows = period.rows()
     best = max(cfg.frameworks, key=lambda n: period.totals[n]["expected_amount"])
     summary = [
-        f"{n}: {period.totals[n]['new_high_holding']:,.1f} new high-holding customers, expected amount "
-        f"{period.totals[n]['expected_amount']:,.0f} ({period.oracle_share(n)['expected_amount']:.1f}% of the oracle)"
+        f"{n}: {period.totals[n]['expected_new_high_holding']:,.1f} expected new high-holding customers, "
+        f"expected amount {period.totals[n]['expected_amount']:,.0f} "
+        f"({period.oracle_share(n)['expected_amount']:.1f}% of the oracle)"
         for n in cfg.frameworks
     ]
     summary.append(f"highest expected amount: {best}")
@@ -95,7 +96,7 @@ def build_tamor_report(cfg: TamorConfig, metrics: dict[str, Any], name: str) -> 
             **{m: r[m] for m in METRICS},
             **{f"{m}_lift": _ci(r, m) for m in METRICS},
             "expected_amount_oracle_pct": r["expected_amount_oracle_pct"],
-            "new_high_holding_oracle_pct": r["new_high_holding_oracle_pct"],
+            "expected_new_high_holding_oracle_pct": r["expected_new_high_holding_oracle_pct"],
         }
         for r in metrics["period"]
     ]
@@ -125,7 +126,8 @@ def build_tamor_report(cfg: TamorConfig, metrics: dict[str, Any], name: str) -> 
         Section(
             "Simulated next period (common random numbers)",
             f"Every framework's slates are delivered in {cfg.evaluation.replications} simulated periods that share "
-            "their random numbers, so differences come from the slates alone. Lifts are over "
+            "their random numbers, so differences come from the slates alone; expected amount and expected new "
+            "high-holding customers are computed from the true probabilities (no draw noise). Lifts are over "
             f"{cfg.control} with {cfg.evaluation.confidence:.0%} paired-bootstrap intervals over customers; the "
             f"{ORACLE} ranks by the true scores with the same rule and is the ceiling.",
             [
@@ -133,8 +135,9 @@ def build_tamor_report(cfg: TamorConfig, metrics: dict[str, Any], name: str) -> 
                     period_rows,
                     labels={
                         "new_high_holding": "new high-holding",
+                        "expected_new_high_holding": "expected new high-holding",
                         "expected_amount_oracle_pct": "expected amount % of oracle",
-                        "new_high_holding_oracle_pct": "new high-holding % of oracle",
+                        "expected_new_high_holding_oracle_pct": "expected new high-holding % of oracle",
                     },
                     highlight="expected_amount",
                 ),

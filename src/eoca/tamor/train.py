@@ -7,6 +7,7 @@ item position), so a batch is a handful of ``index_select`` calls.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ class WorldTensors:
     item_shared: torch.Tensor
     scenario: torch.Tensor
     item_specific: torch.Tensor
+    log_gap: torch.Tensor
 
     @classmethod
     def of(cls, world: MultiScenarioWorld) -> WorldTensors:
@@ -39,6 +41,7 @@ class WorldTensors:
             item_shared=torch.from_numpy(world.item_shared),
             scenario=torch.from_numpy(world.scenario),
             item_specific=torch.from_numpy(world.item_specific),
+            log_gap=torch.from_numpy(world.log_gap()),
         )
 
     def batch(self, cust: torch.Tensor, item: torch.Tensor) -> TamorBatch:
@@ -50,6 +53,7 @@ class WorldTensors:
             item_shared=self.item_shared.index_select(0, item),
             scenario=self.scenario.index_select(0, item),
             item_specific=self.item_specific.index_select(0, item),
+            log_gap=self.log_gap.index_select(0, cust),
         )
 
 
@@ -127,8 +131,9 @@ class TamorModel:
         return self.predict(tensors, np.repeat(np.arange(n), m), np.tile(np.arange(m), n))
 
 
-def _init_rates(log: ExposureLog) -> dict[str, float]:
+def _init_rates(log: ExposureLog, log_gap: np.ndarray) -> dict[str, float]:
     clicks = float(log.click.sum())
+    gaps = log_gap[log.customer[log.upgrade >= 0]]
     conv = log.convert > 0
     applies = log.upgrade >= 0
     return {
@@ -136,6 +141,8 @@ def _init_rates(log: ExposureLog) -> dict[str, float]:
         "cvr_rate": float(conv.sum()) / max(clicks, 1.0),
         "upgrade_rate": float((log.upgrade[applies & conv] > 0).sum()) / max(float((applies & conv).sum()), 1.0),
         "log_amount": float(np.log(log.amount[conv]).mean()) if conv.any() else 0.0,
+        "log_gap_mean": float(gaps.mean()) if gaps.size else 0.0,
+        "log_gap_sd": float(gaps.std()) if gaps.size > 1 and gaps.std() > 0 else 1.0,
     }
 
 
@@ -161,7 +168,7 @@ def build_net(name: str, world: MultiScenarioWorld, cfg: TamorTrainConfig, log: 
         dim=cfg.dim,
         bias_dim=cfg.user_bias_dim,
         bias_buckets=cfg.user_bias_buckets,
-        init=_init_rates(log),
+        init=_init_rates(log, world.log_gap()),
     )
 
 
@@ -212,6 +219,8 @@ def _fit_net(
         opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
     gen = torch.Generator().manual_seed(seed)
     n = lab["cust"].numel()
+    total_steps = cfg.epochs * -(-n // cfg.batch_size)
+    step_no = 0
     net.train()
     for _epoch in range(cfg.epochs):
         t0 = time.perf_counter()
@@ -223,6 +232,14 @@ def _fit_net(
             b = tensors.batch(lab["cust"].index_select(0, idx), lab["item"].index_select(0, idx))
             b.click, b.convert = lab["click"].index_select(0, idx), lab["convert"].index_select(0, idx)
             b.amount, b.upgrade = lab["amount"].index_select(0, idx), lab["upgrade"].index_select(0, idx)
+            if cfg.schedule == "cosine":
+                # decaying to zero averages out the last steps' noise, which on the small high-holding tier
+                # otherwise moves its amount ranking from one training seed to the next
+                lr = 0.5 * cfg.lr * (1.0 + math.cos(math.pi * step_no / total_steps))
+                for opt in opts:
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+            step_no += 1
             losses = net.task_losses(b, cfg.user_bias_l2)
             total = sum(losses.values(), torch.zeros(()))
             for opt in opts:

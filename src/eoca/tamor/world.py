@@ -122,6 +122,11 @@ class MultiScenarioWorld:
         """Expected transaction value ``P(convert) * E[amount | convert]``, float32 ``(N, M)``."""
         return self.true_p_convert() * self.true_amount()
 
+    def log_gap(self) -> np.ndarray:
+        """float32 ``(N,)``: log of what a customer still needs to hold to reach the high-holding threshold,
+        ``log(max(T - H, 1))`` (0 for high-holding customers). Known to the platform: tiers are defined by it."""
+        return np.log(np.maximum(self.threshold - self.holdings, 1.0)).astype(np.float32)
+
     def true_p_upgrade(self) -> np.ndarray:
         """P(this exposure makes the customer high-holding), float32 ``(N, M)``; 0 for high-holding customers."""
         need = np.maximum(self.threshold - self.holdings, 1e-9)[:, None] / np.maximum(self.retention, 1e-12)[None, :]

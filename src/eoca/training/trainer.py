@@ -262,6 +262,7 @@ class TrainedModel:
                 dataset_fund_ids(dataset),
                 self.model.formula,
                 split,
+                bound.split_weights(split),
             )
         self.guard = guard
         return guard

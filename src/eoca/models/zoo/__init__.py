@@ -28,6 +28,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "esdpm",
     "ptofa",
     "gbdt",
+    "gbdt_mean",
     "tamor",
 )
 

@@ -49,7 +49,7 @@ class Gbdt(DirectFitModel):
     ``amount`` and ``etv``, each ``[B]``."""
 
     name = "gbdt"
-    formula = "eoca"
+    formula: str | None = "eoca"
     DEFAULTS: ClassVar[dict[str, Any]] = DEFAULTS
 
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
@@ -129,24 +129,7 @@ class Gbdt(DirectFitModel):
         t0 = time.perf_counter()
         x, conv, amt = self._matrix(bound, "train", batch_size)
         xv, conv_v, amt_v = self._matrix(bound, "valid", batch_size)
-        params = self._lgb_params(
-            seed,
-            num_threads,
-            objective="binary",
-            num_leaves=int(self.params["num_leaves"]),
-            min_child_samples=int(self.params["min_child_samples"]),
-        )
-        # Sampling weights (an oversampled design) weight the conversion loss so p refers to the population.
-        train_set = self._dataset(x, conv, weight=bound.split_weights("train"))
-        callbacks: list[Any] = []
-        valid_sets: list[lgb.Dataset] = []
-        if conv_v.size and conv_v.sum() > 0:
-            valid_sets = [self._dataset(xv, conv_v, train_set, weight=bound.split_weights("valid"))]
-            callbacks.append(lgb.early_stopping(int(self.params["early_stopping_rounds"]), verbose=False))
-        if conv.sum() > 0:
-            self._classifier = lgb.train(
-                params, train_set, int(self.params["n_estimators"]), valid_sets=valid_sets, callbacks=callbacks
-            )
+        self._fit_classifier(bound, x, conv, xv, conv_v, seed=seed, num_threads=num_threads)
         pos, pos_v = conv > 0, conv_v > 0
         if pos.sum() >= MIN_AMOUNT_ROWS:
             y, y_v = np.log1p(amt[pos]), np.log1p(amt_v[pos_v])
@@ -184,6 +167,37 @@ class Gbdt(DirectFitModel):
             "amount_trees": float(self._regressor.num_trees() if self._regressor is not None else 0),
             "sigma": self._sigma,
         }
+
+    def _fit_classifier(
+        self,
+        bound: BoundFeatures,
+        x: np.ndarray,
+        conv: np.ndarray,
+        xv: np.ndarray,
+        conv_v: np.ndarray,
+        *,
+        seed: int,
+        num_threads: int,
+    ) -> None:
+        """The conversion booster on the train rows, early-stopped on the valid rows when they have a conversion."""
+        params = self._lgb_params(
+            seed,
+            num_threads,
+            objective="binary",
+            num_leaves=int(self.params["num_leaves"]),
+            min_child_samples=int(self.params["min_child_samples"]),
+        )
+        # Sampling weights (an oversampled design) weight the conversion loss so p refers to the population.
+        train_set = self._dataset(x, conv, weight=bound.split_weights("train"))
+        callbacks: list[Any] = []
+        valid_sets: list[lgb.Dataset] = []
+        if conv_v.size and conv_v.sum() > 0:
+            valid_sets = [self._dataset(xv, conv_v, train_set, weight=bound.split_weights("valid"))]
+            callbacks.append(lgb.early_stopping(int(self.params["early_stopping_rounds"]), verbose=False))
+        if conv.sum() > 0:
+            self._classifier = lgb.train(
+                params, train_set, int(self.params["n_estimators"]), valid_sets=valid_sets, callbacks=callbacks
+            )
 
     def _residual_sigma(
         self, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, params: dict[str, Any]

@@ -1,0 +1,230 @@
+"""The ideas tried on top of ``benchmarks/own_data.py`` to make eoca's best model beat the peers, measured on the
+same splits (results in benchmarks/RESULTS.md, "Bring your own data", table "What was tried").
+
+* ``features`` (CDNOW, full log, split seeds 0-2): a Poisson LightGBM of the amount with fixed parameters on
+  the imported features without the trend windows, with them, with BG/NBD's p(alive), expected purchases and
+  predicted spend added as features, and with BG/NBD's log prediction as an offset (``init_score``).
+* ``blends`` (the predictions ``own_data.py`` saved, ``--preds DIR``): non-negative weights on the candidates
+  minimising the validation Poisson deviance, the plain mean of ``mtl_ziln`` and ``gbdt_mean``, and a
+  calibration slope ``c * pred^g`` fitted on the validation deviance, for each candidate.
+* ``unweighted`` (synthetic donations, seed 0): networks trained on the oversampled sample without its weights,
+  with ``p`` shifted afterwards by ``log(w1 / w0)`` (prior correction of a response-based sample).
+
+Every row reports test MSE and Gini and the paired bootstrap interval against the peers, as in own_data.py.
+Run: ``nice python benchmarks/own_data_ablations.py --preds bench_own_data --out bench_ablations``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+from scipy.optimize import minimize
+
+from eoca.data import Dataset
+from eoca.data.dataset import split_exposures
+from eoca.evaluation import metrics as M
+from eoca.io import write_text
+from eoca.peers import make_peer
+from eoca.training import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from own_data import CDNOW_MASTER_SPEC, build, cdnow_path, paired_bootstrap
+
+LGB = {
+    "objective": "poisson",
+    "learning_rate": 0.03,
+    "num_leaves": 15,
+    "min_child_samples": 50,
+    "lambda_l2": 10.0,
+    "verbose": -1,
+    "seed": 0,
+    "num_threads": 1,
+    "deterministic": True,
+}
+
+
+def _row(label: str, y: np.ndarray, pred: np.ndarray, peers: dict[str, np.ndarray], w: Any = None) -> str:
+    cells = [label, f"{M.mse(y, pred, w):.4g}", f"{M.normalized_gini(y, pred, w):.4f}"]
+    for p in peers.values():
+        vs = paired_bootstrap(y, pred, p, w, 500, 0)
+        g, m = vs["gini_diff_95"], vs["mse_diff_95"]
+        cells.append(f"[{g[0]:+.4f}, {g[1]:+.4f}] / [{m[0]:+.4g}, {m[1]:+.4g}]")
+    return "| " + " | ".join(cells) + " |"
+
+
+def _cdnow(work: Path, seed: int, trend: bool) -> Dataset:
+    work.mkdir(parents=True, exist_ok=True)
+    spec = CDNOW_MASTER_SPEC.format(path=cdnow_path("master"), split_seed=seed)
+    (work / "spec.yaml").write_text(spec if trend else spec + "  recent_windows: []\n")
+    from eoca.data.importer import import_dataset
+
+    return import_dataset(work / "spec.yaml", work / "dataset")
+
+
+def _matrix(ds: Dataset) -> np.ndarray:
+    cust = ds.customers
+    names = [c for c in cust.column_names if c not in ("customer_id", "risk_tolerance")]
+    return np.stack([np.asarray(cust.column(c).to_numpy(), dtype=np.float64) for c in names], axis=1)
+
+
+def _poisson(x: dict[str, np.ndarray], y: dict[str, np.ndarray], offset: dict[str, np.ndarray] | None) -> np.ndarray:
+    """Test predictions of a Poisson LightGBM early-stopped on the valid split."""
+    off = offset or {}
+    train_set = lgb.Dataset(x["train"], y["train"], init_score=off.get("train"))
+    valid_set = lgb.Dataset(x["valid"], y["valid"], init_score=off.get("valid"))
+    booster = lgb.train(LGB, train_set, 2000, valid_sets=[valid_set], callbacks=[lgb.early_stopping(50, verbose=False)])
+    return np.exp(booster.predict(x["test"], raw_score=True) + off.get("test", 0.0))
+
+
+def features(seeds: list[int], work: Path) -> list[str]:
+    lines = [
+        "| CDNOW seed: variant | MSE | Gini | vs bgnbd: ΔGini 95% / ΔMSE 95% |",
+        "|---|---:|---:|---|",
+    ]
+    for seed in seeds:
+        base = _cdnow(work / f"base{seed}", seed, trend=False)
+        ds = _cdnow(work / f"trend{seed}", seed, trend=True)
+        pos = {s: split_exposures(ds, s)["customer_pos"] for s in ("train", "valid", "test")}
+        y = {s: split_exposures(ds, s)["amount"] for s in pos}
+        peer = make_peer("bgnbd").fit(ds)
+        every = np.arange(ds.n_customers)
+        cols = peer._columns(ds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            alive = peer._bgf.conditional_probability_alive(cols["frequency"], cols["recency"], cols["T"])
+            expected = peer._bgf.conditional_expected_number_of_purchases_up_to_time(
+                peer.target_days, cols["frequency"], cols["recency"], cols["T"]
+            )
+        bg = peer.predict_customers(ds, every)["etv"]
+        peers = {"bgnbd": bg[pos["test"]]}
+        x_base, x_trend = _matrix(base), _matrix(ds)
+        x_bg = np.column_stack([x_base, np.asarray(alive), np.asarray(expected), np.log1p(bg)])
+        log_bg = np.log(np.maximum(bg, 0.05))
+        variants = {
+            "imported features without the trend windows": (x_base, None),
+            "with the trend windows (the import default)": (x_trend, None),
+            "without trend, + BG/NBD p(alive), expected purchases, log predicted spend": (x_bg, None),
+            "without trend, BG/NBD log prediction as offset": (x_base, log_bg),
+        }
+        for label, (x, offset) in variants.items():
+            pred = _poisson(
+                {s: x[p] for s, p in pos.items()},
+                y,
+                None if offset is None else {s: offset[p] for s, p in pos.items()},
+            )
+            lines.append(_row(f"{seed}: {label}", y["test"], pred, peers))
+        lines.append(_row(f"{seed}: BG/NBD + Gamma-Gamma", y["test"], peers["bgnbd"], peers))
+    return lines
+
+
+def _deviance_weights(x: np.ndarray, y: np.ndarray, w: Any) -> np.ndarray:
+    k = x.shape[1]
+    res = minimize(
+        lambda a: M.tweedie_deviance(y, x @ np.abs(a), w),
+        np.full(k, 1.0 / k),
+        method="Nelder-Mead",
+        options={"maxiter": 4000, "xatol": 1e-4, "fatol": 1e-6},
+    )
+    return np.abs(res.x)
+
+
+def blends(preds: Path) -> list[str]:
+    lines: list[str] = []
+    for path in sorted(preds.glob("predictions_*.npz")):
+        d = dict(np.load(path))
+        yv, yt = d["valid_amount"], d["test_amount"]
+        wv, wt = d.get("valid_weight"), d.get("test_weight")
+        peer_names = [p for p in ("gbdt", "bgnbd") if f"test_{p}" in d]
+        peers = {p: d[f"test_{p}"] for p in peer_names}
+        skip = {"amount", "weight", "oracle", *peer_names}
+        cands = [k[6:] for k in d if k.startswith("valid_") and k[6:] not in skip]
+        lines += [
+            "",
+            f"`{path.stem}`",
+            "",
+            "| variant | MSE | Gini | " + " | ".join(f"vs {p}: ΔGini 95% / ΔMSE 95%" for p in peer_names) + " |",
+            "|---|---:|---:|" + "---|" * len(peer_names),
+        ]
+        for c in cands:
+            lines.append(_row(c, yt, d[f"test_{c}"], peers, wt))
+        xv = np.stack([d[f"valid_{c}"] for c in cands], axis=1)
+        xt = np.stack([d[f"test_{c}"] for c in cands], axis=1)
+        a = _deviance_weights(xv, yv, wv)
+        weights = ", ".join(f"{c} {v:.2f}" for c, v in zip(cands, a, strict=True))
+        lines.append(_row(f"blend, validation-deviance weights ({weights})", yt, xt @ a, peers, wt))
+        if {"mtl_ziln", "gbdt_mean"} <= set(cands):
+            mean = 0.5 * (d["test_mtl_ziln"] + d["test_gbdt_mean"])
+            lines.append(_row("mean of mtl_ziln and gbdt_mean", yt, mean, peers, wt))
+        for c in cands:
+            v, t = np.maximum(d[f"valid_{c}"], 1e-6), np.maximum(d[f"test_{c}"], 1e-6)
+            fit = minimize(
+                lambda b, v=v, yv=yv, wv=wv: M.tweedie_deviance(yv, np.exp(b[0]) * v ** b[1], wv),
+                [0.0, 1.0],
+                method="Nelder-Mead",
+            )
+            c0, g = float(np.exp(fit.x[0])), float(fit.x[1])
+            lines.append(_row(f"{c}, calibration slope {c0:.3f} * pred^{g:.3f}", yt, c0 * t**g, peers, wt))
+    return lines
+
+
+def unweighted(work: Path, seed: int = 0) -> list[str]:
+    ds = build("donations", work / f"don{seed}", split_seed=seed)
+    exp = ds.exposures
+    w = np.asarray(exp.column("weight").to_numpy())
+    conv = np.asarray(exp.column("converted").to_numpy())
+    shift = float(np.log(w[conv > 0][0] / w[conv == 0][0]))
+    plain = Dataset(spec=ds.spec, customers=ds.customers, funds=ds.funds, exposures=exp.drop_columns(["weight"]))
+    test = split_exposures(ds, "test")
+    base = {"seed": seed, "num_threads": 1, "max_epochs": 30, "patience": 3}
+    gbdt = train(ds, {**base, "model": "gbdt"}, None, progress=False)
+    peers = {"gbdt": gbdt.predict_pairs(ds, test["customer_pos"], test["fund_pos"])["etv"]}
+    lines = [
+        f"| donations seed {seed}: variant | MSE | Gini | vs gbdt (defaults): ΔGini 95% / ΔMSE 95% |",
+        "|---|---:|---:|---|",
+    ]
+    for model in ("mtl_ziln", "esdpm"):
+        for label, data in (("weighted resampling (default)", ds), ("unweighted + prior shift", plain)):
+            out = train(data, {**base, "model": model}, None, progress=False).predict_pairs(
+                data, test["customer_pos"], test["fund_pos"]
+            )
+            p = out["p"].astype(np.float64)
+            if data is plain:
+                p = 1.0 / (1.0 + np.exp(-(np.log(p / (1.0 - p)) + shift)))
+            lines.append(_row(f"{model}, {label}", test["amount"], p * out["amount"], peers, test["weight"]))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--preds", type=Path, help="the --out folder of an own_data.py run (its saved predictions)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--parts", default="features,blends,unweighted")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    parts = args.parts.split(",")
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if "features" in parts:
+            lines += ["## features", "", *features([int(s) for s in args.seeds.split(",")], Path(tmp)), ""]
+        if "blends" in parts and args.preds is not None:
+            lines += ["## blends and calibration", *blends(args.preds), ""]
+        if "unweighted" in parts:
+            lines += ["## unweighted training", "", *unweighted(Path(tmp)), ""]
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text("\n".join(lines) + "\n", args.out / "ablations.md")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

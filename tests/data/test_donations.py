@@ -1,0 +1,36 @@
+"""The synthetic donation sample's oracle: the exact expected donation and the truth file beside the sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from eoca.data.donations import MAX_DONATION, SIGMA, expected_donation, write_donation_sample
+
+
+def test_expected_donation_matches_simulation() -> None:
+    mu = np.array([-1.0, 0.0, 2.7, 5.5, 6.5])
+    rng = np.random.default_rng(0)
+    draws = np.clip(np.round(np.exp(rng.normal(mu[:, None], SIGMA, (mu.size, 400_000)))), 1, MAX_DONATION)
+    exact = expected_donation(mu)
+    np.testing.assert_allclose(exact, draws.mean(axis=1), rtol=3e-3)
+    assert exact[0] >= 1.0 and exact[-1] <= MAX_DONATION  # the clip at both ends
+
+
+def test_truth_file_covers_the_sample_with_exact_ids(tmp_path: Path) -> None:
+    info = write_donation_sample(
+        tmp_path / "d.csv", population=20_000, sample_size=1_000, seed=2, truth_path=tmp_path / "t.csv"
+    )
+    as_text = pacsv.ConvertOptions(column_types={"CONTROLN": pa.string()})
+    sample = pacsv.read_csv(tmp_path / "d.csv", convert_options=as_text)
+    truth = pacsv.read_csv(tmp_path / "t.csv", convert_options=as_text)
+    assert truth.column("CONTROLN").to_pylist() == sample.column("CONTROLN").to_pylist()
+    p, etv = truth.column("p").to_numpy(), truth.column("etv").to_numpy()
+    assert ((p > 0) & (p < 1)).all() and (etv > 0).all() and (etv <= p * MAX_DONATION).all()
+    # Responders were oversampled: the true probabilities of the sample's rows average the population rate
+    # among the non-responders' half and more among the responders' half, so the sample mean of p sits
+    # between the population rate and the sample's 50%.
+    assert info["population_rate"] < float(p.mean()) < info["sample_rate"]
