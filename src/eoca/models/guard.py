@@ -14,15 +14,21 @@ network and before anything downstream (metrics, allocation, reports) sees a pre
    heavy-tailed amounts are estimated efficiently (a ratio of summed amounts over a few dozen lognormal draws
    is dominated by whether the one huge purchase happened to fall in the split). On the validation converters,
    with residuals ``r = log(y) - mu`` in the model's own scale (``log1p`` for EOCA's formula): ``mu`` is shifted
-   per fund by the mean residual of the fund's converters, shrunk towards the all-funds mean with a prior weight
-   of :data:`RECALIBRATION_PRIOR` converters, and ``sigma`` is multiplied by one shared factor that makes the
-   standardised residuals' mean square 1 (the model's sigma, whose ``exp(sigma^2 / 2)`` the mean grows with,
-   is re-scaled to the spread actually seen), its log shrunk towards 0 with the same prior weight. Models with
+   by the mean residual, plus per fund by the excess of the fund's mean residual over it (weighted
+   ``n_f / (n_f + RECALIBRATION_PRIOR)`` for the fund's ``n_f`` converters), and ``sigma`` is
+   multiplied by one shared factor that makes the standardised residuals' mean square 1 (the model's sigma,
+   whose ``exp(sigma^2 / 2)`` the mean grows with, is re-scaled to the spread actually seen). Every one of these
+   corrections is shrunk towards "no change" by positive-part James-Stein, ``c * max(0, 1 - se^2 / c^2)`` with
+   ``se`` its standard error (:func:`_shrink`): a correction within one standard error of zero is dropped, one
+   several standard errors away is kept almost whole. A model fitted on far more amounts than the validation
+   split holds (``gbdt`` learns from every past purchase) is therefore left alone unless the validation
+   converters clearly disagree, and a clearly biased head (an inflated sigma) is still corrected. Models with
    a constant amount (``esmm``, ``dnn_c``) expose it as ``mu``/``sigma`` and are recalibrated the same way, so
-   their amount becomes per fund. Models that predict
+   their amount becomes per fund where the data show a difference. Models that predict
    ETV directly (MSE on ``log1p(amount)``, or ``gbdt_mean``) get a per-fund scale on ETV: realised over
    predicted amount summed over the fund's validation rows (each row times its sampling weight where the data
-   are an oversampled design), shrunk the same way.
+   are an oversampled design), shrunk towards the all-funds ratio with a prior weight of
+   :data:`RECALIBRATION_PRIOR` converters.
 
 The bounds never bind on a calibrated model (they only remove extrapolation), and the recalibration is a per-fund
 shift plus one shared scale, so it changes which fund wins for a customer only where a model's amount is biased
@@ -44,10 +50,20 @@ AMOUNT_CAP_MULTIPLE: float = 1.0
 expected value above every amount ever observed has no support in the data."""
 
 RECALIBRATION_PRIOR: float = 20.0
-"""Pseudo-converters of the all-funds ratio in each fund's recalibration factor (geometric shrinkage)."""
+"""Pseudo-converters of "no difference from the other funds" in each fund's correction (its log-space shift,
+or a direct-ETV model's ETV factor)."""
 
 _FORMULA_OFFSET = {"eoca": 1.0, "lognormal": 0.0}
 """``E[amount] = exp(mu + sigma^2 / 2) - offset``: EOCA models ``amount + 1`` as lognormal, ZILN the amount."""
+
+
+def _shrink(estimate: float, variance: float) -> float:
+    """Positive-part James-Stein shrinkage of one estimate towards 0: ``estimate * max(0, 1 - variance /
+    estimate^2)``, so an estimate within one standard error of zero is dropped and one many standard errors
+    away is kept almost whole."""
+    if estimate == 0.0:
+        return 0.0
+    return estimate * max(0.0, 1.0 - variance / estimate**2)
 
 
 @dataclass
@@ -210,18 +226,27 @@ class EtvGuard:
             resid = log_y - np.asarray(preds["mu"], dtype=np.float64)[pos]
             sigma = np.maximum(np.asarray(preds["sigma"], dtype=np.float64)[pos], SIGMA_FLOOR)
             f_pos = fund_pos[pos]
-            self.global_shift = float(resid.mean())
+            # Each correction is shrunk towards "no change" by how many standard errors it lies from zero: a model
+            # whose amounts are already calibrated (gbdt learns them from every past purchase) must not be moved
+            # by the noise of a few dozen validation converters, while a clearly biased head still is.
+            # with one converter its residual says nothing about the spread: the model's own sigma stands in
+            spread = float(resid.std()) if n_pos > 1 else float(np.sqrt(np.mean(sigma**2)))
+            raw_global = float(resid.mean())
+            self.global_shift = _shrink(raw_global, spread**2 / n_pos)
             shift = np.full(len(fund_ids), self.global_shift)
             for f, fid in enumerate(fund_ids):
                 n_f = int((f_pos == f).sum())
-                mean_f = float(resid[f_pos == f].mean()) if n_f else self.global_shift
-                shift[f] = (n_f * mean_f + RECALIBRATION_PRIOR * self.global_shift) / (n_f + RECALIBRATION_PRIOR)
+                if n_f:
+                    # A fund's excess over the all-funds shift rests on a handful of converters: it is weighted
+                    # against RECALIBRATION_PRIOR pseudo-converters of no excess, then shrunk by its standard error.
+                    prior_w = n_f / (n_f + RECALIBRATION_PRIOR)
+                    excess = float(resid[f_pos == f].mean()) - raw_global
+                    shift[f] = self.global_shift + prior_w * _shrink(excess, spread**2 / n_f)
                 self.fund_shift[fid] = float(shift[f])
             centred = resid - shift[f_pos]
-            # The scale is shrunk towards 1 (the model's own sigma) like the shifts: a spread estimated from a
-            # dozen converters is noisy, and E[amount] moves with exp(sigma^2 / 2).
+            # The log of a mean of n squared standard normals has variance about 2 / n, so log_scale about 1/(2n).
             log_scale = 0.5 * math.log(max(float(np.mean((centred / sigma) ** 2)), 1e-12))
-            self.sigma_scale = math.exp(n_pos * log_scale / (n_pos + RECALIBRATION_PRIOR))
+            self.sigma_scale = math.exp(_shrink(log_scale, 1.0 / (2 * n_pos)))
             self.recalibration = f"{split} split, {n_pos} converters (log-space shift per fund, shared sigma scale)"
             return self
         bounded = self.bound(preds, formula)

@@ -20,7 +20,8 @@ Keys of ``Batch.inputs`` (``U`` units, ``F`` funds of the bound dataset, ``L`` s
 * with sequences: ``seq_fund``, ``seq_type`` int64 ``[U, L]``, ``seq_amount``, ``seq_age`` float32 ``[U, L]``,
   ``seq_mask`` bool ``[U, L]`` (True = a real event; the latest event is last), and the candidate-aware
   counts ``pair_x`` float32 ``[U, F, 2 * P]`` (see ``PAIR_FEATURE_NAMES``; only events strictly before the
-  row's exposure time).
+  row's exposure time), and the customer's behaviour summary over every fund ``cust_x`` float32 ``[U, C]``
+  (see ``CUSTOMER_SUMMARY_NAMES``; same time cut).
 * with the graph, a sampled two-hop customer -> merchant -> customer neighbourhood of the units:
   ``g_merchant`` int64 ``[M]`` (merchant vocabulary ids), ``g_c2_num``/``g_c2_cat`` (features of the ``C2``
   second-hop customers), ``g_e1_src``/``g_e1_dst``/``g_e1_attr`` (edges second-hop customer -> merchant, attr
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 from eoca.models.features.batching import BoundFeatures
 from eoca.models.features.encoding import (
+    CUSTOMER_SUMMARY_NAMES,
     DEFAULT_NEIGHBOURS,
     MAX_LIST_LEN,
     PAD,
@@ -46,6 +48,7 @@ from eoca.models.features.encoding import (
 from eoca.models.features.fitting import FeatureSpace
 
 __all__ = [
+    "CUSTOMER_SUMMARY_NAMES",
     "DEFAULT_NEIGHBOURS",
     "MAX_LIST_LEN",
     "PAD",

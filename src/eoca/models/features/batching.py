@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import torch
 
 from eoca.data.dataset import SPLITS, Dataset
+from eoca.data.schema import EVENT_TYPES
 from eoca.errors import DataValidationError
 from eoca.models.base import Batch
 from eoca.models.features.encoding import (
@@ -25,7 +26,12 @@ from eoca.models.features.encoding import (
 )
 from eoca.models.features.fitting import FeatureSpace
 from eoca.models.features.graph import ConsumptionGraph
-from eoca.models.features.sequences import BehaviourSequences, empty_pair_counts, empty_sequences
+from eoca.models.features.sequences import (
+    BehaviourSequences,
+    empty_customer_summary,
+    empty_pair_counts,
+    empty_sequences,
+)
 
 
 # --- bound tensors ------------------------------------------------------------------------------------------------
@@ -187,13 +193,47 @@ class BoundFeatures:
         return self._make_batch(cust, fund, None, None)
 
     # -- batch assembly -----------------------------------------------------------------------------------------
+    def purchase_history(self, batch_size: int) -> Iterator[tuple[Batch, np.ndarray]]:
+        """The behaviour history's purchases as labelled amount rows: ``(batch, amount)`` per batch of at most
+        ``batch_size`` purchase events, each a (customer, fund) row whose features see only the events strictly
+        before the purchase (its own amount never enters them); ``amount`` float64 ``[B]`` (> 0).
+
+        Only purchases before the earliest validation or test exposure are used, so no event of a held-out
+        period (possibly a held-out conversion logged again as a purchase) informs a model fitted on them; a
+        past purchase is a draw of the same customer's amount for that fund that a conversion would be.
+        Purchases of funds the bound dataset lacks are skipped. Nothing is yielded without behaviour events.
+        """
+        seq = self._seq
+        if seq is None or seq.n_events == 0:
+            return
+        held = np.concatenate([self._rows("valid"), self._rows("test")])
+        cutoff = int(self._exp_time[held].min()) if held.size else None
+        fund_of_fit = np.full(len(self.space.fund_ids), -1, dtype=np.int64)
+        fund_of_fit[self._fund_fit] = np.arange(self.n_funds)
+        fit_pos = seq.fund - _FIRST_TOKEN
+        fund = np.where(fit_pos >= 0, fund_of_fit[np.maximum(fit_pos, 0)], -1)
+        keep = (seq.type == EVENT_TYPES.index("purchase") + _FIRST_TOKEN) & (seq.raw_amount > 0) & (fund >= 0)
+        if cutoff is not None:
+            keep &= seq.time < cutoff
+        idx = np.flatnonzero(keep)
+        for start in range(0, idx.size, batch_size):
+            i = idx[start : start + batch_size]
+            yield self._make_batch(seq.cust[i], fund[i], seq.time[i], None, cut=True), seq.raw_amount[i]
+
     def _make_batch(
-        self, cust: np.ndarray, fund: np.ndarray, time: np.ndarray | None, rng: np.random.Generator | None
+        self,
+        cust: np.ndarray,
+        fund: np.ndarray,
+        time: np.ndarray | None,
+        rng: np.random.Generator | None,
+        *,
+        cut: bool = False,
     ) -> Batch:
+        """``cut``: cut every row's history at its ``time`` even when the sequences are static."""
         seq = self._seq
         unit_end: np.ndarray | None = None
         unit_now: np.ndarray | None = None
-        if seq is not None and not seq.static and time is not None:
+        if seq is not None and time is not None and (cut or not seq.static):
             # Rows of one customer at different times see different histories: a unit is (customer, time).
             t0 = int(time.min())
             key = cust * (int(time.max()) - t0 + 1) + (time - t0)
@@ -219,12 +259,15 @@ class BoundFeatures:
             if seq is None:
                 inputs.update(empty_sequences(unit_cust.size, self.space.sequence_length))
                 inputs["pair_x"] = empty_pair_counts(unit_cust.size, self.n_funds)
+                inputs["cust_x"] = empty_customer_summary(unit_cust.size)
             elif unit_end is not None:
                 inputs.update(seq.gather(unit_cust, unit_end, unit_now))
                 inputs["pair_x"] = seq.pair_counts(unit_cust, unit_end, self._fund_fit, unit_now)
+                inputs["cust_x"] = seq.customer_summary(unit_cust, unit_end)
             else:
                 inputs.update(seq.latest_sequences(unit_cust))
                 inputs["pair_x"] = seq.latest_pair_counts(unit_cust, self._fund_fit)
+                inputs["cust_x"] = seq.latest_customer_summary(unit_cust)
             inputs["f_token"] = self._fund_token
         if self.space.has_graph:
             if self._graph is not None:

@@ -29,6 +29,16 @@ PAIR_FEATURE_NAMES: tuple[str, ...] = (
 type): ``log1p`` event counts by type over the whole history and over the recent window, ``log1p`` of the total
 purchase amount, and ``1 / (1 + age of the latest event / window)`` (0 without events)."""
 PAIR_FEATURES_PER_LEVEL = len(PAIR_FEATURE_NAMES)
+CUSTOMER_SUMMARY_NAMES: tuple[str, ...] = (
+    *(f"n_{t}" for t in EVENT_TYPES),
+    "purchase_log_mean",
+    "purchase_log_sd",
+)
+"""Behaviour summary of a customer over every fund (the row's events strictly before its exposure): ``log1p``
+event counts by type, then the mean and standard deviation of ``log1p(amount)`` over the purchases (0 without
+purchases; the sd 0 with fewer than two). Past purchases are draws of the customer's own amount law, so they
+place the customer's ticket size and spread; the counts are the denominators that turn a fund's counts into
+shares of the customer's attention."""
 MAX_LIST_LEN = 16
 """List-valued (``sequence``-type) profile features keep at most this many tokens per customer."""
 DEFAULT_NEIGHBOURS = 10

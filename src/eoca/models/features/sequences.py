@@ -7,7 +7,16 @@ import torch
 
 from eoca.data.dataset import Dataset
 from eoca.data.schema import EVENT_TYPES
-from eoca.models.features.encoding import _FIRST_TOKEN, PAD, PAIR_FEATURES_PER_LEVEL, _codes, _float, _int, _standardise
+from eoca.models.features.encoding import (
+    _FIRST_TOKEN,
+    CUSTOMER_SUMMARY_NAMES,
+    PAD,
+    PAIR_FEATURES_PER_LEVEL,
+    _codes,
+    _float,
+    _int,
+    _standardise,
+)
 from eoca.models.features.fitting import FeatureSpace
 
 LATEST_TABLE_LIMIT = 1 << 24
@@ -69,6 +78,7 @@ class BehaviourSequences:
         self.n_customers = dataset.n_customers
         self._latest_table: dict[str, torch.Tensor] | None = None
         self._latest_pairs: torch.Tensor | None = None
+        self._latest_summary: torch.Tensor | None = None
 
     def latest(self, cust: np.ndarray) -> np.ndarray:
         """End index (exclusive) of each customer's events: the whole history."""
@@ -103,6 +113,41 @@ class BehaviourSequences:
             everyone = np.arange(self.n_customers, dtype=np.int64)
             self._latest_pairs = self.pair_counts(everyone, self.latest(everyone), fund_fit)
         return self._latest_pairs.index_select(0, torch.from_numpy(np.asarray(cust, dtype=np.int64)))
+
+    def latest_customer_summary(self, cust: np.ndarray) -> torch.Tensor:
+        """``customer_summary(cust, latest(cust))``, from a table computed once for all customers."""
+        if self._latest_summary is None:
+            everyone = np.arange(self.n_customers, dtype=np.int64)
+            self._latest_summary = self.customer_summary(everyone, self.latest(everyone))
+        return self._latest_summary.index_select(0, torch.from_numpy(np.asarray(cust, dtype=np.int64)))
+
+    def _expand(self, cust: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every event of units ``(cust, end)``: (unit position, event index), both ``[E]``."""
+        start = self.indptr[cust]
+        take = np.maximum(end - start, 0)
+        owner = np.repeat(np.arange(cust.size), take)
+        idx = np.repeat(start - np.cumsum(take) + take, take) + np.arange(int(take.sum()))
+        return owner, idx
+
+    def customer_summary(self, cust: np.ndarray, end: np.ndarray) -> torch.Tensor:
+        """The :data:`~eoca.models.features.encoding.CUSTOMER_SUMMARY_NAMES` of units ``(cust, end)``,
+        float32 ``[U, C]``: every event of the customer before ``end``, whatever its fund."""
+        n_units = cust.size
+        n_types = len(EVENT_TYPES)
+        owner, idx = self._expand(cust, end)
+        etype = self.type[idx] - _FIRST_TOKEN
+        ok = etype >= 0
+        counts = np.bincount(owner[ok] * n_types + etype[ok], minlength=n_units * n_types).reshape(n_units, n_types)
+        buy = etype == EVENT_TYPES.index("purchase")
+        log_amount = np.log1p(self.raw_amount[idx[buy]])
+        n = np.bincount(owner[buy], minlength=n_units).astype(np.float64)
+        s1 = np.bincount(owner[buy], log_amount, minlength=n_units)
+        s2 = np.bincount(owner[buy], log_amount**2, minlength=n_units)
+        mean = np.divide(s1, n, out=np.zeros(n_units), where=n > 0)
+        var = np.divide(s2, n, out=np.zeros(n_units), where=n > 1) - np.where(n > 1, mean**2, 0.0)
+        out = np.column_stack([np.log1p(counts), mean, np.sqrt(np.maximum(var, 0.0))])
+        assert out.shape[1] == len(CUSTOMER_SUMMARY_NAMES)
+        return torch.from_numpy(out.astype(np.float32))
 
     def cut(self, cust: np.ndarray, time: np.ndarray) -> np.ndarray:
         """End index (exclusive) of each customer's events strictly before ``time``: no event at or after an
@@ -144,10 +189,7 @@ class BehaviourSequences:
         k = PAIR_FEATURES_PER_LEVEL
         n_types = len(EVENT_TYPES)
         slots = n_fit + self.n_groups
-        start = self.indptr[cust]
-        take = np.maximum(end - start, 0)
-        owner = np.repeat(np.arange(n_units), take)
-        idx = np.repeat(start - np.cumsum(take) + take, take) + np.arange(int(take.sum()))
+        owner, idx = self._expand(cust, end)
         fund = self.fund[idx] - _FIRST_TOKEN
         known = fund >= 0
         owner, idx, fund = owner[known], idx[known], fund[known]
@@ -171,6 +213,11 @@ class BehaviourSequences:
         fit = np.asarray(fund_fit, dtype=np.int64)
         out = np.concatenate([acc3[:, fit], acc3[:, n_fit + self.groups[fit]]], axis=2)
         return torch.from_numpy(out.astype(np.float32))
+
+
+def empty_customer_summary(n_units: int) -> torch.Tensor:
+    """All-zero customer summaries ``[U, C]`` for a dataset without behaviour events."""
+    return torch.zeros((n_units, len(CUSTOMER_SUMMARY_NAMES)), dtype=torch.float32)
 
 
 def empty_pair_counts(n_units: int, n_funds: int) -> torch.Tensor:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from eoca.data.schema import EVENT_TYPES
 from eoca.models.base import Batch
-from eoca.models.features.encoding import PAIR_FEATURE_NAMES
+from eoca.models.features.encoding import CUSTOMER_SUMMARY_NAMES, PAIR_FEATURE_NAMES
 from eoca.models.features.fitting import FeatureSpace
 
 
@@ -30,7 +31,23 @@ def tabular_columns(space: FeatureSpace) -> tuple[list[str], list[int]]:
         names.append(f"f_{f['name']}")
     if space.pair_dim:
         names += [f"pair_{n}" for n in PAIR_FEATURE_NAMES] + [f"type_{n}" for n in PAIR_FEATURE_NAMES]
+        names += [f"cust_{n}" for n in CUSTOMER_SUMMARY_NAMES] + ["type_event_share", "pair_purchase_log_excess"]
     return names, categorical
+
+
+def _ratios(space: FeatureSpace, pair: np.ndarray, summary: np.ndarray) -> np.ndarray:
+    """The two ratio columns of :func:`tabular_rows` (see the module docstring), float32 ``[B, 2]``."""
+    n_types = len(EVENT_TYPES)
+    k = len(PAIR_FEATURE_NAMES)
+    # pair holds log1p counts: the fund's first k columns, its type's next k; summary starts with the customer's.
+    type_events = np.expm1(pair[:, k : k + n_types]).sum(axis=1)
+    all_events = np.expm1(summary[:, :n_types]).sum(axis=1)
+    share = np.log((type_events + 0.5) / (all_events + 0.5 * space.n_fund_groups))
+    purchase = EVENT_TYPES.index("purchase")
+    n_buy = np.expm1(pair[:, purchase])
+    fund_mean = np.log(np.expm1(pair[:, PAIR_FEATURE_NAMES.index("purchase_amount")]) / np.maximum(n_buy, 1.0) + 1.0)
+    excess = np.where(n_buy > 0.5, fund_mean - summary[:, CUSTOMER_SUMMARY_NAMES.index("purchase_log_mean")], 0.0)
+    return np.column_stack([share, excess]).astype(np.float32)
 
 
 def tabular_rows(space: FeatureSpace, batch: Batch) -> np.ndarray:
@@ -47,5 +64,7 @@ def tabular_rows(space: FeatureSpace, batch: Batch) -> np.ndarray:
         x["f_cat"].numpy()[fund].astype(np.float32),
     ]
     if space.pair_dim:
-        parts.append(x["pair_x"].numpy()[unit, fund])
+        pair = x["pair_x"].numpy()[unit, fund]
+        summary = x["cust_x"].numpy()[unit]
+        parts += [pair, summary, _ratios(space, pair, summary)]
     return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=1)

@@ -8,7 +8,7 @@ to the tail: its gradient is ``exp(f) - y``, linear in the amount, not quadratic
 
 * ``etv`` = ``exp(f(x))``, one gradient-boosted regressor of the amount over every train exposure (non-buyers
   contribute their 0), early-stopped on the valid split's deviance;
-* ``p`` = the conversion booster of :class:`eoca.models.zoo.gbdt.Gbdt` (the same classifier and parameters),
+* ``p`` = the conversion model of :class:`eoca.models.zoo.gbdt.Gbdt` (the same boosters and parameters),
   for AUC, logloss and the allocation's conversion view.
 
 The model predicts ETV directly, so the ETV guard (:mod:`eoca.models.guard`) caps it at the largest train
@@ -39,7 +39,7 @@ from eoca.models.zoo.gbdt import Gbdt
 OBJECTIVES: tuple[str, ...] = ("poisson", "tweedie")
 
 DEFAULTS: dict[str, Any] = {
-    **{k: v for k, v in GBDT_DEFAULTS.items() if not k.startswith("amount_")},
+    **{k: v for k, v in GBDT_DEFAULTS.items() if not k.startswith(("amount_", "spread_"))},
     "value_objective": "poisson",  # log-link deviance; "tweedie" adds a point mass at 0 (variance power below)
     "tweedie_variance_power": 1.5,  # in (1, 2); only read with value_objective: tweedie
     "value_n_estimators": 2000,  # boosting rounds of the value regressor (early stopping usually ends sooner)
@@ -98,9 +98,10 @@ class GbdtMean(Gbdt):
         """Fit the conversion classifier and the value regressor on the train split, each early-stopped on the
         valid split (when it has a conversion)."""
         t0 = time.perf_counter()
-        x, conv, amt = self._matrix(bound, "train", batch_size)
-        xv, conv_v, amt_v = self._matrix(bound, "valid", batch_size)
-        self._fit_classifier(bound, x, conv, xv, conv_v, seed=seed, num_threads=num_threads)
+        tr = self._matrix(bound, "train", batch_size)
+        va = self._matrix(bound, "valid", batch_size)
+        x, amt, xv, amt_v = tr["x"], tr["amount"], va["x"], va["amount"]
+        self._fit_classifier(bound, tr, va, seed=seed, num_threads=num_threads)
         w, w_v = bound.split_weights("train"), bound.split_weights("valid")
         if amt.sum() > 0:
             train_set = self._dataset(x, amt, weight=w)
