@@ -24,6 +24,27 @@ from torch_geometric.nn import GATConv
 from eoca.models.features import PAIR_FEATURE_NAMES, FeatureSpace
 
 
+def dropout_mask(x: Tensor, p: float) -> Tensor:
+    """Inverted dropout of ``x`` with drop probability ``p``: kept entries scaled by ``1 / (1 - p)``.
+
+    The same distribution as ``F.dropout``, with the mask drawn as ``uniform >= p``: torch's CPU Bernoulli
+    sampler costs about twice as much per element as a uniform draw, and a step draws a few hundred thousand.
+    """
+    if p <= 0.0:
+        return x
+    if p >= 1.0:
+        return torch.zeros_like(x)
+    keep = torch.rand(x.shape, dtype=x.dtype).ge_(p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * keep
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` drawing its mask with :func:`dropout_mask`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout_mask(x, self.p) if self.training else x
+
+
 def mlp(dims: list[int], dropout: float, *, last_activation: bool = True) -> nn.Sequential:
     """``Linear -> ReLU -> Dropout`` per consecutive pair of ``dims``; ``[*, dims[0]] -> [*, dims[-1]]``."""
     layers: list[nn.Module] = []
@@ -32,8 +53,27 @@ def mlp(dims: list[int], dropout: float, *, last_activation: bool = True) -> nn.
         if last_activation or i < len(dims) - 2:
             layers.append(nn.ReLU())
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
     return nn.Sequential(*layers)
+
+
+class Embedding(nn.Embedding):
+    """``nn.Embedding`` (same parameter, initialisation and values) whose lookup is an ``index_select``.
+
+    torch's CPU embedding backward adds one row at a time above 3,000 indices (a batch's behaviour events are
+    about ten thousand), which made it one of the largest costs of a training step; ``index_select``'s backward
+    is one vectorised ``index_add`` in the same order. The padding row stays out of the gradient as in
+    ``nn.Embedding``: it is read through ``detach``.
+
+    ``forward(idx [*]) -> [*, embedding_dim]``.
+    """
+
+    def forward(self, idx: Tensor) -> Tensor:
+        weight = self.weight
+        pad = self.padding_idx
+        if pad is not None:
+            weight = torch.cat([weight[:pad], weight[pad : pad + 1].detach(), weight[pad + 1 :]])
+        return weight.index_select(0, idx.reshape(-1)).view(*idx.shape, self.embedding_dim)
 
 
 # --- sparse arch -------------------------------------------------------------------------------------------------
@@ -46,9 +86,9 @@ class ProfileEmbedding(nn.Module):
 
     def __init__(self, space: FeatureSpace, embedding_dim: int) -> None:
         super().__init__()
-        self.categorical = nn.ModuleList(nn.Embedding(n, embedding_dim) for n in space.customer_cardinalities)
+        self.categorical = nn.ModuleList(Embedding(n, embedding_dim) for n in space.customer_cardinalities)
         self.lists = nn.ModuleList(
-            nn.Embedding(n, embedding_dim, padding_idx=0) for n in space.customer_list_cardinalities
+            Embedding(n, embedding_dim, padding_idx=0) for n in space.customer_list_cardinalities
         )
         self.out_dim = space.customer_numeric_dim + (len(self.categorical) + len(self.lists)) * embedding_dim
 
@@ -67,7 +107,7 @@ class FundEmbedding(nn.Module):
 
     def __init__(self, space: FeatureSpace, embedding_dim: int) -> None:
         super().__init__()
-        self.categorical = nn.ModuleList(nn.Embedding(n, embedding_dim) for n in space.fund_cardinalities)
+        self.categorical = nn.ModuleList(Embedding(n, embedding_dim) for n in space.fund_cardinalities)
         self.out_dim = space.fund_numeric_dim + len(self.categorical) * embedding_dim
 
     def forward(self, num: Tensor, cat: Tensor) -> Tensor:
@@ -76,16 +116,86 @@ class FundEmbedding(nn.Module):
 
 
 # --- sequence arch -----------------------------------------------------------------------------------------------
+@dataclass
+class PackedEvents:
+    """The real (unpadded) behaviour events of a batch's units, ``N`` of them, in one flat order.
+
+    Events are grouped by unit and each unit's events keep their sequence order (oldest first); units are ordered
+    by their number of events, so the units with ``c`` events occupy one contiguous run of ``n_c * c`` events
+    (``runs`` lists ``(c, n_c)``). Padding never enters a kernel: every per-event layer runs over ``N`` rows
+    instead of ``U x L`` slots (most customers have far fewer events than ``L``), and attention runs per run
+    without a mask.
+
+    Fields: ``unit``, ``fund``, ``etype`` int64 ``[N]``; ``amount``, ``age`` float32 ``[N]``; ``counts`` int64
+    ``[U]`` (events per unit); ``start`` int64 ``[U]`` (position of each unit's first event); ``runs``.
+    """
+
+    unit: Tensor
+    fund: Tensor
+    etype: Tensor
+    amount: Tensor
+    age: Tensor
+    counts: Tensor
+    start: Tensor
+    runs: list[tuple[int, int]]
+
+    @property
+    def n_units(self) -> int:
+        return int(self.counts.shape[0])
+
+    @classmethod
+    def from_inputs(cls, inputs: dict[str, Tensor]) -> PackedEvents:
+        """Pack the padded ``seq_*`` tensors ``[U, L]`` of a batch (real events where ``seq_mask``)."""
+        mask = inputs["seq_mask"]
+        length = mask.shape[1]
+        counts = mask.sum(dim=1)
+        order = torch.argsort(counts, stable=True)
+        sorted_counts = counts[order]
+        rank, slot = torch.nonzero(mask.index_select(0, order), as_tuple=True)
+        unit = order[rank]
+        flat = unit * length + slot
+        start = torch.empty_like(counts)
+        start[order] = torch.cumsum(sorted_counts, 0) - sorted_counts
+        values, n_units = torch.unique_consecutive(sorted_counts, return_counts=True)
+        runs = [(c, n) for c, n in zip(values.tolist(), n_units.tolist(), strict=True) if c > 0]
+
+        def take(key: str) -> Tensor:
+            return inputs[key].reshape(-1).index_select(0, flat)
+
+        return cls(
+            unit=unit,
+            fund=take("seq_fund"),
+            etype=take("seq_type"),
+            amount=take("seq_amount"),
+            age=take("seq_age"),
+            counts=counts,
+            start=start,
+            runs=runs,
+        )
+
+    def row_events(self, row_unit: Tensor) -> tuple[Tensor, Tensor]:
+        """Every (row, event of the row's unit) pair: ``(row [R], event [R])``, rows in order, events in
+        sequence order within a row."""
+        per_row = self.counts.index_select(0, row_unit)
+        total = int(per_row.sum())
+        row = torch.repeat_interleave(torch.arange(row_unit.shape[0]), per_row, output_size=total)
+        first = torch.cumsum(per_row, 0) - per_row
+        offset = torch.arange(total) - torch.repeat_interleave(first, per_row, output_size=total)
+        event = torch.repeat_interleave(self.start.index_select(0, row_unit), per_row, output_size=total) + offset
+        return row, event
+
+
 class BehaviourSelfAttention(nn.Module):
     """Multi-head self-attention over a customer's latest behaviour events, mean-pooled over real events.
 
-    Each event is ``fund embedding + event-type embedding + Linear(log amount, age)``; padding is masked out of
-    attention and of the pooling. A customer with no events gets the zero vector. Attention runs through
-    ``F.scaled_dot_product_attention`` (a fused kernel: on CPU the unfused ``bmm``/``softmax`` path of
-    ``nn.MultiheadAttention`` was the largest cost of a training step) and without dropout on the attention
-    weights (drawing a Bernoulli mask of ``U x heads x L x L`` cost as much again); dropout acts after pooling.
+    Each event is ``fund embedding + event-type embedding + Linear(log amount, age)``; each event attends over
+    the events of its own customer; then ``LayerNorm(event + Linear(attended))`` is averaged over the events. A
+    customer with no events gets the zero vector. Attention runs through ``F.scaled_dot_product_attention`` (a
+    fused kernel) once per run of customers with the same number of events (:class:`PackedEvents`), so no
+    padding is attended over or masked, and without dropout on the attention weights (drawing a Bernoulli mask
+    of ``U x heads x L x L`` cost as much again); dropout acts after pooling.
 
-    ``forward(fund [U, L], etype [U, L], amount [U, L], age [U, L], mask [U, L] bool) -> [U, E]``.
+    ``forward(PackedEvents) -> [U, E]``.
     """
 
     def __init__(self, space: FeatureSpace, embedding_dim: int, heads: int, dropout: float) -> None:
@@ -93,51 +203,78 @@ class BehaviourSelfAttention(nn.Module):
         if embedding_dim % heads:
             raise ValueError(f"embedding_dim ({embedding_dim}) must be divisible by heads ({heads})")
         self.heads = heads
-        self.fund = nn.Embedding(space.n_event_funds, embedding_dim, padding_idx=0)
-        self.etype = nn.Embedding(space.n_event_types, embedding_dim, padding_idx=0)
+        self.fund = Embedding(space.n_event_funds, embedding_dim, padding_idx=0)
+        self.etype = Embedding(space.n_event_types, embedding_dim, padding_idx=0)
         self.value = nn.Linear(2, embedding_dim)
         self.qkv = nn.Linear(embedding_dim, 3 * embedding_dim)
         self.proj = nn.Linear(embedding_dim, embedding_dim)
         self.norm = nn.LayerNorm(embedding_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out_dim = embedding_dim
 
-    def forward(self, fund: Tensor, etype: Tensor, amount: Tensor, age: Tensor, mask: Tensor) -> Tensor:
-        u, length = fund.shape
-        counts = mask.sum(dim=1)
-        # Events are right-aligned (latest last), so a unit with n events only needs its last n slots. Units are
-        # bucketed by length (<=4, <=8, <=16, ...) and each bucket attends over its own width: attention costs
-        # L^2 per unit and most customers have far fewer events than L, so this cuts the branch's cost several
-        # times over with identical results. Units without events stay at the zero vector.
-        index: list[Tensor] = []
-        encoded: list[Tensor] = []
-        low, width = 0, min(4, length)
-        while low < length:
-            rows = torch.nonzero((counts > low) & (counts <= width)).squeeze(1)
-            if rows.numel():
-                tail = slice(length - width, length)
-                index.append(rows)
-                encoded.append(
-                    self._encode(
-                        fund[rows, tail], etype[rows, tail], amount[rows, tail], age[rows, tail], mask[rows, tail]
-                    )
-                )
-            low, width = width, min(2 * width, length)
-        out = fund.new_zeros((u, self.out_dim), dtype=self.value.weight.dtype)
-        if encoded:
-            out = out.index_put((torch.cat(index),), torch.cat(encoded))
-        return self.dropout(out)
+    def forward(self, events: PackedEvents) -> Tensor:
+        x = self.fund(events.fund) + self.etype(events.etype) + self.value(torch.stack([events.amount, events.age], 1))
+        qkv = self.qkv(x)  # [N, 3E]
+        qkv = torch.cat([qkv, qkv.new_zeros((1, qkv.shape[1]))])  # the row padding slots read
+        attended = [self._attend(qkv, width, first, runs) for width, first, runs in _width_buckets(events.runs)]
+        pooled = x.new_zeros((events.n_units, self.out_dim))
+        if attended:
+            h = self.norm(x + self.proj(torch.cat(attended)))
+            pooled = pooled.index_add(0, events.unit, h) / events.counts.clamp(min=1).unsqueeze(1).to(h.dtype)
+        return self.dropout(pooled)
 
-    def _encode(self, fund: Tensor, etype: Tensor, amount: Tensor, age: Tensor, mask: Tensor) -> Tensor:
-        """Attention + pooling for units with at least one event: ``[n, W]`` inputs ``-> [n, E]``."""
-        n, width = fund.shape
-        x = self.fund(fund) + self.etype(etype) + self.value(torch.stack([amount, age], dim=-1))  # [n, W, E]
-        q, k, v = self.qkv(x).view(n, width, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # each [n, H, W, E/H]
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
-        h = self.norm(x + self.proj(attended.transpose(1, 2).reshape(n, width, -1)))
-        weights = mask.to(h.dtype).unsqueeze(-1)
-        pooled: Tensor = (h * weights).sum(dim=1) / weights.sum(dim=1)
-        return pooled
+    def _attend(self, qkv: Tensor, width: int, first: int, runs: list[tuple[int, int]]) -> Tensor:
+        """Attention of the units of ``runs`` (``(count, n_units)``, at most ``width`` events each), whose events
+        start at packed position ``first`` of ``qkv`` (``[N + 1, 3E]``, the last row zeros).
+
+        Each unit is padded to ``width``, and units narrower than :data:`SEQUENCE_SLOTS` share one attention
+        sequence of that length, kept apart by a block-diagonal mask: the fused kernel has a fixed cost per
+        (sequence, head), which dominated for short histories. A padding slot attends to itself only (so no row
+        is fully masked) and no real event attends to a padding slot. ``-> [events, E]`` in packed order.
+        """
+        seg = torch.repeat_interleave(torch.tensor([c for c, _ in runs]), torch.tensor([n for _, n in runs]))
+        group = max(1, SEQUENCE_SLOTS // width)
+        n = -(-int(seg.shape[0]) // group) * group  # whole sequences; the extra units have no events
+        seg = torch.cat([seg, seg.new_zeros(n - seg.shape[0])])
+        slot = torch.arange(width)
+        valid = slot.unsqueeze(0) < seg.unsqueeze(1)  # [n, W]
+        starts = torch.cumsum(seg, 0) - seg + first
+        index = torch.where(valid, starts.unsqueeze(1) + slot, qkv.shape[0] - 1)  # padding reads the zero row
+        length = group * width
+        seqs = n // group
+        q, k, v = qkv.index_select(0, index.reshape(-1)).view(seqs, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        flat_valid = valid.reshape(seqs, length)
+        if group == 1 and bool(flat_valid.all()):
+            mask = None
+        else:
+            unit_of = torch.arange(length) // width
+            same_unit = unit_of.unsqueeze(0) == unit_of.unsqueeze(1)  # [T, T]
+            mask = (same_unit & (flat_valid.unsqueeze(1) | torch.eye(length, dtype=torch.bool))).unsqueeze(1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(n * width, -1)
+        return out.index_select(0, torch.nonzero(valid.reshape(-1)).squeeze(1))
+
+
+SEQUENCE_SLOTS = 16
+"""Length of the attention sequences that units with short histories are packed into (see ``_attend``)."""
+
+BUCKET_WIDTHS = (4, 8, 16, 32)
+"""Widths attention pads units to (each unit goes to the narrowest that holds it; longer sequences get their own
+exact width): every call of the fused attention kernel has a fixed cost, so a few padded calls beat one per
+distinct length, and padding to at most twice the length keeps the extra work small."""
+
+
+def _width_buckets(runs: list[tuple[int, int]]) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """Consecutive runs ``(count, n_units)`` grouped by :data:`BUCKET_WIDTHS`: ``(width, first event, runs)``."""
+    out: list[tuple[int, int, list[tuple[int, int]]]] = []
+    pos = 0
+    for count, n in runs:
+        width = next((w for w in BUCKET_WIDTHS if count <= w), count)
+        if out and out[-1][0] == width:
+            out[-1][2].append((count, n))
+        else:
+            out.append((width, pos, [(count, n)]))
+        pos += count * n
+    return out
 
 
 # --- graph arch --------------------------------------------------------------------------------------------------
@@ -154,8 +291,9 @@ class ConsumptionGAT(nn.Module):
 
     def __init__(self, space: FeatureSpace, profile_dim: int, hidden: int, heads: int, dropout: float) -> None:
         super().__init__()
+        self.node_dim = profile_dim
         self.customer_in = nn.Linear(profile_dim, hidden)
-        self.merchant = nn.Embedding(space.n_merchants, hidden)
+        self.merchant = Embedding(space.n_merchants, hidden)
         self.layer1 = GATConv(
             (hidden, hidden), hidden, heads=heads, concat=False, edge_dim=2, add_self_loops=False, dropout=dropout
         )
@@ -179,11 +317,40 @@ class ConsumptionGAT(nn.Module):
         x_c2 = F.elu(self.customer_in(c2))
         x_m = self.merchant(merchant)
         x_t = F.elu(self.customer_in(target))
-        e1 = torch.stack([e1_src, e1_dst])
-        h_m = F.elu(self.layer1((x_c2, x_m), e1, e1_attr, size=(x_c2.shape[0], x_m.shape[0])))
-        e2 = torch.stack([e2_src, e2_dst])
-        out: Tensor = self.layer2((h_m, x_t), e2, e2_attr, size=(h_m.shape[0], x_t.shape[0]))
-        return F.elu(out)
+        h_m = F.elu(_gat(self.layer1, x_c2, x_m, e1_src, e1_dst, e1_attr))
+        return F.elu(_gat(self.layer2, h_m, x_t, e2_src, e2_dst, e2_attr))
+
+
+def _gat(layer: GATConv, x_src: Tensor, x_dst: Tensor, src: Tensor, dst: Tensor, attr: Tensor) -> Tensor:
+    """What ``layer((x_src, x_dst), edges, attr)`` computes for this module's configuration (bipartite, edge
+    features, no self loops, heads averaged), in plain tensor ops on the layer's own parameters.
+
+    GATConv's general message-passing machinery cost more per batch than the arithmetic; here the destination
+    and edge attention terms are folded into ``[in, heads]`` vectors first (``att . (W x) = (att W) . x``), so
+    neither the destinations nor the edges are projected to ``heads x hidden`` only to be reduced again.
+    ``x_src [Ns, D]``, ``x_dst [Nd, D]``, ``src``/``dst`` ``[E]``, ``attr [E, 2]`` ``-> [Nd, hidden]``.
+    """
+    heads, hidden = layer.heads, layer.out_channels
+    n_dst = x_dst.shape[0]
+    assert layer.lin_dst is not None and layer.lin_edge is not None and layer.att_edge is not None
+    h_src = layer.lin_src(x_src).view(-1, heads, hidden)
+    a_src = (h_src * layer.att_src).sum(-1)  # [Ns, H]
+    w_dst = (layer.lin_dst.weight.view(heads, hidden, -1) * layer.att_dst.view(heads, hidden, 1)).sum(1)
+    w_edge = (layer.lin_edge.weight.view(heads, hidden, -1) * layer.att_edge.view(heads, hidden, 1)).sum(1)
+    a_dst = x_dst @ w_dst.t()  # [Nd, H]
+    alpha = a_src.index_select(0, src) + a_dst.index_select(0, dst) + attr @ w_edge.t()  # [E, H]
+    alpha = F.leaky_relu(alpha, layer.negative_slope)
+    # Softmax over each destination's incoming edges, shifted by the group maximum as GATConv does.
+    group = dst.unsqueeze(1).expand(-1, heads)
+    top = alpha.new_full((n_dst, heads), float("-inf")).scatter_reduce(0, group, alpha.detach(), "amax")
+    weight = (alpha - top.index_select(0, dst)).exp()
+    total = alpha.new_zeros((n_dst, heads)).index_add(0, dst, weight) + 1e-16
+    weight = weight / total.index_select(0, dst)
+    if layer.training:
+        weight = dropout_mask(weight, layer.dropout)
+    message = h_src.index_select(0, src) * weight.unsqueeze(-1)  # [E, H, hidden]
+    out = x_dst.new_zeros((n_dst, heads, hidden)).index_add(0, dst, message).mean(dim=1)
+    return out + layer.bias if layer.bias is not None else out
 
 
 # --- customer / fund encoders ------------------------------------------------------------------------------------
@@ -239,19 +406,17 @@ class CustomerArch(nn.Module):
             + (self.consumption.out_dim if self.consumption is not None else 0)
         )
 
-    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+    def forward(self, inputs: dict[str, Tensor], events: PackedEvents | None = None) -> Tensor:
+        """``events``: the batch's :class:`PackedEvents` when the caller has packed them already."""
         lists = [inputs[f"c_list_{i}"] for i in range(self.n_lists)]
         profile = self.profile(inputs["c_num"], inputs["c_cat"], lists)
         parts = [profile]
         if self.behaviour is not None:
-            parts.append(
-                self.behaviour(
-                    inputs["seq_fund"], inputs["seq_type"], inputs["seq_amount"], inputs["seq_age"], inputs["seq_mask"]
-                )
-            )
+            parts.append(self.behaviour(events if events is not None else PackedEvents.from_inputs(inputs)))
         if self.consumption is not None:
-            # Graph nodes use the profile without list features: second-hop customers do not carry them.
-            target = self.profile(inputs["c_num"], inputs["c_cat"])
+            # Graph nodes use the profile without list features (second-hop customers do not carry them), which
+            # is the leading part of the unit's profile.
+            target = profile[:, : self.consumption.node_dim]
             c2 = self.profile(inputs["g_c2_num"], inputs["g_c2_cat"])
             parts.append(
                 self.consumption(
@@ -289,9 +454,9 @@ class TargetAttention(nn.Module):
         super().__init__()
         groups = [0, 0, *(g + 1 for g in space.fund_groups)]  # padding and unknown fund: no type
         self.register_buffer("token_group", torch.tensor(groups, dtype=torch.int64), persistent=False)
-        self.fund = nn.Embedding(space.n_event_funds, embedding_dim, padding_idx=0)
-        self.group = nn.Embedding(space.n_fund_groups + 1, embedding_dim, padding_idx=0)
-        self.etype = nn.Embedding(space.n_event_types, embedding_dim, padding_idx=0)
+        self.fund = Embedding(space.n_event_funds, embedding_dim, padding_idx=0)
+        self.group = Embedding(space.n_fund_groups + 1, embedding_dim, padding_idx=0)
+        self.etype = Embedding(space.n_event_types, embedding_dim, padding_idx=0)
         self.value = nn.Linear(2, embedding_dim)
         self.query = nn.Linear(embedding_dim, embedding_dim, bias=False)
         self.key = nn.Linear(embedding_dim, embedding_dim, bias=False)
@@ -302,33 +467,53 @@ class TargetAttention(nn.Module):
 
     token_group: Tensor
 
-    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
-        fund, mask = inputs["seq_fund"], inputs["seq_mask"]
-        cand = inputs["f_token"]
-        ev_group = self.token_group[fund]
-        cand_group = self.token_group[cand]
+    def forward(self, inputs: dict[str, Tensor], events: PackedEvents | None = None) -> Tensor:
+        """Every (unit, candidate fund) pair: ``-> [U, F, E]`` (what :meth:`rows` gives the rows of)."""
+        n_units, n_funds = inputs["seq_mask"].shape[0], inputs["f_token"].shape[0]
+        row_unit = torch.arange(n_units).repeat_interleave(n_funds)
+        fund_index = torch.arange(n_funds).repeat(n_units)
+        return self.rows(inputs, row_unit, fund_index, events).view(n_units, n_funds, -1)
+
+    def rows(
+        self, inputs: dict[str, Tensor], row_unit: Tensor, fund_index: Tensor, events: PackedEvents | None = None
+    ) -> Tensor:
+        """The output for each row's (unit, candidate fund): ``-> [B, E]``.
+
+        Work is per real event: each event is encoded once, its key is multiplied with every candidate's query
+        once (``[N, F]``), and the weighting and the weighted sum run over the (row, event of the row's unit)
+        pairs, with no padding and no ``U x F`` grid (a training batch has about one row per unit).
+        """
+        ev = events if events is not None else PackedEvents.from_inputs(inputs)
+        cand_all = inputs["f_token"]
+        ev_group = self.token_group[ev.fund]
         x = (
-            self.fund(fund)
+            self.fund(ev.fund)
             + self.group(ev_group)
-            + self.etype(inputs["seq_type"])
-            + self.value(torch.stack([inputs["seq_amount"], inputs["seq_age"]], dim=-1))
-        )  # [U, L, E]
-        q = self.query(self.fund(cand) + self.group(cand_group))  # [F, E]
-        scores = torch.einsum("ule,fe->ufl", self.key(x), q) * self._scale
-        same_fund = (fund[:, None, :] == cand[None, :, None]).to(scores.dtype)
-        same_group = ((ev_group[:, None, :] == cand_group[None, :, None]) & (ev_group[:, None, :] > 0)).to(scores.dtype)
+            + self.etype(ev.etype)
+            + self.value(torch.stack([ev.amount, ev.age], dim=1))
+        )  # [N, E]
+        q = self.query(self.fund(cand_all) + self.group(self.token_group[cand_all]))  # [F, E]
+        kq = self.key(x) @ q.t()  # [N, F]
+        row, event = ev.row_events(row_unit)
+        fund_of = fund_index.index_select(0, row)
+        cand = cand_all.index_select(0, fund_of)
+        ev_fund, ev_grp = ev.fund.index_select(0, event), ev_group.index_select(0, event)
+        same_fund = (ev_fund == cand).to(kq.dtype)
+        same_group = ((ev_grp == self.token_group[cand]) & (ev_grp > 0)).to(kq.dtype)
+        scores = kq.reshape(-1).index_select(0, event * kq.shape[1] + fund_of) * self._scale
         scores = scores + self.match[0] * same_fund + self.match[1] * same_group
         # As in DIN the weights are not softmax-normalised: a customer with one event on a bond fund must still
         # give bond candidates a stronger signal than equity ones, which a softmax over one event cannot.
-        weights = torch.sigmoid(scores) * mask[:, None, :].to(scores.dtype) * self._pool
-        return torch.einsum("ufl,ule->ufe", weights, x)
+        weights = torch.sigmoid(scores) * self._pool
+        weighted = x.index_select(0, event) * weights.unsqueeze(1)
+        return x.new_zeros((row_unit.shape[0], self.out_dim)).index_add(0, row, weighted)
 
 
 class CandidateArch(nn.Module):
     """Per-row candidate-aware input ``[B, out_dim]``: the pair counts of (customer, candidate fund / type)
     (``pair_x``, purchase totals scaled to the range of the counts) and the target attention's output.
 
-    ``forward(inputs, row_unit [B], fund_index [B]) -> [B, out_dim]``.
+    ``forward(inputs, row_unit [B], fund_index [B], events) -> [B, out_dim]``.
     """
 
     def __init__(self, space: FeatureSpace, embedding_dim: int) -> None:
@@ -341,9 +526,11 @@ class CandidateArch(nn.Module):
 
     scale: Tensor
 
-    def forward(self, inputs: dict[str, Tensor], row_unit: Tensor, fund_index: Tensor) -> Tensor:
+    def forward(
+        self, inputs: dict[str, Tensor], row_unit: Tensor, fund_index: Tensor, events: PackedEvents | None = None
+    ) -> Tensor:
         counts = inputs["pair_x"][row_unit, fund_index] * self.scale
-        attended = self.attention(inputs)[row_unit, fund_index]
+        attended = self.attention.rows(inputs, row_unit, fund_index, events)
         return torch.cat([counts, attended], dim=1)
 
 
@@ -360,7 +547,11 @@ class PairLinear(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, pair: PairInput) -> Tensor:
-        out: Tensor = self.customer(pair.customer)[pair.row_unit] + self.fund(pair.fund)[pair.fund_index]
+        # index_select rather than t[index]: its backward is one index_add, where advanced indexing's backward is
+        # a sorting accumulate under deterministic kernels.
+        out: Tensor = self.customer(pair.customer).index_select(0, pair.row_unit) + self.fund(pair.fund).index_select(
+            0, pair.fund_index
+        )
         if self.pair is not None and pair.pair is not None:
             out = out + self.pair(pair.pair)
         return out
@@ -377,7 +568,7 @@ class PairMLP(nn.Module):
         if not hidden:
             raise ValueError("PairMLP needs at least one hidden layer")
         self.first = PairLinear(customer_dim, fund_dim, hidden[0], pair_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rest = mlp(hidden, dropout)
         self.out_dim = hidden[-1]
 
@@ -410,7 +601,7 @@ class MMoE(nn.Module):
         super().__init__()
         self.n_experts, self.expert_dim, self.n_tasks = n_experts, expert_dim, n_tasks
         self.project = PairLinear(customer_dim, fund_dim, n_experts * expert_dim + n_tasks * n_experts, pair_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out_dim = expert_dim
 
     def forward(self, pair: PairInput) -> Tensor:
@@ -418,7 +609,10 @@ class MMoE(nn.Module):
         z = self.project(pair)
         width = self.n_experts * self.expert_dim
         experts = self.dropout(F.relu(z[:, :width])).view(b, self.n_experts, self.expert_dim)  # [B, n_e, K]
-        gates = torch.softmax(z[:, width:].reshape(b, self.n_tasks, self.n_experts), dim=-1)  # [B, T, n_e]
+        # Softmax written out: torch's kernel is slow for a last dimension of a few experts (5x at scoring).
+        logits = z[:, width:].reshape(b, self.n_tasks, self.n_experts)
+        gates = (logits - logits.detach().amax(dim=-1, keepdim=True)).exp()
+        gates = gates / gates.sum(dim=-1, keepdim=True)  # [B, T, n_e]
         return torch.bmm(gates, experts)
 
 

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from eoca.models.base import Batch, EtvModel, ModelOutput, require_labels
 from eoca.models.features import FeatureSpace, notice
-from eoca.models.layers import CandidateArch, CustomerArch, FundEmbedding, MMoE, PairInput, Tower
+from eoca.models.layers import CandidateArch, CustomerArch, FundEmbedding, MMoE, PackedEvents, PairInput, Tower
 from eoca.models.losses import (
     SIGMA_FLOOR,
     bce_loss,
@@ -57,6 +57,8 @@ class ZooModel(EtvModel):
     """
 
     DEFAULTS: ClassVar[dict[str, Any]] = COMMON_DEFAULTS
+    uses_pair_input: ClassVar[bool] = True
+    """Whether the model reads :attr:`PairInput.pair`; without it :meth:`encode` does not compute it."""
     formula: str | None = "eoca"  # of the constant amount and of ESJ; ZILN/PTOFA models override it
     amount_mu: Tensor
     amount_sigma: Tensor
@@ -102,6 +104,9 @@ class ZooModel(EtvModel):
         if params.get("candidate_aware", False) and space.has_sequences and params["use_sequences"]:
             self.candidate_arch = CandidateArch(space, int(params["embedding_dim"]))
         self.pair_dim = self.candidate_arch.out_dim if self.candidate_arch is not None else 0
+        self.uses_sequences = (
+            self.candidate_arch is not None and self.uses_pair_input
+        ) or self.customer_arch.behaviour is not None
         stats = space.label_stats
         # Constant amount model of conversion-only models: the lognormal fit of train converters' log1p amount.
         self.register_buffer("amount_mu", torch.tensor(stats["log1p_mu"]), persistent=False)
@@ -110,11 +115,13 @@ class ZooModel(EtvModel):
     def encode(self, batch: Batch) -> PairInput:
         """Customer units ``[U, Dc]`` and funds ``[F, Df]`` of the batch, with the row indices into both."""
         inputs = batch.inputs
+        # Both sequence branches read the same real events: pack them once.
+        events = PackedEvents.from_inputs(inputs) if "seq_mask" in inputs and self.uses_sequences else None
         pair = None
-        if self.candidate_arch is not None:
-            pair = self.candidate_arch(inputs, inputs["row_unit"], batch.fund)
+        if self.candidate_arch is not None and self.uses_pair_input:
+            pair = self.candidate_arch(inputs, inputs["row_unit"], batch.fund, events)
         return PairInput(
-            customer=self.customer_arch(inputs),
+            customer=self.customer_arch(inputs, events),
             row_unit=inputs["row_unit"],
             fund=self.fund_arch(inputs["f_num"], inputs["f_cat"]),
             fund_index=batch.fund,

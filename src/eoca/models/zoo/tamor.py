@@ -46,6 +46,7 @@ def _categorical_column(features: list[dict[str, Any]], name: str) -> tuple[int 
 class TamorZoo(EsdpmFamily):
     name = "tamor"
     amount_loss = "esj"
+    uses_pair_input = False  # its towers read the gated user / item representations only
     DEFAULTS: ClassVar[dict[str, Any]] = {
         **COMMON_DEFAULTS,
         "expert_dim": 32,
