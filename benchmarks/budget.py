@@ -4,6 +4,7 @@
     python benchmarks/budget.py simulator --seeds 0 1 2 --customers 200000
     python benchmarks/budget.py hillstrom
     python benchmarks/budget.py hillstrom-power --models t_learner,t_conversion,x_learner --splits 10
+    python benchmarks/budget.py e2e-variants --seeds 0 --customers 300000 --models e2e,e2e_weight0.3,e2e_warmup6
     python benchmarks/budget.py all --json out.json    # everything; raw rows as JSON
 
 ``solver``: random instance (arm 0 free with value 0; arms 1-4 exponential value and cost), budget 30% of the
@@ -18,6 +19,9 @@ share of the oracle's (true effects + exact solver), and the end-to-end model mi
 ``hillstrom``: e-mail cost 1 (an assumption), budget = one third of the customers e-mailed, two-fold
 cross-fitting; SNIPS spend per customer of each policy with 95% bootstrap intervals, lift over random targeting
 (paired bootstrap), and each policy minus random targeting by SNIPS and by the doubly robust estimator.
+
+``e2e-variants``: the share of the oracle at 10/30/50% for end-to-end settings (``--models`` from
+``E2E_VARIANTS``: the regulariser's weight, the warm-up epochs, the doubly robust reward) or models by name.
 
 ``hillstrom-power`` (``--models t_learner,t_conversion,x_learner --splits 10``): the same comparison repeated
 over ``--splits`` random ``--folds``-fold splits (default 2; the first model also gives the top-uplift and
@@ -167,6 +171,56 @@ def bench_hillstrom(models: list[str], seed: int) -> dict[str, Any]:
         "paired": res.paired_rows,
         "uplift": res.uplift_rows,
     }
+
+
+E2E_VARIANTS: dict[str, dict[str, Any]] = {
+    "e2e": {},
+    "e2e_weight0.3": {"weight": 0.3},
+    "e2e_weight1": {"weight": 1.0},
+    "e2e_warmup6": {"warmup_epochs": 6},
+    "e2e_dr": {"doubly_robust": True},
+}
+
+
+def bench_e2e_variants(seeds: list[int], customers: int, variants: list[str]) -> list[dict[str, Any]]:
+    """Share of the oracle at 10/30/50% of the treat-everyone cost for end-to-end settings (``E2E_VARIANTS``,
+    the E2EConfig fields changed) and any model by name, on the simulator split that ``simulator`` uses."""
+    import torch
+
+    from eoca.budget.data import from_world
+    from eoca.budget.e2e import E2EConfig
+    from eoca.budget.evaluate import allocate, true_outcome
+    from eoca.budget.models import MultiHeadNet, make_model
+    from eoca.budget.solver import solve_budget
+    from eoca.simulate import SimulatorConfig
+    from eoca.simulate.simulator import generate_world
+
+    torch.set_num_threads(1)
+    rows = []
+    for seed in seeds:
+        cfg = SimulatorConfig.model_validate({"seed": seed, "world": {"n_customers": customers}, "incentives": {}})
+        train, test = from_world(generate_world(cfg)).split(0.5, seed)
+        full = test.treat_all_cost()
+        t = test.truth
+        assert t is not None
+        oracle = {
+            f: true_outcome(test, solve_budget(t.value, t.expected_cost, f * full).arm)[0] for f in (0.1, 0.3, 0.5)
+        }
+        for v in variants:
+            t0 = time.perf_counter()
+            model = (
+                MultiHeadNet(seed, e2e=E2EConfig(**E2E_VARIANTS[v]), name=v)
+                if v in E2E_VARIANTS
+                else make_model(v, seed)
+            )
+            pred = model.fit(train).predict(test.features)
+            row: dict[str, Any] = {"seed": seed, "customers": customers, "variant": v}
+            for f, ref in oracle.items():
+                row[f"share_{f}"] = true_outcome(test, allocate(pred, test, f * full).arm)[0] / ref
+            row["seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
 
 
 SEGMENTATIONS = {
@@ -337,7 +391,7 @@ def bench_hillstrom_power(models: list[str], splits: int, outcome_model: str, fo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["solver", "simulator", "hillstrom", "hillstrom-power", "all"])
+    ap.add_argument("what", choices=["solver", "simulator", "hillstrom", "hillstrom-power", "e2e-variants", "all"])
     ap.add_argument("--n", type=int, default=10_000_000)
     ap.add_argument("--arms", type=int, default=5, help="columns including the free control arm")
     ap.add_argument("--reps", type=int, default=2)
@@ -371,6 +425,8 @@ def main() -> None:
         for r in out["hillstrom_power"]["summary"]:
             print(json.dumps(r))
         print(json.dumps(out["hillstrom_power"]["power"]))
+    if args.what == "e2e-variants":
+        out["e2e_variants"] = bench_e2e_variants(args.seeds, args.customers, models)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=float))
 

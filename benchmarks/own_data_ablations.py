@@ -35,7 +35,7 @@ from eoca.peers import make_peer
 from eoca.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from own_data import CDNOW_MASTER_SPEC, build, cdnow_path, paired_bootstrap
+from own_data import CDNOW_MASTER_SPEC, build, cdnow_path, paired_bootstrap, split_rule
 
 LGB = {
     "objective": "poisson",
@@ -61,7 +61,7 @@ def _row(label: str, y: np.ndarray, pred: np.ndarray, peers: dict[str, np.ndarra
 
 def _cdnow(work: Path, seed: int, trend: bool) -> Dataset:
     work.mkdir(parents=True, exist_ok=True)
-    spec = CDNOW_MASTER_SPEC.format(path=cdnow_path("master"), split_seed=seed)
+    spec = CDNOW_MASTER_SPEC.format(path=cdnow_path("master"), split=split_rule(seed))
     (work / "spec.yaml").write_text(spec if trend else spec + "  recent_windows: []\n")
     from eoca.data.importer import import_dataset
 

@@ -45,11 +45,13 @@ def _fmt(x: float, digits: int = 1) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
 
 
-def run(seeds: list[int], config: str | None, overrides: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"seeds": {}}
+def run(
+    seeds: list[int], config: str | None, overrides: list[str], frameworks: list[str] = FRAMEWORKS
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"seeds": {}, "frameworks": frameworks}
     periods: list[PeriodResult] = []
     for seed in seeds:
-        cfg = load_tamor_config(config, [*overrides, f"seed={seed}", f"frameworks={FRAMEWORKS}", "control=pooled"])
+        cfg = load_tamor_config(config, [*overrides, f"seed={seed}", f"frameworks={frameworks}", "control=pooled"])
         t0 = time.perf_counter()
         res = run_comparison(cfg)
         period = res.period
@@ -61,7 +63,7 @@ def run(seeds: list[int], config: str | None, overrides: list[str]) -> dict[str,
             "tier_counts": res.tier_counts,
             "totals": period.totals,
             "oracle_share": {n: period.oracle_share(n) for n in period.per_customer},
-            "tamor_lift": {ref: period.lift("tamor", ref) for ref in FRAMEWORKS if ref != "tamor"},
+            "tamor_lift": {ref: period.lift("tamor", ref) for ref in frameworks if ref != "tamor"},
             "smallest_tier": TIER_NAMES[smallest],
             "smallest_tier_auc": {
                 n: {k: v for k, v in rows[1 + smallest].items() if k.startswith("auc")}
@@ -71,12 +73,13 @@ def run(seeds: list[int], config: str | None, overrides: list[str]) -> dict[str,
             "throughput": res.throughput,
         }
         print(f"seed {seed}: {out['seeds'][seed]['seconds']:.0f} s", flush=True)
-    out["pooled_lift"] = {ref: paired_lift(periods, "tamor", ref) for ref in FRAMEWORKS if ref != "tamor"}
+    out["pooled_lift"] = {ref: paired_lift(periods, "tamor", ref) for ref in frameworks if ref != "tamor"}
     return out
 
 
 def report(out: dict[str, Any]) -> str:
     lines: list[str] = []
+    frameworks: list[str] = out["frameworks"]
     seeds = list(out["seeds"])
     first = out["seeds"][seeds[0]]
     lines.append(f"Tier sizes (customers new/low/high), seed {seeds[0]}: {first['tier_counts']}\n")
@@ -85,7 +88,7 @@ def report(out: dict[str, Any]) -> str:
     )
     lines.append("| reference | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | pooled over seeds |")
     lines.append("|---|---|" + "---|" * (len(seeds) + 1))
-    for ref in FRAMEWORKS[1:]:
+    for ref in frameworks[1:]:
         for metric in LIFT_METRICS:
             lifts = [out["seeds"][s]["tamor_lift"][ref][metric] for s in seeds] + [out["pooled_lift"][ref][metric]]
             cells = [f"{_fmt(p)} [{_fmt(lo)}, {_fmt(hi)}]" for p, lo, hi in lifts]
@@ -95,7 +98,7 @@ def report(out: dict[str, Any]) -> str:
         "| framework | " + " | ".join(METRICS) + " | expected amount % oracle | expected new high-holding % oracle |"
     )
     lines.append("|---|" + "---|" * (len(METRICS) + 2))
-    for name in [*FRAMEWORKS, "oracle"]:
+    for name in [*frameworks, "oracle"]:
         tot = [sum(out["seeds"][s]["totals"][name][m] for s in seeds) / len(seeds) for m in METRICS]
         share = [
             sum(out["seeds"][s]["oracle_share"][name][m] for s in seeds) / len(seeds)
@@ -108,7 +111,7 @@ def report(out: dict[str, Any]) -> str:
     lines.append(f"\n### AUC on the smallest tier ({tier}), logged test period\n")
     lines.append("| framework | " + " | ".join(f"click s{s} | purchase s{s}" for s in seeds) + " |")
     lines.append("|---|" + "---|---|" * len(seeds))
-    for name in FRAMEWORKS:
+    for name in frameworks:
         cells = []
         for s in seeds:
             a = out["seeds"][s]["smallest_tier_auc"][name]
@@ -118,24 +121,24 @@ def report(out: dict[str, Any]) -> str:
     groups = [f"{r['group']}={r['value']}" for r in first["offline"]["tamor"]]
     lines.append("| framework | " + " | ".join(groups) + " |")
     lines.append("|---|" + "---|" * len(groups))
-    for name in FRAMEWORKS:
+    for name in frameworks:
         cells = [
             f"{_fmt(r['auc_click'], 3)} / {_fmt(r['auc_purchase'], 3)} / {_fmt(r['auc_upgrade'], 3)}"
             for r in first["offline"][name]
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("\n### Training throughput, samples/s, one torch thread (mean over seeds)\n")
-    lines.append("| " + " | ".join(FRAMEWORKS) + " |")
-    lines.append("|" + "---|" * len(FRAMEWORKS))
+    lines.append("| " + " | ".join(frameworks) + " |")
+    lines.append("|" + "---|" * len(frameworks))
     lines.append(
         "| "
-        + " | ".join(_fmt(sum(out["seeds"][s]["throughput"][n] for s in seeds) / len(seeds), 0) for n in FRAMEWORKS)
+        + " | ".join(_fmt(sum(out["seeds"][s]["throughput"][n] for s in seeds) / len(seeds), 0) for n in frameworks)
         + " |"
     )
     lines.append("\n### Goals: TAMOR's lift with its 95% interval above zero (true expected metrics)\n")
     lines.append("| reference | metric | seeds with interval above zero | pooled over seeds |")
     lines.append("|---|---|---|---|")
-    for ref in GOAL_REFERENCES:
+    for ref in (r for r in GOAL_REFERENCES if r in frameworks):
         for metric in GOAL_METRICS:
             above = sum(out["seeds"][s]["tamor_lift"][ref][metric][1] > 0 for s in seeds)
             p, lo, hi = out["pooled_lift"][ref][metric]
@@ -153,11 +156,13 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=None, help="override world.n_customers")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     parser.add_argument("--set", action="append", default=[], help="a TAMOR config override KEY=VALUE (repeatable)")
+    parser.add_argument("--frameworks", nargs="+", default=FRAMEWORKS, help="tamor first; default: all")
     args = parser.parse_args()
-    assert set(FRAMEWORKS) <= set(VARIANTS)
+    if args.frameworks[0] != "tamor" or not set(args.frameworks) <= set(VARIANTS):
+        parser.error(f"--frameworks must start with tamor and name frameworks of {list(VARIANTS)}")
     overrides = [f"world.n_customers={args.customers}"] if args.customers else []
     overrides += args.set
-    out = run(args.seeds, args.config, overrides)
+    out = run(args.seeds, args.config, overrides, args.frameworks)
     print(report(out))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=float), encoding="utf-8")

@@ -209,7 +209,7 @@ def test_missing_spec_and_bad_yaml(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"dataset.yaml: risk_levels"):
         Dataset.load(tmp_path)
     (tmp_path / "dataset.yaml").write_text("name: x\nsplit: {test_start: 3, test_fraction: 0.2}\n")
-    with pytest.raises(ConfigError, match=r"split: .*not both"):
+    with pytest.raises(ConfigError, match=r"split: .*not test_start and test_fraction"):
         Dataset.load(tmp_path)
     (tmp_path / "dataset.yaml").write_text("name: x\nunknown_key: 1\n")
     with pytest.raises(ConfigError, match=r"unknown_key: Extra inputs are not permitted"):

@@ -49,6 +49,8 @@ def test_tier_statistics_hold() -> None:
     assert abs(share[0] - cfg.new_fraction) < 0.02
     assert abs(share[2] - cfg.high_fraction) < 0.01
     assert share[2] == share.min()  # high-holding customers are the smallest tier
+    assert w.own_propensity is not None  # diagnostic truth of what the user bias should learn
+    assert abs(float(w.own_propensity.std()) - cfg.user_bias_sd) < 0.05
     assert np.all(w.holdings[w.tier == 0] == 0)
     assert w.holdings[w.tier == 2].min() >= w.threshold > w.holdings[w.tier == 1].max()
     # high-holding customers are worth far more per exposure, and only the lower tiers can upgrade

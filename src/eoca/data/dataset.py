@@ -165,7 +165,7 @@ class Dataset:
 
     def test_start(self) -> int | None:
         """First time value of the test period for time-based splits, else None."""
-        if self.spec.split.test_fraction is not None:
+        if self.spec.split.by_customer:
             return None
         if self.spec.split.test_start is not None:
             return self.spec.split.test_start
@@ -203,7 +203,7 @@ def compute_split(ds: Dataset) -> np.ndarray:
     """
     cust_pos = ds.customer_index(ds.exposures.column("customer_id"))
     times = None
-    if ds.spec.split.test_fraction is None:
+    if not ds.spec.split.by_customer:
         times = np.asarray(ds.exposures.column("time").to_numpy(), dtype=np.int64)
     labels = split_rows(ds.spec.split, cust_pos, times)
     if not (labels == 0).any():
@@ -229,6 +229,8 @@ def split_rows(rule: SplitSpec, cust_pos: np.ndarray, times: np.ndarray | None) 
     labels = np.zeros(n, dtype=np.int8)
     if rule.test_fraction is not None:
         test = _uniform_hash(cust_pos, rule.seed) < rule.test_fraction
+    elif rule.folds is not None:
+        test = np.floor(_uniform_hash(cust_pos, rule.seed) * rule.folds).astype(np.int64) == rule.fold
     else:
         if times is None:
             raise ValueError("a time-based split needs the exposures' times")

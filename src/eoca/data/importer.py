@@ -466,7 +466,7 @@ def _train_customer_mask(mapped: _Mapped, split: SplitSpec, name: str) -> np.nda
         return np.ones(cust.num_rows, dtype=bool)  # validation reports the bad ids; use every row meanwhile
     cust_pos = np.asarray(pos.to_numpy(zero_copy_only=False), dtype=np.int64)
     times = None
-    if split.test_fraction is None:
+    if not split.by_customer:
         if "time" not in exp.column_names:
             return np.ones(cust.num_rows, dtype=bool)
         t = exp.column("time")

@@ -58,18 +58,33 @@ class SplitSpec(_Strict):
     random into train and validation by ``validation_fraction``. When ``test_start`` is null the last distinct
     time value is the test period. Randomised data with no time structure (one exposure per customer, like
     Hillstrom) uses ``test_fraction`` instead: that share of *customers*, drawn with ``seed``, is held out.
+    Cross-fitting uses ``folds`` and ``fold``: the customers are cut into ``folds`` equal random parts (drawn with
+    ``seed``) and part ``fold`` is held out, so the runs ``fold = 0 .. folds - 1`` test every customer once.
     """
 
     test_start: int | None = None
     test_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
+    folds: int | None = Field(default=None, ge=2)
+    fold: int = Field(default=0, ge=0)
     validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     seed: int = 0
 
     @model_validator(mode="after")
     def _one_rule(self) -> SplitSpec:
-        if self.test_start is not None and self.test_fraction is not None:
-            raise ValueError("give split.test_start (time-based) or split.test_fraction (by customer), not both")
+        rules = [k for k in ("test_start", "test_fraction", "folds") if getattr(self, k) is not None]
+        if len(rules) > 1:
+            raise ValueError(
+                "give one of split.test_start (time-based), split.test_fraction or split.folds (by customer), "
+                f"not {' and '.join(rules)}"
+            )
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"split.fold must be below split.folds ({self.folds}), got {self.fold}")
         return self
+
+    @property
+    def by_customer(self) -> bool:
+        """Whether the test set is drawn by customer (``test_fraction`` or ``folds``), not by time."""
+        return self.test_fraction is not None or self.folds is not None
 
 
 class DatasetSpec(_Strict):

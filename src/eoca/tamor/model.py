@@ -26,7 +26,7 @@ Building blocks and where they come from:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -66,37 +66,23 @@ class Variant:
     upgrade_link: bool = True
 
 
+_POOLED = Variant(
+    tier_aware=False,
+    scenario_encoders=False,
+    user_bias=False,
+    bottom="mmoe",
+    amount_to_upgrade=False,
+    upgrade_link=False,
+)
 VARIANTS: dict[str, Variant] = {
     "tamor": Variant(),
     "tamor_no_tier": Variant(tier_aware=False),
     "tamor_no_scenario": Variant(scenario_encoders=False),
     "tamor_no_bias": Variant(user_bias=False),
     "tamor_no_link": Variant(upgrade_link=False),
-    "pooled": Variant(
-        tier_aware=False,
-        scenario_encoders=False,
-        user_bias=False,
-        bottom="mmoe",
-        amount_to_upgrade=False,
-        upgrade_link=False,
-    ),
-    "per_tier": Variant(
-        tier_aware=False,
-        scenario_encoders=False,
-        user_bias=False,
-        bottom="mmoe",
-        per_tier=True,
-        amount_to_upgrade=False,
-        upgrade_link=False,
-    ),
-    "star": Variant(
-        tier_aware=False,
-        scenario_encoders=False,
-        user_bias=False,
-        bottom="star",
-        amount_to_upgrade=False,
-        upgrade_link=False,
-    ),
+    "pooled": _POOLED,
+    "per_tier": replace(_POOLED, per_tier=True),
+    "star": replace(_POOLED, bottom="star"),
 }
 """Every network of the comparison: TAMOR, its ablations and the three baselines (pooled, per-tier, STAR-style)."""
 assert tuple(VARIANTS) == FRAMEWORK_NAMES, "eoca.tamor.config.FRAMEWORK_NAMES must list VARIANTS in order"

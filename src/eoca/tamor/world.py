@@ -97,6 +97,9 @@ class MultiScenarioWorld:
     retention: np.ndarray
     train: ExposureLog
     test: ExposureLog
+    own_propensity: np.ndarray | None = None
+    """float64 ``(N,)``: each customer's latent own propensity (the term the user bias is meant to learn);
+    ground truth for diagnostics, never a model input."""
 
     @property
     def n_customers(self) -> int:
@@ -301,6 +304,7 @@ def generate_multi_scenario_world(config: MultiScenarioWorldConfig, seed: int = 
         mu=mu32,
         sigma=float(cfg.amount_sigma),
         retention=retention,
+        own_propensity=user_bias,
         train=ExposureLog(*(np.empty(0) for _ in range(7))),
         test=ExposureLog(*(np.empty(0) for _ in range(7))),
     )

@@ -1,0 +1,108 @@
+"""Why a TAMOR framework does or does not win on slate value: the measurements behind docs/tamor.md's diagnosis.
+
+On one multi-scenario world (default config, ``--seed``):
+
+* scale of the two slate terms: mean true ETV against mean ``V x P(upgrade)`` over risk-eligible pairs of
+  customers who can still upgrade;
+* the upgrade weight: true expected amount (per tier) and expected new high-holding customers of the oracle and
+  of every framework's slates for each ``--weights`` value (``ETV + w P(upgrade) V``);
+* training variance: each framework trained with each ``--train-seeds`` value on the same world;
+* the upgrade head: predicted over true sum of P(upgrade) and their Spearman correlation over those pairs;
+* the user bias: the learned vectors' size and their correlation with each customer's true own propensity.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/tamor_diagnose.py --seed 0
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/tamor_diagnose.py --frameworks tamor per_tier --weights 1 \
+        --set train.schedule=constant          # the same without the learning-rate decay
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from eoca.tamor.config import TamorEvalConfig, load_tamor_config
+from eoca.tamor.evaluate import build_slates, oracle_scores, output_scores, simulate_next_period
+from eoca.tamor.model import TamorOutput
+from eoca.tamor.train import WorldTensors, fit_framework
+from eoca.tamor.world import MultiScenarioWorld, generate_multi_scenario_world
+
+
+def _expected(world: MultiScenarioWorld, slates: np.ndarray, replications: int) -> tuple[list[float], float]:
+    """(true expected amount per tier in millions, expected new high-holding customers) of ``slates``."""
+    res = simulate_next_period(
+        world,
+        {"x": slates},
+        control="x",
+        oracle=None,
+        cfg=TamorEvalConfig(n_bootstrap=0, replications=replications),
+    )
+    per = res.per_customer["x"]
+    return [float(per[world.tier == t, 2].sum()) / 1e6 for t in range(3)], float(per[:, 4].sum())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frameworks", nargs="+", default=["tamor", "per_tier", "pooled"])
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0, 4.0])
+    parser.add_argument("--set", action="append", default=[], help="a TAMOR config override KEY=VALUE (repeatable)")
+    args = parser.parse_args()
+    cfg = load_tamor_config(None, [*args.set, f"seed={args.seed}"])
+    world = generate_multi_scenario_world(cfg.world, cfg.seed)
+    tensors = WorldTensors.of(world)
+    n, m = world.n_customers, world.n_items
+    lower = (world.tier < 2)[:, None] & world.eligible()
+    true_up, true_etv = world.true_p_upgrade(), world.true_etv()
+    value = cfg.rank.upgrade_value
+    print(f"seed {args.seed}: tiers {world.tier_counts().tolist()}")
+    print(
+        f"lower-tier eligible pairs: mean true ETV {true_etv[lower].mean():,.1f}, "
+        f"mean V x P(upgrade) {value * true_up[lower].mean():,.1f} (V = {value:,.0f})"
+    )
+    print("| framework | train seed | w | expected amount, M (new / low / high) | expected new high-holding |")
+    print("|---|---|---|---|---|")
+    reps = cfg.evaluation.replications
+
+    def sweep(name: str, tseed: str, out: TamorOutput | None) -> None:
+        for w in args.weights:
+            rank = cfg.rank.model_copy(update={"upgrade_weight": w})
+            scores = oracle_scores(world, rank) if out is None else output_scores(out, world, rank)
+            tiers, up = _expected(world, build_slates(scores, world, rank), reps)
+            print(
+                f"| {name} | {tseed} | {w:g} | {sum(tiers):.2f} ({tiers[0]:.2f} / {tiers[1]:.2f} / {tiers[2]:.2f})"
+                f" | {up:.1f} |",
+                flush=True,
+            )
+
+    sweep("oracle", "-", None)
+    notes: list[str] = []
+    for name in args.frameworks:
+        for tseed in args.train_seeds:
+            t0 = time.perf_counter()
+            model = fit_framework(name, world, cfg.train, tseed, tensors)
+            out = model.score_matrix(world, tensors)
+            p_up = out.p_upgrade.numpy().reshape(n, m).astype(np.float64)
+            sweep(name, str(tseed), out)
+            rho = float(spearmanr(p_up[lower], true_up[lower])[0])
+            note = (
+                f"{name} (train seed {tseed}, {time.perf_counter() - t0:.0f} s): P(upgrade) predicted / true sum "
+                f"{p_up[lower].sum() / true_up[lower].sum():.3f}, Spearman {rho:.3f}"
+            )
+            net = next(iter(model.nets.values()))
+            if net.user_bias is not None and world.own_propensity is not None:
+                with torch.no_grad():
+                    bias = net.user_bias(tensors.user_key).numpy()
+                corr = max(abs(np.corrcoef(bias[:, d], world.own_propensity)[0, 1]) for d in range(bias.shape[1]))
+                note += f"; user bias mean |b| {np.abs(bias).mean():.3f}, best |corr| with own propensity {corr:.3f}"
+            notes.append(note)
+    print()
+    print("\n".join(notes))
+
+
+if __name__ == "__main__":
+    main()
