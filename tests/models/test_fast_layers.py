@@ -199,3 +199,14 @@ def test_dropout_mask_keeps_the_rate_and_the_scale() -> None:
     assert abs(float(kept.float().mean()) - 0.75) < 0.005
     assert torch.equal(dropout_mask(x, 0.0), x) and float(dropout_mask(x, 1.0).abs().sum()) == 0.0
     assert F.dropout(x, 0.25, training=False).equal(x)  # eval mode is the identity for both
+
+
+def test_presence_table_unique_equals_numpy_unique() -> None:
+    from eoca.models.features.graph import _unique_small
+
+    rng = np.random.default_rng(0)
+    for values in (rng.integers(0, 300, 5000), rng.integers(0, 300, 3), np.zeros(0, dtype=np.int64)):
+        got_values, got_inverse = _unique_small(values, 300)
+        want_values, want_inverse = np.unique(values, return_inverse=True)
+        np.testing.assert_array_equal(got_values, want_values)
+        np.testing.assert_array_equal(got_inverse, want_inverse.reshape(-1))

@@ -205,3 +205,21 @@ def test_foreach_adam_matches_the_per_tensor_update() -> None:
             opt.step()
         weights.append([p.detach().clone() for p in net.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+
+
+def test_bind_returns_its_own_datasets_binding_when_another_thread_replaces_the_cache(tiny: Dataset) -> None:
+    """Dask workers in one process score different datasets with one model; if another thread stores its binding
+    right after this call stored its own, this call must still return the binding of its own dataset."""
+    trained = train(tiny, {**SMALL, "model": "dnn_c", "max_epochs": 1}, None, progress=False)
+    other = Dataset(spec=tiny.spec, customers=tiny.customers, funds=tiny.funds, exposures=tiny.exposures)
+    other_bound = trained.features.bind(other)  # a binding of another dataset object
+
+    class Interleaved(TrainedModel):
+        def __setattr__(self, name: str, value: Any) -> None:
+            super().__setattr__(name, value)
+            if name == "_bound" and value is not None and value[0] is tiny:
+                super().__setattr__("_bound", (other, other_bound))  # the other thread's store
+
+    racing = Interleaved(model=trained.model, features=trained.features, config=trained.config, history=[])
+    assert racing.bind(tiny) is not other_bound

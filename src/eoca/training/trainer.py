@@ -184,9 +184,15 @@ class TrainedModel:
     # binding encodes every customer of a dataset; scoring calls predict_pairs many times per dataset, so the
     # last binding is kept (compared by identity, datasets are not hashable).
     def bind(self, dataset: Dataset) -> BoundFeatures:
-        if self._bound is None or self._bound[0] is not dataset:
-            self._bound = (dataset, self.features.bind(dataset))
-        return self._bound[1]
+        # Read the cache once and return what was bound here: threads scoring different datasets with one model
+        # (Dask workers in one process) replace the cache in turn, and re-reading it could hand back another
+        # thread's binding.
+        cached = self._bound
+        if cached is not None and cached[0] is dataset:
+            return cached[1]
+        bound = self.features.bind(dataset)
+        self._bound = (dataset, bound)
+        return bound
 
     @property
     def name(self) -> str:

@@ -247,14 +247,14 @@ class BoundFeatures:
         inputs: dict[str, torch.Tensor] = {
             "row_unit": torch.from_numpy(row_unit.reshape(-1).astype(np.int64)),
             "unit_customer": uc,
-            "c_num": self.c_num[uc],
-            "c_cat": self.c_cat[uc],
-            "c_key": self.c_key[uc],
+            "c_num": self.c_num.index_select(0, uc),
+            "c_cat": self.c_cat.index_select(0, uc),
+            "c_key": self.c_key.index_select(0, uc),
             "f_num": self.f_num,
             "f_cat": self.f_cat,
         }
         for i, lst in enumerate(self.c_lists):
-            inputs[f"c_list_{i}"] = lst[uc]
+            inputs[f"c_list_{i}"] = lst.index_select(0, uc)
         if self.space.has_sequences:
             if seq is None:
                 inputs.update(empty_sequences(unit_cust.size, self.space.sequence_length))

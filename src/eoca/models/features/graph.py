@@ -61,14 +61,14 @@ class ConsumptionGraph:
     ) -> dict[str, torch.Tensor]:
         """Two-hop neighbourhood of the unit customers (see the module docstring for the keys)."""
         owner2, e2 = self._sample(units, self.c_indptr, self.c_edges, rng)
-        merchants, e2_src = np.unique(self.merch[e2], return_inverse=True)
+        merchants, e2_src = _unique_small(self.merch[e2], self.m_indptr.size - 1)
         owner1, e1 = self._sample(merchants, self.m_indptr, self.m_edges, rng)
         c2, e1_src = np.unique(self.cust[e1], return_inverse=True)
         c2_t = torch.from_numpy(c2)
         return {
             "g_merchant": torch.from_numpy(merchants),
-            "g_c2_num": c_num[c2_t],
-            "g_c2_cat": c_cat[c2_t],
+            "g_c2_num": c_num.index_select(0, c2_t),
+            "g_c2_cat": c_cat.index_select(0, c2_t),
             "g_e1_src": torch.from_numpy(e1_src.reshape(-1).astype(np.int64)),
             "g_e1_dst": torch.from_numpy(owner1.astype(np.int64)),
             "g_e1_attr": torch.from_numpy(self.attr[e1]),
@@ -76,3 +76,12 @@ class ConsumptionGraph:
             "g_e2_dst": torch.from_numpy(owner2.astype(np.int64)),
             "g_e2_attr": torch.from_numpy(self.attr[e2]),
         }
+
+
+def _unique_small(values: np.ndarray, n_values: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for ids in ``[0, n_values)``, by a presence table instead of a
+    sort: a batch samples thousands of edges into a merchant vocabulary of a few hundred."""
+    present = np.zeros(n_values, dtype=bool)
+    present[values] = True
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present), rank[values]
