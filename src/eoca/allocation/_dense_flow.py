@@ -28,18 +28,14 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.csgraph import csgraph_from_dense, dijkstra
 
-__all__ = ["DenseContracted"]
+__all__ = ["DenseContracted", "FlowState"]
 
 _BLOCK = 1 << 13
 
 
-class DenseContracted:
-    """Flow state over m candidate customers, edge minima in a dense table.
-
-    S: float64 (k, m) candidate scores (-inf where ineligible); holds: bool (k, m) current funds (each
-    candidate holds K best reduced scores at lam); excess: int64 (k,) count minus demand per fund over all
-    customers; lam: float64 (k,) prices. After :meth:`run`, ``holds`` and ``lam`` are the finished flow.
-    """
+class FlowState:
+    """The state both successive-shortest-path implementations start from: candidate scores, which funds each
+    candidate holds, each fund's excess over its demand and the prices (copied, since the flow moves them)."""
 
     def __init__(self, S: np.ndarray, holds: np.ndarray, excess: np.ndarray, lam: np.ndarray, K: int) -> None:
         self.S = S
@@ -48,8 +44,20 @@ class DenseContracted:
         self.excess = excess.astype(np.int64).copy()
         self.lam = lam.astype(np.float64).copy()
         self.K = K
-        k = S.shape[0]
-        self.k = k
+        self.k = S.shape[0]
+
+
+class DenseContracted(FlowState):
+    """Flow state over m candidate customers, edge minima in a dense table.
+
+    S: float64 (k, m) candidate scores (-inf where ineligible); holds: bool (k, m) current funds (each
+    candidate holds K best reduced scores at lam); excess: int64 (k,) count minus demand per fund over all
+    customers; lam: float64 (k,) prices. After :meth:`run`, ``holds`` and ``lam`` are the finished flow.
+    """
+
+    def __init__(self, S: np.ndarray, holds: np.ndarray, excess: np.ndarray, lam: np.ndarray, K: int) -> None:
+        super().__init__(S, holds, excess, lam, K)
+        k = self.k
         self.minkey = np.full((k, k), np.inf)
         self.head = np.full((k, k), -1, dtype=np.int64)
         self._holders: list[np.ndarray | None] = [None] * k

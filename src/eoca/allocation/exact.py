@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from eoca.allocation._dense_flow import DenseContracted
+from eoca.allocation._dense_flow import DenseContracted, FlowState
 from eoca.allocation._kernels import CHUNK, held_sets, top_levels, working_matrix
 
 __all__ = ["ArrayStore", "CustomerStore", "ExactOutcome", "solve_exact", "solve_store"]
@@ -349,7 +349,7 @@ def newton_prices(
 # --- successive shortest paths on the contracted k-node graph -----------------------------------------------
 
 
-class _Contracted:
+class _Contracted(FlowState):
     """Flow state over candidate customers, organised by fund pair.
 
     S: float64 (k, m) candidate scores (-inf where ineligible); holds: bool (k, m) current funds; excess: int64
@@ -361,14 +361,8 @@ class _Contracted:
     MERGE_AT = 12
 
     def __init__(self, S: np.ndarray, holds: np.ndarray, excess: np.ndarray, lam: np.ndarray, K: int) -> None:
-        self.S = S
-        self.fin = np.isfinite(S)
-        self.holds = holds
-        self.excess = excess.astype(np.int64).copy()
-        self.lam = lam.astype(np.float64).copy()
-        self.K = K
-        k = S.shape[0]
-        self.k = k
+        super().__init__(S, holds, excess, lam, K)
+        k = self.k
         self.chunks: list[list[list[Any]]] = [[] for _ in range(k * k)]
         self.minkey = np.full((k, k), np.inf)
         # the customer at each edge's minimum: only its move can invalidate minkey (new entries mark the edge
