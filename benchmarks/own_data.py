@@ -51,7 +51,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from eoca.data import Dataset
-from eoca.data.donations import write_donation_sample
+from eoca.data.donations import donation_spec, write_donation_sample
 from eoca.data.importer import import_dataset
 from eoca.evaluation import metrics as M
 from eoca.io import write_json, write_text
@@ -92,25 +92,7 @@ transactions:
   window: {{calibration_end: 1997-09-30, target_end: 1998-06-30}}
 """
 
-DONATION_SPEC = """\
-name: donations-synthetic
-description: synthetic donation-like direct-mail sample, responders oversampled to 50%
-split: {split}
-sampling: {{converted_rate: {rate}}}
-customer_value:
-  path: donations.csv
-  customer_id: CONTROLN
-  amount: TARGET_D
-  converted: TARGET_B
-  features:
-    - {{name: age, column: AGE, type: numeric}}
-    - {{name: income, column: INCOME, type: numeric}}
-    - {{name: n_gifts, column: NGIFTALL, type: numeric}}
-    - {{name: avg_gift, column: AVGGIFT, type: numeric}}
-    - {{name: last_gift, column: LASTGIFT, type: numeric}}
-    - {{name: months_since_last, column: MONTHS_SINCE_LAST, type: numeric}}
-    - {{name: region, column: REGION, type: categorical}}
-"""
+DONATION_FEATURES = ["age", "income", "n_gifts", "avg_gift", "last_gift", "months_since_last", "region"]
 
 GBDT_GRID = [
     {"num_leaves": nl, "min_child_samples": mcs, "learning_rate": lr, "amount_num_leaves": anl}
@@ -159,9 +141,14 @@ def build(name: str, work: Path, split_seed: int, cdnow: str = "master", split: 
         (work / "spec.yaml").write_text(template.format(path=cdnow_path(cdnow), split=split))
     else:
         info = write_donation_sample(work / "donations.csv", seed=0, truth_path=work / "truth.csv")
-        (work / "spec.yaml").write_text(
-            DONATION_SPEC.format(rate=round(info["population_rate"], 4), split=split)
+        spec = donation_spec(
+            "donations.csv",
+            DONATION_FEATURES,
+            split=split,
+            population_rate=info["population_rate"],
+            description="synthetic donation-like direct-mail sample, responders oversampled to 50%",
         )
+        (work / "spec.yaml").write_text(spec)
     return import_dataset(work / "spec.yaml", work / "dataset")
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pytest
 
-from eoca.data.donations import MAX_DONATION, SIGMA, expected_donation, write_donation_sample
+from eoca.data.donations import MAX_DONATION, SIGMA, donation_spec, expected_donation, write_donation_sample
+from eoca.data.importer import import_dataset
 
 
 def test_expected_donation_matches_simulation() -> None:
@@ -34,3 +36,19 @@ def test_truth_file_covers_the_sample_with_exact_ids(tmp_path: Path) -> None:
     # among the non-responders' half and more among the responders' half, so the sample mean of p sits
     # between the population rate and the sample's 50%.
     assert info["population_rate"] < float(p.mean()) < info["sample_rate"]
+
+
+def test_donation_spec_imports_the_sample_with_weights(tmp_path: Path) -> None:
+    info = write_donation_sample(tmp_path / "d.csv", population=4_000, sample_size=400, seed=1)
+    spec = donation_spec(
+        "d.csv",
+        ["age", "region"],
+        split="{test_fraction: 0.2, validation_fraction: 0.1, seed: 0}",
+        population_rate=info["population_rate"],
+    )
+    (tmp_path / "spec.yaml").write_text(spec)
+    ds = import_dataset(tmp_path / "spec.yaml")
+    assert ds.customers.num_rows == 400
+    assert f"converted_rate: {info['population_rate']:.4f}" in spec
+    with pytest.raises(ValueError, match="unknown donation features \\['gifts'\\]"):
+        donation_spec("d.csv", ["gifts"], split="{test_fraction: 0.2}")

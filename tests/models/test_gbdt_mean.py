@@ -10,29 +10,15 @@ import torch
 from sklearn.metrics import mean_poisson_deviance, mean_tweedie_deviance
 
 from eoca.data.dataset import split_exposures
-from eoca.data.donations import write_donation_sample
+from eoca.data.donations import donation_spec, write_donation_sample
 from eoca.data.importer import import_dataset
 from eoca.errors import ConfigError
 from eoca.evaluation import metrics as M
 from eoca.models import FeatureSpace, build_model
 from eoca.training import TrainedModel, train
 
-SPEC = """\
-name: don
-split: {{test_fraction: 0.3, validation_fraction: 0.2, seed: 0}}
-sampling: {{converted_rate: {rate:.4f}}}
-customer_value:
-  path: d.csv
-  customer_id: CONTROLN
-  amount: TARGET_D
-  converted: TARGET_B
-  features:
-    - {{name: age, column: AGE, type: numeric}}
-    - {{name: n_gifts, column: NGIFTALL, type: numeric}}
-    - {{name: avg_gift, column: AVGGIFT, type: numeric}}
-    - {{name: months, column: MONTHS_SINCE_LAST, type: numeric}}
-    - {{name: income, column: INCOME, type: numeric}}
-"""
+FEATURES = ["age", "n_gifts", "avg_gift", "months_since_last", "income"]
+SPLIT = "{test_fraction: 0.3, validation_fraction: 0.2, seed: 0}"
 
 
 @pytest.mark.parametrize("power", [1.0, 1.3, 1.5, 1.8])
@@ -59,7 +45,9 @@ def test_tweedie_deviance_matches_scikit_learn(power: float) -> None:
 def donations(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("don")
     info = write_donation_sample(root / "d.csv", population=60_000, sample_size=3_000, seed=5)
-    (root / "spec.yaml").write_text(SPEC.format(rate=info["population_rate"]))
+    (root / "spec.yaml").write_text(
+        donation_spec("d.csv", FEATURES, split=SPLIT, population_rate=info["population_rate"], name="don")
+    )
     return import_dataset(root / "spec.yaml")
 
 

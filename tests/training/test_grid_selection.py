@@ -10,34 +10,21 @@ import numpy as np
 import pytest
 
 from eoca.data.dataset import split_exposures
-from eoca.data.donations import write_donation_sample
+from eoca.data.donations import donation_spec, write_donation_sample
 from eoca.data.importer import import_dataset
 from eoca.evaluation import metrics as M
 from eoca.training import TrainedModel, train
 
-SPEC = """\
-name: don
-split: {{test_fraction: 0.3, validation_fraction: 0.2, seed: 0}}
-sampling: {{converted_rate: {rate:.4f}}}
-customer_value:
-  path: d.csv
-  customer_id: CONTROLN
-  amount: TARGET_D
-  converted: TARGET_B
-  features:
-    - {{name: age, column: AGE, type: numeric}}
-    - {{name: n_gifts, column: NGIFTALL, type: numeric}}
-    - {{name: avg_gift, column: AVGGIFT, type: numeric}}
-    - {{name: last_gift, column: LASTGIFT, type: numeric}}
-    - {{name: months, column: MONTHS_SINCE_LAST, type: numeric}}
-    - {{name: income, column: INCOME, type: numeric}}
-"""
+FEATURES = ["age", "n_gifts", "avg_gift", "last_gift", "months_since_last", "income"]
+SPLIT = "{test_fraction: 0.3, validation_fraction: 0.2, seed: 0}"
 
 
 @pytest.mark.parametrize("selection", ["etv_mse", "gini"])
 def test_grid_never_exceeds_the_guard_and_selects_near_the_best_mse(tmp_path: Path, selection: str) -> None:
     info = write_donation_sample(tmp_path / "d.csv", population=40_000, sample_size=2_000, seed=3)
-    (tmp_path / "spec.yaml").write_text(SPEC.format(rate=info["population_rate"]))
+    (tmp_path / "spec.yaml").write_text(
+        donation_spec("d.csv", FEATURES, split=SPLIT, population_rate=info["population_rate"], name="don")
+    )
     ds = import_dataset(tmp_path / "spec.yaml")
     out = tmp_path / "run"
     cfg = {

@@ -7,26 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eoca.data.donations import write_donation_sample
+from eoca.data.donations import donation_spec, write_donation_sample
 from eoca.data.importer import import_dataset
 from eoca.pipeline.evaluate import offline_metrics, split_exposures
 from eoca.training import train
 
-SPEC = """\
-name: don
-split: {{test_fraction: 0.3, validation_fraction: 0.15, seed: 0}}
-{sampling}
-customer_value:
-  path: d.csv
-  customer_id: CONTROLN
-  amount: TARGET_D
-  converted: TARGET_B
-  features:
-    - {{name: n_gifts, column: NGIFTALL, type: numeric}}
-    - {{name: avg_gift, column: AVGGIFT, type: numeric}}
-    - {{name: months, column: MONTHS_SINCE_LAST, type: numeric}}
-    - {{name: income, column: INCOME, type: numeric}}
-"""
+FEATURES = ["n_gifts", "avg_gift", "months_since_last", "income"]
+SPLIT = "{test_fraction: 0.3, validation_fraction: 0.15, seed: 0}"
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +29,9 @@ def test_weights_make_probabilities_refer_to_the_population(donation_files: tupl
     root, rate = donation_files
     cfg = {"model": model, "max_epochs": 4, "patience": 4, "batch_size": 128, "num_threads": 1, "lr": 0.01}
     mean_p = {}
-    for label, sampling in (("weighted", f"sampling: {{converted_rate: {rate:.4f}}}"), ("plain", "")):
-        (root / f"{label}.yaml").write_text(SPEC.format(sampling=sampling))
+    for label, population_rate in (("weighted", rate), ("plain", None)):
+        spec = donation_spec("d.csv", FEATURES, split=SPLIT, population_rate=population_rate, name="don")
+        (root / f"{label}.yaml").write_text(spec)
         ds = import_dataset(root / f"{label}.yaml")
         trained = train(ds, cfg, None, progress=False)
         lab = split_exposures(ds, "test")

@@ -41,6 +41,54 @@ COLUMNS = (
 )
 
 
+FEATURES = {
+    "age": ("AGE", "numeric"),
+    "income": ("INCOME", "numeric"),
+    "n_gifts": ("NGIFTALL", "numeric"),
+    "avg_gift": ("AVGGIFT", "numeric"),
+    "last_gift": ("LASTGIFT", "numeric"),
+    "months_since_last": ("MONTHS_SINCE_LAST", "numeric"),
+    "region": ("REGION", "categorical"),
+}
+"""The sample's feature columns by the name a spec gives them: (column, type)."""
+
+
+def donation_spec(
+    path: str,
+    features: list[str],
+    *,
+    split: str,
+    population_rate: float | None = None,
+    name: str = "donations-synthetic",
+    description: str | None = None,
+) -> str:
+    """A dataset spec (YAML text) for a file written by :func:`write_donation_sample`.
+
+    ``features`` names keys of :data:`FEATURES`; ``split`` is the YAML flow mapping of the split section;
+    ``population_rate``, when given, declares the responders' population rate so that training and metrics are
+    weighted to the population (the file oversamples responders).
+    """
+    unknown = sorted(set(features) - set(FEATURES))
+    if unknown:
+        raise ValueError(f"unknown donation features {unknown}; known: {sorted(FEATURES)}")
+    lines = [f"name: {name}"]
+    if description is not None:
+        lines.append(f"description: {description}")
+    lines.append(f"split: {split}")
+    if population_rate is not None:
+        lines.append(f"sampling: {{converted_rate: {population_rate:.4f}}}")
+    lines += [
+        "customer_value:",
+        f"  path: {path}",
+        "  customer_id: CONTROLN",
+        "  amount: TARGET_D",
+        "  converted: TARGET_B",
+        "  features:",
+    ]
+    lines += [f"    - {{name: {f}, column: {FEATURES[f][0]}, type: {FEATURES[f][1]}}}" for f in features]
+    return "\n".join(lines) + "\n"
+
+
 SIGMA = 0.55
 """Spread of log(donation) around its mean given response."""
 MAX_DONATION = 200
