@@ -118,7 +118,9 @@ def _reference_pooling(module: BehaviourAttentionPooling, inputs: dict[str, torc
         amount_age = torch.stack([inputs["seq_amount"][u][m], inputs["seq_age"][u][m]], dim=1)
         x = module.fund(inputs["seq_fund"][u][m]) + module.etype(inputs["seq_type"][u][m]) + module.value(amount_age)
         weights = torch.softmax(module.score(x), dim=0)  # [n, H]
-        pooled = torch.cat([weights[:, h : h + 1].t() @ x[:, h * e // heads : (h + 1) * e // heads] for h in range(heads)], 1)
+        pooled = torch.cat(
+            [weights[:, h : h + 1].t() @ x[:, h * e // heads : (h + 1) * e // heads] for h in range(heads)], 1
+        )
         out[u] = module.norm(pooled + module.proj(pooled))[0]
     return out
 

@@ -24,7 +24,7 @@ from eoca.models.losses import (
 COMMON_DEFAULTS: dict[str, Any] = {
     "embedding_dim": 8,  # per categorical feature / sequence token
     "heads": 2,  # attention heads over the behaviour sequence
-    # "pooling" (learnt-query attention pooling) or the paper's "self_attention", about 10x its training cost
+    # "pooling" (learnt-query attention pooling) or the paper's "self_attention" (about 5x its training cost)
     "sequence_encoder": "pooling",
     "dropout": 0.1,
     "use_sequences": True,  # the papers give every model the same behaviour sequence
