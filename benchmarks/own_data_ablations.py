@@ -5,7 +5,8 @@ same splits (results in benchmarks/RESULTS.md, "Bring your own data", table "Wha
   the imported features without the trend windows, with them, with BG/NBD's p(alive), expected purchases and
   predicted spend added as features, and with BG/NBD's log prediction as an offset (``init_score``).
 * ``blends`` (the predictions ``own_data.py`` saved, ``--preds DIR``): non-negative weights on the candidates
-  minimising the validation Poisson deviance, the plain mean of ``mtl_ziln`` and ``gbdt_mean``, and a
+  (and on the candidates plus the peers ``gbdt`` and ``bgnbd``) minimising the validation Poisson deviance, the
+  plain mean of ``mtl_ziln`` and ``gbdt_mean``, and a
   calibration slope ``c * pred^g`` fitted on the validation deviance, for each candidate.
 * ``unweighted`` (synthetic donations, seed 0): networks trained on the oversampled sample without its weights,
   with ``p`` shifted afterwards by ``log(w1 / w0)`` (prior correction of a response-based sample).
@@ -159,6 +160,13 @@ def blends(preds: Path) -> list[str]:
         a = _deviance_weights(xv, yv, wv)
         weights = ", ".join(f"{c} {v:.2f}" for c, v in zip(cands, a, strict=True))
         lines.append(_row(f"blend, validation-deviance weights ({weights})", yt, xt @ a, peers, wt))
+        # A hybrid with the peers' own predictions among its parts (stacking on the valid split).
+        every = cands + peer_names
+        xv = np.stack([d[f"valid_{c}"] for c in every], axis=1)
+        xt = np.stack([d[f"test_{c}"] for c in every], axis=1)
+        a = _deviance_weights(xv, yv, wv)
+        weights = ", ".join(f"{c} {v:.2f}" for c, v in zip(every, a, strict=True))
+        lines.append(_row(f"blend with the peers, validation-deviance weights ({weights})", yt, xt @ a, peers, wt))
         if {"mtl_ziln", "gbdt_mean"} <= set(cands):
             mean = 0.5 * (d["test_mtl_ziln"] + d["test_gbdt_mean"])
             lines.append(_row("mean of mtl_ziln and gbdt_mean", yt, mean, peers, wt))
