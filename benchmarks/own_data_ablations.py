@@ -10,6 +10,8 @@ same splits (results in benchmarks/RESULTS.md, "Bring your own data", table "Wha
   calibration slope ``c * pred^g`` fitted on the validation deviance, for each candidate.
 * ``tail`` (CDNOW predictions saved by ``own_data.py``, ``--preds DIR``): each test customer's share of the MSE
   difference between eoca's best and BG/NBD, by band of eoca's prediction, and the largest shares.
+* ``excess`` (donation predictions saved by ``own_data.py``, ``--preds DIR``): every candidate's and peer's
+  expected MSE above the Bayes predictor of the file (``test_ceiling``), free of label noise.
 * ``unweighted`` (synthetic donations, seed 0): networks trained on the oversampled sample without its weights,
   with ``p`` shifted afterwards by ``log(w1 / w0)`` (prior correction of a response-based sample).
 
@@ -251,6 +253,28 @@ def tail(preds: Path, data: str = "cdnow") -> list[str]:
     return lines
 
 
+def excess(preds: Path) -> list[str]:
+    """Every method's expected MSE above the Bayes predictor of the file (synthetic donations only: the saved
+    ``test_ceiling``), population-weighted, per saved run; the folds of a ``--folds`` run are pooled."""
+    runs: dict[str, list[dict[str, np.ndarray]]] = {}
+    for path in sorted(preds.glob("predictions_*.npz")):
+        d = dict(np.load(path))
+        if "test_ceiling" in d:
+            runs.setdefault(path.stem.split("_fold")[0], []).append(d)
+    lines = ["| run | " + " | ".join(["method", "excess MSE", "max prediction"]) + " |", "|---|---|---:|---:|"]
+    for name, parts in runs.items():
+        ceiling = np.concatenate([d["test_ceiling"] for d in parts])
+        w = np.concatenate([d["test_weight"] for d in parts])
+        methods = [k[5:] for k in parts[0] if k.startswith("test_") and k[5:] not in ("amount", "weight", "oracle")]
+        for m in methods:
+            if m == "ceiling":
+                continue
+            pred = np.concatenate([d[f"test_{m}"] for d in parts])
+            value = float(np.average((ceiling - pred) ** 2, weights=w))
+            lines.append(f"| {name} | {m} | {value:.4f} | {pred.max():.2f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -268,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += ["## features", "", *features([int(s) for s in args.seeds.split(",")], Path(tmp)), ""]
         if "blends" in parts and args.preds is not None:
             lines += ["## blends and calibration", *blends(args.preds), ""]
+        if "excess" in parts and args.preds is not None:
+            lines += ["## expected MSE above the Bayes predictor (synthetic donations)", "", *excess(args.preds), ""]
         if "tail" in parts and args.preds is not None:
             lines += ["## the tail: where eoca and BG/NBD differ in squared error", "", *tail(args.preds), ""]
         if "unweighted" in parts:
