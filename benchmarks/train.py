@@ -5,6 +5,8 @@
     python benchmarks/train.py --large 1000000   # choose the size of the large scoring run (0: none)
     python benchmarks/train.py --customers 100000 --train-rows 32768 --large 0 --busy 1 --threads 2
         # the default `eoca run` world, with one CPU-bound process competing, torch on 2 threads
+    python benchmarks/train.py --customers 100000 --train-rows 32768 --large 0 --params '{"use_sequences": false}'
+        # the same models without their sequence branches (what the rest of the network costs)
 
 Each measurement runs in its own Python process so its peak resident memory (``ru_maxrss``) is its own:
 
@@ -46,6 +48,12 @@ from pathlib import Path
 from typing import Any
 
 
+def _params() -> dict[str, Any]:
+    # Model parameters of every trained model (``--params``), passed like the thread count.
+    raw = os.environ.get("EOCA_BENCH_PARAMS", "")
+    return dict(json.loads(raw)) if raw else {}
+
+
 def _threads() -> int | None:
     # Passed to the worker processes through the environment so the worker command line stays positional.
     raw = os.environ.get("EOCA_BENCH_THREADS", "")
@@ -79,6 +87,7 @@ def worker_train(data: Path, model: str, max_rows: int | None) -> dict[str, Any]
         "batch_size": 1024,
         "max_train_rows": max_rows,
         "num_threads": _threads(),
+        "params": _params(),
     }
     t0 = time.perf_counter()
     trained = train(ds, cfg, None, progress=False)
@@ -177,7 +186,7 @@ def _trained(ds: Any, model: str) -> Any:
     from eoca.training import train
 
     # A few thousand rows are enough: scoring speed does not depend on how well the weights fit.
-    cfg = {"model": model, "max_epochs": 1, "max_train_rows": 20000, "num_threads": _threads()}
+    cfg = {"model": model, "max_epochs": 1, "max_train_rows": 20000, "num_threads": _threads(), "params": _params()}
     return train(ds, cfg, None, progress=False)
 
 
@@ -269,6 +278,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: eoca's automatic policy)")
     ap.add_argument("--large", type=int, default=None, help="customers of the large scoring run (0: skip it)")
     ap.add_argument("--busy", type=int, default=0, help="CPU-bound processes competing during the benchmark")
+    ap.add_argument(
+        "--params",
+        default="",
+        help='model parameters (JSON) for every trained model, e.g. \'{"use_sequences": false}\' to time a model '
+        "without its sequence branches",
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -286,6 +301,8 @@ def main() -> None:
 
     if args.threads:
         os.environ["EOCA_BENCH_THREADS"] = str(args.threads)
+    if args.params:
+        os.environ["EOCA_BENCH_PARAMS"] = json.dumps(json.loads(args.params))
     n_world = args.customers or (20_000 if args.quick else 200_000)
     n_large = args.large if args.large is not None else (200_000 if args.quick else 10_000_000)
     rows = str(args.train_rows) if args.train_rows else "all"
