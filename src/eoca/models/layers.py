@@ -567,21 +567,22 @@ class TargetAttention(nn.Module):
         """
         ev = events if events is not None else PackedEvents.from_inputs(inputs)
         cand_all = inputs["f_token"]
-        ev_group = self.token_group[ev.fund]
+        groups = self.token_group
+        ev_group = groups.index_select(0, ev.fund)
         x = (
             self.fund(ev.fund)
             + self.group(ev_group)
             + self.etype(ev.etype)
             + self.value(torch.stack([ev.amount, ev.age], dim=1))
         )  # [N, E]
-        q = self.query(self.fund(cand_all) + self.group(self.token_group[cand_all]))  # [F, E]
+        q = self.query(self.fund(cand_all) + self.group(groups.index_select(0, cand_all)))  # [F, E]
         kq = self.key(x) @ q.t()  # [N, F]
         row, event = ev.row_events(row_unit)
         fund_of = fund_index.index_select(0, row)
         cand = cand_all.index_select(0, fund_of)
         ev_fund, ev_grp = ev.fund.index_select(0, event), ev_group.index_select(0, event)
         same_fund = (ev_fund == cand).to(kq.dtype)
-        same_group = ((ev_grp == self.token_group[cand]) & (ev_grp > 0)).to(kq.dtype)
+        same_group = ((ev_grp == groups.index_select(0, cand)) & (ev_grp > 0)).to(kq.dtype)
         scores = kq.reshape(-1).index_select(0, event * kq.shape[1] + fund_of) * self._scale
         scores = scores + self.match[0] * same_fund + self.match[1] * same_group
         # As in DIN the weights are not softmax-normalised: a customer with one event on a bond fund must still
@@ -611,7 +612,9 @@ class CandidateArch(nn.Module):
     def forward(
         self, inputs: dict[str, Tensor], row_unit: Tensor, fund_index: Tensor, events: PackedEvents | None = None
     ) -> Tensor:
-        counts = inputs["pair_x"][row_unit, fund_index] * self.scale
+        pair_x = inputs["pair_x"]  # [U, F, D]
+        n_funds = pair_x.shape[1]
+        counts = pair_x.reshape(-1, pair_x.shape[2]).index_select(0, row_unit * n_funds + fund_index) * self.scale
         attended = self.attention.rows(inputs, row_unit, fund_index, events)
         return torch.cat([counts, attended], dim=1)
 
