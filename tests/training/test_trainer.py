@@ -12,7 +12,9 @@ import torch
 
 from eoca.data import Dataset
 from eoca.errors import ConfigError, DataValidationError
+from eoca.models import FeatureSpace
 from eoca.training import TrainConfig, TrainedModel, load_train_config, train
+from eoca.training import trainer as trainer_module
 from eoca.training.trainer import CHECKPOINT_FILE, MODEL_FILE, epoch_seed
 
 from .conftest import SMALL
@@ -76,6 +78,29 @@ def test_a_version_1_model_file_loads_with_the_self_attention_it_was_trained_wit
     _as_version_1(tmp_path / CHECKPOINT_FILE)
     with pytest.raises(ConfigError, match="self_attention"):
         train(tiny, _cfg(model="esmm", max_epochs=1), tmp_path, resume=True, progress=False)
+
+
+def test_a_model_without_a_graph_branch_trains_the_same_without_the_graph(
+    tiny: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """esmm's feature space leaves the consumption graph out (no graph built or sampled); its numbers are those of
+    a feature space that carries the graph, because the graph sampling draws from its own generator."""
+    cfg = _cfg(model="esmm", max_epochs=1)
+    lean = train(tiny, cfg, None, progress=False)
+    assert tiny.has_graph and not lean.features.has_graph
+    assert train(tiny, _cfg(model="esdpm", max_epochs=1), None, progress=False).features.has_graph
+
+    def with_graph(dataset: Dataset, c: TrainConfig) -> FeatureSpace:
+        return FeatureSpace.fit(dataset, sequence_length=c.sequence_length, use_graph=True)
+
+    monkeypatch.setattr(trainer_module, "_fit_features", with_graph)
+    full = train(tiny, cfg, None, progress=False)
+    assert full.features.has_graph
+    cust, fund = np.arange(60) % tiny.n_customers, np.arange(60) % tiny.n_funds
+    a, b = lean.predict_pairs(tiny, cust, fund), full.predict_pairs(tiny, cust, fund)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert [h["train_loss"] for h in lean.history] == [h["train_loss"] for h in full.history]
 
 
 class _CrashError(RuntimeError):
