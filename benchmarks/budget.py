@@ -4,6 +4,7 @@
     python benchmarks/budget.py simulator --seeds 0 1 2 --customers 200000
     python benchmarks/budget.py hillstrom
     python benchmarks/budget.py hillstrom-power --models t_learner,t_conversion,x_learner --splits 10
+    python benchmarks/budget.py hillstrom-select --models t_learner,t_conversion,x_learner --splits 10 --folds 2
     python benchmarks/budget.py e2e-variants --seeds 0 --customers 300000 --models e2e,e2e_weight0.3,e2e_warmup6
     python benchmarks/budget.py all --json out.json    # everything; raw rows as JSON
 
@@ -19,6 +20,13 @@ share of the oracle's (true effects + exact solver), and the end-to-end model mi
 ``hillstrom``: e-mail cost 1 (an assumption), budget = one third of the customers e-mailed, two-fold
 cross-fitting; SNIPS spend per customer of each policy with 95% bootstrap intervals, lift over random targeting
 (paired bootstrap), and each policy minus random targeting by SNIPS and by the doubly robust estimator.
+
+``hillstrom-select``: eoca's own choice of policy (``eoca.budget.select``), cross-fitted end to end: the customers
+are split in ``--folds`` folds; for each fold the candidates (each model's solver and single-arm policies, the
+untargeted best arm) are scored by a two-fold validation on the *other* folds' customers, the rule
+(``lower_bound`` and ``value``, both reported) picks one, and it acts on the fold with models trained on the other
+folds. The selected policy over all 64,000 customers minus random targeting, by SNIPS and DR (outcome model: the
+first model, cross-fitted), paired bootstrap; repeated over ``--splits`` split seeds.
 
 ``e2e-variants``: the share of the oracle at 10/30/50% for end-to-end settings (``--models`` from
 ``E2E_VARIANTS``: the regulariser's weight, the warm-up epochs, the doubly robust reward) or models by name.
@@ -389,9 +397,82 @@ def bench_hillstrom_power(models: list[str], splits: int, outcome_model: str, fo
     return {"rows": rows, "summary": summary, "power": power}
 
 
+def bench_hillstrom_select(models: list[str], splits: int, folds: int) -> dict[str, Any]:
+    """The selected policy's cross-fitted value against random targeting at one third of the customers e-mailed,
+    per split seed and selection rule; the policies chosen in every fold."""
+    import numpy as np
+
+    from eoca.budget.data import load_hillstrom_incentives
+    from eoca.budget.offpolicy import paired_differences
+    from eoca.budget.run import _fit, crossfit_folds, crossfit_predict
+    from eoca.budget.select import SELECTION_RULES, candidate_policies, crossfit_selected, untargeted_arm
+
+    data = load_hillstrom_incentives()
+    rows: list[dict[str, Any]] = []
+    for split in range(splits):
+        t0 = time.perf_counter()
+        fold = crossfit_folds(data.n, split, folds)
+        preds = {m: crossfit_predict(data, m, split, fold) for m in models}
+        # the reference and the untargeted arm, each fold's from its own training customers as the product does
+        pols: dict[str, np.ndarray] = {"random": np.empty((data.n, data.n_arms))}
+        untargeted = np.empty((data.n, data.n_arms))
+        for f in range(folds):
+            held = fold == f
+            train, act = data.subset(~held), data.subset(held)
+            rates = np.array([train.converted[train.arm == t].mean() for t in range(data.n_arms)])
+            cand = candidate_policies(act, {}, act.treat_all_cost() / 3.0, untargeted_arm(train), rates)
+            pols["random"][held] = cand.pop("random")
+            untargeted[held] = next(iter(cand.values()))
+        pols["untargeted best arm"] = untargeted
+        chosen: dict[str, list[str]] = {}
+        for rule in SELECTION_RULES:
+            pols[f"selected ({rule})"], sels = crossfit_selected(
+                data, models, 1.0 / 3.0, _fit, fold, preds, rule=rule, seed=split
+            )
+            chosen[rule] = [s.chosen for s in sels]
+        for d in paired_differences(
+            data.arm,
+            data.propensity,
+            data.value,
+            pols,
+            n_arms=data.n_arms,
+            reference="random",
+            mu=preds[models[0]].value,
+            n_bootstrap=1000,
+            seed=0,
+        ):
+            rule = d.policy[len("selected (") : -1] if d.policy.startswith("selected (") else None
+            row = {**d.to_row(), "split": split, "folds": folds, "chosen": chosen[rule] if rule else None}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        print(f"split {split}: {time.perf_counter() - t0:.0f} s", flush=True)
+    summary = []
+    for est in ("snips", "dr"):
+        for pol in dict.fromkeys(r["policy"] for r in rows):
+            rs = [r for r in rows if r["estimator"] == est and r["policy"] == pol]
+            summary.append(
+                {
+                    "estimator": est,
+                    "policy": pol,
+                    "folds": folds,
+                    "splits": len(rs),
+                    "median_difference": float(np.median([r["difference"] for r in rs])),
+                    "median_ci_low": float(np.median([r["difference_ci_low"] for r in rs])),
+                    "median_ci_high": float(np.median([r["difference_ci_high"] for r in rs])),
+                    "median_lift_pct": float(np.median([r["lift_pct"] for r in rs])),
+                    "splits_ci_above_zero": int(sum(r["difference_ci_low"] > 0 for r in rs)),
+                    "median_se": float(np.median([r["difference_se"] for r in rs])),
+                }
+            )
+    return {"rows": rows, "summary": summary}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["solver", "simulator", "hillstrom", "hillstrom-power", "e2e-variants", "all"])
+    ap.add_argument(
+        "what",
+        choices=["solver", "simulator", "hillstrom", "hillstrom-power", "hillstrom-select", "e2e-variants", "all"],
+    )
     ap.add_argument("--n", type=int, default=10_000_000)
     ap.add_argument("--arms", type=int, default=5, help="columns including the free control arm")
     ap.add_argument("--reps", type=int, default=2)
@@ -425,6 +506,10 @@ def main() -> None:
         for r in out["hillstrom_power"]["summary"]:
             print(json.dumps(r))
         print(json.dumps(out["hillstrom_power"]["power"]))
+    if args.what in ("hillstrom-select", "all"):
+        out["hillstrom_select"] = bench_hillstrom_select(models, args.splits, args.folds)
+        for r in out["hillstrom_select"]["summary"]:
+            print(json.dumps(r))
     if args.what == "e2e-variants":
         out["e2e_variants"] = bench_e2e_variants(args.seeds, args.customers, models)
     if args.json:
