@@ -5,6 +5,7 @@ on, and its stochastic policies are realised with exact counts."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -175,3 +176,38 @@ def test_run_budget_evaluates_and_writes_the_selected_policy() -> None:
     x = np.asarray(res.allocation.column("customer_id").to_numpy())
     got_a = data.features[x, 0][arm == "a"]
     assert got_a.size > 0 and (got_a > 0.7).mean() > 0.8
+
+
+def test_cli_budget_selects_by_default_and_writes_the_choice(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from eoca.cli import app
+
+    data = _log(3000, 6, noise=3.0)
+    log = tmp_path / "log.csv"
+    pacsv.write_csv(
+        pa.table(
+            {
+                "group": [ARMS[a].name for a in data.arm],
+                "amount": data.value,
+                "x": data.features[:, 0],
+                "junk": data.features[:, 1],
+            }
+        ),
+        log,
+    )
+    run = tmp_path / "run"
+    args = ["budget", "--data", str(log), "--treatment", "group", "--value", "amount", "--out", str(run)]
+    args += ["--arm", "none:fixed:0", "--arm", "a:fixed:1", "--arm", "b:fixed:1", "--numeric", "x", "--numeric", "junk"]
+    args += ["--design", "none=0.3333333333", "--design", "a=0.3333333333", "--design", "b=0.3333333334"]
+    args += ["--models", "t_learner", "--budget", "33%", "--bootstrap", "20"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    policy = pq.read_table(run / "allocation.parquet").column("policy").to_pylist()
+    assert set(policy) == {policy[0]} and policy[0].startswith("selected (lower_bound): ")
+    assert (run / "selection.csv").exists()
+    assert "Policy selection" in (run / "report.md").read_text()
+    assert "allocated: selected (lower_bound)" in " ".join(res.output.split())
