@@ -6,6 +6,7 @@
     python benchmarks/budget.py hillstrom-power --models t_learner,t_conversion,x_learner --splits 10
     python benchmarks/budget.py hillstrom-select --models t_learner,t_conversion,x_learner --splits 10 --folds 2
     python benchmarks/budget.py hillstrom-visit --splits 10 --folds 2
+    python benchmarks/budget.py simulator-select --seeds 0 --customers 100000 --models t_learner,x_learner
     python benchmarks/budget.py e2e-variants --seeds 0 --customers 300000 --models e2e,e2e_weight0.3,e2e_warmup6
     python benchmarks/budget.py all --json out.json    # everything; raw rows as JSON
 
@@ -34,6 +35,10 @@ buy) is an outcome that eoca does not import; here ``t_conversion`` is trained w
 it ranks by predicted visit uplift times the training visitors' mean spend, and the solver and men's-e-mail
 policies it induces are compared with those of ``t_conversion`` on conversion: cross-fitted, minus random
 targeting by DR (outcome model: ``t_conversion`` on conversion), over ``--splits`` split seeds.
+
+``simulator-select``: ``run_budget(select="lower_bound")`` on the simulator split of ``simulator`` at 10/30/50% of
+the treat-everyone cost: the policy chosen on the training customers, its true share of the oracle's value, the
+solver models' shares and every candidate's validation gain and lower bound.
 
 ``e2e-variants``: the share of the oracle at 10/30/50% for end-to-end settings (``--models`` from
 ``E2E_VARIANTS``: the regulariser's weight, the warm-up epochs, the doubly robust reward) or models by name.
@@ -534,6 +539,46 @@ def bench_hillstrom_visit(splits: int, folds: int) -> dict[str, Any]:
     return {"rows": rows, "summary": summary}
 
 
+def bench_simulator_select(seeds: list[int], customers: int, models: list[str]) -> list[dict[str, Any]]:
+    from eoca.budget.data import from_world
+    from eoca.budget.run import GOAL_FRACTIONS, run_budget
+    from eoca.simulate import SimulatorConfig
+    from eoca.simulate.simulator import generate_world
+
+    rows = []
+    for seed in seeds:
+        cfg = SimulatorConfig.model_validate({"seed": seed, "world": {"n_customers": customers}, "incentives": {}})
+        data = from_world(generate_world(cfg))
+        for frac in GOAL_FRACTIONS:
+            t0 = time.perf_counter()
+            res = run_budget(
+                data,
+                models=models,
+                budget=f"{100 * frac!r}%",
+                seed=seed,
+                n_bootstrap=50,
+                plots=False,
+                select="lower_bound",
+            )
+            goals = {r["policy"]: r for r in res.goal_rows if r["fraction"] == frac}
+            row = {
+                "seed": seed,
+                "customers": customers,
+                "fraction": frac,
+                "selected": res.selected_policy,
+                "selected_share_of_oracle": res.certificate["true_incremental_value"]
+                / goals["oracle"]["true_incremental_value"],
+                "solver_share_of_oracle": {m: goals[m]["share_of_oracle"] for m in models},
+                "candidates": [
+                    (r["policy"], r["validation_gain"], r["validation_lower_bound"]) for r in res.selection_rows
+                ],
+                "seconds": time.perf_counter() - t0,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -545,6 +590,7 @@ def main() -> None:
             "hillstrom-power",
             "hillstrom-select",
             "hillstrom-visit",
+            "simulator-select",
             "e2e-variants",
             "all",
         ],
@@ -590,6 +636,8 @@ def main() -> None:
         out["hillstrom_visit"] = bench_hillstrom_visit(args.splits, args.folds)
         for r in out["hillstrom_visit"]["summary"]:
             print(json.dumps(r))
+    if args.what == "simulator-select":
+        out["simulator_select"] = bench_simulator_select(args.seeds, args.customers, models)
     if args.what == "e2e-variants":
         out["e2e_variants"] = bench_e2e_variants(args.seeds, args.customers, models)
     if args.json:
