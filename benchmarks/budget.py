@@ -34,7 +34,10 @@ first model, cross-fitted), paired bootstrap; repeated over ``--splits`` split s
 buy) is an outcome that eoca does not import; here ``t_conversion`` is trained with visit as its conversion, so
 it ranks by predicted visit uplift times the training visitors' mean spend, and the solver and men's-e-mail
 policies it induces are compared with those of ``t_conversion`` on conversion: cross-fitted, minus random
-targeting by DR (outcome model: ``t_conversion`` on conversion), over ``--splits`` split seeds.
+targeting by DR (outcome model: ``t_conversion`` on conversion), over ``--splits`` split seeds. Also the
+in-sample R^2 of an ordinary least squares fit of spend, conversion and visit on all encoded features, per arm:
+an upper bound on what regression adjustment (a control variate on pre-treatment covariates) can remove from
+the variance.
 
 ``simulator-select``: ``run_budget(select="lower_bound")`` on the simulator split of ``simulator`` at 10/30/50% of
 the treat-everyone cost: the policy chosen on the training customers, its true share of the oracle's value, the
@@ -495,7 +498,16 @@ def bench_hillstrom_visit(splits: int, folds: int) -> dict[str, Any]:
     raw = read_inferred(default_hillstrom_path())
     if not np.allclose(np.asarray(raw.column("spend").to_numpy(), dtype=np.float64), data.value):
         raise RuntimeError("the raw Hillstrom rows are not in the order of the imported customers")
-    on_visit = replace(data, converted=np.asarray(raw.column("visit").to_numpy(), dtype=np.float64))
+    visit = np.asarray(raw.column("visit").to_numpy(), dtype=np.float64)
+    on_visit = replace(data, converted=visit)
+    design = np.column_stack([np.ones(data.n), data.features.astype(np.float64)])
+    ols_r2: dict[str, list[float]] = {}
+    for name, y in (("spend", data.value), ("conversion", data.converted), ("visit", visit)):
+        for t in range(data.n_arms):
+            m = data.arm == t
+            coef, *_ = np.linalg.lstsq(design[m], y[m], rcond=None)
+            ols_r2.setdefault(name, []).append(float(1.0 - np.var(y[m] - design[m] @ coef) / np.var(y[m])))
+    print(json.dumps({"insample_ols_r2_per_arm": ols_r2}), flush=True)
     rows: list[dict[str, Any]] = []
     for split in range(splits):
         fold = crossfit_folds(data.n, split, folds)
@@ -536,7 +548,7 @@ def bench_hillstrom_visit(splits: int, folds: int) -> dict[str, Any]:
                 "splits_ci_above_zero": int(sum(r["difference_ci_low"] > 0 for r in rs)),
             }
         )
-    return {"rows": rows, "summary": summary}
+    return {"rows": rows, "summary": summary, "insample_ols_r2_per_arm": ols_r2}
 
 
 def bench_simulator_select(seeds: list[int], customers: int, models: list[str]) -> list[dict[str, Any]]:
