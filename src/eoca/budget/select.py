@@ -97,9 +97,10 @@ def candidate_policies(
 
     Args:
         preds: model name -> predictions (n, k) for ``act``'s customers by models that did not see them.
-        best_arm: the untargeted candidate's arm (from the training customers: :func:`untargeted_arm`).
-        conversion_rates: (k,) conversion rate per arm among the training customers; the expected costs of the
-            random and untargeted policies use them (exact for fixed costs).
+        best_arm: the untargeted candidate's arm (the selection takes it from the training customers with
+            :func:`untargeted_arm`).
+        conversion_rates: (k,) conversion rate per arm (the selection's: among the training customers); the
+            expected costs of the random and untargeted policies use them (exact for fixed costs).
     """
     n, k = act.n, act.n_arms
     out: dict[str, np.ndarray] = {}
@@ -210,6 +211,13 @@ def select_policy(
         held = fold == f
         fit_on, act = train.subset(~held), train.subset(held)
         preds = {m: fit(m, fit_on, seed).predict(act.features) for m in models}
+        for m, pr in preds.items():
+            bad = ~(np.isfinite(pr.value).all(axis=1) & np.isfinite(pr.p).all(axis=1))
+            if bad.any():
+                raise DataValidationError(
+                    f"model '{m}' predicted non-finite values for {int(bad.sum()):,} validation customers, first "
+                    f"customer {act.customer_id[int(np.argmax(bad))]!r}; the policy selection cannot score it"
+                )
         pols = candidate_policies(act, preds, fraction * act.treat_all_cost(), best_arm, rates)
         mu = preds[models[0]].value
         ref = dr_terms(act.arm, act.propensity, act.value, pols.pop("random"), mu)
