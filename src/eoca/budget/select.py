@@ -216,7 +216,7 @@ def select_policy(
             if bad.any():
                 raise DataValidationError(
                     f"model '{m}' predicted non-finite values for {int(bad.sum()):,} validation customers, first "
-                    f"customer {act.customer_id[int(np.argmax(bad))]!r}; the policy selection cannot score it"
+                    f"customer {act.customer_id[int(np.argmax(bad))]}; the policy selection cannot score it"
                 )
         pols = candidate_policies(act, preds, fraction * act.treat_all_cost(), best_arm, rates)
         mu = preds[models[0]].value
