@@ -7,6 +7,8 @@ On one multi-scenario world (default config, ``--seed``):
 * the upgrade weight: true expected amount (per tier) and expected new high-holding customers of the oracle and
   of every framework's slates for each ``--weights`` value (``ETV + w P(upgrade) V``);
 * training variance: each framework trained with each ``--train-seeds`` value on the same world;
+* where new high-holding customers come from: the expected count split by tier (new / low) and, for the low
+  tier, by quartile of the gap to the threshold; and the scenario mix of the lower tiers' slates;
 * the upgrade head: predicted over true sum of P(upgrade) and their Spearman correlation over those pairs;
 * the user bias: the learned vectors' size and their correlation with each customer's true own propensity.
 
@@ -31,8 +33,11 @@ from eoca.tamor.train import WorldTensors, fit_framework
 from eoca.tamor.world import MultiScenarioWorld, generate_multi_scenario_world
 
 
-def _expected(world: MultiScenarioWorld, slates: np.ndarray, replications: int) -> tuple[list[float], float]:
-    """(true expected amount per tier in millions, expected new high-holding customers) of ``slates``."""
+def _expected(
+    world: MultiScenarioWorld, slates: np.ndarray, replications: int
+) -> tuple[list[float], float, np.ndarray]:
+    """(true expected amount per tier in millions, expected new high-holding customers, each customer's chance to
+    become high-holding ``(N,)``) of ``slates``."""
     res = simulate_next_period(
         world,
         {"x": slates},
@@ -41,7 +46,7 @@ def _expected(world: MultiScenarioWorld, slates: np.ndarray, replications: int) 
         cfg=TamorEvalConfig(n_bootstrap=0, replications=replications),
     )
     per = res.per_customer["x"]
-    return [float(per[world.tier == t, 2].sum()) / 1e6 for t in range(3)], float(per[:, 4].sum())
+    return [float(per[world.tier == t, 2].sum()) / 1e6 for t in range(3)], float(per[:, 4].sum()), per[:, 4]
 
 
 def main() -> None:
@@ -64,18 +69,31 @@ def main() -> None:
         f"lower-tier eligible pairs: mean true ETV {true_etv[lower].mean():,.1f}, "
         f"mean V x P(upgrade) {value * true_up[lower].mean():,.1f} (V = {value:,.0f})"
     )
-    print("| framework | train seed | w | expected amount, M (new / low / high) | expected new high-holding |")
-    print("|---|---|---|---|---|")
+    gap = world.threshold - world.holdings
+    low = world.tier == 1
+    edges = np.quantile(gap[low], [0.25, 0.5, 0.75])
+    quartile = np.searchsorted(edges, gap)
+    lower_rows = world.tier < 2
+    print(
+        "| framework | train seed | w | expected amount, M (new / low / high) | expected new high-holding "
+        "| from new / low | low tier by gap quartile (smallest first) | lower tiers' slates by scenario, % |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     reps = cfg.evaluation.replications
 
     def sweep(name: str, tseed: str, out: TamorOutput | None) -> None:
         for w in args.weights:
             rank = cfg.rank.model_copy(update={"upgrade_weight": w})
             scores = oracle_scores(world, rank) if out is None else output_scores(out, world, rank)
-            tiers, up = _expected(world, build_slates(scores, world, rank), reps)
+            slates = build_slates(scores, world, rank)
+            tiers, up, each = _expected(world, slates, reps)
+            by_q = " / ".join(f"{each[low & (quartile == q)].sum():.1f}" for q in range(4))
+            mix = np.bincount(world.scenario[slates[lower_rows]].ravel(), minlength=4) / slates[lower_rows].size
             print(
                 f"| {name} | {tseed} | {w:g} | {sum(tiers):.2f} ({tiers[0]:.2f} / {tiers[1]:.2f} / {tiers[2]:.2f})"
-                f" | {up:.1f} |",
+                f" | {up:.1f} | {each[world.tier == 0].sum():.1f} / {each[low].sum():.1f} | {by_q} | "
+                + " / ".join(f"{100 * x:.0f}" for x in mix)
+                + " |",
                 flush=True,
             )
 
