@@ -12,6 +12,7 @@ every fund cheap.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -63,17 +64,24 @@ class Embedding(nn.Embedding):
     torch's CPU embedding backward adds one row at a time above 3,000 indices (a batch's behaviour events are
     about ten thousand), which made it one of the largest costs of a training step; ``index_select``'s backward
     is one vectorised ``index_add`` in the same order. The padding row stays out of the gradient as in
-    ``nn.Embedding``: it is read through ``detach``.
+    ``nn.Embedding``: a hook on the weight zeroes that row of its gradient (one kernel in the backward pass,
+    where splicing a detached row into the table on every lookup cost five in the forward pass and three in the
+    backward).
 
     ``forward(idx [*]) -> [*, embedding_dim]``.
     """
 
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None) -> None:
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
+        if self.padding_idx is not None:
+            self.weight.register_hook(self._without_padding_grad)
+
+    def _without_padding_grad(self, grad: Tensor) -> Tensor:
+        assert self.padding_idx is not None
+        return grad.index_fill(0, torch.tensor([self.padding_idx]), 0.0)
+
     def forward(self, idx: Tensor) -> Tensor:
-        weight = self.weight
-        pad = self.padding_idx
-        if pad is not None:
-            weight = torch.cat([weight[:pad], weight[pad : pad + 1].detach(), weight[pad + 1 :]])
-        return weight.index_select(0, idx.reshape(-1)).view(*idx.shape, self.embedding_dim)
+        return self.weight.index_select(0, idx.reshape(-1)).view(*idx.shape, self.embedding_dim)
 
 
 # --- sparse arch -------------------------------------------------------------------------------------------------
@@ -186,7 +194,8 @@ class PackedEvents:
 
 
 class BehaviourSelfAttention(nn.Module):
-    """Multi-head self-attention over a customer's latest behaviour events, mean-pooled over real events.
+    """Multi-head self-attention over a customer's latest behaviour events, mean-pooled over real events (the
+    paper's encoder, ``sequence_encoder: self_attention``; the zoo's default is :class:`BehaviourAttentionPooling`).
 
     Each event is ``fund embedding + event-type embedding + Linear(log amount, age)``; each event attends over
     the events of its own customer; then ``LayerNorm(event + Linear(attended))`` is averaged over the events. A
@@ -252,6 +261,63 @@ class BehaviourSelfAttention(nn.Module):
             mask = (same_unit & (flat_valid.unsqueeze(1) | torch.eye(length, dtype=torch.bool))).unsqueeze(1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(n * width, -1)
         return out.index_select(0, torch.nonzero(valid.reshape(-1)).squeeze(1))
+
+
+class BehaviourAttentionPooling(nn.Module):
+    """Attention pooling of a customer's latest behaviour events: one learnt query per head.
+
+    Each event is encoded as in :class:`BehaviourSelfAttention` (``fund embedding + event-type embedding +
+    Linear(log amount, age)``). Head ``h`` scores every event with its own query, ``s = x . w_h + b_h``, and
+    averages the head's slice of the event encodings (``E / heads`` dimensions) with the softmax of those scores
+    over the customer's events; ``LayerNorm(pooled + Linear(pooled))`` of the concatenated heads is the output.
+    A customer with no events gets the zero vector; dropout acts on the output.
+
+    Why not self-attention: every event attending to every other event of its customer costs ``L`` times the
+    per-event work, and at this size (``E`` = 8, about ten events per customer) it was half of a training step
+    and more than the whole per-step budget of a network within 3x of a plain MLP (benchmarks/RESULTS.md,
+    issue 10). Here every per-event operation is one pass over the ``N`` real events (no padding, no ``L x L``
+    scores); what varies per customer (which events matter) is kept by the softmax weights, and per-candidate
+    relevance is the job of :class:`TargetAttention`.
+
+    ``forward(PackedEvents) -> [U, E]``.
+    """
+
+    def __init__(self, space: FeatureSpace, embedding_dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if embedding_dim % heads:
+            raise ValueError(f"embedding_dim ({embedding_dim}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.fund = Embedding(space.n_event_funds, embedding_dim, padding_idx=0)
+        self.etype = Embedding(space.n_event_types, embedding_dim, padding_idx=0)
+        self.value = nn.Linear(2, embedding_dim)
+        self.score = nn.Linear(embedding_dim, heads)
+        self.proj = nn.Linear(embedding_dim, embedding_dim)
+        self.norm = nn.LayerNorm(embedding_dim)
+        self.dropout = Dropout(dropout)
+        self.out_dim = embedding_dim
+
+    def forward(self, events: PackedEvents) -> Tensor:
+        n_units, heads = events.n_units, self.heads
+        x = self.fund(events.fund) + self.etype(events.etype) + self.value(torch.stack([events.amount, events.age], 1))
+        s = self.score(x)  # [N, H]
+        # Softmax over each unit's events, shifted by the unit's maximum (any per-unit constant gives the same
+        # weights; the maximum keeps exp finite).
+        group = events.unit.unsqueeze(1).expand(-1, heads)
+        top = s.new_full((n_units, heads), float("-inf")).scatter_reduce(0, group, s.detach(), "amax")
+        w = (s - top.index_select(0, events.unit)).exp()  # [N, H]
+        total = s.new_zeros((n_units, heads)).index_add(0, events.unit, w)
+        weighted = (x.view(-1, heads, self.out_dim // heads) * w.unsqueeze(2)).view(-1, self.out_dim)
+        pooled = x.new_zeros((n_units, self.out_dim)).index_add(0, events.unit, weighted)
+        has = events.counts > 0
+        # Units without events have total 0: divide by 1 there (their pooled sum is 0) and zero their output.
+        pooled = pooled / torch.where(has.unsqueeze(1), total, 1.0).repeat_interleave(self.out_dim // heads, dim=1)
+        out = self.norm(pooled + self.proj(pooled)) * has.unsqueeze(1).to(x.dtype)
+        return self.dropout(out)
+
+
+SEQUENCE_ENCODERS = ("pooling", "self_attention")
+"""Values of the zoo's ``sequence_encoder`` parameter: :class:`BehaviourAttentionPooling` (the default) or the
+paper's :class:`BehaviourSelfAttention`."""
 
 
 SEQUENCE_SLOTS = 16
@@ -369,6 +435,18 @@ class PairInput:
     def n_rows(self) -> int:
         return int(self.row_unit.shape[0])
 
+    @functools.cached_property
+    def is_grid(self) -> bool:
+        """Whether the rows are every unit x every fund, unit-major (row ``u * F + j`` is unit ``u``, fund ``j``),
+        as when scoring every customer against every fund."""
+        n_units, n_funds = int(self.customer.shape[0]), int(self.fund.shape[0])
+        if self.n_rows != n_units * n_funds or self.n_rows == 0:
+            return False
+        grid = self.row_unit.view(n_units, n_funds), self.fund_index.view(n_units, n_funds)
+        return torch.equal(grid[0], torch.arange(n_units).unsqueeze(1).expand(-1, n_funds)) and torch.equal(
+            grid[1], torch.arange(n_funds).expand(n_units, -1)
+        )
+
 
 class CustomerArch(nn.Module):
     """Everything known about a customer unit: ``[profile || behaviour || consumption]``, ``-> [U, out_dim]``.
@@ -387,13 +465,17 @@ class CustomerArch(nn.Module):
         use_graph: bool,
         graph_hidden: int,
         graph_heads: int,
+        sequence_encoder: str = "pooling",
     ) -> None:
         super().__init__()
+        if sequence_encoder not in SEQUENCE_ENCODERS:
+            raise ValueError(f"sequence_encoder must be one of {SEQUENCE_ENCODERS}, got {sequence_encoder!r}")
         self.profile = ProfileEmbedding(space, embedding_dim)
         self.n_lists = len(space.customer_lists)
-        self.behaviour: BehaviourSelfAttention | None = None
+        self.behaviour: BehaviourAttentionPooling | BehaviourSelfAttention | None = None
         if use_sequences and space.has_sequences:
-            self.behaviour = BehaviourSelfAttention(space, embedding_dim, heads, dropout)
+            encoder = BehaviourAttentionPooling if sequence_encoder == "pooling" else BehaviourSelfAttention
+            self.behaviour = encoder(space, embedding_dim, heads, dropout)
         self.consumption: ConsumptionGAT | None = None
         if use_graph and space.has_graph:
             # Graph nodes use the profile without list features: second-hop customers do not carry them.
@@ -547,11 +629,16 @@ class PairLinear(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, pair: PairInput) -> Tensor:
-        # index_select rather than t[index]: its backward is one index_add, where advanced indexing's backward is
-        # a sorting accumulate under deterministic kernels.
-        out: Tensor = self.customer(pair.customer).index_select(0, pair.row_unit) + self.fund(pair.fund).index_select(
-            0, pair.fund_index
-        )
+        c, f = self.customer(pair.customer), self.fund(pair.fund)
+        out: Tensor
+        if pair.is_grid:
+            # Every unit x every fund, unit-major (scoring): the same sums as a broadcast, without two per-row
+            # gathers of the full width.
+            out = (c.unsqueeze(1) + f.unsqueeze(0)).view(-1, self.out_dim)
+        else:
+            # index_select rather than t[index]: its backward is one index_add, where advanced indexing's backward
+            # is a sorting accumulate under deterministic kernels.
+            out = c.index_select(0, pair.row_unit) + f.index_select(0, pair.fund_index)
         if self.pair is not None and pair.pair is not None:
             out = out + self.pair(pair.pair)
         return out
@@ -613,7 +700,9 @@ class MMoE(nn.Module):
         logits = z[:, width:].reshape(b, self.n_tasks, self.n_experts)
         gates = (logits - logits.detach().amax(dim=-1, keepdim=True)).exp()
         gates = gates / gates.sum(dim=-1, keepdim=True)  # [B, T, n_e]
-        return torch.bmm(gates, experts)
+        # The mixing as a broadcast product summed over the experts: torch's CPU bmm over B tiny [T, n_e] x
+        # [n_e, K] products costs about twice as much, at training and at scoring batch sizes alike.
+        return (gates.unsqueeze(3) * experts.unsqueeze(1)).sum(dim=2)
 
 
 class Tower(nn.Module):

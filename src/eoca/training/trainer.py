@@ -34,7 +34,7 @@ from eoca.config import validate_config
 from eoca.data import Dataset
 from eoca.errors import ConfigError, DataValidationError
 from eoca.io import atomic_path, write_json, write_yaml
-from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model
+from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model, model_defaults
 from eoca.models.base import DirectFitModel
 from eoca.models.guard import EtvGuard
 from eoca.training.config import TrainConfig, coerce_train_config
@@ -48,7 +48,9 @@ GRID_FILE = "grid.json"
 GRID_CONFIG_FILE = "grid_config.yaml"
 _FORMAT = "eoca-etv-model"
 _CKPT_FORMAT = "eoca-training-checkpoint"
-_VERSION = 1
+_VERSION = 2
+"""2: the zoo's ``sequence_encoder`` parameter exists (default ``pooling``); files of version 1 were all trained
+with the behaviour self-attention, which :func:`_saved_params` restores for them."""
 
 OUTPUT_FIELDS: tuple[str, ...] = ("p", "etv", "pctr", "pcvr", "mu", "sigma", "amount")
 """ModelOutput fields copied into predictions, in column order."""
@@ -226,7 +228,7 @@ class TrainedModel:
             raise DataValidationError(f"{path}: not an eoca model file (format {payload.get('format')!r})")
         config = validate_config(TrainConfig, payload["config"], f"{path} (config)")
         features = FeatureSpace.from_state_dict(payload["features"])
-        model = build_model(config.model, features, config.params)
+        model = build_model(config.model, features, _saved_params(config.model, config.params, payload.get("version")))
         try:
             model.load_state_dict(payload["state_dict"])
         except RuntimeError as exc:
@@ -443,9 +445,21 @@ def _valid_loss(model: EtvModel, bound: BoundFeatures, split: str, batch_size: i
     return total / rows if rows else math.nan
 
 
+def _saved_params(model: str, params: dict[str, Any], version: Any) -> dict[str, Any]:
+    """The parameters to rebuild a saved model with: those of its config, plus ``sequence_encoder:
+    self_attention`` for a zoo model saved before that parameter existed (format version 1)."""
+    if isinstance(version, int) and version < 2 and "sequence_encoder" in model_defaults(model):
+        return {"sequence_encoder": "self_attention", **params}
+    return params
+
+
 def _fit_features(dataset: Dataset, cfg: TrainConfig) -> FeatureSpace:
+    # A model without a graph branch never reads the consumption graph, so its feature space leaves it out: no
+    # graph is built at binding and none sampled per batch (the sampling draws from its own generator, so the
+    # other inputs and the model's numbers are unchanged).
+    use_graph = cfg.use_graph and bool({**model_defaults(cfg.model), **cfg.params}.get("use_graph", False))
     return FeatureSpace.fit(
-        dataset, sequence_length=cfg.sequence_length, use_sequences=cfg.use_sequences, use_graph=cfg.use_graph
+        dataset, sequence_length=cfg.sequence_length, use_sequences=cfg.use_sequences, use_graph=use_graph
     )
 
 
@@ -467,6 +481,12 @@ def _train_one(
         ckpt = safe_torch_load(ckpt_path)
         if ckpt.get("format") != _CKPT_FORMAT:
             raise DataValidationError(f"{ckpt_path}: not an eoca training checkpoint")
+        if _saved_params(cfg.model, cfg.params, ckpt.get("version")) != cfg.params:
+            raise ConfigError(
+                f"{ckpt_path}: cannot resume, the checkpoint was written by an older eoca whose '{cfg.model}' used "
+                "the behaviour self-attention; use a new --out folder (or --set params.sequence_encoder="
+                "self_attention with a new folder to train that encoder)"
+            )
         diff = _config_diff(ckpt["config"], cfg.model_dump(mode="json"))
         if diff:
             raise ConfigError(

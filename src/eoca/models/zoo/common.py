@@ -23,7 +23,9 @@ from eoca.models.losses import (
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "embedding_dim": 8,  # per categorical feature / sequence token
-    "heads": 2,  # self-attention heads over the behaviour sequence
+    "heads": 2,  # attention heads over the behaviour sequence
+    # "pooling" (learnt-query attention pooling) or the paper's "self_attention" (about 5x its training cost)
+    "sequence_encoder": "pooling",
     "dropout": 0.1,
     "use_sequences": True,  # the papers give every model the same behaviour sequence
     "tower_hidden": 32,
@@ -98,6 +100,7 @@ class ZooModel(EtvModel):
             use_graph=use_graph,
             graph_hidden=int(params.get("graph_hidden", 16)),
             graph_heads=int(params.get("graph_heads", 1)),
+            sequence_encoder=str(params["sequence_encoder"]),
         )
         self.fund_arch = FundEmbedding(space, int(params["embedding_dim"]))
         self.candidate_arch: CandidateArch | None = None
