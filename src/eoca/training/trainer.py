@@ -35,7 +35,7 @@ from eoca.data import Dataset
 from eoca.errors import ConfigError, DataValidationError
 from eoca.io import atomic_path, write_json, write_yaml
 from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model
-from eoca.models.base import DirectFitModel
+from eoca.models.base import Batch, DirectFitModel
 from eoca.models.guard import EtvGuard
 from eoca.training.config import TrainConfig, coerce_train_config
 from eoca.training.selection import argmax_policy_value, etv_selection_score, resolve_selection
@@ -443,6 +443,26 @@ def _valid_loss(model: EtvModel, bound: BoundFeatures, split: str, batch_size: i
     return total / rows if rows else math.nan
 
 
+def _history_batches(
+    model: EtvModel,
+    bound: BoundFeatures,
+    generator: torch.Generator,
+    rows_per_epoch: int,
+    n_train: int,
+    batch_size: int,
+) -> Iterator[tuple[Batch, np.ndarray]]:
+    """One batch of past purchases per training step of an epoch, for a model that learns its amount from them
+    (:meth:`EtvModel.amount_history_loss`): the same fraction of the history as of the training exposures
+    (``rows_per_epoch / n_train``), in a random order from the epoch's ``generator``, spread evenly over the
+    epoch's steps. Empty for other models and without behaviour events."""
+    n_history = bound.n_purchase_history() if model.learns_amount_from_history else 0
+    if n_history == 0 or n_train == 0:
+        return iter(())
+    n_rows = max(1, round(n_history * rows_per_epoch / n_train))
+    steps = max(1, math.ceil(rows_per_epoch / batch_size))
+    return bound.purchase_history(math.ceil(n_rows / steps), generator=generator, limit=n_rows)
+
+
 def _fit_features(dataset: Dataset, cfg: TrainConfig) -> FeatureSpace:
     return FeatureSpace.fit(
         dataset, sequence_length=cfg.sequence_length, use_sequences=cfg.use_sequences, use_graph=cfg.use_graph
@@ -523,11 +543,18 @@ def _train_one(
             model.train()
             total, rows = 0.0, 0
             batches = bound.exposure_batches("train", cfg.batch_size, shuffle=True, generator=gen)
+            history = _history_batches(model, bound, gen, rows_per_epoch, n_train, cfg.batch_size)
             for step, batch in enumerate(batches):
                 if rows >= rows_per_epoch:
                     break
                 flat.zero_grad()
                 loss = model.loss(batch)
+                past = next(history, None)
+                if past is not None:
+                    # Summed over the past purchases and divided by the exposure batch's size: each weighs as
+                    # much as one converter of the batch, whose amount term the mean loss also divides by it.
+                    amount = torch.from_numpy(past[1]).to(torch.float32)
+                    loss = loss + model.amount_history_loss(past[0], amount) / len(batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"model '{cfg.model}': training loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
