@@ -38,6 +38,10 @@ from eoca.models.zoo.common import (
 
 AMOUNT_LOSSES = ("esj", "ziln", "ptofa")
 
+AMOUNT_HEAD_DEFAULTS: dict[str, Any] = {"amount_from_history": True}
+"""Parameters of every lognormal amount head: ``amount_from_history`` (the head also learns from the behaviour
+history's past purchases, see :meth:`EsdpmFamily.amount_history_loss`)."""
+
 
 def _softplus_inverse(y: float) -> float:
     return y + math.log(-math.expm1(-y)) if y < 20 else y
@@ -56,8 +60,7 @@ class EsdpmFamily(ZooModel):
         **COMMON_DEFAULTS,
         **MMOE_DEFAULTS,
         **GRAPH_DEFAULTS,
-        # the amount head also learns from the behaviour history's past purchases (see amount_history_loss)
-        "amount_from_history": True,
+        **AMOUNT_HEAD_DEFAULTS,
     }
 
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
