@@ -19,6 +19,7 @@ from eoca.data import Dataset
 from eoca.models import FeatureSpace, build_model
 from eoca.models.base import Batch
 from eoca.models.layers import (
+    BehaviourAttentionPooling,
     BehaviourSelfAttention,
     Embedding,
     PackedEvents,
@@ -89,16 +90,59 @@ def test_packed_self_attention_equals_the_per_unit_formula(space: FeatureSpace, 
     assert float(got[no_events].abs().sum()) == 0.0
 
 
-def test_a_units_encoding_does_not_depend_on_the_rest_of_the_batch(space: FeatureSpace, batch: Batch) -> None:
+@pytest.mark.parametrize("encoder", [BehaviourSelfAttention, BehaviourAttentionPooling])
+def test_a_units_encoding_does_not_depend_on_the_rest_of_the_batch(
+    space: FeatureSpace, batch: Batch, encoder: type[BehaviourSelfAttention] | type[BehaviourAttentionPooling]
+) -> None:
     """Customer-level branches run once per unit: the same unit gives the same vector alone or in a batch."""
     torch.manual_seed(0)
-    module = BehaviourSelfAttention(space, 8, 2, dropout=0.0).eval()
+    module = encoder(space, 8, 2, dropout=0.0).eval()
     inputs = batch.inputs
     with torch.no_grad():
         whole = module(PackedEvents.from_inputs(inputs))
         for u in torch.nonzero(inputs["seq_mask"].any(dim=1)).squeeze(1).tolist()[:20]:
             alone = {k: inputs[k][u : u + 1] for k in ("seq_fund", "seq_type", "seq_amount", "seq_age", "seq_mask")}
             torch.testing.assert_close(module(PackedEvents.from_inputs(alone))[0], whole[u], rtol=1e-6, atol=1e-6)
+
+
+def _reference_pooling(module: BehaviourAttentionPooling, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The layer's formula unit by unit: per head, the softmax over the unit's events of ``x . w_h + b_h`` weighs
+    the head's slice of the event encodings; then LayerNorm(pooled + proj(pooled))."""
+    mask = inputs["seq_mask"]
+    out = torch.zeros(mask.shape[0], module.out_dim)
+    heads, e = module.heads, module.out_dim
+    for u in range(mask.shape[0]):
+        m = mask[u]
+        if not bool(m.any()):
+            continue
+        amount_age = torch.stack([inputs["seq_amount"][u][m], inputs["seq_age"][u][m]], dim=1)
+        x = module.fund(inputs["seq_fund"][u][m]) + module.etype(inputs["seq_type"][u][m]) + module.value(amount_age)
+        weights = torch.softmax(module.score(x), dim=0)  # [n, H]
+        pooled = torch.cat(
+            [weights[:, h : h + 1].t() @ x[:, h * e // heads : (h + 1) * e // heads] for h in range(heads)], 1
+        )
+        out[u] = module.norm(pooled + module.proj(pooled))[0]
+    return out
+
+
+def test_attention_pooling_equals_the_per_unit_formula(space: FeatureSpace, batch: Batch) -> None:
+    torch.manual_seed(0)
+    module = BehaviourAttentionPooling(space, 8, 2, dropout=0.1).eval()
+    with torch.no_grad():
+        # Scores far apart: the per-unit shift must keep every weight finite and the sums exact.
+        module.score.weight.mul_(40.0)
+        got = module(PackedEvents.from_inputs(batch.inputs))
+        want = _reference_pooling(module, batch.inputs)
+    assert got.shape == want.shape and bool(torch.isfinite(got).all())
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    no_events = ~batch.inputs["seq_mask"].any(dim=1)
+    assert bool(no_events.any()), "the batch should hold a unit without events"
+    assert float(got[no_events].abs().sum()) == 0.0
+    # Gradients reach every parameter and stay finite with a unit that has no events in the batch.
+    module.train()
+    module(PackedEvents.from_inputs(batch.inputs)).sum().backward()
+    for name, p in module.named_parameters():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
 
 
 def _reference_target_attention(module: TargetAttention, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -54,6 +54,32 @@ def test_save_load_gives_identical_predictions(tiny: Dataset, tmp_path: Path) ->
     assert loaded.history == trained.history
 
 
+def _as_version_1(path: Path) -> None:
+    """Rewrite a model file or checkpoint as eoca wrote it before ``sequence_encoder`` existed."""
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 1
+    payload["config"]["params"].pop("sequence_encoder")
+    payload["config"]["params"].pop("customer_summary")
+    torch.save(payload, path)
+
+
+def test_a_version_1_model_file_loads_with_the_self_attention_it_was_trained_with(
+    tiny: Dataset, tmp_path: Path
+) -> None:
+    old_params = {"sequence_encoder": "self_attention", "customer_summary": False}
+    trained = train(tiny, _cfg(model="esmm", max_epochs=1, params=old_params), tmp_path)
+    _as_version_1(tmp_path / MODEL_FILE)
+    loaded = TrainedModel.load(tmp_path)
+    cust, fund = np.arange(40) % tiny.n_customers, np.arange(40) % tiny.n_funds
+    np.testing.assert_array_equal(
+        trained.predict_pairs(tiny, cust, fund)["p"], loaded.predict_pairs(tiny, cust, fund)["p"]
+    )
+    # Resuming such a checkpoint would rebuild the model with today's default encoder: refused, with the way out.
+    _as_version_1(tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(ConfigError, match="self_attention"):
+        train(tiny, _cfg(model="esmm", max_epochs=1), tmp_path, resume=True, progress=False)
+
+
 class _CrashError(RuntimeError):
     pass
 
@@ -116,9 +142,7 @@ def test_loading_refuses_non_weights_pickle(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("selection", ["loss", "ips"])
 def test_grid_search_selects_best_validation_score(tiny: Dataset, tmp_path: Path, selection: str) -> None:
-    cfg = _cfg(
-        model="mtl_mse", max_epochs=1, grid=True, grid_lr=[0.01, 0.04], grid_dropout=[0.1], selection=selection
-    )
+    cfg = _cfg(model="mtl_mse", max_epochs=1, grid=True, grid_lr=[0.01, 0.04], grid_dropout=[0.1], selection=selection)
     winner = train(tiny, cfg, tmp_path, progress=False)
     grid = json.loads((tmp_path / "grid.json").read_text())
     assert len(grid) == 2 and all(g["selection"] == selection for g in grid)
@@ -205,7 +229,6 @@ def test_foreach_adam_matches_the_per_tensor_update() -> None:
             opt.step()
         weights.append([p.detach().clone() for p in net.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
-
 
 
 def test_bind_returns_its_own_datasets_binding_when_another_thread_replaces_the_cache(tiny: Dataset) -> None:

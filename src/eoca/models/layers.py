@@ -63,17 +63,24 @@ class Embedding(nn.Embedding):
     torch's CPU embedding backward adds one row at a time above 3,000 indices (a batch's behaviour events are
     about ten thousand), which made it one of the largest costs of a training step; ``index_select``'s backward
     is one vectorised ``index_add`` in the same order. The padding row stays out of the gradient as in
-    ``nn.Embedding``: it is read through ``detach``.
+    ``nn.Embedding``: a hook on the weight zeroes that row of its gradient (one kernel in the backward pass,
+    where splicing a detached row into the table on every lookup cost five in the forward pass and three in the
+    backward).
 
     ``forward(idx [*]) -> [*, embedding_dim]``.
     """
 
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None) -> None:
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
+        if self.padding_idx is not None:
+            self.weight.register_hook(self._without_padding_grad)
+
+    def _without_padding_grad(self, grad: Tensor) -> Tensor:
+        assert self.padding_idx is not None
+        return grad.index_fill(0, torch.tensor([self.padding_idx]), 0.0)
+
     def forward(self, idx: Tensor) -> Tensor:
-        weight = self.weight
-        pad = self.padding_idx
-        if pad is not None:
-            weight = torch.cat([weight[:pad], weight[pad : pad + 1].detach(), weight[pad + 1 :]])
-        return weight.index_select(0, idx.reshape(-1)).view(*idx.shape, self.embedding_dim)
+        return self.weight.index_select(0, idx.reshape(-1)).view(*idx.shape, self.embedding_dim)
 
 
 # --- sparse arch -------------------------------------------------------------------------------------------------
@@ -186,7 +193,8 @@ class PackedEvents:
 
 
 class BehaviourSelfAttention(nn.Module):
-    """Multi-head self-attention over a customer's latest behaviour events, mean-pooled over real events.
+    """Multi-head self-attention over a customer's latest behaviour events, mean-pooled over real events (the
+    paper's encoder, ``sequence_encoder: self_attention``; the zoo's default is :class:`BehaviourAttentionPooling`).
 
     Each event is ``fund embedding + event-type embedding + Linear(log amount, age)``; each event attends over
     the events of its own customer; then ``LayerNorm(event + Linear(attended))`` is averaged over the events. A
@@ -252,6 +260,63 @@ class BehaviourSelfAttention(nn.Module):
             mask = (same_unit & (flat_valid.unsqueeze(1) | torch.eye(length, dtype=torch.bool))).unsqueeze(1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(n * width, -1)
         return out.index_select(0, torch.nonzero(valid.reshape(-1)).squeeze(1))
+
+
+class BehaviourAttentionPooling(nn.Module):
+    """Attention pooling of a customer's latest behaviour events: one learnt query per head.
+
+    Each event is encoded as in :class:`BehaviourSelfAttention` (``fund embedding + event-type embedding +
+    Linear(log amount, age)``). Head ``h`` scores every event with its own query, ``s = x . w_h + b_h``, and
+    averages the head's slice of the event encodings (``E / heads`` dimensions) with the softmax of those scores
+    over the customer's events; ``LayerNorm(pooled + Linear(pooled))`` of the concatenated heads is the output.
+    A customer with no events gets the zero vector; dropout acts on the output.
+
+    Why not self-attention: every event attending to every other event of its customer costs ``L`` times the
+    per-event work, and at this size (``E`` = 8, about ten events per customer) it was half of a training step
+    and more than the whole per-step budget of a network within 3x of a plain MLP (benchmarks/RESULTS.md,
+    issue 10). Here every per-event operation is one pass over the ``N`` real events (no padding, no ``L x L``
+    scores); what varies per customer (which events matter) is kept by the softmax weights, and per-candidate
+    relevance is the job of :class:`TargetAttention`.
+
+    ``forward(PackedEvents) -> [U, E]``.
+    """
+
+    def __init__(self, space: FeatureSpace, embedding_dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if embedding_dim % heads:
+            raise ValueError(f"embedding_dim ({embedding_dim}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.fund = Embedding(space.n_event_funds, embedding_dim, padding_idx=0)
+        self.etype = Embedding(space.n_event_types, embedding_dim, padding_idx=0)
+        self.value = nn.Linear(2, embedding_dim)
+        self.score = nn.Linear(embedding_dim, heads)
+        self.proj = nn.Linear(embedding_dim, embedding_dim)
+        self.norm = nn.LayerNorm(embedding_dim)
+        self.dropout = Dropout(dropout)
+        self.out_dim = embedding_dim
+
+    def forward(self, events: PackedEvents) -> Tensor:
+        n_units, heads = events.n_units, self.heads
+        x = self.fund(events.fund) + self.etype(events.etype) + self.value(torch.stack([events.amount, events.age], 1))
+        s = self.score(x)  # [N, H]
+        # Softmax over each unit's events, shifted by the unit's maximum (any per-unit constant gives the same
+        # weights; the maximum keeps exp finite).
+        group = events.unit.unsqueeze(1).expand(-1, heads)
+        top = s.new_full((n_units, heads), float("-inf")).scatter_reduce(0, group, s.detach(), "amax")
+        w = (s - top.index_select(0, events.unit)).exp()  # [N, H]
+        total = s.new_zeros((n_units, heads)).index_add(0, events.unit, w)
+        weighted = (x.view(-1, heads, self.out_dim // heads) * w.unsqueeze(2)).view(-1, self.out_dim)
+        pooled = x.new_zeros((n_units, self.out_dim)).index_add(0, events.unit, weighted)
+        has = events.counts > 0
+        # Units without events have total 0: divide by 1 there (their pooled sum is 0) and zero their output.
+        pooled = pooled / torch.where(has.unsqueeze(1), total, 1.0).repeat_interleave(self.out_dim // heads, dim=1)
+        out = self.norm(pooled + self.proj(pooled)) * has.unsqueeze(1).to(x.dtype)
+        return self.dropout(out)
+
+
+SEQUENCE_ENCODERS = ("pooling", "self_attention")
+"""Values of the zoo's ``sequence_encoder`` parameter: :class:`BehaviourAttentionPooling` (the default) or the
+paper's :class:`BehaviourSelfAttention`."""
 
 
 SEQUENCE_SLOTS = 16
@@ -387,13 +452,17 @@ class CustomerArch(nn.Module):
         use_graph: bool,
         graph_hidden: int,
         graph_heads: int,
+        sequence_encoder: str = "pooling",
     ) -> None:
         super().__init__()
+        if sequence_encoder not in SEQUENCE_ENCODERS:
+            raise ValueError(f"sequence_encoder must be one of {SEQUENCE_ENCODERS}, got {sequence_encoder!r}")
         self.profile = ProfileEmbedding(space, embedding_dim)
         self.n_lists = len(space.customer_lists)
-        self.behaviour: BehaviourSelfAttention | None = None
+        self.behaviour: BehaviourAttentionPooling | BehaviourSelfAttention | None = None
         if use_sequences and space.has_sequences:
-            self.behaviour = BehaviourSelfAttention(space, embedding_dim, heads, dropout)
+            encoder = BehaviourAttentionPooling if sequence_encoder == "pooling" else BehaviourSelfAttention
+            self.behaviour = encoder(space, embedding_dim, heads, dropout)
         self.consumption: ConsumptionGAT | None = None
         if use_graph and space.has_graph:
             # Graph nodes use the profile without list features: second-hop customers do not carry them.
@@ -513,7 +582,7 @@ class CandidateArch(nn.Module):
     """Per-row candidate-aware input ``[B, out_dim]``: the pair counts of (customer, candidate fund / type)
     (``pair_x``, purchase totals scaled to the range of the counts), the customer's behaviour summary
     (``cust_x``: event counts and the mean and sd of the past purchases' ``log1p(amount)``, the mean scaled
-    like the totals) and the target attention's output.
+    like the totals; unless ``use_summary`` is off) and the target attention's output.
 
     The summary is what places a customer's ticket size and spread (the simulator's per-customer dispersion is
     visible nowhere else); it is the same input ``gbdt`` reads, so both model families see the same features.
@@ -521,11 +590,14 @@ class CandidateArch(nn.Module):
     ``forward(inputs, row_unit [B], fund_index [B], events) -> [B, out_dim]``.
     """
 
-    def __init__(self, space: FeatureSpace, embedding_dim: int) -> None:
+    def __init__(self, space: FeatureSpace, embedding_dim: int, *, use_summary: bool = True) -> None:
         super().__init__()
         amount_scale = max(1.0, float(space.label_stats.get("log1p_mu", 1.0)))
         scale = [1.0 / amount_scale if n == "purchase_amount" else 1.0 for n in PAIR_FEATURE_NAMES] * 2
         summary = [1.0 / amount_scale if n == "purchase_log_mean" else 1.0 for n in CUSTOMER_SUMMARY_NAMES]
+        self.use_summary = use_summary
+        if not use_summary:
+            summary = []
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
         self.register_buffer("summary_scale", torch.tensor(summary, dtype=torch.float32), persistent=False)
         self.attention = TargetAttention(space, embedding_dim)
@@ -538,8 +610,10 @@ class CandidateArch(nn.Module):
         self, inputs: dict[str, Tensor], row_unit: Tensor, fund_index: Tensor, events: PackedEvents | None = None
     ) -> Tensor:
         counts = inputs["pair_x"][row_unit, fund_index] * self.scale
-        summary = (inputs["cust_x"] * self.summary_scale).index_select(0, row_unit)
         attended = self.attention.rows(inputs, row_unit, fund_index, events)
+        if not self.use_summary:
+            return torch.cat([counts, attended], dim=1)
+        summary = (inputs["cust_x"] * self.summary_scale).index_select(0, row_unit)
         return torch.cat([counts, summary, attended], dim=1)
 
 

@@ -34,7 +34,7 @@ from eoca.config import validate_config
 from eoca.data import Dataset
 from eoca.errors import ConfigError, DataValidationError
 from eoca.io import atomic_path, write_json, write_yaml
-from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model
+from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model, model_defaults
 from eoca.models.base import Batch, DirectFitModel
 from eoca.models.guard import EtvGuard
 from eoca.training.config import TrainConfig, coerce_train_config
@@ -48,7 +48,10 @@ GRID_FILE = "grid.json"
 GRID_CONFIG_FILE = "grid_config.yaml"
 _FORMAT = "eoca-etv-model"
 _CKPT_FORMAT = "eoca-training-checkpoint"
-_VERSION = 1
+_VERSION = 3
+"""2: the zoo's ``sequence_encoder`` parameter exists (default ``pooling``); files of version 1 were all trained
+with the behaviour self-attention, which :func:`_saved_params` restores for them. 3: ``customer_summary`` exists
+(default on); files of versions 1 and 2 were trained without that input."""
 
 OUTPUT_FIELDS: tuple[str, ...] = ("p", "etv", "pctr", "pcvr", "mu", "sigma", "amount")
 """ModelOutput fields copied into predictions, in column order."""
@@ -226,7 +229,7 @@ class TrainedModel:
             raise DataValidationError(f"{path}: not an eoca model file (format {payload.get('format')!r})")
         config = validate_config(TrainConfig, payload["config"], f"{path} (config)")
         features = FeatureSpace.from_state_dict(payload["features"])
-        model = build_model(config.model, features, config.params)
+        model = build_model(config.model, features, _saved_params(config.model, config.params, payload.get("version")))
         try:
             model.load_state_dict(payload["state_dict"])
         except RuntimeError as exc:
@@ -463,9 +466,25 @@ def _history_batches(
     return bound.purchase_history(math.ceil(n_rows / steps), generator=generator, limit=n_rows)
 
 
+def _saved_params(model: str, params: dict[str, Any], version: Any) -> dict[str, Any]:
+    """The parameters to rebuild a saved model with: those of its config, plus the value each parameter
+    introduced since had in effect before it existed (``sequence_encoder: self_attention`` before format
+    version 2, ``customer_summary: false`` before version 3) for a zoo model that has that parameter."""
+    if not isinstance(version, int):
+        return params
+    defaults = model_defaults(model)
+    before = {"sequence_encoder": ("self_attention", 2), "customer_summary": (False, 3)}
+    restored = {key: value for key, (value, since) in before.items() if version < since and key in defaults}
+    return {**restored, **params}
+
+
 def _fit_features(dataset: Dataset, cfg: TrainConfig) -> FeatureSpace:
+    # A model without a graph branch never reads the consumption graph, so its feature space leaves it out: no
+    # graph is built at binding and none sampled per batch (the sampling draws from its own generator, so the
+    # other inputs and the model's numbers are unchanged).
+    use_graph = cfg.use_graph and bool({**model_defaults(cfg.model), **cfg.params}.get("use_graph", False))
     return FeatureSpace.fit(
-        dataset, sequence_length=cfg.sequence_length, use_sequences=cfg.use_sequences, use_graph=cfg.use_graph
+        dataset, sequence_length=cfg.sequence_length, use_sequences=cfg.use_sequences, use_graph=use_graph
     )
 
 
@@ -487,6 +506,13 @@ def _train_one(
         ckpt = safe_torch_load(ckpt_path)
         if ckpt.get("format") != _CKPT_FORMAT:
             raise DataValidationError(f"{ckpt_path}: not an eoca training checkpoint")
+        saved = _saved_params(cfg.model, cfg.params, ckpt.get("version"))
+        if saved != cfg.params:
+            older = ", ".join(f"params.{k}={v}" for k, v in saved.items() if cfg.params.get(k) != v)
+            raise ConfigError(
+                f"{ckpt_path}: cannot resume, the checkpoint was written by an older eoca whose '{cfg.model}' had "
+                f"{older}; use a new --out folder (and --set those values there to train that architecture)"
+            )
         diff = _config_diff(ckpt["config"], cfg.model_dump(mode="json"))
         if diff:
             raise ConfigError(

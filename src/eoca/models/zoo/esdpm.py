@@ -1,4 +1,4 @@
-"""ESDPM (EOCA Sec. 4.1): MMoE + ESMM (pCTCVR = pCTR x pCVR) + behaviour self-attention + consumption GAT,
+"""ESDPM (EOCA Sec. 4.1): MMoE + ESMM (pCTCVR = pCTR x pCVR) + behaviour attention + consumption GAT,
 with mu / sigma towers for the lognormal purchase amount, trained with the ESJ loss (EOCA Eq. 12).
 
 :class:`EsdpmFamily` is shared with the models that keep this structure and change only the amount loss
