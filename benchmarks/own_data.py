@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from scipy.stats import norm
 
 from eoca.data import Dataset
 from eoca.data.donations import donation_spec, write_donation_sample
@@ -152,16 +153,33 @@ def build(name: str, work: Path, split_seed: int, cdnow: str = "master", split: 
     return import_dataset(work / "spec.yaml", work / "dataset")
 
 
-def oracle_etv(ds: Dataset, work: Path, customer_pos: np.ndarray) -> np.ndarray | None:
-    """The synthetic donations' true expected donation of the customers at ``customer_pos`` (None for real
-    data): the population model on the complete features, the best any model could predict."""
+def oracle_etv(ds: Dataset, work: Path, customer_pos: np.ndarray, column: str = "etv") -> np.ndarray | None:
+    """The synthetic donations' expected donation of the customers at ``customer_pos`` (None for real data):
+    ``column="etv"``, the population model on the complete features (the best any model could predict), or
+    ``"etv_observed"``, on what the file shows (the best any model trained on the file could predict; the
+    Bayes predictor, :func:`eoca.data.donations.observable_expected_value`)."""
     path = work / "truth.csv"
     if not path.exists():
         return None
     truth = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"CONTROLN": pa.string()}))
-    etv = dict(zip(truth.column("CONTROLN").to_pylist(), truth.column("etv").to_pylist(), strict=True))
+    etv = dict(zip(truth.column("CONTROLN").to_pylist(), truth.column(column).to_pylist(), strict=True))
     ids = ds.customers.column("customer_id").to_pylist()
     return np.array([etv[ids[int(c)]] for c in customer_pos], dtype=np.float64)
+
+
+def excess_mse(ceiling: np.ndarray, pred: np.ndarray, w: np.ndarray | None, boot: int, seed: int) -> dict[str, Any]:
+    """A model's expected MSE above the Bayes predictor ``ceiling``, ``E[(ceiling - pred)^2]`` (weighted): since
+    ``E[(y - pred)^2] = E[(y - ceiling)^2] + E[(ceiling - pred)^2]`` for the Bayes predictor, this is the
+    model's expected-MSE gap without the label noise that makes a test MSE noisy; with its 95% interval over
+    test-customer resamples."""
+    sq = (ceiling - pred) ** 2
+    ww = np.ones_like(sq) if w is None else w
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(boot):
+        i = rng.integers(0, sq.size, sq.size)
+        draws.append(float(np.sum(ww[i] * sq[i]) / np.sum(ww[i])))
+    return {"excess": float(np.sum(ww * sq) / np.sum(ww)), "excess_95": np.percentile(draws, [2.5, 97.5]).tolist()}
 
 
 def _score(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None, metric: str) -> float:
@@ -287,6 +305,9 @@ def run_one(
     oracle = oracle_etv(ds, work / tag, test["customer_pos"])
     if oracle is not None:
         saved["test_oracle"] = arrays["oracle"] = oracle
+        ceiling = oracle_etv(ds, work / tag, test["customer_pos"], "etv_observed")
+        assert ceiling is not None
+        saved["test_ceiling"] = arrays["ceiling"] = ceiling
     valid = split_exposures(ds, "valid")
     for split, lab in (("valid", valid), ("test", test)):
         saved[f"{split}_amount"] = lab["amount"]
@@ -312,6 +333,21 @@ def score(res: dict[str, Any], arrays: dict[str, np.ndarray], boot: int, seed: i
         oracle = arrays["oracle"]
         res["oracle"] = {"gini": M.normalized_gini(y, oracle, w), "mse": M.mse(y, oracle, w)}
         res["oracle_vs"] = {p: paired_bootstrap(y, oracle, pred, w, boot, seed) for p, pred in peers.items()}
+    if "ceiling" in arrays:
+        ceiling = arrays["ceiling"]
+        res["ceiling"] = {"gini": M.normalized_gini(y, ceiling, w), "mse": M.mse(y, ceiling, w)}
+        res["ceiling_vs"] = {p: paired_bootstrap(y, ceiling, pred, w, boot, seed) for p, pred in peers.items()}
+        res["excess"] = {m: excess_mse(ceiling, pred, w, boot, seed) for m, pred in {"eoca": eoca, **peers}.items()}
+        # The largest true MSE margin any model trained on this file can have over a peer is the peer's own
+        # excess over the Bayes predictor; the power to show it is that of the ceiling-vs-peer comparison.
+        res["reach"] = {
+            p: {
+                "max_margin": res["excess"][p]["excess"],
+                "se": res["ceiling_vs"][p]["mse_diff_se"],
+                "power": float(norm.cdf(res["excess"][p]["excess"] / res["ceiling_vs"][p]["mse_diff_se"] - 1.96)),
+            }
+            for p in peers
+        }
     return res
 
 
@@ -364,6 +400,33 @@ def render(results: list[dict[str, Any]]) -> str:
                     f"| {r['dataset']} | {r['seed']} | {r['oracle']['gini']:.4f} | {peer} | [{g[0]:+.4f}, {g[1]:+.4f}] "
                     f"| {vs['gini_mde80']:.4f} | {r['oracle']['mse']:.4g} | [{m[0]:+.4g}, {m[1]:+.4g}] | "
                     f"{vs['mse_mde80']:.4g} |"
+                )
+    ceiling = [r for r in results if "reach" in r]
+    if ceiling:
+        lines += [
+            "",
+            "What the file allows (synthetic data only): the Bayes predictor from the file's features (blanks "
+            "averaged over their population distribution) against the same peers, each method's expected MSE "
+            "above it (label noise removed), and the power to show the largest margin any model could have:",
+            "",
+            "| data | seed | Gini ceiling | ΔGini ceiling 95% | ΔGini MDE80 | MSE ceiling | peer | ΔMSE ceiling 95% | "
+            "excess eoca | excess peer | max margin / se | power |",
+            "|---|---:|---:|---|---:|---:|---|---|---|---|---:|---:|",
+        ]
+        for r in ceiling:
+            ex = r["excess"]
+            e = ex["eoca"]
+            for peer, reach in r["reach"].items():
+                vs = r["ceiling_vs"][peer]
+                g, m = vs["gini_diff_95"], vs["mse_diff_95"]
+                excess = [
+                    f"{x['excess']:.4g} [{x['excess_95'][0]:.4g}, {x['excess_95'][1]:.4g}]" for x in (e, ex[peer])
+                ]
+                lines.append(
+                    f"| {r['dataset']} | {r['seed']} | {r['ceiling']['gini']:.4f} | [{g[0]:+.4f}, {g[1]:+.4f}] | "
+                    f"{vs['gini_mde80']:.4f} | {r['ceiling']['mse']:.4g} | {peer} | [{m[0]:+.4g}, {m[1]:+.4g}] | "
+                    f"{excess[0]} | {excess[1]} | {reach['max_margin']:.4g} / {reach['se']:.4g} | "
+                    f"{reach['power']:.0%} |"
                 )
     return "\n".join(lines) + "\n"
 

@@ -5,8 +5,13 @@ same splits (results in benchmarks/RESULTS.md, "Bring your own data", table "Wha
   the imported features without the trend windows, with them, with BG/NBD's p(alive), expected purchases and
   predicted spend added as features, and with BG/NBD's log prediction as an offset (``init_score``).
 * ``blends`` (the predictions ``own_data.py`` saved, ``--preds DIR``): non-negative weights on the candidates
-  minimising the validation Poisson deviance, the plain mean of ``mtl_ziln`` and ``gbdt_mean``, and a
+  (and on the candidates plus the peers ``gbdt`` and ``bgnbd``) minimising the validation Poisson deviance, the
+  plain mean of ``mtl_ziln`` and ``gbdt_mean``, and a
   calibration slope ``c * pred^g`` fitted on the validation deviance, for each candidate.
+* ``tail`` (CDNOW predictions saved by ``own_data.py``, ``--preds DIR``): each test customer's share of the MSE
+  difference between eoca's best and BG/NBD, by band of eoca's prediction, and the largest shares.
+* ``excess`` (donation predictions saved by ``own_data.py``, ``--preds DIR``): every candidate's and peer's
+  expected MSE above the Bayes predictor of the file (``test_ceiling``), free of label noise.
 * ``unweighted`` (synthetic donations, seed 0): networks trained on the oversampled sample without its weights,
   with ``p`` shifted afterwards by ``log(w1 / w0)`` (prior correction of a response-based sample).
 
@@ -17,6 +22,7 @@ Run: ``nice python benchmarks/own_data_ablations.py --preds bench_own_data --out
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import warnings
@@ -159,6 +165,13 @@ def blends(preds: Path) -> list[str]:
         a = _deviance_weights(xv, yv, wv)
         weights = ", ".join(f"{c} {v:.2f}" for c, v in zip(cands, a, strict=True))
         lines.append(_row(f"blend, validation-deviance weights ({weights})", yt, xt @ a, peers, wt))
+        # A hybrid with the peers' own predictions among its parts (stacking on the valid split).
+        every = cands + peer_names
+        xv = np.stack([d[f"valid_{c}"] for c in every], axis=1)
+        xt = np.stack([d[f"test_{c}"] for c in every], axis=1)
+        a = _deviance_weights(xv, yv, wv)
+        weights = ", ".join(f"{c} {v:.2f}" for c, v in zip(every, a, strict=True))
+        lines.append(_row(f"blend with the peers, validation-deviance weights ({weights})", yt, xt @ a, peers, wt))
         if {"mtl_ziln", "gbdt_mean"} <= set(cands):
             mean = 0.5 * (d["test_mtl_ziln"] + d["test_gbdt_mean"])
             lines.append(_row("mean of mtl_ziln and gbdt_mean", yt, mean, peers, wt))
@@ -201,6 +214,67 @@ def unweighted(work: Path, seed: int = 0) -> list[str]:
     return lines
 
 
+BANDS = (0.0, 20.0, 50.0, 100.0, 200.0, 500.0, np.inf)
+"""Bands of eoca's predicted spend for :func:`tail`."""
+
+
+def tail(preds: Path, data: str = "cdnow") -> list[str]:
+    """Where eoca's best and BG/NBD differ in squared error: each test customer's share of
+    ``MSE(bgnbd) - MSE(eoca)`` (positive: eoca better), summed per band of eoca's prediction, and the customers
+    contributing most. Reads the saved predictions of every file ``predictions_<data>_*.npz`` in ``preds``,
+    pooled (the folds of a ``--folds`` run cover every customer once); eoca's best is the candidate with the best
+    validation deviance in each file, as in own_data.py."""
+    ys, eoca, peer = [], [], []
+    for path in sorted(preds.glob(f"predictions_{data}_*.npz")):
+        d = dict(np.load(path))
+        cands = [k[6:] for k in d if k.startswith("valid_") and k[6:] not in ("amount", "weight", "gbdt", "bgnbd")]
+        best = min(cands, key=lambda c: M.tweedie_deviance(d["valid_amount"], d[f"valid_{c}"]))
+        ys.append(d["test_amount"])
+        eoca.append(d[f"test_{best}"])
+        peer.append(d["test_bgnbd"])
+    y, a, b = np.concatenate(ys), np.concatenate(eoca), np.concatenate(peer)
+    share = ((y - b) ** 2 - (y - a) ** 2) / y.size
+    lines = [
+        f"{y.size:,} test customers; MSE(bgnbd) - MSE(eoca) = {share.sum():+.1f}",
+        "",
+        "| eoca's prediction | customers | sum of ΔMSE shares | mean actual | mean eoca | mean bgnbd |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for lo, hi in itertools.pairwise(BANDS):
+        m = (a >= lo) & (a < hi)
+        if m.any():
+            lines.append(
+                f"| [{lo:g}, {hi:g}) | {int(m.sum()):,} | {share[m].sum():+.1f} | {y[m].mean():.1f} | "
+                f"{a[m].mean():.1f} | {b[m].mean():.1f} |"
+            )
+    lines += ["", "| actual | eoca | bgnbd | ΔMSE share |", "|---:|---:|---:|---:|"]
+    for i in np.argsort(-np.abs(share))[:5]:
+        lines.append(f"| {y[i]:.1f} | {a[i]:.1f} | {b[i]:.1f} | {share[i]:+.1f} |")
+    return lines
+
+
+def excess(preds: Path) -> list[str]:
+    """Every method's expected MSE above the Bayes predictor of the file (synthetic donations only: the saved
+    ``test_ceiling``), population-weighted, per saved run; the folds of a ``--folds`` run are pooled."""
+    runs: dict[str, list[dict[str, np.ndarray]]] = {}
+    for path in sorted(preds.glob("predictions_*.npz")):
+        d = dict(np.load(path))
+        if "test_ceiling" in d:
+            runs.setdefault(path.stem.split("_fold")[0], []).append(d)
+    lines = ["| run | " + " | ".join(["method", "excess MSE", "max prediction"]) + " |", "|---|---|---:|---:|"]
+    for name, parts in runs.items():
+        ceiling = np.concatenate([d["test_ceiling"] for d in parts])
+        w = np.concatenate([d["test_weight"] for d in parts])
+        methods = [k[5:] for k in parts[0] if k.startswith("test_") and k[5:] not in ("amount", "weight", "oracle")]
+        for m in methods:
+            if m == "ceiling":
+                continue
+            pred = np.concatenate([d[f"test_{m}"] for d in parts])
+            value = float(np.average((ceiling - pred) ** 2, weights=w))
+            lines.append(f"| {name} | {m} | {value:.4f} | {pred.max():.2f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -218,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             lines += ["## features", "", *features([int(s) for s in args.seeds.split(",")], Path(tmp)), ""]
         if "blends" in parts and args.preds is not None:
             lines += ["## blends and calibration", *blends(args.preds), ""]
+        if "excess" in parts and args.preds is not None:
+            lines += ["## expected MSE above the Bayes predictor (synthetic donations)", "", *excess(args.preds), ""]
+        if "tail" in parts and args.preds is not None:
+            lines += ["## the tail: where eoca and BG/NBD differ in squared error", "", *tail(args.preds), ""]
         if "unweighted" in parts:
             lines += ["## unweighted training", "", *unweighted(Path(tmp)), ""]
     args.out.mkdir(parents=True, exist_ok=True)

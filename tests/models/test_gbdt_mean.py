@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 import torch
 from sklearn.metrics import mean_poisson_deviance, mean_tweedie_deviance
@@ -15,6 +17,7 @@ from eoca.data.importer import import_dataset
 from eoca.errors import ConfigError
 from eoca.evaluation import metrics as M
 from eoca.models import FeatureSpace, build_model
+from eoca.models.zoo.gbdt_mean import response_odds_ratio
 from eoca.training import TrainedModel, train
 
 FEATURES = ["age", "n_gifts", "avg_gift", "months_since_last", "income"]
@@ -42,13 +45,21 @@ def test_tweedie_deviance_matches_scikit_learn(power: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def donations(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def donation_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the sample ``d.csv``, its truth ``t.csv`` and the spec ``spec.yaml``."""
     root = tmp_path_factory.mktemp("don")
-    info = write_donation_sample(root / "d.csv", population=60_000, sample_size=3_000, seed=5)
+    info = write_donation_sample(
+        root / "d.csv", population=60_000, sample_size=3_000, seed=5, truth_path=root / "t.csv"
+    )
     (root / "spec.yaml").write_text(
         donation_spec("d.csv", FEATURES, split=SPLIT, population_rate=info["population_rate"], name="don")
     )
-    return import_dataset(root / "spec.yaml")
+    return root
+
+
+@pytest.fixture(scope="module")
+def donations(donation_files: Path):  # type: ignore[no-untyped-def]
+    return import_dataset(donation_files / "spec.yaml")
 
 
 def test_gbdt_mean_estimates_the_population_mean_and_round_trips(donations, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -85,3 +96,32 @@ def test_gbdt_mean_tweedie_objective_and_bad_parameters(donations) -> None:  # t
         build_model("gbdt_mean", space, {"value_objective": "gamma"})
     with pytest.raises(ConfigError, match="tweedie_variance_power"):
         build_model("gbdt_mean", space, {"tweedie_variance_power": 2.5})
+
+
+def test_gbdt_mean_maps_a_response_based_sample_to_the_population(donations, donation_files: Path) -> None:  # type: ignore[no-untyped-def]
+    ds = donations
+    w = np.asarray(ds.exposures.column("weight").to_numpy())
+    conv = np.asarray(ds.exposures.column("converted").to_numpy())
+    k = response_odds_ratio(w, conv)
+    assert k is not None and k == pytest.approx(w[conv > 0][0] / w[conv == 0][0])
+    assert response_odds_ratio(w * np.linspace(1.0, 2.0, w.size), conv) is None  # weights vary within a class
+    assert response_odds_ratio(None, conv) is None and response_odds_ratio(w, np.ones_like(conv)) is None
+    # The Bayes predictor from the file's features (the generator's truth): the design-aware fit's expected MSE
+    # above it is well below the weighted regressor's, whose small leaves of down-weighted donors over-shoot.
+    truth = pacsv.read_csv(
+        donation_files / "t.csv", convert_options=pacsv.ConvertOptions(column_types={"CONTROLN": pa.string()})
+    )
+    best = dict(zip(truth.column("CONTROLN").to_pylist(), truth.column("etv_observed").to_pylist(), strict=True))
+    ids = ds.customers.column("customer_id").to_pylist()
+    test = split_exposures(ds, "test")
+    ceiling, wt = np.array([best[ids[int(c)]] for c in test["customer_pos"]]), test["weight"]
+    excess = {}
+    for mode in ("auto", "weighted"):
+        cfg = {"model": "gbdt_mean", "num_threads": 1, "params": {"value_weighting": mode}}
+        trained = train(ds, cfg, None, progress=False)
+        assert (trained.model._odds_ratio is not None) == (mode == "auto")  # type: ignore[attr-defined]
+        etv = trained.predict_pairs(ds, test["customer_pos"], test["fund_pos"])["etv"].astype(np.float64)
+        excess[mode] = float(np.average((ceiling - etv) ** 2, weights=wt))
+    assert excess["auto"] < 0.75 * excess["weighted"]
+    with pytest.raises(ConfigError, match="value_weighting"):
+        build_model("gbdt_mean", FeatureSpace.fit(ds), {"value_weighting": "none"})

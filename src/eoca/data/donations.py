@@ -13,7 +13,8 @@ Population model (per donor): ``n_gifts ~ 1 + Poisson(3)``, ``avg_gift ~ LogNorm
 five. Response: ``logit P = b + 0.5 log(n_gifts) - 0.05 months_since_last + 0.15 (income - 4)
 + 0.01 (age - 55)`` with ``b`` chosen for a rate near 5%. Donation given response:
 ``LogNormal(0.85 log avg_gift + 0.4 + 0.05 income, 0.55)``, rounded to whole units, in [1, 200].
-Missing: age 25%, income 22%, region 5%, months_since_last 3% (completely at random).
+Missing: age 25%, income 22%, region 5%, months_since_last 3% (completely at random). The truth file has the
+expected donation from the complete features and from what the file shows (:func:`observable_expected_value`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,73 @@ def donation_spec(
 SIGMA = 0.55
 """Spread of log(donation) around its mean given response."""
 MAX_DONATION = 200
+MISSING_SHARES = {"AGE": 0.25, "INCOME": 0.22, "MONTHS_SINCE_LAST": 0.03, "REGION": 0.05}
+"""Share of each column's cells blanked, completely at random."""
+INCOMES = np.arange(1, 8)
+"""Income bands, drawn uniformly."""
+MONTHS = np.arange(1, 37)
+"""Months since the last gift, drawn uniformly."""
+AGE_MEAN, AGE_SD, AGE_MIN, AGE_MAX = 55.0, 15.0, 18, 95
+"""Age ~ N(AGE_MEAN, AGE_SD) clipped to [AGE_MIN, AGE_MAX], in whole years."""
+
+
+def response_probability(n_gifts: np.ndarray, months: np.ndarray, income: np.ndarray, age: np.ndarray) -> np.ndarray:
+    """The population's P(response) per donor (arrays broadcast together)."""
+    z = 0.5 * np.log(n_gifts) - 0.05 * months + 0.15 * (income - 4) + 0.01 * (age - AGE_MEAN)
+    return np.asarray(1.0 / (1.0 + np.exp(-(-2.85 + z))), dtype=np.float64)
+
+
+def donation_mu(avg_gift: np.ndarray, income: np.ndarray) -> np.ndarray:
+    """Mean of log(donation) given response (arrays broadcast together)."""
+    return np.asarray(0.85 * np.log(avg_gift) + 0.4 + 0.05 * income, dtype=np.float64)
+
+
+def _age_prior() -> tuple[np.ndarray, np.ndarray]:
+    """The whole-year ages and their population probabilities (the clipped, rounded normal)."""
+    from scipy.stats import norm
+
+    ages = np.arange(AGE_MIN, AGE_MAX + 1, dtype=np.float64)
+    upper = norm.cdf((ages + 0.5 - AGE_MEAN) / AGE_SD)
+    upper[-1] = 1.0
+    return ages, np.diff(np.concatenate([[0.0], upper]))
+
+
+def _candidates(values: np.ndarray, blank: bool, prior: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A feature's possible values per row, shape (rows, k), and their probabilities, shape (1, k): the
+    population's values and probabilities where the cell is blank, else the row's own value with probability 1."""
+    if blank:
+        return np.broadcast_to(prior, (values.size, prior.size)), prob[None, :]
+    return values[:, None], np.ones((1, 1))
+
+
+def observable_expected_value(
+    n_gifts: np.ndarray, avg_gift: np.ndarray, months: np.ndarray, income: np.ndarray, age: np.ndarray
+) -> np.ndarray:
+    """E[donation | the features a file row shows], per row (float64, shape (n,); NaN marks a blank cell of
+    ``months``, ``income`` or ``age``): the population model's expected donation averaged over the blank
+    features' population distribution. The blanks are completely at random and the features independent, so
+    this is the Bayes predictor of the donation from the file, the lowest expected (population-weighted) MSE any
+    model trained on it can reach. Region has no effect on the outcome and is left out."""
+    n = n_gifts.size
+    ages, age_prob = _age_prior()
+    out = np.empty(n, dtype=np.float64)
+    blank = np.stack([np.isnan(months), np.isnan(income), np.isnan(age)], axis=1)
+    patterns, which = np.unique(blank, axis=0, return_inverse=True)
+    for k, (m_blank, i_blank, a_blank) in enumerate(patterns):
+        rows = np.flatnonzero(which.ravel() == k)
+        uniform_income = np.full(INCOMES.size, 1.0 / INCOMES.size)
+        inc, p_inc = _candidates(income[rows], i_blank, INCOMES.astype(np.float64), uniform_income)
+        uniform_months = np.full(MONTHS.size, 1.0 / MONTHS.size)
+        mon, p_mon = _candidates(months[rows], m_blank, MONTHS.astype(np.float64), uniform_months)
+        ag, p_age = _candidates(age[rows], a_blank, ages, age_prob)
+        # E[p x m] with m depending on income only: sum over income of P(income) m(income) E[p | income].
+        amount = expected_donation(donation_mu(avg_gift[rows, None], inc).ravel()).reshape(inc.shape)
+        p = response_probability(
+            n_gifts[rows, None, None, None], mon[:, None, :, None], inc[:, :, None, None], ag[:, None, None, :]
+        )
+        p_given_income = (p * p_mon[:, None, :, None] * p_age[:, None, None, :]).sum(axis=(2, 3))
+        out[rows] = (p_inc * amount * p_given_income).sum(axis=1)
+    return out
 
 
 def expected_donation(mu: np.ndarray) -> np.ndarray:
@@ -121,7 +189,9 @@ def write_donation_sample(
 
     ``truth_path``: also write, per sample row, the population model's truth (``CONTROLN``, ``p`` = P(response),
     ``etv`` = ``p`` x the expected donation given response, from the complete features before any cell was
-    blanked). It is an oracle for benchmarks (the best any model could do), never a training input.
+    blanked) and ``etv_observed``, the expected donation given only what the file shows
+    (:func:`observable_expected_value`). Oracles for benchmarks (``etv``: the best any model could do with
+    complete features; ``etv_observed``: with the file's blanks), never a training input.
 
     Returns:
         ``population_rate`` (the rate to declare as ``sampling.converted_rate``), ``sample_rate``, ``rows``,
@@ -132,15 +202,13 @@ def write_donation_sample(
     n_gifts = 1 + rng.poisson(3.0, n)
     avg_gift = np.round(np.exp(rng.normal(np.log(12.0), 0.6, n)), 2)
     last_gift = np.round(avg_gift * np.exp(rng.normal(0.0, 0.3, n)), 2)
-    months = rng.integers(1, 37, n)
-    income = rng.integers(1, 8, n)
-    age = np.clip(rng.normal(55.0, 15.0, n), 18, 95).round()
+    months = rng.integers(MONTHS[0], MONTHS[-1] + 1, n)
+    income = rng.integers(INCOMES[0], INCOMES[-1] + 1, n)
+    age = np.clip(rng.normal(AGE_MEAN, AGE_SD, n), AGE_MIN, AGE_MAX).round()
     region = rng.choice(np.array(["N", "S", "E", "W", "C"]), n)
-    z = 0.5 * np.log(n_gifts) - 0.05 * months + 0.15 * (income - 4) + 0.01 * (age - 55)
-    b = -2.85
-    p = 1.0 / (1.0 + np.exp(-(b + z)))
+    p = response_probability(n_gifts, months, income, age)
     responded = rng.random(n) < p
-    mu = 0.85 * np.log(avg_gift) + 0.4 + 0.05 * income
+    mu = donation_mu(avg_gift, income)
     donation = np.clip(np.round(np.exp(rng.normal(mu, SIGMA))), 1, MAX_DONATION)
     pos = np.flatnonzero(responded)
     neg = np.flatnonzero(~responded)
@@ -149,19 +217,18 @@ def write_donation_sample(
     keep = keep[rng.permutation(keep.size)]
     m = keep.size
 
-    def blank(values: np.ndarray, share: float) -> pa.Array:
-        return pa.array(values[keep], mask=rng.random(m) < share)
-
+    # Drawn in this order (age, income, months, region) so that a seed keeps giving the same file.
+    blanked = {col: rng.random(m) < share for col, share in MISSING_SHARES.items()}
     table = pa.table(
         {
             "CONTROLN": pa.array([f"{i:08d}" for i in keep]),
-            "AGE": blank(age.astype(np.int64), 0.25),
-            "INCOME": blank(income, 0.22),
+            "AGE": pa.array(age.astype(np.int64)[keep], mask=blanked["AGE"]),
+            "INCOME": pa.array(income[keep], mask=blanked["INCOME"]),
             "NGIFTALL": pa.array(n_gifts[keep]),
             "AVGGIFT": pa.array(avg_gift[keep]),
             "LASTGIFT": pa.array(last_gift[keep]),
-            "MONTHS_SINCE_LAST": blank(months, 0.03),
-            "REGION": blank(region, 0.05),
+            "MONTHS_SINCE_LAST": pa.array(months[keep], mask=blanked["MONTHS_SINCE_LAST"]),
+            "REGION": pa.array(region[keep], mask=blanked["REGION"]),
             "TARGET_B": pa.array(responded[keep].astype(np.int64)),
             "TARGET_D": pa.array(donation[keep], mask=~responded[keep]),
         }
@@ -174,6 +241,15 @@ def write_donation_sample(
                 "CONTROLN": table.column("CONTROLN"),
                 "p": pa.array(p[keep]),
                 "etv": pa.array(p[keep] * expected_donation(mu[keep])),
+                "etv_observed": pa.array(
+                    observable_expected_value(
+                        n_gifts[keep],
+                        avg_gift[keep],
+                        np.where(blanked["MONTHS_SINCE_LAST"], np.nan, months[keep]),
+                        np.where(blanked["INCOME"], np.nan, income[keep]),
+                        np.where(blanked["AGE"], np.nan, age[keep]),
+                    )
+                ),
             }
         )
         with atomic_path(Path(truth_path)) as tmp:
