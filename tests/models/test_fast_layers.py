@@ -22,7 +22,10 @@ from eoca.models.layers import (
     BehaviourAttentionPooling,
     BehaviourSelfAttention,
     Embedding,
+    MMoE,
     PackedEvents,
+    PairInput,
+    PairLinear,
     TargetAttention,
     _gat,
     dropout_mask,
@@ -254,3 +257,45 @@ def test_presence_table_unique_equals_numpy_unique() -> None:
         want_values, want_inverse = np.unique(values, return_inverse=True)
         np.testing.assert_array_equal(got_values, want_values)
         np.testing.assert_array_equal(got_inverse, want_inverse.reshape(-1))
+
+
+def _pair_input(n_units: int, n_funds: int, *, grid: bool) -> PairInput:
+    gen = torch.Generator().manual_seed(5)
+    if grid:
+        row_unit = torch.arange(n_units).repeat_interleave(n_funds)
+        fund_index = torch.arange(n_funds).repeat(n_units)
+    else:  # the same number of rows, in a shuffled order
+        perm = torch.randperm(n_units * n_funds, generator=gen)
+        row_unit, fund_index = perm // n_funds, perm % n_funds
+    rows = n_units * n_funds
+    return PairInput(
+        customer=torch.randn(n_units, 6, generator=gen),
+        row_unit=row_unit,
+        fund=torch.randn(n_funds, 3, generator=gen),
+        fund_index=fund_index,
+        pair=torch.randn(rows, 2, generator=gen),
+    )
+
+
+def test_pair_linear_on_the_scoring_grid_equals_the_gathered_rows() -> None:
+    torch.manual_seed(0)
+    layer = PairLinear(6, 3, 5, pair_dim=2)
+    grid, shuffled = _pair_input(7, 4, grid=True), _pair_input(7, 4, grid=False)
+    assert grid.is_grid and not shuffled.is_grid
+    for pair in (grid, shuffled):
+        want = (
+            layer.customer(pair.customer)[pair.row_unit]
+            + layer.fund(pair.fund)[pair.fund_index]
+            + layer.pair(pair.pair)  # type: ignore[misc]
+        )
+        assert torch.equal(layer(pair), want)
+
+
+def test_mmoe_mixes_the_experts_with_each_tasks_softmax_gate() -> None:
+    torch.manual_seed(0)
+    mmoe = MMoE(6, 3, n_tasks=3, n_experts=4, expert_dim=5, dropout=0.0, pair_dim=2).eval()
+    pair = _pair_input(7, 4, grid=False)
+    z = mmoe.project(pair)
+    experts = F.relu(z[:, :20]).view(-1, 4, 5)
+    gates = torch.softmax(z[:, 20:].view(-1, 3, 4), dim=-1)
+    torch.testing.assert_close(mmoe(pair), torch.bmm(gates, experts), rtol=1e-6, atol=1e-6)
