@@ -4,6 +4,9 @@
     python benchmarks/budget.py simulator --seeds 0 1 2 --customers 200000
     python benchmarks/budget.py hillstrom
     python benchmarks/budget.py hillstrom-power --models t_learner,t_conversion,x_learner --splits 10
+    python benchmarks/budget.py hillstrom-select --models t_learner,t_conversion,x_learner --splits 10 --folds 2
+    python benchmarks/budget.py hillstrom-visit --splits 10 --folds 2
+    python benchmarks/budget.py simulator-select --seeds 0 --customers 100000 --models t_learner,x_learner
     python benchmarks/budget.py e2e-variants --seeds 0 --customers 300000 --models e2e,e2e_weight0.3,e2e_warmup6
     python benchmarks/budget.py all --json out.json    # everything; raw rows as JSON
 
@@ -19,6 +22,26 @@ share of the oracle's (true effects + exact solver), and the end-to-end model mi
 ``hillstrom``: e-mail cost 1 (an assumption), budget = one third of the customers e-mailed, two-fold
 cross-fitting; SNIPS spend per customer of each policy with 95% bootstrap intervals, lift over random targeting
 (paired bootstrap), and each policy minus random targeting by SNIPS and by the doubly robust estimator.
+
+``hillstrom-select``: eoca's own choice of policy (``eoca.budget.select``), cross-fitted end to end: the customers
+are split in ``--folds`` folds; for each fold the candidates (each model's solver and single-arm policies, the
+untargeted best arm) are scored by a two-fold validation on the *other* folds' customers, the rule
+(``lower_bound`` and ``value``, both reported) picks one, and it acts on the fold with models trained on the other
+folds. The selected policy over all 64,000 customers minus random targeting, by SNIPS and DR (outcome model: the
+first model, cross-fitted), paired bootstrap; repeated over ``--splits`` split seeds.
+
+``hillstrom-visit``: targeting on a denser signal. Hillstrom's ``visit`` (15% of customers, against 0.9% who
+buy) is an outcome that eoca does not import; here ``t_conversion`` is trained with visit as its conversion, so
+it ranks by predicted visit uplift times the training visitors' mean spend, and the solver and men's-e-mail
+policies it induces are compared with those of ``t_conversion`` on conversion: cross-fitted, minus random
+targeting by DR (outcome model: ``t_conversion`` on conversion), over ``--splits`` split seeds. Also the
+in-sample R^2 of an ordinary least squares fit of spend, conversion and visit on all encoded features, per arm:
+an upper bound on what regression adjustment (a control variate on pre-treatment covariates) can remove from
+the variance.
+
+``simulator-select``: ``run_budget(select="lower_bound")`` on the simulator split of ``simulator`` at 10/30/50% of
+the treat-everyone cost: the policy chosen on the training customers, its true share of the oracle's value, the
+solver models' shares and every candidate's validation gain and lower bound.
 
 ``e2e-variants``: the share of the oracle at 10/30/50% for end-to-end settings (``--models`` from
 ``E2E_VARIANTS``: the regulariser's weight, the warm-up epochs, the doubly robust reward) or models by name.
@@ -389,9 +412,201 @@ def bench_hillstrom_power(models: list[str], splits: int, outcome_model: str, fo
     return {"rows": rows, "summary": summary, "power": power}
 
 
+def bench_hillstrom_select(models: list[str], splits: int, folds: int) -> dict[str, Any]:
+    """The selected policy's cross-fitted value against random targeting at one third of the customers e-mailed,
+    per split seed and selection rule; the policies chosen in every fold."""
+    import numpy as np
+
+    from eoca.budget.data import load_hillstrom_incentives
+    from eoca.budget.offpolicy import paired_differences
+    from eoca.budget.run import _fit, crossfit_folds, crossfit_predict
+    from eoca.budget.select import SELECTION_RULES, candidate_policies, crossfit_selected, untargeted_arm
+
+    data = load_hillstrom_incentives()
+    rows: list[dict[str, Any]] = []
+    for split in range(splits):
+        t0 = time.perf_counter()
+        fold = crossfit_folds(data.n, split, folds)
+        preds = {m: crossfit_predict(data, m, split, fold) for m in models}
+        # the reference and the untargeted arm, each fold's from its own training customers as the product does
+        pols: dict[str, np.ndarray] = {"random": np.empty((data.n, data.n_arms))}
+        untargeted = np.empty((data.n, data.n_arms))
+        for f in range(folds):
+            held = fold == f
+            train, act = data.subset(~held), data.subset(held)
+            rates = np.array([train.converted[train.arm == t].mean() for t in range(data.n_arms)])
+            cand = candidate_policies(act, {}, act.treat_all_cost() / 3.0, untargeted_arm(train), rates)
+            pols["random"][held] = cand.pop("random")
+            untargeted[held] = next(iter(cand.values()))
+        pols["untargeted best arm"] = untargeted
+        chosen: dict[str, list[str]] = {}
+        for rule in SELECTION_RULES:
+            pols[f"selected ({rule})"], sels = crossfit_selected(
+                data, models, 1.0 / 3.0, _fit, fold, preds, rule=rule, seed=split
+            )
+            chosen[rule] = [s.chosen for s in sels]
+        for d in paired_differences(
+            data.arm,
+            data.propensity,
+            data.value,
+            pols,
+            n_arms=data.n_arms,
+            reference="random",
+            mu=preds[models[0]].value,
+            n_bootstrap=1000,
+            seed=0,
+        ):
+            rule = d.policy[len("selected (") : -1] if d.policy.startswith("selected (") else None
+            row = {**d.to_row(), "split": split, "folds": folds, "chosen": chosen[rule] if rule else None}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        print(f"split {split}: {time.perf_counter() - t0:.0f} s", flush=True)
+    summary = []
+    for est in ("snips", "dr"):
+        for pol in dict.fromkeys(r["policy"] for r in rows):
+            rs = [r for r in rows if r["estimator"] == est and r["policy"] == pol]
+            summary.append(
+                {
+                    "estimator": est,
+                    "policy": pol,
+                    "folds": folds,
+                    "splits": len(rs),
+                    "median_difference": float(np.median([r["difference"] for r in rs])),
+                    "median_ci_low": float(np.median([r["difference_ci_low"] for r in rs])),
+                    "median_ci_high": float(np.median([r["difference_ci_high"] for r in rs])),
+                    "median_lift_pct": float(np.median([r["lift_pct"] for r in rs])),
+                    "splits_ci_above_zero": int(sum(r["difference_ci_low"] > 0 for r in rs)),
+                    "median_se": float(np.median([r["difference_se"] for r in rs])),
+                }
+            )
+    return {"rows": rows, "summary": summary}
+
+
+def bench_hillstrom_visit(splits: int, folds: int) -> dict[str, Any]:
+    """Visit-uplift targeting against conversion-uplift targeting on Hillstrom, cross-fitted, per split seed."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from eoca.budget.data import load_hillstrom_incentives
+    from eoca.budget.offpolicy import paired_differences
+    from eoca.budget.run import budget_policies, crossfit_folds, crossfit_predict
+    from eoca.data.hillstrom import default_hillstrom_path
+    from eoca.data.sources import read_inferred
+
+    data = load_hillstrom_incentives()
+    raw = read_inferred(default_hillstrom_path())
+    if not np.allclose(np.asarray(raw.column("spend").to_numpy(), dtype=np.float64), data.value):
+        raise RuntimeError("the raw Hillstrom rows are not in the order of the imported customers")
+    visit = np.asarray(raw.column("visit").to_numpy(), dtype=np.float64)
+    on_visit = replace(data, converted=visit)
+    design = np.column_stack([np.ones(data.n), data.features.astype(np.float64)])
+    ols_r2: dict[str, list[float]] = {}
+    for name, y in (("spend", data.value), ("conversion", data.converted), ("visit", visit)):
+        for t in range(data.n_arms):
+            m = data.arm == t
+            coef, *_ = np.linalg.lstsq(design[m], y[m], rcond=None)
+            ols_r2.setdefault(name, []).append(float(1.0 - np.var(y[m] - design[m] @ coef) / np.var(y[m])))
+    print(json.dumps({"insample_ols_r2_per_arm": ols_r2}), flush=True)
+    rows: list[dict[str, Any]] = []
+    for split in range(splits):
+        fold = crossfit_folds(data.n, split, folds)
+        preds = {
+            "conversion": crossfit_predict(data, "t_conversion", split, fold),
+            "visit": crossfit_predict(on_visit, "t_conversion", split, fold),
+        }
+        pols: dict[str, Any] = {}
+        for name, pred in preds.items():
+            got = budget_policies(data, {name: pred}, name, data.n / 3.0)
+            pols[name], pols[f"{name}:only_Mens E-Mail"] = got[name], got[f"{name}:only_Mens E-Mail"]
+            pols["random"] = got["random"]
+        for d in paired_differences(
+            data.arm,
+            data.propensity,
+            data.value,
+            pols,
+            n_arms=data.n_arms,
+            reference="random",
+            mu=preds["conversion"].value,
+            n_bootstrap=1000,
+            seed=0,
+        ):
+            if d.estimator == "dr":
+                rows.append({**d.to_row(), "split": split, "folds": folds})
+                print(json.dumps(rows[-1]), flush=True)
+    summary = []
+    for pol in dict.fromkeys(r["policy"] for r in rows):
+        rs = [r for r in rows if r["policy"] == pol]
+        summary.append(
+            {
+                "policy": pol,
+                "folds": folds,
+                "splits": len(rs),
+                "median_difference": float(np.median([r["difference"] for r in rs])),
+                "median_ci_low": float(np.median([r["difference_ci_low"] for r in rs])),
+                "median_ci_high": float(np.median([r["difference_ci_high"] for r in rs])),
+                "splits_ci_above_zero": int(sum(r["difference_ci_low"] > 0 for r in rs)),
+            }
+        )
+    return {"rows": rows, "summary": summary, "insample_ols_r2_per_arm": ols_r2}
+
+
+def bench_simulator_select(seeds: list[int], customers: int, models: list[str]) -> list[dict[str, Any]]:
+    from eoca.budget.data import from_world
+    from eoca.budget.run import GOAL_FRACTIONS, run_budget
+    from eoca.simulate import SimulatorConfig
+    from eoca.simulate.simulator import generate_world
+
+    rows = []
+    for seed in seeds:
+        cfg = SimulatorConfig.model_validate({"seed": seed, "world": {"n_customers": customers}, "incentives": {}})
+        data = from_world(generate_world(cfg))
+        for frac in GOAL_FRACTIONS:
+            t0 = time.perf_counter()
+            res = run_budget(
+                data,
+                models=models,
+                budget=f"{100 * frac!r}%",
+                seed=seed,
+                n_bootstrap=50,
+                plots=False,
+                select="lower_bound",
+            )
+            goals = {r["policy"]: r for r in res.goal_rows if r["fraction"] == frac}
+            row = {
+                "seed": seed,
+                "customers": customers,
+                "fraction": frac,
+                "selected": res.selected_policy,
+                "selected_share_of_oracle": res.certificate["true_incremental_value"]
+                / goals["oracle"]["true_incremental_value"],
+                "solver_share_of_oracle": {m: goals[m]["share_of_oracle"] for m in models},
+                "candidates": [
+                    (r["policy"], r["validation_gain"], r["validation_lower_bound"]) for r in res.selection_rows
+                ],
+                "seconds": time.perf_counter() - t0,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["solver", "simulator", "hillstrom", "hillstrom-power", "e2e-variants", "all"])
+    ap.add_argument(
+        "what",
+        choices=[
+            "solver",
+            "simulator",
+            "hillstrom",
+            "hillstrom-power",
+            "hillstrom-select",
+            "hillstrom-visit",
+            "simulator-select",
+            "e2e-variants",
+            "all",
+        ],
+    )
     ap.add_argument("--n", type=int, default=10_000_000)
     ap.add_argument("--arms", type=int, default=5, help="columns including the free control arm")
     ap.add_argument("--reps", type=int, default=2)
@@ -425,6 +640,16 @@ def main() -> None:
         for r in out["hillstrom_power"]["summary"]:
             print(json.dumps(r))
         print(json.dumps(out["hillstrom_power"]["power"]))
+    if args.what in ("hillstrom-select", "all"):
+        out["hillstrom_select"] = bench_hillstrom_select(models, args.splits, args.folds)
+        for r in out["hillstrom_select"]["summary"]:
+            print(json.dumps(r))
+    if args.what in ("hillstrom-visit", "all"):
+        out["hillstrom_visit"] = bench_hillstrom_visit(args.splits, args.folds)
+        for r in out["hillstrom_visit"]["summary"]:
+            print(json.dumps(r))
+    if args.what == "simulator-select":
+        out["simulator_select"] = bench_simulator_select(args.seeds, args.customers, models)
     if args.what == "e2e-variants":
         out["e2e_variants"] = bench_e2e_variants(args.seeds, args.customers, models)
     if args.json:

@@ -109,6 +109,8 @@ def test_cli_simulate_and_budget_round_trip(tmp_path: Path) -> None:
             "20",
             "--cap",
             "large_coupon=5",
+            "--select",
+            "none",
         ],
     )
     assert res.exit_code == 0, res.output

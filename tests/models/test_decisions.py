@@ -362,3 +362,52 @@ def test_gbdt_amount_is_calibrated_on_a_small_simulated_world(sim: Dataset) -> N
     ratios = (w * pred["amount"]).sum(axis=0) / (w * true_amount).sum(axis=0)
     assert 0.8 < overall < 1.2, overall
     assert np.all((ratios > 0.7) & (ratios < 1.3)), ratios
+
+
+def test_network_amount_head_learns_from_the_training_share_of_past_purchases(sim: Dataset, monkeypatch) -> None:
+    """Each epoch the trainer gives an ESDPM-family network the same fraction of the past purchases as of the
+    training exposures, in an order drawn from the epoch's seed, as extra amount rows; `amount_from_history:
+    false` and a model without an amount head (esmm) get none. Training on them lowers the amount head's
+    negative log-likelihood on the past purchases against the same network trained without them."""
+    from eoca.models.losses import lognormal_logpdf
+    from eoca.models.zoo.esdpm import EsdpmFamily
+
+    seen: list[np.ndarray] = []
+    real = EsdpmFamily.amount_history_loss
+
+    def spy(self: EsdpmFamily, batch, amount: torch.Tensor) -> torch.Tensor:
+        seen.append(amount.numpy().copy())
+        return real(self, batch, amount)
+
+    monkeypatch.setattr(EsdpmFamily, "amount_history_loss", spy)
+    base = {"model": "esdpm_ncg", "num_threads": 1, "max_epochs": 2, "patience": 2, "batch_size": 256}
+    cfg = {**base, "max_train_rows": 2048}
+    with_history = train(sim, cfg, None, progress=False)
+    bound = with_history.bind(sim)
+    n_history, n_train = bound.n_purchase_history(), bound.n_exposures("train")
+    assert n_history > 1000
+    per_epoch = round(n_history * 2048 / n_train)
+    assert sum(a.size for a in seen) == 2 * per_epoch  # two epochs
+    first = np.concatenate(seen)[:per_epoch]
+    assert np.all(first > 0)
+    all_amounts = np.concatenate([a for _, a in bound.purchase_history(4096)])
+    assert not np.array_equal(first, all_amounts[:per_epoch]), "the epoch's purchases are drawn in random order"
+
+    seen.clear()
+    without = train(sim, {**cfg, "params": {"amount_from_history": False}}, None, progress=False)
+    train(sim, {**cfg, "model": "esmm", "max_epochs": 1}, None, progress=False)
+    assert not seen
+
+    def nll(trained: TrainedModel) -> float:
+        total, rows = 0.0, 0
+        trained.model.eval()
+        with torch.inference_mode():
+            for batch, amount in bound.purchase_history(4096):
+                out = trained.model.predict(batch)
+                y = torch.from_numpy(amount).to(torch.float32) + 1.0
+                total += float(-lognormal_logpdf(y, out.mu, out.sigma).sum())
+                rows += amount.size
+        return total / rows
+
+    a, b = nll(with_history), nll(without)
+    assert a < b - 0.05, (a, b)

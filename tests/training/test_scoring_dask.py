@@ -48,7 +48,9 @@ def test_dask_scoring_matches_local_scoring(
     assert got.num_rows == local.num_rows
     for col in ("customer_id", "fund_id"):
         np.testing.assert_array_equal(got.column(col).to_numpy(), local.column(col).to_numpy())
-    np.testing.assert_allclose(got.column("etv").to_numpy(), local.column("etv").to_numpy(), rtol=1e-6)
+    # float32 through exp(mu + sigma^2 / 2): one last-bit difference of mu (about 8, so 5e-7 absolute) from a
+    # different grouping of the same rows into batches moves ETV by about 1e-6 relative
+    np.testing.assert_allclose(got.column("etv").to_numpy(), local.column("etv").to_numpy(), rtol=1e-5)
     cust = pq.read_table(tmp_path / "dask" / "customers")
     assert cust.num_rows == tiny.n_customers
     assert sorted(p.name for p in (tmp_path / "dask" / "scores").iterdir()) == sorted(

@@ -61,13 +61,15 @@ def _as_version_1(path: Path) -> None:
     payload = torch.load(path, weights_only=True)
     payload["version"] = 1
     payload["config"]["params"].pop("sequence_encoder")
+    payload["config"]["params"].pop("customer_summary")
     torch.save(payload, path)
 
 
 def test_a_version_1_model_file_loads_with_the_self_attention_it_was_trained_with(
     tiny: Dataset, tmp_path: Path
 ) -> None:
-    trained = train(tiny, _cfg(model="esmm", max_epochs=1, params={"sequence_encoder": "self_attention"}), tmp_path)
+    old_params = {"sequence_encoder": "self_attention", "customer_summary": False}
+    trained = train(tiny, _cfg(model="esmm", max_epochs=1, params=old_params), tmp_path)
     _as_version_1(tmp_path / MODEL_FILE)
     loaded = TrainedModel.load(tmp_path)
     cust, fund = np.arange(40) % tiny.n_customers, np.arange(40) % tiny.n_funds

@@ -34,6 +34,16 @@ from eoca.budget.evaluate import (
 )
 from eoca.budget.models import Prediction, make_model
 from eoca.budget.offpolicy import paired_differences
+from eoca.budget.select import (
+    DEFAULT_SELECTION,
+    SELECTION_RULES,
+    apply_selection,
+    candidate_policies,
+    crossfit_selected,
+    logged_means,
+    select_policy,
+    untargeted_arm,
+)
 from eoca.errors import DataValidationError
 from eoca.io import write_bytes, write_csv, write_json, write_parquet, write_text
 
@@ -77,6 +87,8 @@ class BudgetRunResult:
     best_model: str
     allocation: pa.Table
     plots: dict[str, bytes] = field(default_factory=dict)
+    selection_rows: list[dict[str, Any]] = field(default_factory=list)
+    selected_policy: str | None = None
 
     def curve_rows(self) -> list[dict[str, Any]]:
         return [
@@ -136,19 +148,30 @@ def run_budget(
     plots: bool = True,
     caps: Mapping[str, int] | None = None,
     crossfit: bool = False,
+    select: str | None = None,
 ) -> BudgetRunResult:
     """Train ``models`` on a random part of ``data``, evaluate on the rest (see the module docstring).
 
     ``caps`` (arm name -> most customers) applies to the allocation written at ``budget``; the curves are
     uncapped. With ``crossfit`` the customers are split in two folds, each predicted by models trained on the
-    other, and every customer is evaluated (``test_fraction`` is then unused).
+    other, and every customer is evaluated (``test_fraction`` is then unused). With ``select`` (a rule of
+    :mod:`eoca.budget.select`) the campaign's policy is chosen among the candidates by validation on the
+    training customers only (per fold when cross-fitting); it is evaluated beside the others as
+    ``selected (RULE): NAME`` and is the allocation written.
     """
     if not models:
         raise DataValidationError("run_budget needs at least one model")
+    if select is not None and select not in SELECTION_RULES:
+        raise DataValidationError(f"selection rule {select!r} is not one of {SELECTION_RULES} (or none)")
+    if select is not None and caps:
+        raise DataValidationError(
+            "per-arm caps apply to the solver's allocation, not to a selected policy: run without a selection "
+            "rule (--select none) to allocate with caps"
+        )
     preds: dict[str, Prediction] = {}
     fit_s: dict[str, float] = {}
-    if crossfit:
-        fold = crossfit_folds(data.n, seed)
+    fold = crossfit_folds(data.n, seed) if crossfit else None
+    if fold is not None:
         train, test = data.subset(fold != 0), data
         for name in models:
             t0 = time.perf_counter()
@@ -181,6 +204,19 @@ def run_budget(
     }
     best = max(preds, key=lambda m: aucc_by.get(m, -np.inf))
     pols = budget_policies(test, preds, best, b_abs)
+    selection_rows: list[dict[str, Any]] = []
+    selected: str | None = None
+    if select is not None:
+        frac = b_abs / full if full > 0 else 0.0
+        if fold is not None:
+            probs, sels = crossfit_selected(data, models, frac, _fit, fold, preds, rule=select, seed=seed)
+        else:
+            sel = select_policy(train, models, frac, _fit, rule=select, seed=seed)
+            probs, sels = apply_selection(sel.chosen, train, test, frac, _fit, preds, seed=seed), [sel]
+        for i, s in enumerate(sels):
+            selection_rows += [{"fold": i if fold is not None else "train", **r} for r in s.to_rows()]
+        selected = f"selected ({select}): " + " / ".join(dict.fromkeys(s.chosen for s in sels))
+        pols[selected] = probs
     ope_rows = _ope_at_budget(test, pols, n_bootstrap, seed)
     mu_name = f"{best}, {'cross-fitted' if crossfit else 'fitted on the training part'}"
     paired = paired_rows(test, pols, preds[best].value, mu_name, n_bootstrap, seed)
@@ -191,18 +227,27 @@ def run_budget(
         cap_idx[test.arm_names.index(arm_name)] = int(m)
     sol = allocate(preds[best], test, b_abs, caps=cap_idx or None)
     cert = {**sol.certificate.to_dict(), "model": best, "budget": b_abs, "predicted_cost": sol.cost}
+    chosen_arm, policy_name = sol.arm, best
+    if selected is not None:
+        chosen_arm, policy_name = realise_policy(pols[selected], seed), selected
+        cert["allocation_policy"] = selected
+        cert["note"] = (
+            f"the dual bound, value and gap certify the solver's allocation on {best}'s predictions; "
+            "allocation.parquet holds the selected policy"
+        )
     if simulated:
-        true_v, true_c = true_outcome(test, sol.arm)
+        true_v, true_c = true_outcome(test, chosen_arm)
         cert.update(true_incremental_value=true_v, true_cost=true_c)
     cost_m = test.cost_matrix(preds[best].p)
     rows = np.arange(test.n)
     allocation = pa.table(
         {
             "customer_id": test.customer_id,
-            "arm": pa.array([test.arms[a].name for a in sol.arm]),
-            "predicted_value": preds[best].value[rows, sol.arm],
-            "predicted_uplift": preds[best].uplift[rows, sol.arm],
-            "predicted_cost": cost_m[rows, sol.arm],
+            "arm": pa.array([test.arms[a].name for a in chosen_arm]),
+            "policy": pa.array([policy_name] * test.n),
+            "predicted_value": preds[best].value[rows, chosen_arm],
+            "predicted_uplift": preds[best].uplift[rows, chosen_arm],
+            "predicted_cost": cost_m[rows, chosen_arm],
         }
     )
     uplift_rows = _uplift_rows(test, preds)
@@ -224,10 +269,38 @@ def run_budget(
         certificate=cert,
         best_model=best,
         allocation=allocation,
+        selection_rows=selection_rows,
+        selected_policy=selected,
     )
     if plots:
         result.plots["budget_curves.png"] = budget_curve_chart(result)
     return result
+
+
+def realise_policy(probs: np.ndarray, seed: int) -> np.ndarray:
+    """One arm per customer, int64 (n,), from policy probabilities (n, k): a deterministic row keeps its arm;
+    among the other rows each incentive arm t >= 1 goes to round(sum of its probabilities) customers, drawn
+    without replacement with chances proportional to them (Efraimidis-Spirakis keys), so a policy that sends an
+    arm to a random share of customers sends it to exactly that many; the rest get the control."""
+    k = probs.shape[1]
+    out = probs.argmax(axis=1).astype(np.int64)
+    frac = np.flatnonzero(probs.max(axis=1) < 1.0)
+    if frac.size == 0:
+        return out
+    out[frac] = 0
+    free = np.ones(frac.size, dtype=bool)
+    rng = np.random.default_rng(seed)
+    for t in range(1, k):
+        p = probs[frac, t]
+        m = min(round(float(p.sum())), int((free & (p > 0)).sum()))
+        if m <= 0:
+            continue
+        with np.errstate(divide="ignore"):
+            key = np.where(free & (p > 0), np.log(rng.random(frac.size)) / p, -np.inf)
+        take = np.argpartition(-key, m - 1)[:m]
+        out[frac[take]] = t
+        free[take] = False
+    return out
 
 
 def _simulated_goals(test: IncentiveData, preds: dict[str, Prediction], full: float, seed: int) -> list[dict[str, Any]]:
@@ -297,18 +370,11 @@ def budget_policies(
     pols[f"{best}:top_uplift"] = top_uplift_policy(pb, test, budget)
     for t in range(1, test.n_arms):
         pols[f"{best}:only_{test.arms[t].name}"] = single_arm_policy(pb, test, budget, t)
-    logged = [test.arm == t for t in range(test.n_arms)]
-    rates = np.array([test.converted[m].mean() if m.any() else 0.0 for m in logged])
-    exp_cost = test.cost_matrix(np.broadcast_to(rates, (test.n, test.n_arms)))
-    pols["random"] = random_policy(test, budget, exp_cost)
-    means = np.array([test.value[m].mean() if m.any() else -np.inf for m in logged])
-    top = 1 + int(np.argmax(means[1:]))
-    base = float(exp_cost[:, 0].sum())
-    extra = float(exp_cost[:, top].sum()) - base
-    share = 1.0 if extra <= 0 else float(np.clip((budget - base) / extra, 0.0, 1.0))
-    untargeted = np.zeros((test.n, test.n_arms))
-    untargeted[:, 0], untargeted[:, top] = 1.0 - share, share
-    pols[f"untargeted:{test.arms[top].name}"] = untargeted
+    # random targeting and the untargeted best arm from the evaluated customers' own logged rates and means
+    # (a baseline row; the selected policy takes them from its training customers)
+    baselines = candidate_policies(test, {}, budget, untargeted_arm(test), logged_means(test, test.converted))
+    pols["random"] = baselines.pop("random")
+    pols.update(baselines)
     pols["control"] = np.zeros(test.n, dtype=np.int64)
     return pols
 
@@ -449,6 +515,14 @@ def report_markdown(result: BudgetRunResult) -> str:
         f"## Budget allocation: {result.data_name}\n",
         f"Trained on {result.n_train:,} customers, evaluated on {result.n_test:,} held out. Treat-everyone cost "
         f"{result.full_cost:,.0f}; budget {result.budget:,.0f}. Best model by AUCC: **{result.best_model}**.\n",
+        *(
+            [
+                "Policy chosen by validation on the training customers (docs/budget.md): "
+                f"**{result.selected_policy}**; it is the allocation written.\n"
+            ]
+            if result.selected_policy
+            else []
+        ),
         "### Certificate of the allocation at the budget\n",
         f"price lambda = {c['price']:.6g}; dual bound {c['dual_bound']:,.2f}; integer value {c['value']:,.2f}; "
         f"gap {c['gap']:.4g} (at most one customer's value: bound {c['gap_bound']:.4g}); "
@@ -458,6 +532,11 @@ def report_markdown(result: BudgetRunResult) -> str:
         parts += [
             "### True incremental value at 10/30/50% of the treat-everyone cost\n",
             markdown_table(result.goal_rows),
+        ]
+    if result.selection_rows:
+        parts += [
+            "### Policy selection: cross-fitted validation gain over random targeting (training customers only)\n",
+            markdown_table(result.selection_rows),
         ]
     parts += [
         "### Off-policy value at the budget (SNIPS, lifts against random targeting)\n",
@@ -486,6 +565,8 @@ def write_budget_run(result: BudgetRunResult, out: str | Path) -> Path:
     write_csv(result.ope_rows, folder / "ope.csv")
     write_csv(result.paired_rows, folder / "ope_paired.csv")
     write_csv(result.uplift_rows, folder / "uplift.csv")
+    if result.selection_rows:
+        write_csv(result.selection_rows, folder / "selection.csv")
     for name, png in result.plots.items():
         write_bytes(png, folder / name)
     write_text(report_markdown(result), folder / "report.md")
@@ -504,6 +585,7 @@ def report_section(result: BudgetRunResult) -> Any:
                 ("treat-everyone cost", f"{result.full_cost:,.0f}"),
                 ("budget", f"{result.budget:,.0f}"),
                 ("best model (AUCC)", result.best_model),
+                *([("policy chosen by validation", result.selected_policy)] if result.selected_policy else []),
                 ("price lambda", f"{c['price']:.6g}"),
                 ("dual bound / integer value", f"{c['dual_bound']:,.2f} / {c['value']:,.2f}"),
                 ("gap (bound: one customer's value)", f"{c['gap']:.4g} ({c['gap_bound']:.4g})"),
@@ -545,6 +627,9 @@ def pipeline_section(sim_config: Any, folder: Path, models: Sequence[str] | None
     from eoca.simulate.simulator import generate_world
 
     chosen = DEFAULT_MODELS if models is None else models
-    result = run_budget(from_world(generate_world(sim_config)), models=chosen, seed=sim_config.seed)
+    # the same policy choice as `eoca budget`'s default, so that both commands answer alike for one campaign
+    result = run_budget(
+        from_world(generate_world(sim_config)), models=chosen, seed=sim_config.seed, select=DEFAULT_SELECTION
+    )
     write_budget_run(result, folder)
     return report_section(result)

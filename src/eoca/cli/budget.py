@@ -78,6 +78,17 @@ def budget_cmd(
             help="Two folds, each predicted by models trained on the other; evaluates every customer.",
         ),
     ] = False,
+    select: Annotated[
+        str,
+        typer.Option(
+            "--select",
+            help="How the campaign's policy is chosen among the models' solver and single-arm policies and the "
+            "untargeted best arm, by cross-fitted validation on the training customers: lower_bound (largest "
+            "lower bound of the gain over random targeting, the bounds holding jointly over the candidates with "
+            "95% probability), value (largest estimated gain), or "
+            "none (the solver on the best model by AUCC; needed with --cap).",
+        ),
+    ] = "lower_bound",
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap replicates of the SNIPS intervals.")] = 500,
     email_cost: Annotated[
         float, typer.Option("--email-cost", help="Hillstrom: cost of one e-mail (an assumption; default 1.0).")
@@ -114,7 +125,8 @@ def budget_cmd(
     model) on part of a randomized incentive log, gives every held-out customer at most one incentive with the
     exact Lagrangian solver under --budget (with a certificate: dual bound and gap), and evaluates: budget
     curves and AUCC, Qini/uplift AUC, true value against the oracle on simulated data, and SNIPS with
-    bootstrap intervals against random targeting, top-by-uplift and single-arm policies.
+    bootstrap intervals against random targeting, top-by-uplift and single-arm policies. The allocation
+    written is the policy chosen by --select on the training customers alone.
     """
     import time
 
@@ -162,6 +174,7 @@ def budget_cmd(
         n_bootstrap=bootstrap,
         caps=caps,
         crossfit=crossfit,
+        select=None if select == "none" else select,
     )
     with output_folder(out, overwrite=overwrite) as work:
         write_budget_run(result, work)
@@ -169,6 +182,7 @@ def budget_cmd(
     console.print(
         f"budget [bold]{result.budget:,.0f}[/] ({result.budget / max(result.full_cost, 1e-12):.0%} of the "
         f"treat-everyone cost) on {result.n_test:,} held-out customers of {result.data_name}: best model "
-        f"{result.best_model}, gap {c['gap']:.3g} (bound {c['gap_bound']:.3g}) in "
+        f"{result.best_model}, gap {c['gap']:.3g} (bound {c['gap_bound']:.3g}); allocated: "
+        f"{result.selected_policy or 'the solver on ' + result.best_model} in "
         f"{time.perf_counter() - t0:.1f} s -> {out}"
     )

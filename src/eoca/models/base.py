@@ -87,6 +87,17 @@ class EtvModel(torch.nn.Module, ABC):
     def predict(self, batch: Batch) -> ModelOutput:
         """Predictions for every row of ``batch``; the caller handles ``no_grad`` and ``eval()``."""
 
+    @property
+    def learns_amount_from_history(self) -> bool:
+        """Whether the trainer feeds past purchases to :meth:`amount_history_loss` (False by default)."""
+        return False
+
+    def amount_history_loss(self, batch: Batch, amount: Tensor) -> Tensor:
+        """Summed (not mean) negative log-likelihood of the amount head on past purchases: ``batch`` holds the
+        (customer, fund) rows of :meth:`~eoca.models.features.BoundFeatures.purchase_history`, ``amount``
+        float32 ``[B]`` their amounts (> 0). Only called where :attr:`learns_amount_from_history`."""
+        raise TypeError(f"model '{self.name}' does not learn amounts from past purchases")
+
 
 def require_labels(batch: Batch, *names: str) -> list[Tensor]:
     """Return the named label tensors of ``batch``, raising a clear error when one is missing."""

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv
 
-from eoca.models.features import PAIR_FEATURE_NAMES, FeatureSpace
+from eoca.models.features import CUSTOMER_SUMMARY_NAMES, PAIR_FEATURE_NAMES, FeatureSpace
 
 
 def dropout_mask(x: Tensor, p: float) -> Tensor:
@@ -594,20 +594,31 @@ class TargetAttention(nn.Module):
 
 class CandidateArch(nn.Module):
     """Per-row candidate-aware input ``[B, out_dim]``: the pair counts of (customer, candidate fund / type)
-    (``pair_x``, purchase totals scaled to the range of the counts) and the target attention's output.
+    (``pair_x``, purchase totals scaled to the range of the counts), the customer's behaviour summary
+    (``cust_x``: event counts and the mean and sd of the past purchases' ``log1p(amount)``, the mean scaled
+    like the totals; unless ``use_summary`` is off) and the target attention's output.
+
+    The summary is what places a customer's ticket size and spread (the simulator's per-customer dispersion is
+    visible nowhere else); it is the same input ``gbdt`` reads, so both model families see the same features.
 
     ``forward(inputs, row_unit [B], fund_index [B], events) -> [B, out_dim]``.
     """
 
-    def __init__(self, space: FeatureSpace, embedding_dim: int) -> None:
+    def __init__(self, space: FeatureSpace, embedding_dim: int, *, use_summary: bool = True) -> None:
         super().__init__()
         amount_scale = max(1.0, float(space.label_stats.get("log1p_mu", 1.0)))
         scale = [1.0 / amount_scale if n == "purchase_amount" else 1.0 for n in PAIR_FEATURE_NAMES] * 2
+        summary = [1.0 / amount_scale if n == "purchase_log_mean" else 1.0 for n in CUSTOMER_SUMMARY_NAMES]
+        self.use_summary = use_summary
+        if not use_summary:
+            summary = []
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
+        self.register_buffer("summary_scale", torch.tensor(summary, dtype=torch.float32), persistent=False)
         self.attention = TargetAttention(space, embedding_dim)
-        self.out_dim = space.pair_dim + self.attention.out_dim
+        self.out_dim = space.pair_dim + len(summary) + self.attention.out_dim
 
     scale: Tensor
+    summary_scale: Tensor
 
     def forward(
         self, inputs: dict[str, Tensor], row_unit: Tensor, fund_index: Tensor, events: PackedEvents | None = None
@@ -616,7 +627,10 @@ class CandidateArch(nn.Module):
         n_funds = pair_x.shape[1]
         counts = pair_x.reshape(-1, pair_x.shape[2]).index_select(0, row_unit * n_funds + fund_index) * self.scale
         attended = self.attention.rows(inputs, row_unit, fund_index, events)
-        return torch.cat([counts, attended], dim=1)
+        if not self.use_summary:
+            return torch.cat([counts, attended], dim=1)
+        summary = (inputs["cust_x"] * self.summary_scale).index_select(0, row_unit)
+        return torch.cat([counts, summary, attended], dim=1)
 
 
 # --- interaction networks -----------------------------------------------------------------------------------------

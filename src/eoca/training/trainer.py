@@ -35,7 +35,7 @@ from eoca.data import Dataset
 from eoca.errors import ConfigError, DataValidationError
 from eoca.io import atomic_path, write_json, write_yaml
 from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model, model_defaults
-from eoca.models.base import DirectFitModel
+from eoca.models.base import Batch, DirectFitModel
 from eoca.models.guard import EtvGuard
 from eoca.training.config import TrainConfig, coerce_train_config
 from eoca.training.selection import argmax_policy_value, etv_selection_score, resolve_selection
@@ -48,9 +48,10 @@ GRID_FILE = "grid.json"
 GRID_CONFIG_FILE = "grid_config.yaml"
 _FORMAT = "eoca-etv-model"
 _CKPT_FORMAT = "eoca-training-checkpoint"
-_VERSION = 2
+_VERSION = 3
 """2: the zoo's ``sequence_encoder`` parameter exists (default ``pooling``); files of version 1 were all trained
-with the behaviour self-attention, which :func:`_saved_params` restores for them."""
+with the behaviour self-attention, which :func:`_saved_params` restores for them. 3: ``customer_summary`` exists
+(default on); files of versions 1 and 2 were trained without that input."""
 
 OUTPUT_FIELDS: tuple[str, ...] = ("p", "etv", "pctr", "pcvr", "mu", "sigma", "amount")
 """ModelOutput fields copied into predictions, in column order."""
@@ -445,12 +446,36 @@ def _valid_loss(model: EtvModel, bound: BoundFeatures, split: str, batch_size: i
     return total / rows if rows else math.nan
 
 
+def _history_batches(
+    model: EtvModel,
+    bound: BoundFeatures,
+    generator: torch.Generator,
+    rows_per_epoch: int,
+    n_train: int,
+    batch_size: int,
+) -> Iterator[tuple[Batch, np.ndarray]]:
+    """One batch of past purchases per training step of an epoch, for a model that learns its amount from them
+    (:meth:`EtvModel.amount_history_loss`): the same fraction of the history as of the training exposures
+    (``rows_per_epoch / n_train``), in a random order from the epoch's ``generator``, spread evenly over the
+    epoch's steps. Empty for other models and without behaviour events."""
+    n_history = bound.n_purchase_history() if model.learns_amount_from_history else 0
+    if n_history == 0 or n_train == 0:
+        return iter(())
+    n_rows = max(1, round(n_history * rows_per_epoch / n_train))
+    steps = max(1, math.ceil(rows_per_epoch / batch_size))
+    return bound.purchase_history(math.ceil(n_rows / steps), generator=generator, limit=n_rows)
+
+
 def _saved_params(model: str, params: dict[str, Any], version: Any) -> dict[str, Any]:
-    """The parameters to rebuild a saved model with: those of its config, plus ``sequence_encoder:
-    self_attention`` for a zoo model saved before that parameter existed (format version 1)."""
-    if isinstance(version, int) and version < 2 and "sequence_encoder" in model_defaults(model):
-        return {"sequence_encoder": "self_attention", **params}
-    return params
+    """The parameters to rebuild a saved model with: those of its config, plus the value each parameter
+    introduced since had in effect before it existed (``sequence_encoder: self_attention`` before format
+    version 2, ``customer_summary: false`` before version 3) for a zoo model that has that parameter."""
+    if not isinstance(version, int):
+        return params
+    defaults = model_defaults(model)
+    before = {"sequence_encoder": ("self_attention", 2), "customer_summary": (False, 3)}
+    restored = {key: value for key, (value, since) in before.items() if version < since and key in defaults}
+    return {**restored, **params}
 
 
 def _fit_features(dataset: Dataset, cfg: TrainConfig) -> FeatureSpace:
@@ -481,11 +506,12 @@ def _train_one(
         ckpt = safe_torch_load(ckpt_path)
         if ckpt.get("format") != _CKPT_FORMAT:
             raise DataValidationError(f"{ckpt_path}: not an eoca training checkpoint")
-        if _saved_params(cfg.model, cfg.params, ckpt.get("version")) != cfg.params:
+        saved = _saved_params(cfg.model, cfg.params, ckpt.get("version"))
+        if saved != cfg.params:
+            older = ", ".join(f"params.{k}={v}" for k, v in saved.items() if cfg.params.get(k) != v)
             raise ConfigError(
-                f"{ckpt_path}: cannot resume, the checkpoint was written by an older eoca whose '{cfg.model}' used "
-                "the behaviour self-attention; use a new --out folder (or --set params.sequence_encoder="
-                "self_attention with a new folder to train that encoder)"
+                f"{ckpt_path}: cannot resume, the checkpoint was written by an older eoca whose '{cfg.model}' had "
+                f"{older}; use a new --out folder (and --set those values there to train that architecture)"
             )
         diff = _config_diff(ckpt["config"], cfg.model_dump(mode="json"))
         if diff:
@@ -543,11 +569,18 @@ def _train_one(
             model.train()
             total, rows = 0.0, 0
             batches = bound.exposure_batches("train", cfg.batch_size, shuffle=True, generator=gen)
+            history = _history_batches(model, bound, gen, rows_per_epoch, n_train, cfg.batch_size)
             for step, batch in enumerate(batches):
                 if rows >= rows_per_epoch:
                     break
                 flat.zero_grad()
                 loss = model.loss(batch)
+                past = next(history, None)
+                if past is not None:
+                    # Summed over the past purchases and divided by the exposure batch's size: each weighs as
+                    # much as one converter of the batch, whose amount term the mean loss also divides by it.
+                    amount = torch.from_numpy(past[1]).to(torch.float32)
+                    loss = loss + model.amount_history_loss(past[0], amount) / len(batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"model '{cfg.model}': training loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "

@@ -91,6 +91,9 @@ class BoundFeatures:
                 self._graph = ConsumptionGraph(space, dataset)
             else:
                 notice("bind-no-graph", "dataset has no consumption graph; every customer has no merchants")
+        # The past purchases of purchase_history, found on first use.
+        self._history_cache: np.ndarray | None = None
+        self._history_fund = np.zeros(0, dtype=np.int64)
 
     def _check_columns(self, dataset: Dataset) -> None:
         space = self.space
@@ -193,7 +196,13 @@ class BoundFeatures:
         return self._make_batch(cust, fund, None, None)
 
     # -- batch assembly -----------------------------------------------------------------------------------------
-    def purchase_history(self, batch_size: int) -> Iterator[tuple[Batch, np.ndarray]]:
+    def n_purchase_history(self) -> int:
+        """How many rows :meth:`purchase_history` yields in all (0 without behaviour events)."""
+        return int(self._history_index().size)
+
+    def purchase_history(
+        self, batch_size: int, *, generator: torch.Generator | None = None, limit: int | None = None
+    ) -> Iterator[tuple[Batch, np.ndarray]]:
         """The behaviour history's purchases as labelled amount rows: ``(batch, amount)`` per batch of at most
         ``batch_size`` purchase events, each a (customer, fund) row whose features see only the events strictly
         before the purchase (its own amount never enters them); ``amount`` float64 ``[B]`` (> 0).
@@ -202,10 +211,32 @@ class BoundFeatures:
         period (possibly a held-out conversion logged again as a purchase) informs a model fitted on them; a
         past purchase is a draw of the same customer's amount for that fund that a conversion would be.
         Purchases of funds the bound dataset lacks are skipped. Nothing is yielded without behaviour events.
+
+        ``generator`` (training mode): the purchases in a random order drawn from it; ``limit``: at most that
+        many of them (the first of that order).
         """
         seq = self._seq
-        if seq is None or seq.n_events == 0:
+        idx = self._history_index()
+        if seq is None or idx.size == 0:
             return
+        if generator is not None:
+            idx = idx[torch.randperm(idx.size, generator=generator).numpy()]
+        if limit is not None:
+            idx = idx[: max(int(limit), 0)]
+        fund = self._history_fund
+        for start in range(0, idx.size, batch_size):
+            i = idx[start : start + batch_size]
+            yield self._make_batch(seq.cust[i], fund[i], seq.time[i], None, cut=True), seq.raw_amount[i]
+
+    def _history_index(self) -> np.ndarray:
+        """Event indices of the purchases :meth:`purchase_history` uses, in event order (cached), and
+        ``self._history_fund`` (every event's fund position in the bound dataset, -1 if absent)."""
+        if self._history_cache is not None:
+            return self._history_cache
+        seq = self._seq
+        if seq is None or seq.n_events == 0:
+            self._history_cache = np.zeros(0, dtype=np.int64)
+            return self._history_cache
         held = np.concatenate([self._rows("valid"), self._rows("test")])
         cutoff = int(self._exp_time[held].min()) if held.size else None
         fund_of_fit = np.full(len(self.space.fund_ids), -1, dtype=np.int64)
@@ -215,10 +246,9 @@ class BoundFeatures:
         keep = (seq.type == EVENT_TYPES.index("purchase") + _FIRST_TOKEN) & (seq.raw_amount > 0) & (fund >= 0)
         if cutoff is not None:
             keep &= seq.time < cutoff
-        idx = np.flatnonzero(keep)
-        for start in range(0, idx.size, batch_size):
-            i = idx[start : start + batch_size]
-            yield self._make_batch(seq.cust[i], fund[i], seq.time[i], None, cut=True), seq.raw_amount[i]
+        self._history_fund = fund
+        self._history_cache = np.flatnonzero(keep)
+        return self._history_cache
 
     def _make_batch(
         self,

@@ -30,6 +30,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "use_sequences": True,  # the papers give every model the same behaviour sequence
     "tower_hidden": 32,
     "candidate_aware": True,  # pair counts + target attention of the candidate fund; off = the paper's
+    # with candidate_aware: also the customer's behaviour summary (cust_x: event counts, past purchases' log
+    # amount mean and sd), as gbdt reads it
+    "customer_summary": True,
 }
 """Parameters of every model; each zoo module adds its own (see its ``DEFAULTS``)."""
 
@@ -105,7 +108,9 @@ class ZooModel(EtvModel):
         self.fund_arch = FundEmbedding(space, int(params["embedding_dim"]))
         self.candidate_arch: CandidateArch | None = None
         if params.get("candidate_aware", False) and space.has_sequences and params["use_sequences"]:
-            self.candidate_arch = CandidateArch(space, int(params["embedding_dim"]))
+            self.candidate_arch = CandidateArch(
+                space, int(params["embedding_dim"]), use_summary=bool(params.get("customer_summary", False))
+            )
         self.pair_dim = self.candidate_arch.out_dim if self.candidate_arch is not None else 0
         self.uses_sequences = (
             self.candidate_arch is not None and self.uses_pair_input

@@ -21,6 +21,7 @@ from eoca.models.losses import (
     SIGMA_FLOOR,
     esj_loss,
     expected_transaction_value,
+    lognormal_logpdf,
     positive_sigma,
     ptofa_loss,
     ziln_loss,
@@ -37,6 +38,10 @@ from eoca.models.zoo.common import (
 
 AMOUNT_LOSSES = ("esj", "ziln", "ptofa")
 
+AMOUNT_HEAD_DEFAULTS: dict[str, Any] = {"amount_from_history": True}
+"""Parameters of every lognormal amount head: ``amount_from_history`` (the head also learns from the behaviour
+history's past purchases, see :meth:`EsdpmFamily.amount_history_loss`)."""
+
 
 def _softplus_inverse(y: float) -> float:
     return y + math.log(-math.expm1(-y)) if y < 20 else y
@@ -51,7 +56,12 @@ class EsdpmFamily(ZooModel):
 
     amount_loss: ClassVar[str] = "esj"
     formula: str = "eoca"  # set per amount loss in __init__
-    DEFAULTS: ClassVar[dict[str, Any]] = {**COMMON_DEFAULTS, **MMOE_DEFAULTS, **GRAPH_DEFAULTS}
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        **COMMON_DEFAULTS,
+        **MMOE_DEFAULTS,
+        **GRAPH_DEFAULTS,
+        **AMOUNT_HEAD_DEFAULTS,
+    }
 
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
         super().__init__(space, params)
@@ -82,6 +92,19 @@ class EsdpmFamily(ZooModel):
         if self.amount_loss == "ziln":
             return ziln_loss(log_p, log_1mp, mu, sigma, amount)
         return ptofa_loss(log_p, log_1mp, mu, sigma, amount, float(self.params["eps"]))
+
+    @property
+    def learns_amount_from_history(self) -> bool:
+        return bool(self.params.get("amount_from_history", False))
+
+    def amount_history_loss(self, batch: Batch, amount: Tensor) -> Tensor:
+        """The converter term of the amount loss, ``-log LogNormalPdf(y; mu, sigma)`` (``y = amount + 1`` for
+        ESJ, the amount itself for ZILN / PTOFA), summed over past purchases: a past purchase is a draw of the
+        customer's amount for that fund, as a conversion's is, and the trainer weighs it like one converter of
+        an exposure batch."""
+        _, _, mu, sigma = self._forward(batch)
+        y = amount + 1.0 if self.formula == "eoca" else amount
+        return -lognormal_logpdf(y, mu, sigma).sum()
 
     def loss(self, batch: Batch) -> Tensor:
         _, amount = conversion_labels(batch)

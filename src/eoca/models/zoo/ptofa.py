@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from eoca.models.losses import DEFAULT_PTOFA_EPS
 from eoca.models.zoo.common import COMMON_DEFAULTS, GRAPH_DEFAULTS, MMOE_DEFAULTS
-from eoca.models.zoo.esdpm import EsdpmFamily
+from eoca.models.zoo.esdpm import AMOUNT_HEAD_DEFAULTS, EsdpmFamily
 
 
 class Ptofa(EsdpmFamily):
@@ -22,6 +22,7 @@ class Ptofa(EsdpmFamily):
         **COMMON_DEFAULTS,
         **MMOE_DEFAULTS,
         **GRAPH_DEFAULTS,
+        **AMOUNT_HEAD_DEFAULTS,
         "eps": DEFAULT_PTOFA_EPS,
     }
 
