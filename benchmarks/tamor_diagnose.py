@@ -7,8 +7,12 @@ On one multi-scenario world (default config, ``--seed``):
 * the upgrade weight: true expected amount (per tier) and expected new high-holding customers of the oracle and
   of every framework's slates for each ``--weights`` value (``ETV + w P(upgrade) V``);
 * training variance: each framework trained with each ``--train-seeds`` value on the same world;
+* where new high-holding customers come from: the expected count split by tier (new / low) and, for the low
+  tier, by quartile of the gap to the threshold; and the scenario mix of the lower tiers' slates;
 * the upgrade head: predicted over true sum of P(upgrade) and their Spearman correlation over those pairs;
-* the user bias: the learned vectors' size and their correlation with each customer's true own propensity.
+* the user bias: the learned vectors' size and their correlation with each customer's true own propensity;
+* how much the frameworks need the data: with ``--train-fractions``, each framework is also trained on a random
+  share of the training log's customers (all their rows, every tier alike; the world and its test are unchanged).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/tamor_diagnose.py --seed 0
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/tamor_diagnose.py --frameworks tamor per_tier --weights 1 \
@@ -18,6 +22,7 @@ On one multi-scenario world (default config, ``--seed``):
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import numpy as np
@@ -31,8 +36,11 @@ from eoca.tamor.train import WorldTensors, fit_framework
 from eoca.tamor.world import MultiScenarioWorld, generate_multi_scenario_world
 
 
-def _expected(world: MultiScenarioWorld, slates: np.ndarray, replications: int) -> tuple[list[float], float]:
-    """(true expected amount per tier in millions, expected new high-holding customers) of ``slates``."""
+def _expected(
+    world: MultiScenarioWorld, slates: np.ndarray, replications: int
+) -> tuple[list[float], float, np.ndarray]:
+    """(true expected amount per tier in millions, expected new high-holding customers, each customer's chance to
+    become high-holding ``(N,)``) of ``slates``."""
     res = simulate_next_period(
         world,
         {"x": slates},
@@ -41,7 +49,7 @@ def _expected(world: MultiScenarioWorld, slates: np.ndarray, replications: int) 
         cfg=TamorEvalConfig(n_bootstrap=0, replications=replications),
     )
     per = res.per_customer["x"]
-    return [float(per[world.tier == t, 2].sum()) / 1e6 for t in range(3)], float(per[:, 4].sum())
+    return [float(per[world.tier == t, 2].sum()) / 1e6 for t in range(3)], float(per[:, 4].sum()), per[:, 4]
 
 
 def main() -> None:
@@ -50,8 +58,17 @@ def main() -> None:
     parser.add_argument("--frameworks", nargs="+", default=["tamor", "per_tier", "pooled"])
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0, 4.0])
+    parser.add_argument(
+        "--train-fractions",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="shares of the training customers each framework is trained on (default: all)",
+    )
     parser.add_argument("--set", action="append", default=[], help="a TAMOR config override KEY=VALUE (repeatable)")
     args = parser.parse_args()
+    if not all(0 < f <= 1 for f in args.train_fractions):
+        parser.error("--train-fractions must lie in (0, 1]")
     cfg = load_tamor_config(None, [*args.set, f"seed={args.seed}"])
     world = generate_multi_scenario_world(cfg.world, cfg.seed)
     tensors = WorldTensors.of(world)
@@ -64,42 +81,59 @@ def main() -> None:
         f"lower-tier eligible pairs: mean true ETV {true_etv[lower].mean():,.1f}, "
         f"mean V x P(upgrade) {value * true_up[lower].mean():,.1f} (V = {value:,.0f})"
     )
-    print("| framework | train seed | w | expected amount, M (new / low / high) | expected new high-holding |")
-    print("|---|---|---|---|---|")
+    gap = world.threshold - world.holdings
+    low = world.tier == 1
+    edges = np.quantile(gap[low], [0.25, 0.5, 0.75])
+    quartile = np.searchsorted(edges, gap)
+    lower_rows = world.tier < 2
+    print(
+        "| framework | train seed | w | expected amount, M (new / low / high) | expected new high-holding "
+        "| from new / low | low tier by gap quartile (smallest first) | lower tiers' slates by scenario, % |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     reps = cfg.evaluation.replications
 
     def sweep(name: str, tseed: str, out: TamorOutput | None) -> None:
         for w in args.weights:
             rank = cfg.rank.model_copy(update={"upgrade_weight": w})
             scores = oracle_scores(world, rank) if out is None else output_scores(out, world, rank)
-            tiers, up = _expected(world, build_slates(scores, world, rank), reps)
+            slates = build_slates(scores, world, rank)
+            tiers, up, each = _expected(world, slates, reps)
+            by_q = " / ".join(f"{each[low & (quartile == q)].sum():.1f}" for q in range(4))
+            mix = np.bincount(world.scenario[slates[lower_rows]].ravel(), minlength=4) / slates[lower_rows].size
             print(
                 f"| {name} | {tseed} | {w:g} | {sum(tiers):.2f} ({tiers[0]:.2f} / {tiers[1]:.2f} / {tiers[2]:.2f})"
-                f" | {up:.1f} |",
+                f" | {up:.1f} | {each[world.tier == 0].sum():.1f} / {each[low].sum():.1f} | {by_q} | "
+                + " / ".join(f"{100 * x:.0f}" for x in mix)
+                + " |",
                 flush=True,
             )
 
     sweep("oracle", "-", None)
     notes: list[str] = []
-    for name in args.frameworks:
-        for tseed in args.train_seeds:
-            t0 = time.perf_counter()
-            model = fit_framework(name, world, cfg.train, tseed, tensors)
-            out = model.score_matrix(world, tensors)
-            p_up = out.p_upgrade.numpy().reshape(n, m).astype(np.float64)
-            sweep(name, str(tseed), out)
-            rho = float(spearmanr(p_up[lower], true_up[lower])[0])
-            note = (
-                f"{name} (train seed {tseed}, {time.perf_counter() - t0:.0f} s): P(upgrade) predicted / true sum "
-                f"{p_up[lower].sum() / true_up[lower].sum():.3f}, Spearman {rho:.3f}"
-            )
-            net = next(iter(model.nets.values()))
-            if net.user_bias is not None and world.own_propensity is not None:
-                with torch.no_grad():
-                    bias = net.user_bias(tensors.user_key).numpy()
-                corr = max(abs(np.corrcoef(bias[:, d], world.own_propensity)[0, 1]) for d in range(bias.shape[1]))
-                note += f"; user bias mean |b| {np.abs(bias).mean():.3f}, best |corr| with own propensity {corr:.3f}"
-            notes.append(note)
+    full_log = world.train
+    for name, tseed, frac in itertools.product(args.frameworks, args.train_seeds, args.train_fractions):
+        t0 = time.perf_counter()
+        keep = np.random.default_rng([args.seed, 1313, 11]).random(n) < frac
+        world.train = full_log.subset(keep[full_log.customer])
+        model = fit_framework(name, world, cfg.train, tseed, tensors)
+        world.train = full_log
+        out = model.score_matrix(world, tensors)
+        p_up = out.p_upgrade.numpy().reshape(n, m).astype(np.float64)
+        label = str(tseed) if frac == 1.0 else f"{tseed}, {frac:g} of the log"
+        sweep(name, label, out)
+        rho = float(spearmanr(p_up[lower], true_up[lower])[0])
+        note = (
+            f"{name} (train seed {label}, {time.perf_counter() - t0:.0f} s): P(upgrade) predicted / true sum "
+            f"{p_up[lower].sum() / true_up[lower].sum():.3f}, Spearman {rho:.3f}"
+        )
+        net = next(iter(model.nets.values()))
+        if net.user_bias is not None and world.own_propensity is not None:
+            with torch.no_grad():
+                bias = net.user_bias(tensors.user_key).numpy()
+            corr = max(abs(np.corrcoef(bias[:, d], world.own_propensity)[0, 1]) for d in range(bias.shape[1]))
+            note += f"; user bias mean |b| {np.abs(bias).mean():.3f}, best |corr| with own propensity {corr:.3f}"
+        notes.append(note)
     print()
     print("\n".join(notes))
 

@@ -162,6 +162,14 @@ def test_bad_selection_requests_are_clear_errors() -> None:
     with pytest.raises(DataValidationError, match="caps"):
         run_budget(data, models=["t_learner"], select="lower_bound", caps={"a": 5})
 
+    class _Broken:
+        def predict(self, features: np.ndarray) -> Prediction:
+            v = np.full((features.shape[0], 3), np.nan)
+            return Prediction(p=np.full(v.shape, 0.5), value=v)
+
+    with pytest.raises(DataValidationError, match="model 'broken' predicted non-finite values"):
+        select_policy(data, ["broken"], 0.3, lambda name, d, seed: _Broken())
+
 
 def test_run_budget_evaluates_and_writes_the_selected_policy() -> None:
     data = _log(3000, 5, noise=3.0)

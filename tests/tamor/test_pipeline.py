@@ -55,6 +55,8 @@ def test_eoca_run_with_a_multi_scenario_config(tmp_path: Path) -> None:
     }
     html = (out / "report.html").read_text()
     assert "Offline metrics per tier and per scenario" in html and "new high-holding" in html
+    # one world and one training per framework: the report must say its intervals omit the training variance
+    assert "do not hold the variance between trainings" in html
     period = (out / "tamor_period.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in period[1:]] == ["tamor", "pooled", "per_tier", "star", "oracle"]
     again = CliRunner().invoke(app, args)

@@ -34,7 +34,15 @@ from eoca.budget.evaluate import (
 )
 from eoca.budget.models import Prediction, make_model
 from eoca.budget.offpolicy import paired_differences
-from eoca.budget.select import SELECTION_RULES, apply_selection, crossfit_selected, select_policy
+from eoca.budget.select import (
+    SELECTION_RULES,
+    apply_selection,
+    candidate_policies,
+    crossfit_selected,
+    logged_means,
+    select_policy,
+    untargeted_arm,
+)
 from eoca.errors import DataValidationError
 from eoca.io import write_bytes, write_csv, write_json, write_parquet, write_text
 
@@ -361,18 +369,11 @@ def budget_policies(
     pols[f"{best}:top_uplift"] = top_uplift_policy(pb, test, budget)
     for t in range(1, test.n_arms):
         pols[f"{best}:only_{test.arms[t].name}"] = single_arm_policy(pb, test, budget, t)
-    logged = [test.arm == t for t in range(test.n_arms)]
-    rates = np.array([test.converted[m].mean() if m.any() else 0.0 for m in logged])
-    exp_cost = test.cost_matrix(np.broadcast_to(rates, (test.n, test.n_arms)))
-    pols["random"] = random_policy(test, budget, exp_cost)
-    means = np.array([test.value[m].mean() if m.any() else -np.inf for m in logged])
-    top = 1 + int(np.argmax(means[1:]))
-    base = float(exp_cost[:, 0].sum())
-    extra = float(exp_cost[:, top].sum()) - base
-    share = 1.0 if extra <= 0 else float(np.clip((budget - base) / extra, 0.0, 1.0))
-    untargeted = np.zeros((test.n, test.n_arms))
-    untargeted[:, 0], untargeted[:, top] = 1.0 - share, share
-    pols[f"untargeted:{test.arms[top].name}"] = untargeted
+    # random targeting and the untargeted best arm from the evaluated customers' own logged rates and means
+    # (a baseline row; the selected policy takes them from its training customers)
+    baselines = candidate_policies(test, {}, budget, untargeted_arm(test), logged_means(test, test.converted))
+    pols["random"] = baselines.pop("random")
+    pols.update(baselines)
     pols["control"] = np.zeros(test.n, dtype=np.int64)
     return pols
 

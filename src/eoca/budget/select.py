@@ -56,6 +56,7 @@ __all__ = [
     "apply_selection",
     "candidate_policies",
     "crossfit_selected",
+    "logged_means",
     "select_policy",
     "simultaneous_z",
     "untargeted_arm",
@@ -67,14 +68,14 @@ CONFIDENCE = 0.95
 Fitter = Callable[[str, IncentiveData, int], Any]
 
 
-def _logged_rates(data: IncentiveData, what: np.ndarray) -> np.ndarray:
+def logged_means(data: IncentiveData, what: np.ndarray) -> np.ndarray:
     """Mean of ``what`` (n,) per logged arm, float64 (k,); an arm nobody got has NaN."""
     return np.array([what[data.arm == t].mean() if (data.arm == t).any() else np.nan for t in range(data.n_arms)])
 
 
 def untargeted_arm(train: IncentiveData) -> int:
     """The incentive arm (1..k-1) with the highest mean logged value among ``train``'s customers."""
-    means = _logged_rates(train, train.value)[1:]
+    means = logged_means(train, train.value)[1:]
     if not np.isfinite(means).any():
         raise DataValidationError(f"data '{train.name}': no customer got an incentive arm; nothing to choose from")
     return 1 + int(np.nanargmax(means))
@@ -96,9 +97,10 @@ def candidate_policies(
 
     Args:
         preds: model name -> predictions (n, k) for ``act``'s customers by models that did not see them.
-        best_arm: the untargeted candidate's arm (from the training customers: :func:`untargeted_arm`).
-        conversion_rates: (k,) conversion rate per arm among the training customers; the expected costs of the
-            random and untargeted policies use them (exact for fixed costs).
+        best_arm: the untargeted candidate's arm (the selection takes it from the training customers with
+            :func:`untargeted_arm`).
+        conversion_rates: (k,) conversion rate per arm (the selection's: among the training customers); the
+            expected costs of the random and untargeted policies use them (exact for fixed costs).
     """
     n, k = act.n, act.n_arms
     out: dict[str, np.ndarray] = {}
@@ -202,13 +204,20 @@ def select_policy(
     if not (math.isfinite(fraction) and fraction >= 0):
         raise DataValidationError(f"budget fraction must be a number >= 0, got {fraction!r}")
     fold = np.random.default_rng(seed).permutation(train.n) % folds
-    rates = _logged_rates(train, train.converted)
+    rates = logged_means(train, train.converted)
     best_arm = untargeted_arm(train)
     diff_terms: dict[str, np.ndarray] = {}
     for f in range(folds):
         held = fold == f
         fit_on, act = train.subset(~held), train.subset(held)
         preds = {m: fit(m, fit_on, seed).predict(act.features) for m in models}
+        for m, pr in preds.items():
+            bad = ~(np.isfinite(pr.value).all(axis=1) & np.isfinite(pr.p).all(axis=1))
+            if bad.any():
+                raise DataValidationError(
+                    f"model '{m}' predicted non-finite values for {int(bad.sum()):,} validation customers, first "
+                    f"customer {act.customer_id[int(np.argmax(bad))]}; the policy selection cannot score it"
+                )
         pols = candidate_policies(act, preds, fraction * act.treat_all_cost(), best_arm, rates)
         mu = preds[models[0]].value
         ref = dr_terms(act.arm, act.propensity, act.value, pols.pop("random"), mu)
@@ -246,7 +255,7 @@ def apply_selection(
         else:
             use[model] = fit(model, train, seed).predict(act.features)
     pols = candidate_policies(
-        act, use, fraction * act.treat_all_cost(), untargeted_arm(train), _logged_rates(train, train.converted)
+        act, use, fraction * act.treat_all_cost(), untargeted_arm(train), logged_means(train, train.converted)
     )
     if chosen not in pols:
         raise DataValidationError(f"policy {chosen!r} is not a candidate; candidates: {sorted(pols)}")

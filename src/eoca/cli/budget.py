@@ -84,7 +84,8 @@ def budget_cmd(
             "--select",
             help="How the campaign's policy is chosen among the models' solver and single-arm policies and the "
             "untargeted best arm, by cross-fitted validation on the training customers: lower_bound (largest "
-            "one-sided 95% lower bound of the gain over random targeting), value (largest estimated gain), or "
+            "lower bound of the gain over random targeting, the bounds holding jointly over the candidates with "
+            "95% probability), value (largest estimated gain), or "
             "none (the solver on the best model by AUCC; needed with --cap).",
         ),
     ] = "lower_bound",

@@ -146,6 +146,13 @@ def build_tamor_report(cfg: TamorConfig, metrics: dict[str, Any], name: str) -> 
                     "purchases adding up it is a near-ceiling, not the exact optimum of new high-holding customers.",
                     kind="approximation",
                 ),
+                Note(
+                    "The intervals resample the customers of this one world, each framework trained once (seed "
+                    f"{cfg.seed}). They do not hold the variance between trainings, which on the default world moves "
+                    "a framework's totals by more than these intervals are wide; judge a difference between "
+                    "frameworks over several seeds (benchmarks/tamor.py reports the interval over seeds).",
+                    kind="warning",
+                ),
             ],
         ),
     ]
