@@ -32,3 +32,17 @@ def test_run_with_incentives_has_budget_section(tmp_path: Path, monkeypatch: pyt
     assert "Incentive budget allocation" in (out / "report.html").read_text(encoding="utf-8")
     assert (out / "budget" / "allocation.parquet").exists()
     assert (out / "budget" / "certificate.json").exists()
+    # the section chooses the campaign's policy as `eoca budget` does by default, and says which
+    assert (out / "budget" / "selection.csv").exists()
+    assert "policy chosen by validation" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_run_section_and_budget_command_share_the_default_selection_rule() -> None:
+    import inspect
+
+    from eoca.budget.select import DEFAULT_SELECTION, SELECTION_RULES
+    from eoca.cli.budget import budget_cmd
+
+    default = inspect.signature(budget_cmd).parameters["select"].default
+    assert default == DEFAULT_SELECTION
+    assert DEFAULT_SELECTION in SELECTION_RULES

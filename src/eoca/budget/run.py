@@ -35,6 +35,7 @@ from eoca.budget.evaluate import (
 from eoca.budget.models import Prediction, make_model
 from eoca.budget.offpolicy import paired_differences
 from eoca.budget.select import (
+    DEFAULT_SELECTION,
     SELECTION_RULES,
     apply_selection,
     candidate_policies,
@@ -626,6 +627,9 @@ def pipeline_section(sim_config: Any, folder: Path, models: Sequence[str] | None
     from eoca.simulate.simulator import generate_world
 
     chosen = DEFAULT_MODELS if models is None else models
-    result = run_budget(from_world(generate_world(sim_config)), models=chosen, seed=sim_config.seed)
+    # the same policy choice as `eoca budget`'s default, so that both commands answer alike for one campaign
+    result = run_budget(
+        from_world(generate_world(sim_config)), models=chosen, seed=sim_config.seed, select=DEFAULT_SELECTION
+    )
     write_budget_run(result, folder)
     return report_section(result)

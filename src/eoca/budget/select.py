@@ -50,6 +50,7 @@ from eoca.budget.offpolicy import dr_terms, policy_matrix
 from eoca.errors import DataValidationError
 
 __all__ = [
+    "DEFAULT_SELECTION",
     "SELECTION_RULES",
     "CandidateScore",
     "Selection",
@@ -63,6 +64,8 @@ __all__ = [
 ]
 
 SELECTION_RULES = ("lower_bound", "value")
+#: the rule `eoca budget` and `eoca run`'s budget section use unless told otherwise
+DEFAULT_SELECTION = "lower_bound"
 CONFIDENCE = 0.95
 
 Fitter = Callable[[str, IncentiveData, int], Any]
