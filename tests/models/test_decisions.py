@@ -411,3 +411,24 @@ def test_network_amount_head_learns_from_the_training_share_of_past_purchases(si
 
     a, b = nll(with_history), nll(without)
     assert a < b - 0.05, (a, b)
+
+
+def test_network_amount_from_past_purchases_is_calibrated_on_a_small_simulated_world(sim: Dataset) -> None:
+    """`esdpm_ncg`'s guarded E[amount | convert], weighted by the true conversion probability, is within 25% of
+    the simulator's truth over all funds when its amount head learns from the past purchases, and further off
+    without them (0.51-0.61 over seeds 0-2 when this was written, 0.78-0.90 with them)."""
+    from eoca.simulate import truth_arrays
+
+    truth = truth_arrays(sim)
+    w = truth.p
+    true_amount = truth.etv / np.maximum(truth.p, 1e-300)
+
+    def overall(amount_from_history: bool) -> float:
+        params = {"amount_from_history": amount_from_history}
+        cfg = {"model": "esdpm_ncg", "num_threads": 1, "max_epochs": 4, "params": params}
+        pred = train(sim, cfg, None, progress=False).score_matrix(sim)
+        return float((w * pred["amount"]).sum() / (w * true_amount).sum())
+
+    with_history, without = overall(True), overall(False)
+    assert 0.75 < with_history < 1.25, with_history
+    assert abs(math.log(with_history)) < abs(math.log(without)), (with_history, without)
