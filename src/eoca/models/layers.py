@@ -193,7 +193,36 @@ class PackedEvents:
         return row, event
 
 
-class BehaviourSelfAttention(nn.Module):
+class _EventEncoder(nn.Module):
+    """What both customer-level sequence encoders share: the per-event encoding ``fund embedding + event-type
+    embedding + Linear(log amount, age)`` and the output ``LayerNorm`` / projection / dropout. The layers are
+    created by two calls, before and after the encoder's own mixing layer, so that each encoder's parameters are
+    created (and randomly initialised) in the same order, under the same names, as in the saved model files."""
+
+    heads: int
+    out_dim: int
+
+    def _event_layers(self, space: FeatureSpace, embedding_dim: int, heads: int) -> None:
+        if embedding_dim % heads:
+            raise ValueError(f"embedding_dim ({embedding_dim}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.fund = Embedding(space.n_event_funds, embedding_dim, padding_idx=0)
+        self.etype = Embedding(space.n_event_types, embedding_dim, padding_idx=0)
+        self.value = nn.Linear(2, embedding_dim)
+
+    def _output_layers(self, embedding_dim: int, dropout: float) -> None:
+        self.proj = nn.Linear(embedding_dim, embedding_dim)
+        self.norm = nn.LayerNorm(embedding_dim)
+        self.dropout = Dropout(dropout)
+        self.out_dim = embedding_dim
+
+    def _encode(self, events: PackedEvents) -> Tensor:
+        """``[N, E]``: one encoding per real event, in packed order."""
+        value = self.value(torch.stack([events.amount, events.age], 1))
+        return self.fund(events.fund) + self.etype(events.etype) + value
+
+
+class BehaviourSelfAttention(_EventEncoder):
     """Multi-head self-attention over a customer's latest behaviour events, mean-pooled over real events (the
     paper's encoder, ``sequence_encoder: self_attention``; the zoo's default is :class:`BehaviourAttentionPooling`).
 
@@ -209,20 +238,12 @@ class BehaviourSelfAttention(nn.Module):
 
     def __init__(self, space: FeatureSpace, embedding_dim: int, heads: int, dropout: float) -> None:
         super().__init__()
-        if embedding_dim % heads:
-            raise ValueError(f"embedding_dim ({embedding_dim}) must be divisible by heads ({heads})")
-        self.heads = heads
-        self.fund = Embedding(space.n_event_funds, embedding_dim, padding_idx=0)
-        self.etype = Embedding(space.n_event_types, embedding_dim, padding_idx=0)
-        self.value = nn.Linear(2, embedding_dim)
+        self._event_layers(space, embedding_dim, heads)
         self.qkv = nn.Linear(embedding_dim, 3 * embedding_dim)
-        self.proj = nn.Linear(embedding_dim, embedding_dim)
-        self.norm = nn.LayerNorm(embedding_dim)
-        self.dropout = Dropout(dropout)
-        self.out_dim = embedding_dim
+        self._output_layers(embedding_dim, dropout)
 
     def forward(self, events: PackedEvents) -> Tensor:
-        x = self.fund(events.fund) + self.etype(events.etype) + self.value(torch.stack([events.amount, events.age], 1))
+        x = self._encode(events)  # [N, E]
         qkv = self.qkv(x)  # [N, 3E]
         qkv = torch.cat([qkv, qkv.new_zeros((1, qkv.shape[1]))])  # the row padding slots read
         attended = [self._attend(qkv, width, first, runs) for width, first, runs in _width_buckets(events.runs)]
@@ -263,7 +284,7 @@ class BehaviourSelfAttention(nn.Module):
         return out.index_select(0, torch.nonzero(valid.reshape(-1)).squeeze(1))
 
 
-class BehaviourAttentionPooling(nn.Module):
+class BehaviourAttentionPooling(_EventEncoder):
     """Attention pooling of a customer's latest behaviour events: one learnt query per head.
 
     Each event is encoded as in :class:`BehaviourSelfAttention` (``fund embedding + event-type embedding +
@@ -284,21 +305,13 @@ class BehaviourAttentionPooling(nn.Module):
 
     def __init__(self, space: FeatureSpace, embedding_dim: int, heads: int, dropout: float) -> None:
         super().__init__()
-        if embedding_dim % heads:
-            raise ValueError(f"embedding_dim ({embedding_dim}) must be divisible by heads ({heads})")
-        self.heads = heads
-        self.fund = Embedding(space.n_event_funds, embedding_dim, padding_idx=0)
-        self.etype = Embedding(space.n_event_types, embedding_dim, padding_idx=0)
-        self.value = nn.Linear(2, embedding_dim)
+        self._event_layers(space, embedding_dim, heads)
         self.score = nn.Linear(embedding_dim, heads)
-        self.proj = nn.Linear(embedding_dim, embedding_dim)
-        self.norm = nn.LayerNorm(embedding_dim)
-        self.dropout = Dropout(dropout)
-        self.out_dim = embedding_dim
+        self._output_layers(embedding_dim, dropout)
 
     def forward(self, events: PackedEvents) -> Tensor:
         n_units, heads = events.n_units, self.heads
-        x = self.fund(events.fund) + self.etype(events.etype) + self.value(torch.stack([events.amount, events.age], 1))
+        x = self._encode(events)  # [N, E]
         s = self.score(x)  # [N, H]
         # Softmax over each unit's events, shifted by the unit's maximum (any per-unit constant gives the same
         # weights; the maximum keeps exp finite).
