@@ -299,6 +299,21 @@ class SegmentMeans:
         return Prediction(p=p, value=v)
 
 
+def _over_splits(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over repeated splits of one policy's paired differences against random targeting."""
+    import numpy as np
+
+    return {
+        "splits": len(rs),
+        "median_difference": float(np.median([r["difference"] for r in rs])),
+        "median_ci_low": float(np.median([r["difference_ci_low"] for r in rs])),
+        "median_ci_high": float(np.median([r["difference_ci_high"] for r in rs])),
+        "splits_ci_above_zero": int(sum(r["difference_ci_low"] > 0 for r in rs)),
+        "median_se": float(np.median([r["difference_se"] for r in rs])),
+        "median_lift_pct": float(np.median([r["lift_pct"] for r in rs])),
+    }
+
+
 def bench_hillstrom_power(models: list[str], splits: int, outcome_model: str, folds: int = 2) -> dict[str, Any]:
     """Repeated ``folds``-fold cross-fitting (one split per seed), an in-sample fit (optimistic), and the power of the
     policy-vs-random comparison at one third of the customers e-mailed."""
@@ -371,15 +386,9 @@ def bench_hillstrom_power(models: list[str], splits: int, outcome_model: str, fo
                 {
                     "estimator": est,
                     "policy": pol,
-                    "splits": len(cf),
-                    "median_difference": float(np.median([r["difference"] for r in cf])),
-                    "median_ci_low": float(np.median([r["difference_ci_low"] for r in cf])),
-                    "median_ci_high": float(np.median([r["difference_ci_high"] for r in cf])),
+                    **_over_splits(cf),
                     "min_difference": float(np.min([r["difference"] for r in cf])),
                     "max_difference": float(np.max([r["difference"] for r in cf])),
-                    "splits_ci_above_zero": int(sum(r["difference_ci_low"] > 0 for r in cf)),
-                    "median_se": float(np.median([r["difference_se"] for r in cf])),
-                    "median_lift_pct": float(np.median([r["lift_pct"] for r in cf])),
                     "insample_difference": ins[0]["difference"] if ins else None,
                     "insample_ci_low": ins[0]["difference_ci_low"] if ins else None,
                     "insample_ci_high": ins[0]["difference_ci_high"] if ins else None,
@@ -470,13 +479,7 @@ def bench_hillstrom_select(models: list[str], splits: int, folds: int) -> dict[s
                     "estimator": est,
                     "policy": pol,
                     "folds": folds,
-                    "splits": len(rs),
-                    "median_difference": float(np.median([r["difference"] for r in rs])),
-                    "median_ci_low": float(np.median([r["difference_ci_low"] for r in rs])),
-                    "median_ci_high": float(np.median([r["difference_ci_high"] for r in rs])),
-                    "median_lift_pct": float(np.median([r["lift_pct"] for r in rs])),
-                    "splits_ci_above_zero": int(sum(r["difference_ci_low"] > 0 for r in rs)),
-                    "median_se": float(np.median([r["difference_se"] for r in rs])),
+                    **_over_splits(rs),
                 }
             )
     return {"rows": rows, "summary": summary}
@@ -541,11 +544,7 @@ def bench_hillstrom_visit(splits: int, folds: int) -> dict[str, Any]:
             {
                 "policy": pol,
                 "folds": folds,
-                "splits": len(rs),
-                "median_difference": float(np.median([r["difference"] for r in rs])),
-                "median_ci_low": float(np.median([r["difference_ci_low"] for r in rs])),
-                "median_ci_high": float(np.median([r["difference_ci_high"] for r in rs])),
-                "splits_ci_above_zero": int(sum(r["difference_ci_low"] > 0 for r in rs)),
+                **_over_splits(rs),
             }
         )
     return {"rows": rows, "summary": summary, "insample_ols_r2_per_arm": ols_r2}
