@@ -62,6 +62,15 @@ def test_packed_events_hold_exactly_the_real_events_grouped_by_length(batch: Bat
             assert torch.equal(field[s : s + c], inputs[key][u][mask[u]]), key
 
 
+def _unit_events(
+    module: BehaviourSelfAttention | BehaviourAttentionPooling, inputs: dict[str, torch.Tensor], u: int
+) -> torch.Tensor:
+    """Unit ``u``'s real events encoded from the padded inputs, ``fund + type + Linear(amount, age)``: ``[n, E]``."""
+    m = inputs["seq_mask"][u]
+    amount_age = torch.stack([inputs["seq_amount"][u][m], inputs["seq_age"][u][m]], dim=1)
+    return module.fund(inputs["seq_fund"][u][m]) + module.etype(inputs["seq_type"][u][m]) + module.value(amount_age)
+
+
 def _reference_self_attention(module: BehaviourSelfAttention, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """The layer's formula unit by unit: attention over the unit's own events, LayerNorm(x + proj), mean."""
     mask = inputs["seq_mask"]
@@ -71,8 +80,7 @@ def _reference_self_attention(module: BehaviourSelfAttention, inputs: dict[str, 
         m = mask[u]
         if not bool(m.any()):
             continue
-        amount_age = torch.stack([inputs["seq_amount"][u][m], inputs["seq_age"][u][m]], dim=1)
-        x = module.fund(inputs["seq_fund"][u][m]) + module.etype(inputs["seq_type"][u][m]) + module.value(amount_age)
+        x = _unit_events(module, inputs, u)
         n, e = x.shape
         q, k, v = module.qkv(x).view(n, 3, heads, e // heads).permute(1, 2, 0, 3)  # each [H, n, E/H]
         weights = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(e // heads), dim=-1)
@@ -118,8 +126,7 @@ def _reference_pooling(module: BehaviourAttentionPooling, inputs: dict[str, torc
         m = mask[u]
         if not bool(m.any()):
             continue
-        amount_age = torch.stack([inputs["seq_amount"][u][m], inputs["seq_age"][u][m]], dim=1)
-        x = module.fund(inputs["seq_fund"][u][m]) + module.etype(inputs["seq_type"][u][m]) + module.value(amount_age)
+        x = _unit_events(module, inputs, u)
         weights = torch.softmax(module.score(x), dim=0)  # [n, H]
         pooled = torch.cat(
             [weights[:, h : h + 1].t() @ x[:, h * e // heads : (h + 1) * e // heads] for h in range(heads)], 1
