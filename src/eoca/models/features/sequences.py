@@ -71,10 +71,6 @@ class BehaviourSequences:
         # "Now" for static sequences and for scoring: the first exposure (or just after the last event), so
         # event ages are measured from the same point in training and in scoring.
         self.now = first_exposure if self.static else int(self.time.max(initial=0)) + 1
-        # Composite (customer, time) key for cutting per row; time offset keeps it non-negative.
-        self._t0 = int(self.time.min(initial=0))
-        self._span = int(self.time.max(initial=0)) - self._t0 + 2
-        self._key = self.cust * self._span + (self.time - self._t0)
         self.n_customers = dataset.n_customers
         self._latest_table: dict[str, torch.Tensor] | None = None
         self._latest_pairs: torch.Tensor | None = None
@@ -152,8 +148,13 @@ class BehaviourSequences:
     def cut(self, cust: np.ndarray, time: np.ndarray) -> np.ndarray:
         """End index (exclusive) of each customer's events strictly before ``time``: no event at or after an
         exposure enters its sequence."""
-        t = np.clip(time - self._t0, 0, self._span - 1)
-        return np.searchsorted(self._key, cust * self._span + t, side="left").astype(np.int64)
+        # A customer's events are contiguous and sorted by time, so the end is the customer's first event plus the
+        # number of its events before ``time``: a count over the units' own events, which lie together in memory,
+        # where a binary search of the whole (customer, time) key table missed the cache at every step.
+        start = self.indptr[cust]
+        owner, idx = self._expand(cust, self.indptr[cust + 1])
+        before = self.time[idx] < np.asarray(time)[owner]
+        return (start + np.bincount(owner[before], minlength=cust.size)).astype(np.int64)
 
     def gather(self, cust: np.ndarray, end: np.ndarray, now: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         """Sequence tensors ``[U, L]`` for units ``(cust, end)``; the latest event sits in the last slot."""
@@ -198,16 +199,19 @@ class BehaviourSequences:
         age = np.maximum(ref[owner] - self.time[idx], 0).astype(np.float64)
         recent = age <= self.window
         acc = np.zeros((n_units * slots, k), dtype=np.float64)
+        flat = acc.reshape(-1)
+        ok = etype >= 0
+        ok_recent = ok & recent
+        spend = np.where(etype == EVENT_TYPES.index("purchase"), self.raw_amount[idx], 0)
+        closeness = 1.0 / (1.0 + age / self.window)
         for slot in (fund, n_fit + self.groups[fund]):
             row = owner * slots + slot
-            ok = etype >= 0
-            np.add.at(acc, (row[ok], etype[ok]), 1.0)
-            ok_recent = ok & recent
-            np.add.at(acc, (row[ok_recent], n_types + etype[ok_recent]), 1.0)
-            np.add.at(
-                acc, (row, 2 * n_types), np.where(etype == EVENT_TYPES.index("purchase"), self.raw_amount[idx], 0)
-            )
-            np.maximum.at(acc[:, 2 * n_types + 1], row, 1.0 / (1.0 + age / self.window))
+            # bincount adds in input order as np.add.at does (the same sums, bit for bit) at a fraction of its
+            # cost; the fund slots and the type slots are disjoint rows, so each cell is filled once.
+            flat += np.bincount(row[ok] * k + etype[ok], minlength=flat.size)
+            flat += np.bincount(row[ok_recent] * k + n_types + etype[ok_recent], minlength=flat.size)
+            flat += np.bincount(row * k + 2 * n_types, spend, minlength=flat.size)
+            np.maximum.at(acc[:, 2 * n_types + 1], row, closeness)
         acc[:, : 2 * n_types + 1] = np.log1p(acc[:, : 2 * n_types + 1])
         acc3 = acc.reshape(n_units, slots, k)
         fit = np.asarray(fund_fit, dtype=np.int64)
