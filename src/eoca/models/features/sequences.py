@@ -159,19 +159,34 @@ class BehaviourSequences:
     def gather(self, cust: np.ndarray, end: np.ndarray, now: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         """Sequence tensors ``[U, L]`` for units ``(cust, end)``; the latest event sits in the last slot."""
         length = self.length
-        idx = end[:, None] - length + np.arange(length)[None, :]
-        valid = idx >= self.indptr[cust][:, None]
-        safe = np.where(valid, idx, 0) if self.n_events else np.zeros_like(idx)
-        if self.n_events == 0:
-            valid = np.zeros_like(valid)
-        ref = self.now if now is None else now[:, None]
-        age = np.log1p(np.maximum(ref - self.time[safe], 0)) / self.age_scale if self.n_events else np.zeros(idx.shape)
+        n_units = cust.size
+        start = np.maximum(self.indptr[cust], end - length) if self.n_events else end
+        take = np.maximum(end - start, 0)
+        # Only the real events are read and converted (most units have far fewer than L): unit u's events fill
+        # its last take[u] slots, in order.
+        unit = np.repeat(np.arange(n_units), take)
+        first = np.cumsum(take) - take
+        pos = np.arange(int(take.sum())) - np.repeat(first, take)
+        idx = np.repeat(start, take) + pos
+        slot = unit * length + np.repeat(length - take, take) + pos
+        ref = np.full(n_units, self.now, dtype=np.int64) if now is None else np.asarray(now)
+        fund = np.full(n_units * length, PAD, dtype=self.fund.dtype)
+        etype = np.full(n_units * length, PAD, dtype=self.type.dtype)
+        amount = np.zeros(n_units * length, dtype=np.float32)
+        age = np.zeros(n_units * length, dtype=np.float32)
+        valid = np.zeros(n_units * length, dtype=bool)
+        fund[slot] = self.fund[idx]
+        etype[slot] = self.type[idx]
+        amount[slot] = self.amount[idx]
+        age[slot] = np.log1p(np.maximum(ref[unit] - self.time[idx], 0)) / self.age_scale
+        valid[slot] = True
+        shape = (n_units, length)
         return {
-            "seq_fund": torch.from_numpy(np.where(valid, self.fund[safe], PAD)),
-            "seq_type": torch.from_numpy(np.where(valid, self.type[safe], PAD)),
-            "seq_amount": torch.from_numpy(np.where(valid, self.amount[safe], 0.0).astype(np.float32)),
-            "seq_age": torch.from_numpy(np.where(valid, age, 0.0).astype(np.float32)),
-            "seq_mask": torch.from_numpy(valid),
+            "seq_fund": torch.from_numpy(fund.reshape(shape)),
+            "seq_type": torch.from_numpy(etype.reshape(shape)),
+            "seq_amount": torch.from_numpy(amount.reshape(shape)),
+            "seq_age": torch.from_numpy(age.reshape(shape)),
+            "seq_mask": torch.from_numpy(valid.reshape(shape)),
         }
 
     def pair_counts(
