@@ -1,0 +1,216 @@
+"""Where a zoo model's training step spends its CPU time: each component timed forward and backward on its own.
+
+    python benchmarks/train_components.py --customers 100000 --models esdpm,esmm --workdir W
+
+On the simulated world (reused from ``--workdir``, as ``benchmarks/train.py`` keeps it), one torch thread, the
+model at its initial weights in training mode, ``--batches`` training batches of 1,024 rows (and, for a model that
+learns its amount from past purchases, as many batches of past purchases of the size the trainer pairs with each
+step). Every figure is CPU milliseconds per step, the median over ``--repeats`` passes over those batches:
+
+* the whole exposure step (``loss`` forward and backward) and the past-purchase step (``amount_history_loss``);
+* each component on the inputs it received in that step, forward and backward (a fixed random output
+  gradient): the profile embedding, the behaviour encoder, the consumption GAT, the candidate-aware inputs (pair
+  counts, summary, target attention), the fund embedding, the MMoE and the towers;
+* batching: cutting the step's exposure batch and past-purchase batch from the bound dataset (numpy, outside
+  autograd); and Adam's update of the flat parameters.
+
+The components do not add up to the step exactly: the step also concatenates the branches, runs autograd's
+bookkeeping for the whole graph and accumulates every parameter's gradient. Prints one Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _ms(fn: Callable[[Any], None], items: list[Any], repeats: int) -> float:
+    """Median over ``repeats`` passes of the CPU milliseconds per item of ``fn``."""
+    for item in items[:1]:
+        fn(item)
+    times = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        for item in items:
+            fn(item)
+        times.append((time.process_time() - c0) / len(items) * 1e3)
+    return statistics.median(times)
+
+
+def _component_rows(model: Any, batches: list[Any], repeats: int) -> dict[str, float]:
+    """Forward + backward CPU ms of each top-level component, on the inputs it gets in the model's own step."""
+    import torch
+
+    from eoca.models.layers import PairInput
+
+    parts = {
+        "profile embedding (units)": model.customer_arch.profile,
+        "behaviour encoder": model.customer_arch.behaviour,
+        "consumption GAT": model.customer_arch.consumption,
+        "candidate-aware inputs (pair counts, summary, target attention)": model.candidate_arch,
+        "fund embedding": model.fund_arch,
+        "MMoE": getattr(model, "mmoe", None),
+    }
+    captured: dict[str, list[tuple[Any, tuple[Any, ...], dict[str, Any]]]] = {k: [] for k in parts}
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], _out: Any) -> None:
+            # The first call per step only: the profile embedding runs again for the graph's second-hop customers.
+            if len(captured[name]) < n_step[0]:
+                captured[name].append((module, args, kwargs))
+
+        return record
+
+    n_step = [0]
+    handles = [m.register_forward_hook(hook(k), with_kwargs=True) for k, m in parts.items() if m is not None]
+    for b in batches:
+        n_step[0] += 1
+        model.loss(b)
+    for h in handles:
+        h.remove()
+
+    def leaf(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x.detach().requires_grad_(x.is_floating_point())
+        if isinstance(x, PairInput):
+            pair = leaf(x.pair) if x.pair is not None else None
+            return PairInput(leaf(x.customer), x.row_unit, leaf(x.fund), x.fund_index, pair)
+        return x
+
+    out: dict[str, float] = {}
+    for name, calls in captured.items():
+        if not calls:
+            continue
+        prepared = []
+        for module, args, kwargs in calls:
+            args2 = tuple(leaf(a) for a in args)
+            grad = torch.randn_like(module(*args2, **kwargs))
+            prepared.append((module, args2, kwargs, grad))
+
+        def run(item: tuple[Any, tuple[Any, ...], dict[str, Any], Any]) -> None:
+            module, args2, kwargs, grad = item
+            module(*args2, **kwargs).backward(grad)
+
+        out[name] = _ms(run, prepared, repeats)
+    return out
+
+
+def _heads_rows(model: Any, batches: list[Any], repeats: int) -> dict[str, float]:
+    """Towers and loss, forward + backward, on the MMoE output of each batch (models with an ``mmoe``)."""
+    import torch
+
+    if not hasattr(model, "mmoe") or not hasattr(model, "heads"):
+        return {}
+    with torch.no_grad():
+        hs = [model.mmoe(model.encode(b)) for b in batches]
+
+    def towers(h: Any) -> None:
+        h = h.detach().requires_grad_()
+        logit_ctr, logit_cvr = model.heads(h[:, 0], h[:, 1])
+        total = logit_cvr.sum() + (logit_ctr.sum() if logit_ctr is not None else 0.0)
+        if hasattr(model, "lognormal"):
+            total = total + model.lognormal(h[:, 2]).sum()
+        total.backward()
+
+    return {"towers": _ms(towers, hs, repeats)}
+
+
+def measure(data: Path, name: str, n_batches: int, repeats: int) -> list[tuple[str, float]]:
+    import numpy as np
+    import torch
+
+    from eoca.data import Dataset
+    from eoca.models import FeatureSpace, build_model, model_defaults
+    from eoca.training.trainer import FlatParameters, deterministic_kernels
+
+    torch.set_num_threads(1)
+    ds = Dataset.load(data, with_truth=False)
+    space = FeatureSpace.fit(ds, use_graph=bool(model_defaults(name).get("use_graph", False)))
+    bound = space.bind(ds)
+    torch.manual_seed(0)
+    model = build_model(name, space, model_defaults(name))
+    model.train()
+    gen = torch.Generator().manual_seed(1)
+    batches = [
+        b
+        for _, b in zip(
+            range(n_batches), bound.exposure_batches("train", 1024, shuffle=True, generator=gen), strict=False
+        )
+    ]
+    n_train = bound.n_exposures("train")
+    history: list[Any] = []
+    per_step = 0
+    if model.learns_amount_from_history and bound.n_purchase_history():
+        per_step = math.ceil(bound.n_purchase_history() * 1024 / n_train)
+        history = [
+            (b, torch.from_numpy(a).to(torch.float32))
+            for _, (b, a) in zip(range(n_batches), bound.purchase_history(per_step, generator=gen), strict=False)
+        ]
+    rows: list[tuple[str, float]] = []
+    with deterministic_kernels(True):
+
+        def exposure_step(b: Any) -> None:
+            model.zero_grad(set_to_none=True)
+            model.loss(b).backward()
+
+        rows.append(("exposure step: loss forward + backward (1,024 rows)", _ms(exposure_step, batches, repeats)))
+        if history:
+
+            def history_step(item: Any) -> None:
+                model.zero_grad(set_to_none=True)
+                model.amount_history_loss(*item).backward()
+
+            rows.append(
+                (f"past-purchase step: forward + backward ({per_step:,} rows)", _ms(history_step, history, repeats))
+            )
+        rows.extend((f"  {k}", v) for k, v in _component_rows(model, batches, repeats).items())
+        rows.extend((f"  {k}", v) for k, v in _heads_rows(model, batches, repeats).items())
+
+    # Iterators made once, as the trainer makes them once per epoch (the shuffle's permutation is not per step).
+    gen2 = torch.Generator().manual_seed(2)
+    exposures = bound.exposure_batches("train", 1024, shuffle=True, generator=gen2)
+    purchases = bound.purchase_history(per_step, generator=gen2) if per_step else None
+
+    def cut(_: Any) -> None:
+        next(exposures)
+        if purchases is not None:
+            next(purchases)
+
+    rows.append(("batching: the step's exposure and past-purchase batches", _ms(cut, list(range(n_batches)), repeats)))
+    flat = FlatParameters(model)
+    opt = torch.optim.Adam([flat.flat], lr=1e-3, foreach=True)
+    flat.flat.grad = torch.from_numpy(np.full(flat.flat.numel(), 1e-3, dtype=np.float32))
+
+    def adam(_: Any) -> None:
+        opt.step()
+
+    rows.append(("Adam step (flat parameters)", _ms(adam, list(range(n_batches)), repeats)))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--customers", type=int, default=100_000, help="customers of the simulated world (8 funds)")
+    ap.add_argument("--models", default="esdpm,esmm", help="comma-separated zoo models")
+    ap.add_argument("--batches", type=int, default=8, help="training batches timed per pass")
+    ap.add_argument("--repeats", type=int, default=5, help="passes; the median is reported")
+    ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
+    args = ap.parse_args()
+    from train import _world  # benchmarks/train.py, beside this script: the same world, the same folder
+
+    work = args.workdir or Path(tempfile.gettempdir()) / f"eoca_bench_world_{args.customers}"
+    data = _world(args.customers, work)
+    for name in args.models.split(","):
+        print(f"\n| {name}: component | CPU ms per step |\n|---|---:|")
+        for label, ms in measure(data, name, args.batches, args.repeats):
+            print(f"| {label} | {ms:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
