@@ -15,6 +15,8 @@ parameters ``(p, q, v)`` the quantities are :data:`CUSTOMER_BASE_FORMULAS`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import warnings
 from typing import Any
@@ -81,15 +83,16 @@ class CustomerBaseModel:
             raise DataValidationError(
                 f"{self.what}: only {int(rep.sum())} training customers with a repeat purchase; Gamma-Gamma needs more"
             )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # lifetimes warns about pandas idioms, not about the fit
+        # lifetimes warns about pandas idioms and prints the optimiser's state when it fails; the error says it
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
             try:
                 self.bgf = lt.BetaGeoFitter(penalizer_coef=self.penalizer).fit(x, tx, big_t)
                 self.ggf = lt.GammaGammaFitter(penalizer_coef=self.penalizer).fit(x[rep], m[rep])
             except lt.utils.ConvergenceError as exc:
                 raise DataValidationError(
-                    f"{self.what}: BG/NBD / Gamma-Gamma did not converge on {x.size:,} training customers ({exc}); "
-                    "a longer calibration window or more customers usually helps"
+                    f"{self.what}: BG/NBD / Gamma-Gamma did not converge on {x.size:,} training customers "
+                    f"({str(exc).strip()}); a longer calibration window or more customers usually helps"
                 ) from exc
         return self
 

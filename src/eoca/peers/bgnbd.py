@@ -53,14 +53,16 @@ class BgNbdGammaGamma(Peer):
         self.target_days = float(dataset.spec.notes["target_days"])
         rows = train_customers(dataset)
         # The imported monetary_repeat_mean of one-time buyers is already filled; x = 0 marks them.
-        self._model.fit(*(cols[c][rows] for c in REQUIRED))
+        x, tx, big_t, m = (cols[c][rows] for c in REQUIRED)
+        self._model.fit(x, tx, big_t, m)
         return self
 
     def predict_customers(self, dataset: Dataset, customer_pos: np.ndarray) -> dict[str, np.ndarray]:
         if self._model.bgf is None:
             raise RuntimeError("bgnbd: call fit before predict")
         cols = self._columns(dataset)
-        q = self._model.quantities(*(cols[c][customer_pos] for c in REQUIRED), self.target_days)
+        x, tx, big_t, m = (cols[c][customer_pos] for c in REQUIRED)
+        q = self._model.quantities(x, tx, big_t, m, self.target_days)
         return {"p": q["cbm_p_purchase"], "etv": q["cbm_expected_spend"]}
 
     def describe(self) -> dict[str, Any]:
