@@ -307,7 +307,8 @@ def run_one(
     for model in args.models.split(","):
         score, params, v, t = seed_averaged(ds_eoca, model, base, EOCA_GRIDS.get(model, []), args.select, args.ensemble)
         cands[model] = (score, params, t)
-        saved[f"valid_{model}"], saved[f"test_{model}"] = v, t
+        key = f"eoca_{model}" if model in PEERS else model  # the zoo's gbdt as a candidate is not the peer gbdt
+        saved[f"valid_{key}"], saved[f"test_{key}"] = v, t
     best = max(cands, key=lambda m: cands[m][0])
     res["eoca_candidates_valid"] = {m: c[0] for m, c in cands.items()}
     res["eoca_best"] = best

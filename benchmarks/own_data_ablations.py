@@ -42,7 +42,7 @@ from eoca.peers import make_peer
 from eoca.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from own_data import CDNOW_MASTER_SPEC, build, cdnow_path, oracle_etv, paired_bootstrap, split_rule
+from own_data import CDNOW_MASTER_SPEC, PEERS, build, cdnow_path, oracle_etv, paired_bootstrap, split_rule
 
 LGB = {
     "objective": "poisson",
@@ -148,7 +148,7 @@ def blends(preds: Path) -> list[str]:
         d = dict(np.load(path))
         yv, yt = d["valid_amount"], d["test_amount"]
         wv, wt = d.get("valid_weight"), d.get("test_weight")
-        peer_names = [p for p in ("gbdt", "bgnbd") if f"test_{p}" in d]
+        peer_names = [p for p in PEERS if f"test_{p}" in d]
         peers = {p: d[f"test_{p}"] for p in peer_names}
         skip = {"amount", "weight", "oracle", *peer_names}
         cands = [k[6:] for k in d if k.startswith("valid_") and k[6:] not in skip]
@@ -239,7 +239,7 @@ def tail(preds: Path, data: str = "cdnow") -> list[str]:
     ys, eoca, peer = [], [], []
     for path in sorted(preds.glob(f"predictions_{data}_*.npz")):
         d = dict(np.load(path))
-        cands = [k[6:] for k in d if k.startswith("valid_") and k[6:] not in ("amount", "weight", "gbdt", "bgnbd")]
+        cands = [k[6:] for k in d if k.startswith("valid_") and k[6:] not in ("amount", "weight", *PEERS)]
         best = min(cands, key=lambda c: M.tweedie_deviance(d["valid_amount"], d[f"valid_{c}"]))
         ys.append(d["test_amount"])
         eoca.append(d[f"test_{best}"])
