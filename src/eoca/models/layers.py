@@ -753,3 +753,31 @@ class Tower(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.head(self.body(x))
         return out
+
+
+def run_towers(towers: list[Tower], inputs: list[Tensor]) -> list[Tensor]:
+    """``[tower(x) for tower, x in zip(towers, inputs)]``, the same numbers with one dropout draw for all.
+
+    Towers run one after the other draw their dropout masks one after the other, and torch's CPU generator gives
+    ``rand(T, B, H)`` exactly the values of ``T`` consecutive ``rand(B, H)``; so one draw, one comparison and one
+    scaling replace ``T`` of each (a tower's Linear and head are a few small kernels, the mask was a third of
+    them). Towers of another shape (a deeper body, another rate or width, inputs of unequal rows) run one by one.
+    ``inputs[t]`` ``[B, D_t]`` ``-> [B, out_t]`` per tower.
+    """
+    bodies = [list(t.body) for t in towers]
+    drops = [b[2] if len(b) == 3 and isinstance(b[2], Dropout) else None for b in bodies]
+    shapes = {(int(x.shape[0]), t.head.in_features) for t, x in zip(towers, inputs, strict=True)}
+    fusable = (
+        len(towers) > 1
+        and all(len(b) == 3 and isinstance(b[0], nn.Linear) and isinstance(b[1], nn.ReLU) for b in bodies)
+        and all(d is not None and d.training and 0.0 < d.p < 1.0 for d in drops)
+        and len({d.p for d in drops if d is not None}) == 1
+        and len(shapes) == 1
+    )
+    if not fusable:
+        return [t(x) for t, x in zip(towers, inputs, strict=True)]
+    hidden = [F.relu(b[0](x)) for b, x in zip(bodies, inputs, strict=True)]
+    p = float(drops[0].p) if drops[0] is not None else 0.0
+    keep = torch.rand((len(towers), *hidden[0].shape), dtype=hidden[0].dtype).ge_(p)
+    keep = keep.to(hidden[0].dtype).mul_(1.0 / (1.0 - p))
+    return [t.head(h * keep[i]) for i, (t, h) in enumerate(zip(towers, hidden, strict=True))]

@@ -128,33 +128,46 @@ class FlatParameters:
 
     An optimizer step costs a fixed number of small kernels per parameter tensor, and a zoo model has 40 to 70
     small tensors, so the update was a large share of a training step. Here every parameter becomes a view into
-    one flat storage (same values, same modules), :meth:`gather_grad` concatenates the per-parameter gradients
-    into the flat gradient after ``backward``, and the optimizer steps ``flat`` in place, which updates every
-    view. Adam's update is elementwise, so the trained values are those of the per-tensor update.
+    one flat storage (same values, same modules), and every parameter's ``.grad`` a view into one flat gradient:
+    ``backward`` adds each parameter's gradient in place into its view (autograd accumulates into a ``.grad`` that
+    exists), so after :meth:`zero_grad` and ``backward`` the flat gradient is complete without a copy, and the
+    optimizer steps ``flat`` in place, which updates every view. Adam's update is elementwise, so the trained
+    values are those of the per-tensor update; adding a gradient to zeros gives the same value (only a ``-0.0``
+    becomes ``+0.0``, which no update tells apart).
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
         flat = torch.cat([p.detach().reshape(-1) for p in self.params]) if self.params else torch.zeros(0)
+        grad = torch.zeros_like(flat)
+        self._grad_views: list[torch.Tensor] = []
         offset = 0
         for p in self.params:
             n = p.numel()
             p.data = flat[offset : offset + n].view_as(p)
+            self._grad_views.append(grad[offset : offset + n].view_as(p))
             offset += n
         self.flat = torch.nn.Parameter(flat)
+        self._grad = grad
+        self.zero_grad()
 
     def gather_grad(self) -> None:
-        """Set ``flat.grad`` from the parameters' gradients (a parameter without one contributes zeros)."""
-        grads = [
-            (p.grad.to_dense() if p.grad.is_sparse else p.grad) if p.grad is not None else torch.zeros_like(p)
-            for p in self.params
-        ]
-        self.flat.grad = torch.cat([g.reshape(-1) for g in grads]) if grads else None
+        """Complete ``flat.grad`` after ``backward``: a parameter whose ``.grad`` is no longer its view (replaced,
+        or sparse) has it copied in; normally every gradient is already in place."""
+        for p, view in zip(self.params, self._grad_views, strict=True):
+            g = p.grad
+            if g is None:
+                view.zero_()
+            elif g is not view:
+                view.copy_(g.to_dense() if g.is_sparse else g)
+        self.flat.grad = self._grad
 
     def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-        self.flat.grad = None
+        """Zero the flat gradient and point every parameter's ``.grad`` at its view of it."""
+        self._grad.zero_()
+        for p, view in zip(self.params, self._grad_views, strict=True):
+            p.grad = view
+        self.flat.grad = self._grad
 
 
 # --- progress ------------------------------------------------------------------------------------------------

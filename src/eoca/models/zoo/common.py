@@ -11,7 +11,16 @@ from torch import Tensor
 
 from eoca.models.base import Batch, EtvModel, ModelOutput, require_labels
 from eoca.models.features import FeatureSpace, notice
-from eoca.models.layers import CandidateArch, CustomerArch, FundEmbedding, MMoE, PackedEvents, PairInput, Tower
+from eoca.models.layers import (
+    CandidateArch,
+    CustomerArch,
+    FundEmbedding,
+    MMoE,
+    PackedEvents,
+    PairInput,
+    Tower,
+    run_towers,
+)
 from eoca.models.losses import (
     SIGMA_FLOOR,
     bce_loss,
@@ -168,8 +177,19 @@ class ConversionHeads(torch.nn.Module):
             self.cvr = Tower(in_dim, hidden, 1, dropout, [logit(stats["conversion_rate"])])
 
     def forward(self, ctr_in: Tensor, cvr_in: Tensor) -> tuple[Tensor | None, Tensor]:
-        logit_ctr = self.ctr(ctr_in).squeeze(-1) if self.ctr is not None else None
-        return logit_ctr, self.cvr(cvr_in).squeeze(-1)
+        logit_ctr, logit_cvr, _ = self.forward_with(ctr_in, cvr_in, [])
+        return logit_ctr, logit_cvr
+
+    def forward_with(
+        self, ctr_in: Tensor, cvr_in: Tensor, more: list[tuple[Tower, Tensor]]
+    ) -> tuple[Tensor | None, Tensor, list[Tensor]]:
+        """:meth:`forward` and then the towers of ``more`` on their inputs (``[B, out]`` each), run together by
+        :func:`~eoca.models.layers.run_towers` in this order (the order their dropout masks are drawn in)."""
+        towers = ([self.ctr] if self.ctr is not None else []) + [self.cvr] + [t for t, _ in more]
+        inputs = ([ctr_in] if self.ctr is not None else []) + [cvr_in] + [x for _, x in more]
+        outs = run_towers(towers, inputs)
+        logit_ctr = outs.pop(0).squeeze(-1) if self.ctr is not None else None
+        return logit_ctr, outs[0].squeeze(-1), outs[1:]
 
     @staticmethod
     def log_probs(logit_ctr: Tensor | None, logit_cvr: Tensor) -> tuple[Tensor, Tensor]:

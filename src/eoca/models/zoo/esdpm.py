@@ -82,8 +82,7 @@ class EsdpmFamily(ZooModel):
     def _forward(self, batch: Batch) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
         """``(logit_ctr or None, logit_cvr, mu, sigma)``, each ``[B]``."""
         h = self.mmoe(self.encode(batch))  # [B, 3, K]
-        logit_ctr, logit_cvr = self.heads(h[:, 0], h[:, 1])
-        out = self.lognormal(h[:, 2])
+        logit_ctr, logit_cvr, (out,) = self.heads.forward_with(h[:, 0], h[:, 1], [(self.lognormal, h[:, 2])])
         return logit_ctr, logit_cvr, out[:, 0], positive_sigma(out[:, 1])
 
     def _amount_loss(self, log_p: Tensor, log_1mp: Tensor, mu: Tensor, sigma: Tensor, amount: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from eoca.models.base import Batch
 from eoca.models.features import FeatureSpace
-from eoca.models.layers import Tower
+from eoca.models.layers import Tower, run_towers
 from eoca.models.zoo.common import (
     COMMON_DEFAULTS,
     MMOE_DEFAULTS,
@@ -35,7 +35,8 @@ class MMoEModel(ConversionPlusLogAmount):
 
     def _heads(self, batch: Batch) -> tuple[Tensor, Tensor]:
         h = self.mmoe(self.encode(batch))  # [B, 2, K]
-        return self.conversion(h[:, 0]).squeeze(-1), self.amount(h[:, 1]).squeeze(-1)
+        conversion, amount = run_towers([self.conversion, self.amount], [h[:, 0], h[:, 1]])
+        return conversion.squeeze(-1), amount.squeeze(-1)
 
 
 MODEL = MMoEModel

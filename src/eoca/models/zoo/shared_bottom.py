@@ -13,7 +13,7 @@ from torch import Tensor
 
 from eoca.models.base import Batch
 from eoca.models.features import FeatureSpace
-from eoca.models.layers import PairMLP, Tower
+from eoca.models.layers import PairMLP, Tower, run_towers
 from eoca.models.zoo.common import COMMON_DEFAULTS, ConversionPlusLogAmount, logit
 
 
@@ -35,7 +35,8 @@ class SharedBottom(ConversionPlusLogAmount):
 
     def _heads(self, batch: Batch) -> tuple[Tensor, Tensor]:
         h = self.bottom(self.encode(batch))
-        return self.conversion(h).squeeze(-1), self.amount(h).squeeze(-1)
+        conversion, amount = run_towers([self.conversion, self.amount], [h, h])
+        return conversion.squeeze(-1), amount.squeeze(-1)
 
 
 MODEL = SharedBottom

@@ -111,8 +111,9 @@ class TamorZoo(EsdpmFamily):
         if self.training:
             self.user_bias.register(keys)
         ub = self.user_bias(keys)[pair.row_unit]  # [B, bias_dim]
-        logit_ctr, logit_cvr = self.heads(torch.cat([h[:, 0], ub], dim=1), torch.cat([h[:, 1], ub], dim=1))
-        out = self.lognormal(h[:, 2])
+        logit_ctr, logit_cvr, (out,) = self.heads.forward_with(
+            torch.cat([h[:, 0], ub], dim=1), torch.cat([h[:, 1], ub], dim=1), [(self.lognormal, h[:, 2])]
+        )
         return logit_ctr, logit_cvr, out[:, 0], positive_sigma(out[:, 1]), ub
 
     def loss(self, batch: Batch) -> Tensor:
