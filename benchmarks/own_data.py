@@ -116,6 +116,10 @@ POWER_Z = 1.96 + 0.8416
 """z-values of a two-sided 5% test plus 80% power: a true difference of POWER_Z standard errors is detected
 four times in five."""
 
+PEERS = ("gbdt", "bgnbd", "gbdt_cbm")
+"""Peers in the order they are reported: tuned LightGBM on the imported (RFM) table, BG/NBD + Gamma-Gamma, and
+(with ``--customer-base-model``) tuned LightGBM on the hybrid table."""
+
 EOCA_GRIDS: dict[str, list[dict[str, Any]]] = {"gbdt_mean": GBDT_MEAN_GRID}
 
 
@@ -134,12 +138,22 @@ def split_rule(seed: int, folds: int = 0, fold: int = 0) -> str:
     return f"{{test_fraction: 0.3, validation_fraction: 0.2, seed: {seed}}}"
 
 
-def build(name: str, work: Path, split_seed: int, cdnow: str = "master", split: str | None = None) -> Dataset:
+def build(
+    name: str,
+    work: Path,
+    split_seed: int,
+    cdnow: str = "master",
+    split: str | None = None,
+    customer_base_model: bool = False,
+) -> Dataset:
     work.mkdir(parents=True, exist_ok=True)
     split = split or split_rule(split_seed)
     if name == "cdnow":
         template = CDNOW_MASTER_SPEC if cdnow == "master" else CDNOW_SPEC
-        (work / "spec.yaml").write_text(template.format(path=cdnow_path(cdnow), split=split))
+        text = template.format(path=cdnow_path(cdnow), split=split)
+        if customer_base_model:
+            text += "  customer_base_model: true\n"
+        (work / "spec.yaml").write_text(text)
     else:
         info = write_donation_sample(work / "donations.csv", seed=0, truth_path=work / "truth.csv")
         spec = donation_spec(
@@ -268,8 +282,18 @@ def run_one(
     tag = f"{name}_{seed}" if fold is None else f"{name}_{seed}_fold{fold}"
     split = None if fold is None else split_rule(seed, args.folds, fold)
     ds = build(name, work / tag, split_seed=seed, cdnow=args.cdnow, split=split)
+    hybrid = name == "cdnow" and args.customer_base_model
+    # eoca's candidates read the hybrid table (the customer-base model's quantities as features); the peers
+    # gbdt and bgnbd read what practitioners give them, the RFM table; gbdt_cbm is LightGBM on the hybrid table.
+    ds_eoca = (
+        build(name, work / tag / "cbm", split_seed=seed, cdnow=args.cdnow, split=split, customer_base_model=True)
+        if hybrid
+        else ds
+    )
     base = {"seed": seed, "num_threads": 1, "max_epochs": args.max_epochs, "patience": 3}
     test = split_exposures(ds, "test")
+    if hybrid:
+        assert np.array_equal(split_exposures(ds_eoca, "test")["customer_pos"], test["customer_pos"])
     wt = test.get("weight")
     res: dict[str, Any] = {
         "dataset": name,
@@ -281,9 +305,10 @@ def run_one(
     cands: dict[str, tuple[float, dict[str, Any], np.ndarray]] = {}
     saved: dict[str, np.ndarray] = {}  # every method's valid and test ETV, for analysis after the run
     for model in args.models.split(","):
-        score, params, v, t = seed_averaged(ds, model, base, EOCA_GRIDS.get(model, []), args.select, args.ensemble)
+        score, params, v, t = seed_averaged(ds_eoca, model, base, EOCA_GRIDS.get(model, []), args.select, args.ensemble)
         cands[model] = (score, params, t)
-        saved[f"valid_{model}"], saved[f"test_{model}"] = v, t
+        key = f"eoca_{model}" if model in PEERS else model  # the zoo's gbdt as a candidate is not the peer gbdt
+        saved[f"valid_{key}"], saved[f"test_{key}"] = v, t
     best = max(cands, key=lambda m: cands[m][0])
     res["eoca_candidates_valid"] = {m: c[0] for m, c in cands.items()}
     res["eoca_best"] = best
@@ -293,13 +318,18 @@ def run_one(
     res["gbdt_params"] = gb[1]
     peers = {"gbdt": gb[3]}
     saved["valid_gbdt"], saved["test_gbdt"] = gb[2], gb[3]
+    if hybrid:
+        gbh = seed_averaged(ds_eoca, "gbdt", base, GBDT_GRID, args.select, args.ensemble)
+        res["gbdt_cbm_params"] = gbh[1]
+        peers["gbdt_cbm"] = gbh[3]
+        saved["valid_gbdt_cbm"], saved["test_gbdt_cbm"] = gbh[2], gbh[3]
     if name == "cdnow":
         peer = make_peer("bgnbd").fit(ds)
         peers["bgnbd"] = peer.predict_customers(ds, test["customer_pos"])["etv"]
         saved["valid_bgnbd"] = peer.predict_customers(ds, split_exposures(ds, "valid")["customer_pos"])["etv"]
         saved["test_bgnbd"] = peers["bgnbd"]
     y = test["amount"]
-    arrays: dict[str, np.ndarray] = {"y": y, "eoca": eoca, **peers}
+    arrays: dict[str, np.ndarray] = {"y": y, "eoca": eoca, **peers, **{f"cand:{m}": c[2] for m, c in cands.items()}}
     if wt is not None:
         arrays["w"] = wt
     oracle = oracle_etv(ds, work / tag, test["customer_pos"])
@@ -323,12 +353,21 @@ def score(res: dict[str, Any], arrays: dict[str, np.ndarray], boot: int, seed: i
     """Add the test metrics of eoca's best and the peers, and the paired bootstrap comparisons, to ``res``
     (and the truth's, on synthetic data: the ceiling, how far the true expected value is from the peers)."""
     y, w, eoca = arrays["y"], arrays.get("w"), arrays["eoca"]
-    peers = {p: arrays[p] for p in ("gbdt", "bgnbd") if p in arrays}
+    peers = {p: arrays[p] for p in PEERS if p in arrays}
     res["metrics"] = {
         m: {"gini": M.normalized_gini(y, p, w), "mse": M.mse(y, p, w), "mae": M.mae(y, p, w)}
         for m, p in {"eoca:" + res["eoca_best"]: eoca, **peers}.items()
     }
     res["vs"] = {p: paired_bootstrap(y, eoca, pred, w, boot, seed) for p, pred in peers.items()}
+    if cand_keys := [k for k in arrays if k.startswith("cand:")]:
+        res["candidates"] = {
+            k[5:]: {
+                "gini": M.normalized_gini(y, arrays[k], w),
+                "mse": M.mse(y, arrays[k], w),
+                "vs": {p: paired_bootstrap(y, arrays[k], pred, w, boot, seed) for p, pred in peers.items()},
+            }
+            for k in cand_keys
+        }
     if "oracle" in arrays:
         oracle = arrays["oracle"]
         res["oracle"] = {"gini": M.normalized_gini(y, oracle, w), "mse": M.mse(y, oracle, w)}
@@ -384,6 +423,23 @@ def render(results: list[dict[str, Any]]) -> str:
                 f"[{g[0]:+.4f}, {g[1]:+.4f}] | {vs['gini_mde80']:.4f} | {e['mse']:.4g} | {p['mse']:.4g} | "
                 f"[{m[0]:+.4g}, {m[1]:+.4g}] | {vs['mse_mde80']:.4g} | {both} |"
             )
+    cand = [r for r in results if "candidates" in r]
+    if cand:
+        lines += [
+            "",
+            "Every eoca candidate (its seed ensemble at its tuned parameters) against the peers, same test customers:",
+            "",
+            "| data | seed | candidate | Gini | MSE | peer | ΔGini 95% | ΔMSE 95% |",
+            "|---|---:|---|---:|---:|---|---|---|",
+        ]
+        for r in cand:
+            for m, c in r["candidates"].items():
+                for peer, vs in c["vs"].items():
+                    g, d = vs["gini_diff_95"], vs["mse_diff_95"]
+                    lines.append(
+                        f"| {r['dataset']} | {r['seed']} | {m} | {c['gini']:.4f} | {c['mse']:.4g} | {peer} | "
+                        f"[{g[0]:+.4f}, {g[1]:+.4f}] | [{d[0]:+.4g}, {d[1]:+.4g}] |"
+                    )
     oracle = [r for r in results if "oracle_vs" in r]
     if oracle:
         lines += [
@@ -442,6 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--select", choices=("mse", "deviance", "gini"), default="deviance")
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--boot", type=int, default=1000)
+    ap.add_argument(
+        "--customer-base-model",
+        action="store_true",
+        help="CDNOW: eoca's candidates read the hybrid table (transactions.customer_base_model: true); the peer "
+        "gbdt keeps the RFM table and gbdt_cbm (tuned LightGBM on the hybrid table) is added",
+    )
     ap.add_argument(
         "--folds", type=int, default=0, help="cross-fit: K runs, each testing one of K customer folds, pooled"
     )

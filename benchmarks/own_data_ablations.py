@@ -10,6 +10,9 @@ same splits (results in benchmarks/RESULTS.md, "Bring your own data", table "Wha
   calibration slope ``c * pred^g`` fitted on the validation deviance, for each candidate.
 * ``tail`` (CDNOW predictions saved by ``own_data.py``, ``--preds DIR``): each test customer's share of the MSE
   difference between eoca's best and BG/NBD, by band of eoca's prediction, and the largest shares.
+* ``shrink`` (CDNOW predictions saved by ``own_data.py``, ``--preds DIR``): eoca's best capped at a quantile of
+  its validation predictions chosen on validation MSE, the calibration of its top predictions, and its rank
+  agreement with the tuned LightGBM.
 * ``excess`` (donation predictions saved by ``own_data.py``, ``--preds DIR``): every candidate's and peer's
   expected MSE above the Bayes predictor of the file (``test_ceiling``), free of label noise.
 * ``unweighted`` (synthetic donations, ``--seeds``): networks trained on the oversampled sample without its
@@ -42,7 +45,7 @@ from eoca.peers import make_peer
 from eoca.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from own_data import CDNOW_MASTER_SPEC, build, cdnow_path, oracle_etv, paired_bootstrap, split_rule
+from own_data import CDNOW_MASTER_SPEC, PEERS, build, cdnow_path, oracle_etv, paired_bootstrap, split_rule
 
 LGB = {
     "objective": "poisson",
@@ -148,7 +151,7 @@ def blends(preds: Path) -> list[str]:
         d = dict(np.load(path))
         yv, yt = d["valid_amount"], d["test_amount"]
         wv, wt = d.get("valid_weight"), d.get("test_weight")
-        peer_names = [p for p in ("gbdt", "bgnbd") if f"test_{p}" in d]
+        peer_names = [p for p in PEERS if f"test_{p}" in d]
         peers = {p: d[f"test_{p}"] for p in peer_names}
         skip = {"amount", "weight", "oracle", *peer_names}
         cands = [k[6:] for k in d if k.startswith("valid_") and k[6:] not in skip]
@@ -230,21 +233,25 @@ BANDS = (0.0, 20.0, 50.0, 100.0, 200.0, 500.0, np.inf)
 """Bands of eoca's predicted spend for :func:`tail`."""
 
 
+def _best_per_file(preds: Path, data: str = "cdnow") -> list[dict[str, np.ndarray]]:
+    """Per saved file ``predictions_<data>_*.npz`` in ``preds`` (the folds of a ``--folds`` run cover every
+    customer once): eoca's best candidate (the best validation deviance, as in own_data.py) as ``valid_eoca`` /
+    ``test_eoca``, with the labels and the peers' predictions."""
+    out = []
+    for path in sorted(preds.glob(f"predictions_{data}_*.npz")):
+        d = dict(np.load(path))
+        cands = [k[6:] for k in d if k.startswith("valid_") and k[6:] not in ("amount", "weight", *PEERS)]
+        best = min(cands, key=lambda c: M.tweedie_deviance(d["valid_amount"], d[f"valid_{c}"]))
+        out.append({**d, "valid_eoca": d[f"valid_{best}"], "test_eoca": d[f"test_{best}"]})
+    return out
+
+
 def tail(preds: Path, data: str = "cdnow") -> list[str]:
     """Where eoca's best and BG/NBD differ in squared error: each test customer's share of
     ``MSE(bgnbd) - MSE(eoca)`` (positive: eoca better), summed per band of eoca's prediction, and the customers
-    contributing most. Reads the saved predictions of every file ``predictions_<data>_*.npz`` in ``preds``,
-    pooled (the folds of a ``--folds`` run cover every customer once); eoca's best is the candidate with the best
-    validation deviance in each file, as in own_data.py."""
-    ys, eoca, peer = [], [], []
-    for path in sorted(preds.glob(f"predictions_{data}_*.npz")):
-        d = dict(np.load(path))
-        cands = [k[6:] for k in d if k.startswith("valid_") and k[6:] not in ("amount", "weight", "gbdt", "bgnbd")]
-        best = min(cands, key=lambda c: M.tweedie_deviance(d["valid_amount"], d[f"valid_{c}"]))
-        ys.append(d["test_amount"])
-        eoca.append(d[f"test_{best}"])
-        peer.append(d["test_bgnbd"])
-    y, a, b = np.concatenate(ys), np.concatenate(eoca), np.concatenate(peer)
+    contributing most (saved predictions of an own_data.py run, pooled over its files)."""
+    files = _best_per_file(preds, data)
+    y, a, b = (np.concatenate([d[k] for d in files]) for k in ("test_amount", "test_eoca", "test_bgnbd"))
     share = ((y - b) ** 2 - (y - a) ** 2) / y.size
     lines = [
         f"{y.size:,} test customers; MSE(bgnbd) - MSE(eoca) = {share.sum():+.1f}",
@@ -262,6 +269,53 @@ def tail(preds: Path, data: str = "cdnow") -> list[str]:
     lines += ["", "| actual | eoca | bgnbd | ΔMSE share |", "|---:|---:|---:|---:|"]
     for i in np.argsort(-np.abs(share))[:5]:
         lines.append(f"| {y[i]:.1f} | {a[i]:.1f} | {b[i]:.1f} | {share[i]:+.1f} |")
+    return lines
+
+
+CAP_QUANTILES = (0.99, 0.995, 0.998, 0.999)
+"""Candidate caps for :func:`shrink`: these quantiles of eoca's validation predictions (or no cap)."""
+
+
+def shrink(preds: Path, data: str = "cdnow") -> list[str]:
+    """Would bounding eoca's largest predictions help its MSE? Per saved file, eoca's best is capped at the
+    quantile of its validation predictions (or not at all, :data:`CAP_QUANTILES`) with the lowest validation
+    MSE, then scored on the pooled test customers against BG/NBD; and, for eoca's top predictions, the mean
+    actual against the mean predicted (a cap only helps where predictions exceed what customers spend), with
+    the rank agreement of eoca and the tuned LightGBM (Spearman), which bounds how far their Gini can differ."""
+    from scipy.stats import spearmanr
+
+    files = _best_per_file(preds, data)
+    capped, chosen = [], []
+    for d in files:
+        yv, v = d["valid_amount"], d["valid_eoca"]
+        caps = [np.inf, *np.quantile(v, CAP_QUANTILES)]
+        c = min(caps, key=lambda cap: M.mse(yv, np.minimum(v, cap)))
+        chosen.append("none" if np.isinf(c) else f"{c:.0f}")
+        capped.append(np.minimum(d["test_eoca"], c))
+    y, a, b, g = (
+        np.concatenate([d[k] for d in files]) for k in ("test_amount", "test_eoca", "test_bgnbd", "test_gbdt")
+    )
+    lines = ["| variant | MSE | Gini | vs bgnbd: ΔMSE 95% |", "|---|---:|---:|---|"]
+    for label, pred in (
+        ("eoca's best", a),
+        (f"capped on validation (caps {', '.join(chosen)})", np.concatenate(capped)),
+    ):
+        vs = paired_bootstrap(y, pred, b, None, 1000, 0)["mse_diff_95"]
+        lines.append(
+            f"| {label} | {M.mse(y, pred):.0f} | {M.normalized_gini(y, pred):.4f} | [{vs[0]:+.0f}, {vs[1]:+.0f}] |"
+        )
+    lines += [
+        "",
+        "| eoca's top predictions | customers | mean actual | mean eoca | mean bgnbd |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for q in (0.99, 0.995, 0.999):
+        top = a >= np.quantile(a, q)
+        lines.append(
+            f"| top {1 - q:.1%} | {int(top.sum())} | {y[top].mean():.0f} | {a[top].mean():.0f} | {b[top].mean():.0f} |"
+        )
+    rho = float(spearmanr(a, g)[0])
+    lines += ["", f"Spearman rank correlation of eoca's best and the tuned LightGBM `gbdt`: {rho:.4f}"]
     return lines
 
 
@@ -308,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += ["## expected MSE above the Bayes predictor (synthetic donations)", "", *excess(args.preds), ""]
         if "tail" in parts and args.preds is not None:
             lines += ["## the tail: where eoca and BG/NBD differ in squared error", "", *tail(args.preds), ""]
+        if "shrink" in parts and args.preds is not None:
+            lines += ["## capping eoca's largest predictions", "", *shrink(args.preds), ""]
         if "unweighted" in parts:
             lines += ["## unweighted training", "", *unweighted(Path(tmp), [int(x) for x in args.seeds.split(",")]), ""]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -140,6 +140,11 @@ class TransactionsMap(_FileMap):
     missing: MissingPolicy = Field(
         default="mean_and_indicator", description="policy for statistics a customer lacks (see FeatureMap)"
     )
+    customer_base_model: bool = Field(
+        default=False,
+        description="add BG/NBD + Gamma-Gamma quantities (P(alive), expected purchases and spend) as features, "
+        "fitted on the training customers' calibration window (needs pip install 'eoca[peers]')",
+    )
 
     def fmt(self) -> SourceFormat:
         return SourceFormat(delimiter=self.delimiter, header=self.header, column_names=self.columns)
@@ -424,6 +429,30 @@ def _transactions(tx: TransactionsMap, spec: ImportSpec, base: Path) -> _Mapped:
     )
 
 
+def _add_customer_base(mapped: _Mapped, tx: TransactionsMap, train_rows: np.ndarray) -> None:
+    """Append the customer-base model's quantities (:mod:`eoca.data.customer_base`) to the customers table, fitted
+    on the training customers; it reads the calibration-window summaries before any missing value is filled."""
+    from eoca.data.customer_base import CUSTOMER_BASE_FORMULAS, CUSTOMER_BASE_INPUTS, customer_base_features
+
+    tab = mapped.tables["customers"]
+    cols = {
+        c: np.asarray(pc.cast(tab.column(c), pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+        for c in CUSTOMER_BASE_INPUTS
+    }
+    feats, note = customer_base_features(cols, train_rows, float(mapped.notes["target_days"]))
+    spec = mapped.specs["customers"]
+    added = []
+    for name, values in feats.items():
+        if name in tab.column_names:
+            mapped.problems.append(f"transactions.customer_base_model: feature '{name}' already exists")
+            continue
+        tab = tab.append_column(name, pa.array(values))
+        added.append(FeatureSpec(name=name, type="numeric", description=CUSTOMER_BASE_FORMULAS[name]))
+    mapped.tables["customers"] = tab
+    mapped.specs["customers"] = TableSpec(file=spec.file, features=[*spec.features, *added])
+    mapped.notes["customer_base_model"] = note
+
+
 def _report_blank(src: _Source, column: str, arr: pa.ChunkedArray | pa.Array) -> None:
     if arr.null_count:
         rows = np.flatnonzero(np.asarray(pc.is_null(arr).to_numpy(zero_copy_only=False), dtype=bool))
@@ -612,6 +641,8 @@ def import_dataset(spec_path: str | os.PathLike[str], out: str | os.PathLike[str
         mapped = _map_tables(ispec, base)
     # Mapping problems are not raised yet: the missing-value checks below add theirs, so one run lists all.
     train_customers = _train_customer_mask(mapped, ispec.split, ispec.name)
+    if ispec.transactions is not None and ispec.transactions.customer_base_model:
+        _add_customer_base(mapped, ispec.transactions, train_customers)
     _fill_missing(mapped, "customers", train_customers)
     if "funds" in mapped.specs:
         _fill_missing(mapped, "funds", np.ones(mapped.tables["funds"].num_rows, dtype=bool))
