@@ -10,6 +10,8 @@ same splits (results in benchmarks/RESULTS.md, "Bring your own data", table "Wha
   calibration slope ``c * pred^g`` fitted on the validation deviance, for each candidate.
 * ``tail`` (CDNOW predictions saved by ``own_data.py``, ``--preds DIR``): each test customer's share of the MSE
   difference between eoca's best and BG/NBD, by band of eoca's prediction, and the largest shares.
+* ``hybrid`` (``--preds`` of an ``own_data.py --customer-base-model`` run and ``--baseline`` of the same run
+  without it): every candidate, and the tuned LightGBM, with the customer-base features against without them.
 * ``shrink`` (CDNOW predictions saved by ``own_data.py``, ``--preds DIR``): eoca's best capped at a quantile of
   its validation predictions chosen on validation MSE, the calibration of its top predictions, and its rank
   agreement with the tuned LightGBM.
@@ -319,6 +321,37 @@ def shrink(preds: Path, data: str = "cdnow") -> list[str]:
     return lines
 
 
+def hybrid(preds: Path, baseline: Path, data: str = "cdnow") -> list[str]:
+    """Each candidate with the customer-base features (``preds``, an ``own_data.py --customer-base-model`` run)
+    against itself without them (``baseline``, the same command without the option: same split seed, so the
+    same test customers in the same order), pooled over the files: test Gini and MSE of both and the paired
+    bootstrap interval of the gain (Gini with minus without; MSE without minus with)."""
+    runs = [
+        [dict(np.load(p)) for p in sorted(folder.glob(f"predictions_{data}_*.npz"))] for folder in (preds, baseline)
+    ]
+    for a, b in zip(*runs, strict=True):
+        assert np.array_equal(a["test_amount"], b["test_amount"]), "the two runs must test the same customers"
+    y = np.concatenate([d["test_amount"] for d in runs[0]])
+    cands = [k[5:] for k in runs[0][0] if k.startswith("test_") and k[5:] not in ("amount", "weight", *PEERS)]
+    names = {"eoca_gbdt": "gbdt (eoca's, default parameters)", "gbdt": "gbdt (tuned LightGBM, the peer)"}
+    lines = [
+        "| model | Gini without | Gini with | ΔGini 95% | MSE without | MSE with | ΔMSE 95% |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
+    for c in [*cands, "gbdt"]:
+        key_with = "gbdt_cbm" if c == "gbdt" else c
+        with_ = np.concatenate([d[f"test_{key_with}"] for d in runs[0]])
+        without = np.concatenate([d[f"test_{c}"] for d in runs[1]])
+        vs = paired_bootstrap(y, with_, without, None, 1000, 0)
+        g, m = vs["gini_diff_95"], vs["mse_diff_95"]
+        lines.append(
+            f"| {names.get(c, c)} | {M.normalized_gini(y, without):.4f} | {M.normalized_gini(y, with_):.4f} | "
+            f"[{g[0]:+.4f}, {g[1]:+.4f}] | {M.mse(y, without):.0f} | {M.mse(y, with_):.0f} | "
+            f"[{m[0]:+.0f}, {m[1]:+.0f}] |"
+        )
+    return lines
+
+
 def excess(preds: Path) -> list[str]:
     """Every method's expected MSE above the Bayes predictor of the file (synthetic donations only: the saved
     ``test_ceiling``), population-weighted, per saved run; the folds of a ``--folds`` run are pooled."""
@@ -345,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preds", type=Path, help="the --out folder of an own_data.py run (its saved predictions)")
+    ap.add_argument("--baseline", type=Path, help="hybrid: the --out folder of the same run without the option")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--parts", default="features,blends,unweighted")
     args = ap.parse_args(argv)
@@ -362,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += ["## expected MSE above the Bayes predictor (synthetic donations)", "", *excess(args.preds), ""]
         if "tail" in parts and args.preds is not None:
             lines += ["## the tail: where eoca and BG/NBD differ in squared error", "", *tail(args.preds), ""]
+        if "hybrid" in parts and args.preds is not None and args.baseline is not None:
+            lines += ["## the customer-base features: with against without", "", *hybrid(args.preds, args.baseline), ""]
         if "shrink" in parts and args.preds is not None:
             lines += ["## capping eoca's largest predictions", "", *shrink(args.preds), ""]
         if "unweighted" in parts:
