@@ -195,3 +195,26 @@ def test_flat_gradient_is_filled_in_place_by_backward(sim: Dataset, space: Featu
     assert all(
         g is not None and g.data_ptr() == v.data_ptr() for g, v in zip(in_place, holder._grad_views, strict=True)
     )
+
+
+def test_past_purchase_memo_gives_the_batches_cut_per_batch(
+    sim: Dataset, space: FeatureSpace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eoca.models.features.batching as batching
+
+    memo = space.bind(sim)
+    assert memo._history_table() is not None  # made at first use, under the default size limit
+    monkeypatch.setattr(batching, "HISTORY_TABLE_BYTES", 0)
+    plain = space.bind(sim)
+    assert plain._history_table() is None
+    for epoch in range(2):  # the second pass is served from the memo
+        got = list(memo.purchase_history(97, generator=torch.Generator().manual_seed(epoch), limit=600))
+        want = list(plain.purchase_history(97, generator=torch.Generator().manual_seed(epoch), limit=600))
+        assert len(got) == len(want) > 1
+        for (g, ga), (w, wa) in zip(got, want, strict=True):
+            assert np.array_equal(ga, wa) and g.inputs.keys() == w.inputs.keys()
+            for key in w.inputs:
+                assert g.inputs[key].dtype == w.inputs[key].dtype, key
+                assert torch.equal(g.inputs[key], w.inputs[key]), key
+    table = memo._history_table()
+    assert table is not None and 0 < int(table.filled.sum()) < table.filled.size
