@@ -349,7 +349,7 @@ class _HistoryTable:
     for that purchase, and gathered from here afterwards.
 
     A purchase's inputs depend only on its customer and time, yet every epoch cut them again for each of its
-    batches (a third of an ``esdpm`` step's batching). Filling on demand costs no more than cutting did (each
+    batches. Filling on demand costs no more than cutting did (each
     purchase is cut once, with the same functions, so the values are the same bit for bit) and pays back from
     the first purchase served twice. Token ids are kept in the narrowest integer type, as in the whole-history
     table; the tensors are allocated whole at first use (:data:`HISTORY_TABLE_BYTES` bounds them).
