@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from decisions import p_weighted_ratios
+
 SIGMA_BINS = (0.0, 0.75, 1.0, 1.25, 1.5, 1.75, 1.99, 2.01)
 QUADRATURE = 24
 
@@ -202,7 +204,7 @@ def analyse(dataset: Any, run: Path, cap: float | None) -> dict[str, Any]:
         return np.asarray(values, dtype=np.float64).reshape(-1, k)
 
     def ratios(amount: np.ndarray) -> list[float]:
-        return ((p_true * amount).sum(axis=0) / (p_true * amount_true).sum(axis=0)).tolist()
+        return p_weighted_ratios(amount, amount_true, p_true)
 
     def share(amount: np.ndarray) -> float:
         choice = np.where(eligible, p_model * amount, -np.inf).argmax(axis=1)

@@ -58,8 +58,16 @@ def amount_ratios(trained: Any, dataset: Any) -> list[float]:
     amount = np.asarray(pred["amount"], dtype=np.float64).reshape(customers.size, k)
     truth = truth_arrays(dataset)
     true_amount = truth.etv[customers] / np.maximum(truth.p[customers], 1e-300)
-    w = truth.p[customers]
-    return [float((w[:, f] * amount[:, f]).sum() / (w[:, f] * true_amount[:, f]).sum()) for f in range(k)]
+    return p_weighted_ratios(amount, true_amount, truth.p[customers])
+
+
+def p_weighted_ratios(amount: np.ndarray, true_amount: np.ndarray, p_true: np.ndarray) -> list[float]:
+    """Per fund (column of the ``[customers, funds]`` grids): sum of ``p_true * amount`` / sum of ``p_true *
+    true_amount``, the ratio :func:`amount_ratios` reports (also used by ``benchmarks/amount_calibration.py``)."""
+    return [
+        float((p_true[:, f] * amount[:, f]).sum() / (p_true[:, f] * true_amount[:, f]).sum())
+        for f in range(amount.shape[1])
+    ]
 
 
 def esj_negative_gap(trained: Any, dataset: Any) -> dict[str, float] | None:

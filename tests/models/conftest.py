@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from eoca.data import Dataset
+from eoca.models import FeatureSpace
 from eoca.simulate import load_simulator_config, simulate
 
 
@@ -28,6 +29,12 @@ def sim() -> Dataset:
         ]
     )
     return simulate(config)
+
+
+@pytest.fixture(scope="module")
+def space(sim: Dataset) -> FeatureSpace:
+    """The feature space fitted on ``sim`` (the fast-path tests compare against references on it)."""
+    return FeatureSpace.fit(sim)
 
 
 def strip_to_hillstrom_like(ds: Dataset) -> Dataset:

@@ -22,11 +22,6 @@ from eoca.training.trainer import FlatParameters
 
 
 @pytest.fixture(scope="module")
-def space(sim: Dataset) -> FeatureSpace:
-    return FeatureSpace.fit(sim)
-
-
-@pytest.fixture(scope="module")
 def seq(sim: Dataset, space: FeatureSpace) -> BehaviourSequences:
     bound = space.bind(sim)
     assert bound._seq is not None

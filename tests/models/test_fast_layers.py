@@ -34,11 +34,6 @@ from eoca.training.trainer import FlatParameters
 
 
 @pytest.fixture(scope="module")
-def space(sim: Dataset) -> FeatureSpace:
-    return FeatureSpace.fit(sim)
-
-
-@pytest.fixture(scope="module")
 def batch(sim: Dataset, space: FeatureSpace) -> Batch:
     bound = space.bind(sim)
     gen = torch.Generator().manual_seed(4)
