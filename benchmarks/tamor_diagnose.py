@@ -12,11 +12,17 @@ On one multi-scenario world (default config, ``--seed``):
 * the upgrade head: predicted over true sum of P(upgrade) and their Spearman correlation over those pairs;
 * the user bias: the learned vectors' size and their correlation with each customer's true own propensity;
 * how much the frameworks need the data: with ``--train-fractions``, each framework is also trained on a random
-  share of the training log's customers (all their rows, every tier alike; the world and its test are unchanged).
+  share of the training log's customers (all their rows, every tier alike; the world and its test are unchanged);
+* which part of the score loses new high-holding customers (``--decompose``): each framework's slates rebuilt with
+  its own ETV and the *true* P(upgrade), and with the true ETV and its own P(upgrade); P(upgrade) rescaled so
+  its sum matches the truth (the most a global calibration step can do); and the reliability of P(upgrade) by
+  decile of the prediction (true over predicted mean).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/tamor_diagnose.py --seed 0
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/tamor_diagnose.py --frameworks tamor per_tier --weights 1 \
         --set train.schedule=constant          # the same without the learning-rate decay
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/tamor_diagnose.py --seed 2 --frameworks tamor per_tier \
+        --train-seeds 2 --weights 1 --decompose  # where the upgrades are lost: ETV or P(upgrade)
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from eoca.tamor.config import TamorEvalConfig, load_tamor_config
-from eoca.tamor.evaluate import build_slates, oracle_scores, output_scores, simulate_next_period
+from eoca.tamor.config import TamorConfig, TamorEvalConfig, load_tamor_config
+from eoca.tamor.evaluate import build_slates, oracle_scores, output_scores, simulate_next_period, slate_scores
 from eoca.tamor.model import TamorOutput
 from eoca.tamor.train import WorldTensors, fit_framework
 from eoca.tamor.world import MultiScenarioWorld, generate_multi_scenario_world
@@ -66,6 +72,9 @@ def main() -> None:
         help="shares of the training customers each framework is trained on (default: all)",
     )
     parser.add_argument("--set", action="append", default=[], help="a TAMOR config override KEY=VALUE (repeatable)")
+    parser.add_argument(
+        "--decompose", action="store_true", help="also swap each score part for the truth (see the module doc)"
+    )
     args = parser.parse_args()
     if not all(0 < f <= 1 for f in args.train_fractions):
         parser.error("--train-fractions must lie in (0, 1]")
@@ -133,9 +142,46 @@ def main() -> None:
                 bias = net.user_bias(tensors.user_key).numpy()
             corr = max(abs(np.corrcoef(bias[:, d], world.own_propensity)[0, 1]) for d in range(bias.shape[1]))
             note += f"; user bias mean |b| {np.abs(bias).mean():.3f}, best |corr| with own propensity {corr:.3f}"
+        if args.decompose:
+            note += "\n  " + _decompose(world, cfg, out, true_etv, true_up, lower)
         notes.append(note)
     print()
     print("\n".join(notes))
+
+
+def _decompose(
+    world: MultiScenarioWorld,
+    cfg: TamorConfig,
+    out: TamorOutput,
+    true_etv: np.ndarray,
+    true_up: np.ndarray,
+    lower: np.ndarray,
+) -> str:
+    """Expected new high-holding customers / expected amount (M) of slates built from each mix of this model's and
+    the true score parts (``lower``: risk-eligible pairs of customers who can still upgrade), and the reliability
+    of the model's P(upgrade) by decile of the prediction over those pairs."""
+    n, m = world.n_customers, world.n_items
+    etv = out.etv.numpy().reshape(n, m).astype(np.float64)
+    up = out.p_upgrade.numpy().reshape(n, m).astype(np.float64) * (world.tier < 2)[:, None]
+    ratio = float(up[lower].sum() / true_up[lower].sum())
+    cells = []
+    for label, e, u in (
+        ("own", etv, up),
+        ("own ETV + true P(up)", etv, true_up),
+        ("true ETV + own P(up)", true_etv, up),
+        ("own, P(up) / sum ratio", etv, up / ratio),
+    ):
+        slates = build_slates(slate_scores(e, u, cfg.rank), world, cfg.rank)
+        tiers, count, _ = _expected(world, slates, cfg.evaluation.replications)
+        cells.append(f"{label} {count:.1f} / {sum(tiers):.2f}")
+    pred, truth = up[lower], true_up[lower]
+    decile = np.minimum((np.argsort(np.argsort(pred)) * 10) // pred.size, 9)
+    rel = [truth[decile == d].mean() / max(pred[decile == d].mean(), 1e-12) for d in range(10)]
+    return (
+        "expected new high-holding / amount (M): "
+        + "; ".join(cells)
+        + f"; P(upgrade) true / predicted by decile (lowest first): {' '.join(f'{r:.2f}' for r in rel)}"
+    )
 
 
 if __name__ == "__main__":
