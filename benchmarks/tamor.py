@@ -42,6 +42,7 @@ FRAMEWORKS = [
     "tamor_no_scenario",
     "tamor_no_bias",
     "tamor_no_link",
+    "tamor_bias_tower",
 ]
 LIFT_METRICS = ("expected_new_high_holding", "expected_amount", "new_high_holding", "amount", "conversions")
 GOAL_METRICS = ("expected_new_high_holding", "expected_amount")

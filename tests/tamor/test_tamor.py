@@ -243,3 +243,50 @@ def test_upgrade_link_raises_p_upgrade_as_the_gap_shrinks(world: MultiScenarioWo
     assert p_up[0] < p_up[1] < p_up[2]
     plain = build_net("tamor_no_link", world, TRAIN, world.train)
     assert plain.log_retention is None and net.log_retention is not None
+
+
+def test_user_bias_is_a_level_shift_of_the_click_and_conversion_logits(world: MultiScenarioWorld) -> None:
+    torch.manual_seed(0)
+    nets = {name: build_net(name, world, TRAIN, world.train) for name in ("tamor", "tamor_bias_tower")}
+    tensors = WorldTensors.of(world)
+    b = tensors.batch(torch.zeros(6, dtype=torch.int64), torch.arange(6))  # one customer, six items
+    shifts = {}
+    for name, net in nets.items():
+        assert net.user_bias is not None
+        net.user_bias.register(world.customer_id[:1])
+        with torch.no_grad():
+            torch.nn.init.normal_(net.user_bias.table.weight)
+            for p in net.parameters():
+                if p is not net.user_bias.table.weight:
+                    p.add_(0.3 * torch.randn_like(p))  # a network away from its initialisation
+            h = net._logits(b)
+        shifts[name] = (h.click - h.base_click, h.cvr - h.base_cvr)
+    click, cvr = shifts["tamor"]
+    # the same shift for every item of the customer (so alone it cannot reorder a free slate), and not zero
+    assert float(click.abs().min()) > 1e-4 and float(cvr.abs().min()) > 1e-4
+    torch.testing.assert_close(click, click[:1].expand(6))
+    torch.testing.assert_close(cvr, cvr[:1].expand(6))
+    # as a tower input (the earlier design) the bias interacts with the item
+    tower_click, _ = shifts["tamor_bias_tower"]
+    assert float(tower_click.max() - tower_click.min()) > 1e-4
+    # an unregistered customer gets no shift at all
+    b.user_key = torch.full((6,), 10**12)
+    with torch.no_grad():
+        h = nets["tamor"]._logits(b)
+    torch.testing.assert_close(h.click, h.base_click)
+
+
+def test_tier_towers_give_each_tier_its_own_heads(world: MultiScenarioWorld) -> None:
+    torch.manual_seed(0)
+    net = build_net("tamor_tier_towers", world, TRAIN, world.train)
+    assert all(len(towers) == 3 for towers in net.towers.values())
+    tensors = WorldTensors.of(world)
+    cust = torch.tensor([int(np.flatnonzero(world.tier == t)[0]) for t in range(3)])
+    b = tensors.batch(cust, torch.zeros(3, dtype=torch.int64))
+    with torch.no_grad():
+        before = net._logits(b).click.clone()
+        for p in net.towers["click"][2].parameters():
+            p.add_(1.0)  # only the high tier's click tower changes
+        after = net._logits(b).click
+    torch.testing.assert_close(before[:2], after[:2])
+    assert abs(float(after[2] - before[2])) > 1e-3

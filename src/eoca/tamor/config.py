@@ -36,6 +36,8 @@ FRAMEWORK_NAMES: tuple[str, ...] = (
     "tamor_no_scenario",
     "tamor_no_bias",
     "tamor_no_link",
+    "tamor_bias_tower",
+    "tamor_tier_towers",
     "pooled",
     "per_tier",
     "star",

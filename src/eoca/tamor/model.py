@@ -27,7 +27,7 @@ Building blocks and where they come from:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -55,11 +55,16 @@ class Variant:
     ``amount_to_upgrade``: the upgrade tower reads the predicted amount distribution. ``upgrade_link``: the
     upgrade logit adds ``1.702 a (mu + rho[scenario] - log_gap) / sigma``, the logistic form of the chance that
     the predicted lognormal amount, times a learned retention ``exp(rho)`` per scenario, covers the gap to the
-    threshold (every framework's upgrade tower reads the gap itself)."""
+    threshold (every framework's upgrade tower reads the gap itself). ``bias_mode``: how the user-bias vector
+    enters the click and conversion tasks: ``logit``, a linear map of it added to their logits (a per-customer
+    level shift, the form of the world's own propensity), or ``tower``, concatenated to their tower inputs (can
+    interact with the item; the design before 2026-11-30 evening, kept as ``tamor_bias_tower``)."""
 
     tier_aware: bool = True
     scenario_encoders: bool = True
     user_bias: bool = True
+    bias_mode: Literal["logit", "tower"] = "logit"
+    tier_towers: bool = False
     bottom: Literal["ple", "mmoe", "star"] = "ple"
     per_tier: bool = False
     amount_to_upgrade: bool = True
@@ -80,6 +85,8 @@ VARIANTS: dict[str, Variant] = {
     "tamor_no_scenario": Variant(scenario_encoders=False),
     "tamor_no_bias": Variant(user_bias=False),
     "tamor_no_link": Variant(upgrade_link=False),
+    "tamor_bias_tower": Variant(bias_mode="tower"),
+    "tamor_tier_towers": Variant(tier_towers=True),
     "pooled": _POOLED,
     "per_tier": replace(_POOLED, per_tier=True),
     "star": replace(_POOLED, bottom="star"),
@@ -365,19 +372,23 @@ class TamorNet(nn.Module):
         self.gap0, self.gap_sd = float(init["log_gap_mean"]), float(init["log_gap_sd"])
         self.log_retention = nn.Parameter(torch.zeros(n_scen)) if variant.upgrade_link else None
         self.link_scale = nn.Parameter(torch.ones(())) if variant.upgrade_link else None
-        extra = bias_dim if variant.user_bias else 0
+        tower_bias = variant.user_bias and variant.bias_mode == "tower"
+        extra = bias_dim if tower_bias else 0
+        # one logit shift per user-specific task (click, conversion) read from the customer's bias vector
+        self.bias_logits = nn.Linear(bias_dim, 2, bias=False) if variant.user_bias and not tower_bias else None
+        shapes = {
+            "click": (dim + extra, 1, [logit(init["click_rate"])]),
+            "conversion": (dim + extra, 1, [logit(init["cvr_rate"])]),
+            "amount": (dim, 2, [init["log_amount"], 0.5]),
+            "upgrade": (
+                dim + 1 + (2 if variant.amount_to_upgrade else 0),
+                1,
+                [0.0 if variant.upgrade_link else logit(init["upgrade_rate"])],
+            ),
+        }
+        copies = n_tiers if variant.tier_towers else 1
         self.towers = nn.ModuleDict(
-            {
-                "click": _tower(dim + extra, dim, 1, [logit(init["click_rate"])]),
-                "conversion": _tower(dim + extra, dim, 1, [logit(init["cvr_rate"])]),
-                "amount": _tower(dim, dim, 2, [init["log_amount"], 0.5]),
-                "upgrade": _tower(
-                    dim + 1 + (2 if variant.amount_to_upgrade else 0),
-                    dim,
-                    1,
-                    [0.0 if variant.upgrade_link else logit(init["upgrade_rate"])],
-                ),
-            }
+            {k: nn.ModuleList([_tower(i, dim, o, b) for _ in range(copies)]) for k, (i, o, b) in shapes.items()}
         )
 
     def _logits(self, b: TamorBatch) -> _Heads:
@@ -403,32 +414,45 @@ class TamorNet(nn.Module):
             per_task = [mixed[:, t] for t in range(len(TASK_NAMES))]
         ub = self.user_bias(b.user_key) if self.user_bias is not None else None
 
-        def with_bias(h: Tensor) -> Tensor:
-            return h if ub is None else torch.cat([h, ub], dim=1)
+        tower_ub = ub if ub is not None and self.bias_logits is None else None
 
-        t = self.towers
-        click = t["click"](with_bias(per_task[0])).squeeze(1)
-        cvr = t["conversion"](with_bias(per_task[1])).squeeze(1)
-        amount = t["amount"](per_task[2])
+        def with_bias(h: Tensor) -> Tensor:
+            return h if tower_ub is None else torch.cat([h, tower_ub], dim=1)
+
+        def t(task: str, h: Tensor) -> Tensor:
+            towers = cast(nn.ModuleList, self.towers[task])
+            if len(towers) == 1:
+                out: Tensor = towers[0](h)
+                return out
+            # one tower per tier: every tier's tower on the whole batch, each row keeps its own tier's output
+            every = torch.stack([tower(h) for tower in towers])  # [T, B, O]
+            return every[b.tier, torch.arange(h.shape[0])]
+
+        click = t("click", with_bias(per_task[0])).squeeze(1)
+        cvr = t("conversion", with_bias(per_task[1])).squeeze(1)
+        base_click, base_cvr = click, cvr
+        if ub is not None and self.bias_logits is not None:
+            # A level shift per customer: it cannot reorder one customer's items by itself, only rescale them.
+            shift = self.bias_logits(ub)
+            click, cvr = click + shift[:, 0], cvr + shift[:, 1]
+        amount = t("amount", per_task[2])
         mu, sigma = amount[:, 0], positive_sigma(amount[:, 1])
         up_in = torch.cat([per_task[3], ((b.log_gap - self.gap0) / self.gap_sd).unsqueeze(1)], dim=1)
         if self.variant.amount_to_upgrade:
             # An upgrade is driven by the amount bought: the upgrade tower reads the predicted amount distribution.
             up_in = torch.cat([up_in, mu.detach().unsqueeze(1) - self.log_amount0, sigma.detach().unsqueeze(1)], dim=1)
-        upgrade = t["upgrade"](up_in).squeeze(1)
+        upgrade = t("upgrade", up_in).squeeze(1)
         if self.log_retention is not None and self.link_scale is not None:
             # P(r A >= gap) for A ~ lognormal(mu, sigma) is Phi((mu + log r - log gap) / sigma); 1.702 z is its
             # logistic approximation. The amount head, trained on every purchase, thereby informs the rare labels.
             z = (mu.detach() + self.log_retention[b.scenario] - b.log_gap) / sigma.detach()
             upgrade = upgrade + 1.702 * self.link_scale * z
-        if ub is None:
-            base_click, base_cvr = click, cvr
-        else:
+        if tower_ub is not None:
             # The upgrade chain uses the purchase probability at the prior bias (zeros): the per-customer bias serves
             # the click and conversion tasks, and an upgrade, a tier objective, is not fitted to it.
-            zeros = torch.zeros_like(ub)
-            base_click = t["click"](torch.cat([per_task[0], zeros], dim=1)).squeeze(1)
-            base_cvr = t["conversion"](torch.cat([per_task[1], zeros], dim=1)).squeeze(1)
+            zeros = torch.zeros_like(tower_ub)
+            base_click = t("click", torch.cat([per_task[0], zeros], dim=1)).squeeze(1)
+            base_cvr = t("conversion", torch.cat([per_task[1], zeros], dim=1)).squeeze(1)
         bias = ub if ub is not None else user[:, :0]
         return _Heads(click, cvr, mu, sigma, upgrade, base_click, base_cvr, bias)
 
