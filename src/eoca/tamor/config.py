@@ -38,6 +38,7 @@ FRAMEWORK_NAMES: tuple[str, ...] = (
     "tamor_no_link",
     "tamor_bias_tower",
     "tamor_tier_towers",
+    "tamor_tier_experts",
     "pooled",
     "per_tier",
     "star",
