@@ -38,7 +38,6 @@ FRAMEWORK_NAMES: tuple[str, ...] = (
     "tamor_no_link",
     "tamor_bias_tower",
     "tamor_tier_towers",
-    "tamor_tier_experts",
     "pooled",
     "per_tier",
     "star",

@@ -65,7 +65,6 @@ class Variant:
     user_bias: bool = True
     bias_mode: Literal["logit", "tower"] = "logit"
     tier_towers: bool = False
-    tier_experts: int = 0
     bottom: Literal["ple", "mmoe", "star"] = "ple"
     per_tier: bool = False
     amount_to_upgrade: bool = True
@@ -88,7 +87,6 @@ VARIANTS: dict[str, Variant] = {
     "tamor_no_link": Variant(upgrade_link=False),
     "tamor_bias_tower": Variant(bias_mode="tower"),
     "tamor_tier_towers": Variant(tier_towers=True),
-    "tamor_tier_experts": Variant(tier_towers=True, tier_experts=1),
     "pooled": _POOLED,
     "per_tier": replace(_POOLED, per_tier=True),
     "star": replace(_POOLED, bottom="star"),
@@ -229,42 +227,23 @@ class GenericItemEncoder(nn.Module):
 class CGC(nn.Module):
     """PLE's customised gate control: ``[B, Din] -> [B, T, D]``; with ``task_experts=0`` it is MMoE."""
 
-    def __init__(
-        self,
-        in_dim: int,
-        dim: int,
-        n_tasks: int,
-        shared_experts: int,
-        task_experts: int,
-        domain_experts: int = 0,
-        n_domains: int = 0,
-    ) -> None:
+    def __init__(self, in_dim: int, dim: int, n_tasks: int, shared_experts: int, task_experts: int) -> None:
         super().__init__()
         self.n_tasks, self.n_shared, self.n_task = n_tasks, shared_experts, task_experts
-        self.n_domain = domain_experts if n_domains else 0
-        n_all = shared_experts + n_tasks * task_experts + n_domains * self.n_domain
+        n_all = shared_experts + n_tasks * task_experts
         # All experts as one batched matmul: [B, Din] x [E, Din, D] is much faster than E small Linear calls.
         self.w = nn.Parameter(torch.randn(n_all, in_dim, dim) * (2.0 / in_dim) ** 0.5)
         self.b = nn.Parameter(torch.zeros(n_all, dim))
-        self.gates = nn.Linear(in_dim, n_tasks * (shared_experts + task_experts + self.n_domain))
+        self.gates = nn.Linear(in_dim, n_tasks * (shared_experts + task_experts))
 
-    def forward(self, x: Tensor, domain: Tensor | None = None) -> Tensor:
-        """``domain [B]`` (needed with domain experts): each row also mixes its own domain's experts."""
+    def forward(self, x: Tensor) -> Tensor:
         experts = F.relu(torch.einsum("bi,eid->bed", x, self.w) + self.b)  # [B, E, D]
-        width = self.n_shared + self.n_task + self.n_domain
-        weights = self.gates(x).view(x.shape[0], self.n_tasks, width).softmax(-1)
+        weights = self.gates(x).view(x.shape[0], self.n_tasks, self.n_shared + self.n_task).softmax(-1)
         shared = experts[:, : self.n_shared]
-        mine = shared[:, :0]
-        if self.n_domain:
-            if domain is None:
-                raise ValueError("CGC with domain experts needs each row's domain")
-            first = self.n_shared + self.n_tasks * self.n_task + domain * self.n_domain  # [B]
-            idx = first.unsqueeze(1) + torch.arange(self.n_domain)  # [B, n_domain]
-            mine = experts[torch.arange(x.shape[0]).unsqueeze(1), idx]
         outs = []
         for t in range(self.n_tasks):
             own = experts[:, self.n_shared + t * self.n_task : self.n_shared + (t + 1) * self.n_task]
-            pool = torch.cat([shared, own, mine], dim=1)
+            pool = torch.cat([shared, own], dim=1)
             outs.append(torch.einsum("be,bed->bd", weights[:, t], pool))
         return torch.stack(outs, dim=1)
 
@@ -387,15 +366,7 @@ class TamorNet(nn.Module):
         else:
             self.star = None
             mmoe = variant.bottom == "mmoe"
-            self.cgc = CGC(
-                in_dim,
-                dim,
-                n_tasks,
-                shared_experts=4 if mmoe else 2,
-                task_experts=0 if mmoe else 1,
-                domain_experts=variant.tier_experts,
-                n_domains=n_tiers if variant.tier_experts else 0,
-            )
+            self.cgc = CGC(in_dim, dim, n_tasks, shared_experts=4 if mmoe else 2, task_experts=0 if mmoe else 1)
         self.user_bias = UserBias(bias_buckets, bias_dim, sparse=True) if variant.user_bias else None
         self.log_amount0 = float(init["log_amount"])
         self.gap0, self.gap_sd = float(init["log_gap_mean"]), float(init["log_gap_sd"])
@@ -439,7 +410,7 @@ class TamorNet(nn.Module):
             per_task = [h] * len(TASK_NAMES)
         else:
             assert self.cgc is not None
-            mixed = self.cgc(x, b.tier)
+            mixed = self.cgc(x)
             per_task = [mixed[:, t] for t in range(len(TASK_NAMES))]
         ub = self.user_bias(b.user_key) if self.user_bias is not None else None
 
