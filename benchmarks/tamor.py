@@ -42,7 +42,8 @@ FRAMEWORKS = [
     "tamor_no_scenario",
     "tamor_no_bias",
     "tamor_no_link",
-    "tamor_bias_tower",
+    "tamor_shared_towers",
+    "tamor_previous",
 ]
 LIFT_METRICS = ("expected_new_high_holding", "expected_amount", "new_high_holding", "amount", "conversions")
 GOAL_METRICS = ("expected_new_high_holding", "expected_amount")

@@ -247,7 +247,7 @@ def test_upgrade_link_raises_p_upgrade_as_the_gap_shrinks(world: MultiScenarioWo
 
 def test_user_bias_is_a_level_shift_of_the_click_and_conversion_logits(world: MultiScenarioWorld) -> None:
     torch.manual_seed(0)
-    nets = {name: build_net(name, world, TRAIN, world.train) for name in ("tamor", "tamor_bias_tower")}
+    nets = {name: build_net(name, world, TRAIN, world.train) for name in ("tamor", "tamor_previous")}
     tensors = WorldTensors.of(world)
     b = tensors.batch(torch.zeros(6, dtype=torch.int64), torch.arange(6))  # one customer, six items
     shifts = {}
@@ -267,7 +267,7 @@ def test_user_bias_is_a_level_shift_of_the_click_and_conversion_logits(world: Mu
     torch.testing.assert_close(click, click[:1].expand(6))
     torch.testing.assert_close(cvr, cvr[:1].expand(6))
     # as a tower input (the earlier design) the bias interacts with the item
-    tower_click, _ = shifts["tamor_bias_tower"]
+    tower_click, _ = shifts["tamor_previous"]
     assert float(tower_click.max() - tower_click.min()) > 1e-4
     # an unregistered customer gets no shift at all
     b.user_key = torch.full((6,), 10**12)
@@ -278,7 +278,7 @@ def test_user_bias_is_a_level_shift_of_the_click_and_conversion_logits(world: Mu
 
 def test_tier_towers_give_each_tier_its_own_heads(world: MultiScenarioWorld) -> None:
     torch.manual_seed(0)
-    net = build_net("tamor_tier_towers", world, TRAIN, world.train)
+    net = build_net("tamor", world, TRAIN, world.train)
     assert all(len(towers) == 3 for towers in net.towers.values())
     tensors = WorldTensors.of(world)
     cust = torch.tensor([int(np.flatnonzero(world.tier == t)[0]) for t in range(3)])

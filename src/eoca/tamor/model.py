@@ -58,13 +58,18 @@ class Variant:
     threshold (every framework's upgrade tower reads the gap itself). ``bias_mode``: how the user-bias vector
     enters the click and conversion tasks: ``logit``, a linear map of it added to their logits (a per-customer
     level shift, the form of the world's own propensity), or ``tower``, concatenated to their tower inputs (can
-    interact with the item; the design before 2026-11-30 evening, kept as ``tamor_bias_tower``)."""
+    interact with the item; the design before 2026-11-30 evening, kept in ``tamor_previous``). ``tier_towers``:
+    one set of task towers per tier over the shared experts (needs ``tier_aware``)."""
 
     tier_aware: bool = True
     scenario_encoders: bool = True
     user_bias: bool = True
     bias_mode: Literal["logit", "tower"] = "logit"
     tier_towers: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tier_towers and not self.tier_aware:
+            raise ValueError("tier_towers needs tier_aware: towers per tier read the tier")
     bottom: Literal["ple", "mmoe", "star"] = "ple"
     per_tier: bool = False
     amount_to_upgrade: bool = True
@@ -79,14 +84,15 @@ _POOLED = Variant(
     amount_to_upgrade=False,
     upgrade_link=False,
 )
+_TAMOR = Variant(tier_towers=True)
 VARIANTS: dict[str, Variant] = {
-    "tamor": Variant(),
-    "tamor_no_tier": Variant(tier_aware=False),
-    "tamor_no_scenario": Variant(scenario_encoders=False),
-    "tamor_no_bias": Variant(user_bias=False),
-    "tamor_no_link": Variant(upgrade_link=False),
-    "tamor_bias_tower": Variant(bias_mode="tower"),
-    "tamor_tier_towers": Variant(tier_towers=True),
+    "tamor": _TAMOR,
+    "tamor_no_tier": replace(_TAMOR, tier_aware=False, tier_towers=False),
+    "tamor_no_scenario": replace(_TAMOR, scenario_encoders=False),
+    "tamor_no_bias": replace(_TAMOR, user_bias=False),
+    "tamor_no_link": replace(_TAMOR, upgrade_link=False),
+    "tamor_shared_towers": replace(_TAMOR, tier_towers=False),
+    "tamor_previous": Variant(bias_mode="tower"),
     "pooled": _POOLED,
     "per_tier": replace(_POOLED, per_tier=True),
     "star": replace(_POOLED, bottom="star"),
