@@ -14,6 +14,7 @@ per-seed lifts (``eoca.pipeline.seeds.summarise``); the goals are judged on it.
     OMP_NUM_THREADS=1 python benchmarks/tamor.py --seeds 0 1 2 3 4 5 6 7 --jobs 2   # the documented tables
     OMP_NUM_THREADS=1 python benchmarks/tamor.py --seeds 0 --customers 10000   # a quick look
     OMP_NUM_THREADS=1 python benchmarks/tamor.py --set rank.contracts=proportional   # slates under contracts
+    python benchmarks/tamor.py --combine a.json b.json   # verdicts over the seeds of runs made in chunks
 """
 
 from __future__ import annotations
@@ -209,6 +210,74 @@ def report(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def combine(paths: list[Path]) -> str:
+    """Goal verdicts over the seeds of several ``--json`` files (runs split into chunks of seeds): per-seed lifts
+    with their customer-bootstrap intervals, totals and the mean over all seeds with its Student-t interval. The
+    interval pooled over seeds needs every seed's customers and is not recomputed here."""
+    seeds: dict[str, dict[str, Any]] = {}
+    frameworks: list[str] = []
+    for path in paths:
+        part = json.loads(path.read_text(encoding="utf-8"))
+        if frameworks and part["frameworks"] != frameworks:
+            raise SystemExit(f"{path}: frameworks {part['frameworks']} differ from {frameworks}")
+        frameworks = part["frameworks"]
+        for seed, row in part["seeds"].items():
+            if seed in seeds:
+                raise SystemExit(f"{path}: seed {seed} appears in two files")
+            seeds[seed] = row
+    order = sorted(seeds, key=int)
+    refs = [r for r in frameworks if r != "tamor"]
+    lines = [f"Seeds {', '.join(order)} ({len(order)}), frameworks {frameworks}\n"]
+    heads = " | ".join(f"seed {s}" for s in order)
+    lines.append(f"| reference | metric | {heads} | mean over seeds (t interval) |")
+    lines.append("|---|---|" + "---|" * (len(order) + 1))
+    verdicts = []
+    for ref in refs:
+        for metric in LIFT_METRICS:
+            lifts = [seeds[s]["tamor_lift"][ref][metric] for s in order]
+            over = summarise([p for p, _, _ in lifts])
+            cells = [f"{_fmt(p)} [{_fmt(lo)}, {_fmt(hi)}]" for p, lo, hi in lifts]
+            lines.append(f"| {ref} | {metric} | " + " | ".join(cells) + f" | {_over(over)} |")
+            if ref in GOAL_REFERENCES and metric in GOAL_METRICS:
+                above = sum(lo > 0 for _, lo, _ in lifts)
+                verdict = "above zero" if over["lo"] is not None and over["lo"] > 0 else "not above zero"
+                verdicts.append(f"| {ref} | {metric} | {above} of {len(order)} | {_over(over)} | {verdict} |")
+    lines.append(f"\n| framework | {heads} | mean % of oracle (amount / upgrades) |")
+    lines.append("|---|" + "---|" * (len(order) + 1))
+    for name in [*frameworks, "oracle"]:
+        cells = [
+            f"{seeds[s]['totals'][name]['expected_amount'] / 1e6:.2f} / "
+            f"{seeds[s]['totals'][name]['expected_new_high_holding']:.1f}"
+            for s in order
+        ]
+        share = [
+            sum(seeds[s]["oracle_share"][name][m] for s in order) / len(order)
+            for m in ("expected_amount", "expected_new_high_holding")
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(share[0])} / {_fmt(share[1])} |")
+    lines.append("\n| reference | metric | seeds with interval above zero | mean over seeds (t interval) | verdict |")
+    lines.append("|---|---|---|---|---|")
+    lines += verdicts
+    if "per_tier" in frameworks:
+        lines.append("\nSmallest tier, TAMOR's AUC minus the per-tier models' (mean over seeds, t interval):")
+        for key in ("auc_click", "auc_purchase"):
+            diffs = [
+                seeds[s]["smallest_tier_auc"]["tamor"][key] - seeds[s]["smallest_tier_auc"]["per_tier"][key]
+                for s in order
+            ]
+            over = summarise(diffs)
+            lines.append(
+                f"{key}: {_over({k: None if v is None else 1000 * v for k, v in over.items()})} (x 1000), "
+                f"{sum(d >= 0 for d in diffs)} of {len(order)} seeds not below"
+            )
+    rates = {n: [seeds[s]["throughput"][n] for s in order] for n in frameworks}
+    lines.append(
+        "\nTraining throughput, samples/s (mean over seeds; min-max): "
+        + "; ".join(f"{n} {_fmt(sum(v) / len(v), 0)} ({_fmt(min(v), 0)}-{_fmt(max(v), 0)})" for n, v in rates.items())
+    )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -218,7 +287,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="a TAMOR config override KEY=VALUE (repeatable)")
     parser.add_argument("--frameworks", nargs="+", default=FRAMEWORKS, help="tamor first; default: all")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes (one torch thread each)")
+    parser.add_argument(
+        "--combine", type=Path, nargs="+", default=None, help="only combine these --json files (chunks of seeds)"
+    )
     args = parser.parse_args()
+    if args.combine:
+        print(combine(args.combine))
+        return
     if args.frameworks[0] != "tamor" or not set(args.frameworks) <= set(VARIANTS):
         parser.error(f"--frameworks must start with tamor and name frameworks of {list(VARIANTS)}")
     overrides = [f"world.n_customers={args.customers}"] if args.customers else []

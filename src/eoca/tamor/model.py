@@ -17,8 +17,10 @@ Building blocks and where they come from:
 * :class:`StarLayer` -- STAR (Sheng et al., CIKM 2021): a layer whose weight is the element-wise product of a
   shared and a domain-specific matrix (domain = tier here), used by the ``star`` baseline.
 * :class:`UserBias` -- our reading of the abstract's "user bias learning": a per-customer vector from a hashed
-  table, L2-regularised, fed to the user-specific task towers (click, conversion, upgrade). Customers not seen in
-  training get the prior (zeros), whatever bucket their key hashes to.
+  table, L2-regularised, mapped to a shift of the user-specific tasks' logits (click, conversion). Customers not
+  seen in training get the prior (zeros), whatever bucket their key hashes to.
+* Tier-specific towers (``Variant.tier_towers``): one set of task towers per tier over the shared experts, so the
+  heads of a tier are its own while the representation and experts are learned from every tier.
 * Multi-task heads: click, conversion after click (ESMM's entire-space product), amount given conversion
   (lognormal ``(mu, sigma)`` as PTOFA/ZILN, ETV ``p * exp(mu + sigma^2 / 2)``) and tier upgrade given purchase,
   chained after pCTCVR the same way (an upgrade needs a purchase).
