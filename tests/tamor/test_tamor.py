@@ -129,6 +129,9 @@ def test_each_task_loss_falls(world: MultiScenarioWorld, schedule: str) -> None:
     for task in ("click", "conversion", "amount", "upgrade"):
         curve = model.stats.task_loss[task]
         assert curve[-1] < curve[0], (task, curve)
+    stats = model.stats
+    assert stats.rows == TRAIN.epochs * len(world.train)
+    assert stats.cpu_seconds > 0 and stats.samples_per_cpu_second == stats.rows / stats.cpu_seconds
 
 
 def test_unseen_customer_gets_the_prior_zero_bias() -> None:

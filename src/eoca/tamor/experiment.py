@@ -26,13 +26,15 @@ class TamorResult:
     """What :func:`run_comparison` measured.
 
     ``offline[name]``: rows of :func:`eoca.tamor.evaluate.offline_metrics`; ``period``: the simulated next
-    period; ``throughput[name]``: training samples per second; ``tier_counts``: customers per tier.
+    period; ``throughput[name]``: training samples per second (``throughput_cpu``: per CPU-second of the
+    training process); ``tier_counts``: customers per tier.
     """
 
     seed: int
     tier_counts: list[int]
     offline: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     throughput: dict[str, float] = field(default_factory=dict)
+    throughput_cpu: dict[str, float] = field(default_factory=dict)
     period: PeriodResult | None = None
 
 
@@ -45,6 +47,7 @@ def run_comparison(cfg: TamorConfig, world: MultiScenarioWorld | None = None) ->
     for name in cfg.frameworks:
         model: TamorModel = fit_framework(name, world, cfg.train, cfg.seed, tensors)
         result.throughput[name] = model.stats.samples_per_second
+        result.throughput_cpu[name] = model.stats.samples_per_cpu_second
         result.offline[name] = offline_metrics(world, model.predict(tensors, world.test.customer, world.test.item))
         slates[name] = build_slates(output_scores(model.score_matrix(world, tensors), world, cfg.rank), world, cfg.rank)
     slates[ORACLE] = build_slates(oracle_scores(world, cfg.rank), world, cfg.rank)

@@ -72,6 +72,7 @@ class Variant:
     def __post_init__(self) -> None:
         if self.tier_towers and not self.tier_aware:
             raise ValueError("tier_towers needs tier_aware: towers per tier read the tier")
+
     bottom: Literal["ple", "mmoe", "star"] = "ple"
     per_tier: bool = False
     amount_to_upgrade: bool = True

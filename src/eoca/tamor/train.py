@@ -59,15 +59,22 @@ class WorldTensors:
 
 @dataclass
 class FitStats:
-    """What training measured: rows seen, seconds, throughput and the mean loss of each task per epoch."""
+    """What training measured: rows seen, wall and CPU seconds of this process, throughput and the mean loss of
+    each task per epoch. On a machine shared with other jobs the wall-clock rate falls with their load; the rate
+    per CPU-second of the process does much less."""
 
     rows: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     task_loss: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def samples_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def samples_per_cpu_second(self) -> float:
+        return self.rows / self.cpu_seconds if self.cpu_seconds > 0 else float("nan")
 
 
 class TamorModel:
@@ -223,7 +230,7 @@ def _fit_net(
     step_no = 0
     net.train()
     for _epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         perm = torch.randperm(n, generator=gen)
         sums: dict[str, float] = {}
         steps = 0
@@ -251,6 +258,7 @@ def _fit_net(
                 sums[k] = sums.get(k, 0.0) + float(loss.detach())
             steps += 1
         stats.seconds += time.perf_counter() - t0
+        stats.cpu_seconds += time.process_time() - c0
         stats.rows += n
         for k, v in sums.items():
             stats.task_loss.setdefault(k, []).append(v / max(steps, 1))
