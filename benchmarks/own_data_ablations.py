@@ -363,7 +363,7 @@ def structural(preds: Path, data: str = "cdnow") -> list[str]:
     """Where boosting from the structural model (``bgnbd_gbdt``) gains and where it pays, pooled over the saved
     files: each method's predictions for the :data:`TOP_SPENDERS` largest spenders, its MSE and Gini on the
     other test customers, its Spearman correlation with the tuned LightGBM and its validation deviance (the
-    mean over the files; what own_data.py selects on)."""
+    mean over the files, then per file; what own_data.py selects on)."""
     from scipy.stats import spearmanr
 
     files = [dict(np.load(p)) for p in sorted(preds.glob(f"predictions_{data}_*.npz"))]
@@ -375,17 +375,19 @@ def structural(preds: Path, data: str = "cdnow") -> list[str]:
     lines = [
         f"{y.size:,} test customers; the {TOP_SPENDERS} largest spent {', '.join(f'{v:,.0f}' for v in y[top])}",
         "",
-        "| method | Gini | MSE | their predictions | MSE others | Gini others | Spearman vs gbdt | valid deviance |",
+        "| method | Gini | MSE | their predictions | MSE others | Gini others | Spearman vs gbdt | "
+        "valid deviance (per file) |",
         "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     g = np.concatenate([d["test_gbdt"] for d in files])
     for m in methods:
         pred = np.concatenate([d[f"test_{m}"] for d in files])
-        dev = np.mean([M.tweedie_deviance(d["valid_amount"], np.maximum(d[f"valid_{m}"], 1e-9)) for d in files])
+        dev = [M.tweedie_deviance(d["valid_amount"], np.maximum(d[f"valid_{m}"], 1e-9)) for d in files]
         lines.append(
             f"| {m} | {M.normalized_gini(y, pred):.4f} | {M.mse(y, pred):.0f} | "
             f"{', '.join(f'{v:,.0f}' for v in pred[top])} | {M.mse(y[rest], pred[rest]):.0f} | "
-            f"{M.normalized_gini(y[rest], pred[rest]):.4f} | {float(spearmanr(pred, g)[0]):.4f} | {dev:.3f} |"
+            f"{M.normalized_gini(y[rest], pred[rest]):.4f} | {float(spearmanr(pred, g)[0]):.4f} | "
+            f"{np.mean(dev):.2f} ({' / '.join(f'{v:.2f}' for v in dev)}) |"
         )
     return lines
 
