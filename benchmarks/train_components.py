@@ -7,7 +7,8 @@ model at its initial weights in training mode, ``--batches`` training batches of
 learns its amount from past purchases, as many batches of past purchases of the size the trainer pairs with each
 step). Every figure is CPU milliseconds per step, the median over ``--repeats`` passes over those batches:
 
-* the whole exposure step (``loss`` forward and backward) and the past-purchase step (``amount_history_loss``);
+* the whole exposure step (``loss`` forward and backward) and the past-purchase step (``amount_history_loss``),
+  and for such a model the joint step the trainer runs (``loss_with_history``: both batches in one pass);
 * each component on the inputs it received in that step, forward and backward (a fixed random output
   gradient): the profile embedding, the behaviour encoder, the consumption GAT, the candidate-aware inputs (pair
   counts, summary, target attention), the fund embedding, the MMoE and the towers;
@@ -168,6 +169,18 @@ def measure(data: Path, name: str, n_batches: int, repeats: int) -> list[tuple[s
 
             rows.append(
                 (f"past-purchase step: forward + backward ({per_step:,} rows)", _ms(history_step, history, repeats))
+            )
+
+            def joint_step(item: Any) -> None:
+                b, (past, amount) = item
+                model.zero_grad(set_to_none=True)
+                model.loss_with_history(b, past, amount).backward()
+
+            rows.append(
+                (
+                    f"joint step (what the trainer runs): both batches in one pass ({1024 + per_step:,} rows)",
+                    _ms(joint_step, list(zip(batches, history, strict=False)), repeats),
+                )
             )
         rows.extend((f"  {k}", v) for k, v in _component_rows(model, batches, repeats).items())
         rows.extend((f"  {k}", v) for k, v in _heads_rows(model, batches, repeats).items())

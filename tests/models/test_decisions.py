@@ -373,13 +373,13 @@ def test_network_amount_head_learns_from_the_training_share_of_past_purchases(si
     from eoca.models.zoo.esdpm import EsdpmFamily
 
     seen: list[np.ndarray] = []
-    real = EsdpmFamily.amount_history_loss
+    real = EsdpmFamily._history_nll  # the past purchases' term, in the joint step and in amount_history_loss
 
-    def spy(self: EsdpmFamily, batch, amount: torch.Tensor) -> torch.Tensor:
+    def spy(self: EsdpmFamily, mu: torch.Tensor, sigma: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
         seen.append(amount.numpy().copy())
-        return real(self, batch, amount)
+        return real(self, mu, sigma, amount)
 
-    monkeypatch.setattr(EsdpmFamily, "amount_history_loss", spy)
+    monkeypatch.setattr(EsdpmFamily, "_history_nll", spy)
     base = {"model": "esdpm_ncg", "num_threads": 1, "max_epochs": 2, "patience": 2, "batch_size": 256}
     cfg = {**base, "max_train_rows": 2048}
     with_history = train(sim, cfg, None, progress=False)

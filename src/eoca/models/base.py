@@ -98,6 +98,13 @@ class EtvModel(torch.nn.Module, ABC):
         float32 ``[B]`` their amounts (> 0). Only called where :attr:`learns_amount_from_history`."""
         raise TypeError(f"model '{self.name}' does not learn amounts from past purchases")
 
+    def loss_with_history(self, batch: Batch, past: Batch, amount: Tensor) -> Tensor:
+        """The training loss of a step that also learns from past purchases: :meth:`loss` on ``batch`` plus
+        :meth:`amount_history_loss` on ``past`` divided by ``len(batch)``, so each past purchase weighs as much
+        as one converter of the batch (whose amount term the mean loss also divides by it). Models may compute
+        both in one pass."""
+        return self.loss(batch) + self.amount_history_loss(past, amount) / len(batch)
+
 
 def require_labels(batch: Batch, *names: str) -> list[Tensor]:
     """Return the named label tensors of ``batch``, raising a clear error when one is missing."""

@@ -587,13 +587,11 @@ def _train_one(
                 if rows >= rows_per_epoch:
                     break
                 flat.zero_grad()
-                loss = model.loss(batch)
                 past = next(history, None)
-                if past is not None:
-                    # Summed over the past purchases and divided by the exposure batch's size: each weighs as
-                    # much as one converter of the batch, whose amount term the mean loss also divides by it.
-                    amount = torch.from_numpy(past[1]).to(torch.float32)
-                    loss = loss + model.amount_history_loss(past[0], amount) / len(batch)
+                if past is None:
+                    loss = model.loss(batch)
+                else:
+                    loss = model.loss_with_history(batch, past[0], torch.from_numpy(past[1]).to(torch.float32))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"model '{cfg.model}': training loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "

@@ -392,6 +392,49 @@ class _HistoryTable:
         }
 
 
+_SHARED_INPUTS = ("f_num", "f_cat", "f_token")
+"""Inputs that describe every fund of the bound dataset, the same in every batch of a binding."""
+
+_INDEX_INPUTS = {
+    "row_unit": "unit_customer",
+    "g_e2_dst": "unit_customer",
+    "g_e2_src": "g_merchant",
+    "g_e1_dst": "g_merchant",
+    "g_e1_src": "g_c2_num",
+}
+"""Inputs holding positions into another input's rows (key -> the input they index): offset on concatenation."""
+
+
+def concat_batches(first: Batch, second: Batch) -> Batch:
+    """One batch holding the rows of ``first`` then those of ``second`` (two batches of one binding), so a model
+    runs both through a single forward and backward pass.
+
+    Units, graph nodes and edges of ``second`` follow those of ``first``, with its positions (``row_unit`` and
+    the graph's edge ends, see :data:`_INDEX_INPUTS`) shifted past ``first``'s; every unit keeps its own inputs,
+    so each row sees exactly what it saw in its own batch. Labels are ``first``'s (rows ``[:len(first)]``):
+    ``second`` is unlabelled, or labelled by the caller.
+    """
+    a, b = first.inputs, second.inputs
+    if a.keys() != b.keys():
+        raise ValueError(f"batches with different inputs cannot be joined: {sorted(a.keys() ^ b.keys())}")
+    inputs: dict[str, torch.Tensor] = {}
+    for key, t in a.items():
+        if key in _SHARED_INPUTS:
+            inputs[key] = t
+        elif key in _INDEX_INPUTS:
+            inputs[key] = torch.cat([t, b[key] + a[_INDEX_INPUTS[key]].shape[0]])
+        else:
+            inputs[key] = torch.cat([t, b[key]])
+    return Batch(
+        customer=torch.cat([first.customer, second.customer]),
+        fund=torch.cat([first.fund, second.fund]),
+        inputs=inputs,
+        converted=first.converted,
+        amount=first.amount,
+        clicked=first.clicked,
+    )
+
+
 def _pad_lists(col: pa.ChunkedArray, feat: dict[str, Any]) -> np.ndarray:
     """List feature -> int64 ``[N, max_len]`` tokens (latest ``max_len`` kept, 0 = padding)."""
     arr = col.combine_chunks()

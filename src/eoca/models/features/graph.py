@@ -66,6 +66,7 @@ class ConsumptionGraph:
         merchants, e2_src = _unique_small(self.c_merch[e2], self.m_indptr.size - 1)
         owner1, e1 = self._sample(merchants, self.m_indptr, rng)
         c2, e1_src = np.unique(self.m_cust[e1], return_inverse=True)
+        # np.take gathers rows of a 2-D table several times faster than fancy indexing (the same values).
         c2_t = torch.from_numpy(c2)
         return {
             "g_merchant": torch.from_numpy(merchants),
@@ -73,10 +74,10 @@ class ConsumptionGraph:
             "g_c2_cat": c_cat.index_select(0, c2_t),
             "g_e1_src": torch.from_numpy(e1_src.reshape(-1).astype(np.int64)),
             "g_e1_dst": torch.from_numpy(owner1.astype(np.int64)),
-            "g_e1_attr": torch.from_numpy(self.m_attr[e1]),
+            "g_e1_attr": torch.from_numpy(np.take(self.m_attr, e1, axis=0)),
             "g_e2_src": torch.from_numpy(e2_src.reshape(-1).astype(np.int64)),
             "g_e2_dst": torch.from_numpy(owner2.astype(np.int64)),
-            "g_e2_attr": torch.from_numpy(self.c_attr[e2]),
+            "g_e2_attr": torch.from_numpy(np.take(self.c_attr, e2, axis=0)),
         }
 
 

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from eoca.models.base import Batch, ModelOutput
 from eoca.models.features import FeatureSpace
+from eoca.models.features.batching import concat_batches
 from eoca.models.layers import Tower
 from eoca.models.losses import (
     SIGMA_FLOOR,
@@ -102,14 +103,36 @@ class EsdpmFamily(ZooModel):
         customer's amount for that fund, as a conversion's is, and the trainer weighs it like one converter of
         an exposure batch."""
         _, _, mu, sigma = self._forward(batch)
+        return self._history_nll(mu, sigma, amount)
+
+    def _history_nll(self, mu: Tensor, sigma: Tensor, amount: Tensor) -> Tensor:
+        """:meth:`amount_history_loss` on the past purchases' ``mu``, ``sigma`` and ``amount`` (each ``[H]``)."""
         y = amount + 1.0 if self.formula == "eoca" else amount
         return -lognormal_logpdf(y, mu, sigma).sum()
 
-    def loss(self, batch: Batch) -> Tensor:
+    def loss_with_history(self, batch: Batch, past: Batch, amount: Tensor) -> Tensor:
+        """``loss(batch) + amount_history_loss(past, amount) / len(batch)`` in one forward pass over the rows of
+        both batches (:func:`~eoca.models.features.batching.concat_batches`): the same terms of the same
+        network, where two passes paid every kernel's fixed cost twice (benchmarks/RESULTS.md, issue 10).
+        Dropout masks are drawn over both batches' rows at once and sums run over both, so the values differ
+        from two passes' at the level of random draws and float rounding."""
+        n = len(batch)
+        logit_ctr, logit_cvr, mu, sigma = self._forward(concat_batches(batch, past))
+        exposure = self._exposure_loss(
+            batch, logit_ctr[:n] if logit_ctr is not None else None, logit_cvr[:n], mu[:n], sigma[:n]
+        )
+        return exposure + self._history_nll(mu[n:], sigma[n:], amount) / n
+
+    def _exposure_loss(
+        self, batch: Batch, logit_ctr: Tensor | None, logit_cvr: Tensor, mu: Tensor, sigma: Tensor
+    ) -> Tensor:
+        """The mean training loss of the exposure rows of ``batch`` from their outputs (each ``[B]``)."""
         _, amount = conversion_labels(batch)
-        logit_ctr, logit_cvr, mu, sigma = self._forward(batch)
         log_p, log_1mp = ConversionHeads.log_probs(logit_ctr, logit_cvr)
         return self._amount_loss(log_p, log_1mp, mu, sigma, amount) + ConversionHeads.click_loss(logit_ctr, batch)
+
+    def loss(self, batch: Batch) -> Tensor:
+        return self._exposure_loss(batch, *self._forward(batch))
 
     def predict(self, batch: Batch) -> ModelOutput:
         logit_ctr, logit_cvr, mu, sigma = self._forward(batch)
