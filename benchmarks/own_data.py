@@ -120,7 +120,9 @@ PEERS = ("gbdt", "bgnbd", "gbdt_cbm")
 """Peers in the order they are reported: tuned LightGBM on the imported (RFM) table, BG/NBD + Gamma-Gamma, and
 (with ``--customer-base-model``) tuned LightGBM on the hybrid table."""
 
-EOCA_GRIDS: dict[str, list[dict[str, Any]]] = {"gbdt_mean": GBDT_MEAN_GRID}
+EOCA_GRIDS: dict[str, list[dict[str, Any]]] = {"gbdt_mean": GBDT_MEAN_GRID, "bgnbd_gbdt": GBDT_MEAN_GRID}
+"""Zoo candidates tuned before their seed ensemble (``bgnbd_gbdt`` shares ``gbdt_mean``'s value regressor, so its
+grid); the others train at their defaults."""
 
 
 def cdnow_path(variant: str = "master") -> Path:

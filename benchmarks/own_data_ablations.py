@@ -15,6 +15,9 @@ same splits (results in benchmarks/RESULTS.md, "Bring your own data", table "Wha
 * ``shrink`` (CDNOW predictions saved by ``own_data.py``, ``--preds DIR``): eoca's best capped at a quantile of
   its validation predictions chosen on validation MSE, the calibration of its top predictions, and its rank
   agreement with the tuned LightGBM.
+* ``structural`` (CDNOW predictions saved by ``own_data.py --customer-base-model``, ``--preds DIR``): every
+  candidate and peer on the largest target-window spenders (what only the structural model extrapolates to) and
+  on everyone else, with its mean validation deviance, the criterion that picks eoca's best.
 * ``excess`` (donation predictions saved by ``own_data.py``, ``--preds DIR``): every candidate's and peer's
   expected MSE above the Bayes predictor of the file (``test_ceiling``), free of label noise.
 * ``unweighted`` (synthetic donations, ``--seeds``): networks trained on the oversampled sample without its
@@ -352,6 +355,43 @@ def hybrid(preds: Path, baseline: Path, data: str = "cdnow") -> list[str]:
     return lines
 
 
+TOP_SPENDERS = 2
+"""How many of the largest target-window spenders :func:`structural` sets apart."""
+
+
+def structural(preds: Path, data: str = "cdnow") -> list[str]:
+    """Where boosting from the structural model (``bgnbd_gbdt``) gains and where it pays, pooled over the saved
+    files: each method's predictions for the :data:`TOP_SPENDERS` largest spenders, its MSE and Gini on the
+    other test customers, its Spearman correlation with the tuned LightGBM and its validation deviance (the
+    mean over the files, then per file; what own_data.py selects on)."""
+    from scipy.stats import spearmanr
+
+    files = [dict(np.load(p)) for p in sorted(preds.glob(f"predictions_{data}_*.npz"))]
+    y = np.concatenate([d["test_amount"] for d in files])
+    methods = [k[5:] for k in files[0] if k.startswith("test_") and k[5:] not in ("amount", "weight")]
+    top = np.argsort(-y)[:TOP_SPENDERS]
+    rest = np.ones(y.size, dtype=bool)
+    rest[top] = False
+    lines = [
+        f"{y.size:,} test customers; the {TOP_SPENDERS} largest spent {', '.join(f'{v:,.0f}' for v in y[top])}",
+        "",
+        "| method | Gini | MSE | their predictions | MSE others | Gini others | Spearman vs gbdt | "
+        "valid deviance (per file) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    g = np.concatenate([d["test_gbdt"] for d in files])
+    for m in methods:
+        pred = np.concatenate([d[f"test_{m}"] for d in files])
+        dev = [M.tweedie_deviance(d["valid_amount"], np.maximum(d[f"valid_{m}"], 1e-9)) for d in files]
+        lines.append(
+            f"| {m} | {M.normalized_gini(y, pred):.4f} | {M.mse(y, pred):.0f} | "
+            f"{', '.join(f'{v:,.0f}' for v in pred[top])} | {M.mse(y[rest], pred[rest]):.0f} | "
+            f"{M.normalized_gini(y[rest], pred[rest]):.4f} | {float(spearmanr(pred, g)[0]):.4f} | "
+            f"{np.mean(dev):.2f} ({' / '.join(f'{v:.2f}' for v in dev)}) |"
+        )
+    return lines
+
+
 def excess(preds: Path) -> list[str]:
     """Every method's expected MSE above the Bayes predictor of the file (synthetic donations only: the saved
     ``test_ceiling``), population-weighted, per saved run; the folds of a ``--folds`` run are pooled."""
@@ -396,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += ["## expected MSE above the Bayes predictor (synthetic donations)", "", *excess(args.preds), ""]
         if "tail" in parts and args.preds is not None:
             lines += ["## the tail: where eoca and BG/NBD differ in squared error", "", *tail(args.preds), ""]
+        if "structural" in parts and args.preds is not None:
+            lines += ["## boosting from the structural model: the tail and the rest", "", *structural(args.preds), ""]
         if "hybrid" in parts and args.preds is not None and args.baseline is not None:
             lines += ["## the customer-base features: with against without", "", *hybrid(args.preds, args.baseline), ""]
         if "shrink" in parts and args.preds is not None:

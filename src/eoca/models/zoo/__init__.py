@@ -29,6 +29,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "ptofa",
     "gbdt",
     "gbdt_mean",
+    "bgnbd_gbdt",
     "tamor",
 )
 

@@ -151,11 +151,11 @@ class GbdtMean(Gbdt):
         # Under a response-based design the regressor fits the sample's mean, mapped to the population in _mean.
         fit_w, fit_w_v = (None, None) if self._odds_ratio is not None else (w, w_v)
         if amt.sum() > 0:
-            train_set = self._dataset(x, amt, weight=fit_w)
+            train_set = self._value_dataset(x, amt, weight=fit_w)
             valid_sets: list[lgb.Dataset] = []
             callbacks: list[Any] = []
             if amt_v.size and amt_v.sum() > 0:
-                valid_sets = [self._dataset(xv, amt_v, train_set, weight=fit_w_v)]
+                valid_sets = [self._value_dataset(xv, amt_v, train_set, weight=fit_w_v)]
                 callbacks.append(lgb.early_stopping(int(self.params["early_stopping_rounds"]), verbose=False))
             self._value = lgb.train(
                 self._value_params(seed, num_threads),
@@ -177,11 +177,22 @@ class GbdtMean(Gbdt):
             "value_trees": float(self._value.num_trees() if self._value is not None else 0),
         }
 
+    def _value_dataset(
+        self, x: np.ndarray, y: np.ndarray, reference: lgb.Dataset | None = None, weight: np.ndarray | None = None
+    ) -> lgb.Dataset:
+        """The value regressor's training or validation set (a subclass may add a base margin)."""
+        return self._dataset(x, y, reference, weight=weight)
+
+    def _value_mean(self, x: np.ndarray) -> np.ndarray:
+        """The fitted value regressor's mean for rows ``x`` ``[n, D]``, float64 ``[n]``."""
+        assert self._value is not None
+        return np.asarray(self._value.predict(x), dtype=np.float64)
+
     def _mean(self, x: np.ndarray) -> np.ndarray:
         """The population's ``E[amount | x]``, ``[n]``."""
         if self._value is None:
             return np.full(x.shape[0], self._mean0)
-        mean = np.asarray(self._value.predict(x), dtype=np.float64)
+        mean = self._value_mean(x)
         if self._odds_ratio is not None:
             p = self._p(x)
             mean = mean * (p + self._odds_ratio * (1.0 - p))

@@ -1,0 +1,95 @@
+"""``bgnbd_gbdt``: LightGBM boosted from BG/NBD x Gamma-Gamma's expected spend (the base margin log(1 + s))."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eoca.data import Dataset
+from eoca.data.dataset import split_exposures
+from eoca.errors import ConfigError
+from eoca.models import FeatureSpace, build_model
+from eoca.training import TrainedModel, train
+from tests.data.test_customer_base import CAL_END, _import, _log
+
+HEAVY = "H"
+"""A hand-written heavy buyer: 400 a day on the last 40 days of the calibration window, far above anyone else."""
+
+
+def _heavy_log() -> list[tuple[str, int, float]]:
+    return _log() + [(HEAVY, day, 400.0) for day in range(CAL_END - 39, CAL_END + 1)]
+
+
+@pytest.fixture(scope="module")
+def log_ds(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    pytest.importorskip("lifetimes")
+    return _import(tmp_path_factory.mktemp("bg"), _heavy_log())
+
+
+def _column(ds: Dataset, name: str) -> np.ndarray:
+    return np.asarray(ds.customers.column(name).to_numpy(), dtype=np.float64)
+
+
+def test_without_evidence_the_structural_prediction_is_kept_beyond_every_training_amount(log_ds: Dataset) -> None:
+    ds = log_ds
+    torch.set_num_threads(1)
+    # A learning rate of ~0: the trees cannot move the margin, so the model is exactly 1 + s, extrapolation included.
+    trained = train(
+        ds, {"model": "bgnbd_gbdt", "num_threads": 1, "params": {"value_learning_rate": 1e-12}}, progress=False
+    )
+    pos = np.arange(ds.n_customers)
+    raw = trained.predict_pairs(ds, pos, np.zeros_like(pos), guarded=False)["etv"].astype(np.float64)
+    s = _column(ds, "cbm_expected_spend")
+    np.testing.assert_allclose(raw, 1.0 + s, rtol=1e-5)
+    model = trained.model
+    assert model.name == "bgnbd_gbdt"
+    heavy = ds.customers.column("customer_id").to_pylist().index(HEAVY)
+    max_train = float(split_exposures(ds, "train")["amount"].max())
+    assert raw[heavy] > 2 * max_train  # trees alone could not predict above what they saw; the structure does
+    # The guard still bounds what reaches metrics and allocations by the largest training amount.
+    guarded = trained.predict_pairs(ds, pos, np.zeros_like(pos))["etv"]
+    assert trained.guard is not None and float(guarded.max()) <= trained.guard.amount_cap * (1 + 1e-6)
+
+
+def test_the_trees_correct_the_margin_multiplicatively_seeded_and_round_trip(log_ds: Dataset, tmp_path: Path) -> None:
+    ds = log_ds
+    torch.set_num_threads(1)
+    cfg = {"model": "bgnbd_gbdt", "num_threads": 1, "seed": 3, "params": {"value_min_child_samples": 10}}
+    trained = train(ds, cfg, tmp_path / "run", progress=False)
+    again = train(ds, cfg, progress=False)
+    test = split_exposures(ds, "test")
+    pred = trained.predict_pairs(ds, test["customer_pos"], test["fund_pos"])
+    np.testing.assert_array_equal(pred["etv"], again.predict_pairs(ds, test["customer_pos"], test["fund_pos"])["etv"])
+    loaded = TrainedModel.load(tmp_path / "run").predict_pairs(ds, test["customer_pos"], test["fund_pos"])
+    np.testing.assert_array_equal(pred["etv"], loaded["etv"])
+    # etv = exp(F(x) + log(1 + s)): the booster's raw score plus the margin, the margin read back exactly.
+    model = trained.model
+    assert model._value is not None and model._value.num_trees() > 0
+    x = model._matrix(trained.bind(ds), "test", 4096)["x"]
+    margin = model.margin(x)
+    s = _column(ds, "cbm_expected_spend")[test["customer_pos"]]
+    np.testing.assert_allclose(margin, np.log1p(s), rtol=1e-5, atol=1e-6)
+    raw = np.asarray(model._value.predict(x, raw_score=True), dtype=np.float64)
+    assert np.ptp(raw) > 0.01  # a correction that differs between customers
+    unguarded = trained.predict_pairs(ds, test["customer_pos"], test["fund_pos"], guarded=False)["etv"]
+    np.testing.assert_allclose(unguarded, np.exp(raw + margin), rtol=1e-5)
+    assert np.isfinite(pred["etv"]).all() and (pred["etv"] >= 0).all()
+    assert ((pred["p"] >= 0) & (pred["p"] <= 1)).all()
+
+
+def test_without_the_customer_base_features_it_is_a_clear_error(tmp_path: Path) -> None:
+    plain = _import(tmp_path, _log(), option="false")
+    with pytest.raises(ConfigError, match=r"no numeric customer feature 'cbm_log_expected_spend'.*customer_base_model"):
+        build_model("bgnbd_gbdt", FeatureSpace.fit(plain))
+    with pytest.raises(ConfigError, match="'recency_days'"):
+        build_model("bgnbd_gbdt", FeatureSpace.fit(plain), {"base_margin": "recency_days"})
+
+
+def test_without_lifetimes_the_import_it_needs_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "lifetimes", None)  # import lifetimes now raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'eoca\[peers\]'"):
+        _import(tmp_path, _heavy_log())
