@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,7 @@ from eoca.tamor.evaluate import (
     per_customer_outcomes,
     simulate_next_period,
 )
-from eoca.tamor.model import TamorBatch, UserBias
+from eoca.tamor.model import TamorBatch, UserBias, Variant
 from eoca.tamor.train import WorldTensors, build_net, fit_framework
 from eoca.tamor.world import SPECIFIC_SCENARIO, MultiScenarioWorld, common_numbers, generate_multi_scenario_world
 
@@ -282,14 +284,19 @@ def test_user_bias_is_a_level_shift_of_the_click_and_conversion_logits(world: Mu
 def test_tier_towers_give_each_tier_its_own_heads(world: MultiScenarioWorld) -> None:
     torch.manual_seed(0)
     net = build_net("tamor", world, TRAIN, world.train)
-    assert all(len(towers) == 3 for towers in net.towers.values())
+    assert all(len(cast(torch.nn.ModuleList, towers)) == 3 for towers in net.towers.values())
     tensors = WorldTensors.of(world)
     cust = torch.tensor([int(np.flatnonzero(world.tier == t)[0]) for t in range(3)])
     b = tensors.batch(cust, torch.zeros(3, dtype=torch.int64))
     with torch.no_grad():
         before = net._logits(b).click.clone()
-        for p in net.towers["click"][2].parameters():
+        for p in cast(torch.nn.ModuleList, net.towers["click"])[2].parameters():
             p.add_(1.0)  # only the high tier's click tower changes
         after = net._logits(b).click
     torch.testing.assert_close(before[:2], after[:2])
     assert abs(float(after[2] - before[2])) > 1e-3
+
+
+def test_tier_towers_need_tier_awareness() -> None:
+    with pytest.raises(ValueError, match="tier_towers needs tier_aware"):
+        Variant(tier_aware=False, tier_towers=True)

@@ -68,15 +68,14 @@ class Variant:
     user_bias: bool = True
     bias_mode: Literal["logit", "tower"] = "logit"
     tier_towers: bool = False
-
-    def __post_init__(self) -> None:
-        if self.tier_towers and not self.tier_aware:
-            raise ValueError("tier_towers needs tier_aware: towers per tier read the tier")
-
     bottom: Literal["ple", "mmoe", "star"] = "ple"
     per_tier: bool = False
     amount_to_upgrade: bool = True
     upgrade_link: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tier_towers and not self.tier_aware:
+            raise ValueError("tier_towers needs tier_aware: towers per tier read the tier")
 
 
 _POOLED = Variant(
