@@ -16,7 +16,7 @@ from eoca.models.features import BoundFeatures
 
 WITH_AMOUNT_PARAMS = {"mtl_ziln", "esdpm_ncg", "esdpm", "ptofa"}
 NEEDS_TRANSACTION_LOG = {"bgnbd_gbdt", "bgnbd_ziln"}
-"""Models that read the customer-base features of a transaction log (tests/models/test_bgnbd_*.py)."""
+"""Models that read the customer-base features of a transaction log (tests/models/test_bgnbd_hybrids.py)."""
 ANY_DATA_MODELS = [m for m in MODEL_NAMES if m not in NEEDS_TRANSACTION_LOG]
 
 
