@@ -213,20 +213,29 @@ class BehaviourSequences:
         ref = np.full(n_units, self.now, dtype=np.int64) if now is None else np.asarray(now, dtype=np.int64)
         age = np.maximum(ref[owner] - self.time[idx], 0).astype(np.float64)
         recent = age <= self.window
-        acc = np.zeros((n_units * slots, k), dtype=np.float64)
-        flat = acc.reshape(-1)
         ok = etype >= 0
         ok_recent = ok & recent
         spend = np.where(etype == EVENT_TYPES.index("purchase"), self.raw_amount[idx], 0)
         closeness = 1.0 / (1.0 + age / self.window)
-        for slot in (fund, n_fit + self.groups[fund]):
-            row = owner * slots + slot
-            # bincount adds in input order as np.add.at does (the same sums, bit for bit) at a fraction of its
-            # cost; the fund slots and the type slots are disjoint rows, so each cell is filled once.
-            flat += np.bincount(row[ok] * k + etype[ok], minlength=flat.size)
-            flat += np.bincount(row[ok_recent] * k + n_types + etype[ok_recent], minlength=flat.size)
-            flat += np.bincount(row * k + 2 * n_types, spend, minlength=flat.size)
-            np.maximum.at(acc[:, 2 * n_types + 1], row, closeness)
+        rows = [owner * slots + slot for slot in (fund, n_fit + self.groups[fund])]
+        # Every count and every spend total in one weighted bincount: it adds in input order as np.add.at does
+        # (the same sums, bit for bit; counts are sums of 1.0, exact). The fund slots and the type slots are
+        # disjoint rows and counts, recent counts and spend disjoint columns, so each cell gets the terms of one
+        # part only, in their order. One pass over the [U * slots, k] table, where a bincount per part wrote it six
+        # times.
+        cells = [
+            part
+            for row in rows
+            for part in (
+                row[ok] * k + etype[ok],
+                row[ok_recent] * k + n_types + etype[ok_recent],
+                row * k + 2 * n_types,
+            )
+        ]
+        terms = [part for _ in rows for part in (np.ones(int(ok.sum())), np.ones(int(ok_recent.sum())), spend)]
+        flat = np.bincount(np.concatenate(cells), np.concatenate(terms), minlength=n_units * slots * k)
+        acc = flat.reshape(n_units * slots, k)
+        np.maximum.at(acc[:, 2 * n_types + 1], np.concatenate(rows), np.concatenate([closeness, closeness]))
         acc[:, : 2 * n_types + 1] = np.log1p(acc[:, : 2 * n_types + 1])
         acc3 = acc.reshape(n_units, slots, k)
         fit = np.asarray(fund_fit, dtype=np.int64)
