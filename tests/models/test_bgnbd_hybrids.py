@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,10 +59,8 @@ def test_without_evidence_the_structural_prediction_is_kept_beyond_every_trainin
     assert trained.guard is not None and float(guarded.max()) <= trained.guard.amount_cap * (1 + 1e-6)
 
 
-def test_the_trees_correct_the_margin_multiplicatively_seeded_and_round_trip(log_ds: Dataset, tmp_path: Path) -> None:
-    ds = log_ds
-    torch.set_num_threads(1)
-    cfg = {"model": "bgnbd_gbdt", "num_threads": 1, "seed": 3, "params": {"value_min_child_samples": 10}}
+def _seeded_round_trip(ds: Dataset, cfg: dict[str, Any], tmp_path: Path) -> tuple[TrainedModel, dict[str, np.ndarray]]:
+    """Train twice with the same seed and once more from the saved run: the test predictions must be identical."""
     trained = train(ds, cfg, tmp_path / "run", progress=False)
     again = train(ds, cfg, progress=False)
     test = split_exposures(ds, "test")
@@ -69,11 +68,20 @@ def test_the_trees_correct_the_margin_multiplicatively_seeded_and_round_trip(log
     np.testing.assert_array_equal(pred["etv"], again.predict_pairs(ds, test["customer_pos"], test["fund_pos"])["etv"])
     loaded = TrainedModel.load(tmp_path / "run").predict_pairs(ds, test["customer_pos"], test["fund_pos"])
     np.testing.assert_array_equal(pred["etv"], loaded["etv"])
+    return trained, pred
+
+
+def test_the_trees_correct_the_margin_multiplicatively_seeded_and_round_trip(log_ds: Dataset, tmp_path: Path) -> None:
+    ds = log_ds
+    torch.set_num_threads(1)
+    cfg = {"model": "bgnbd_gbdt", "num_threads": 1, "seed": 3, "params": {"value_min_child_samples": 10}}
+    trained, pred = _seeded_round_trip(ds, cfg, tmp_path)
     # etv = exp(F(x) + log(1 + s)): the booster's raw score plus the margin, the margin read back exactly.
     model = trained.model
     assert model._value is not None and model._value.num_trees() > 0
     x = model._matrix(trained.bind(ds), "test", 4096)["x"]
     margin = model.margin(x)
+    test = split_exposures(ds, "test")
     s = _column(ds, "cbm_expected_spend")[test["customer_pos"]]
     np.testing.assert_allclose(margin, np.log1p(s), rtol=1e-5, atol=1e-6)
     raw = np.asarray(model._value.predict(x, raw_score=True), dtype=np.float64)
@@ -134,13 +142,7 @@ def test_ziln_trains_seeded_and_round_trips(log_ds: Dataset, tmp_path: Path) -> 
     ds = log_ds
     torch.set_num_threads(1)
     cfg = {"model": "bgnbd_ziln", "seed": 1, "max_epochs": 3, "num_threads": 1}
-    trained = train(ds, cfg, tmp_path / "run", progress=False)
-    again = train(ds, cfg, progress=False)
-    test = split_exposures(ds, "test")
-    pred = trained.predict_pairs(ds, test["customer_pos"], test["fund_pos"])
-    np.testing.assert_array_equal(pred["etv"], again.predict_pairs(ds, test["customer_pos"], test["fund_pos"])["etv"])
-    loaded = TrainedModel.load(tmp_path / "run").predict_pairs(ds, test["customer_pos"], test["fund_pos"])
-    np.testing.assert_array_equal(pred["etv"], loaded["etv"])
+    trained, pred = _seeded_round_trip(ds, cfg, tmp_path)
     assert np.isfinite(pred["etv"]).all() and (pred["etv"] >= 0).all()
     assert trained.guard is not None and float(pred["etv"].max()) <= trained.guard.amount_cap * (1 + 1e-6)
     plain = _import(tmp_path / "plain", _log(), option="false")

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from eoca.errors import ConfigError
+from eoca.data.customer_base import structural_feature
 from eoca.models.base import Batch
 from eoca.models.features import FeatureSpace
 from eoca.models.zoo.mtl_ziln import MtlZiln
@@ -50,19 +50,9 @@ class BgNbdZiln(MtlZiln):
 
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
         super().__init__(space, params)
-        numeric = [f["name"] for f in space.customer_numeric]
-        cols = []
-        for key in ("base_spend", "base_probability"):
-            feature = str(params[key])
-            if feature not in numeric:
-                raise ConfigError(
-                    f"bgnbd_ziln: the dataset has no numeric customer feature '{feature}' (params.{key}); import "
-                    "the transaction log with transactions.customer_base_model: true (it adds "
-                    "cbm_log_expected_spend and cbm_p_purchase)"
-                )
-            stats = space.customer_numeric[numeric.index(feature)]
-            cols.append((numeric.index(feature), float(stats["mean"]), float(stats["std"])))
-        self._spend, self._prob = cols
+        self._spend, self._prob = (
+            structural_feature(space, str(params[key]), self.name, key) for key in ("base_spend", "base_probability")
+        )
         logit0, mu0 = self._structural(torch.tensor([self._spend[1]]), torch.tensor([self._prob[1]]))
         self._logit0, self._mu0 = float(logit0), float(mu0)
 
