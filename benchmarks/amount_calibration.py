@@ -328,6 +328,17 @@ def analyse(dataset: Any, run: Path, cap: float | None) -> dict[str, Any]:
     }
 
 
+def _purchases_line(r: dict[str, Any], digits: int) -> str:
+    """The "what the data can say" row: per fund, realised over expected and the number of purchases."""
+    return (
+        "summed amount / summed true expected amount: "
+        + ", ".join(f"{x:.{digits}f}" for x in r["purchases_realised_over_expected"])
+        + " ("
+        + ", ".join(str(n) for n in r["purchases_per_fund"])
+        + " purchases)"
+    )
+
+
 def render(res: dict[str, Any]) -> str:
     lines = [
         "### Amount calibration per fund: diagnosis and alternatives",
@@ -335,14 +346,7 @@ def render(res: dict[str, Any]) -> str:
         f"`{res['command']}` — {res['date']}, {res['machine']}, {res['wall_s']:.0f} s wall.",
     ]
     if "purchases_per_fund" in res:
-        lines += [
-            "",
-            "past purchases (model-free), summed amount / summed true expected amount: "
-            + ", ".join(f"{x:.3f}" for x in res["purchases_realised_over_expected"])
-            + " ("
-            + ", ".join(str(n) for n in res["purchases_per_fund"])
-            + " purchases)",
-        ]
+        lines += ["", "past purchases (model-free), " + _purchases_line(res, 3)]
     for r in res["runs"]:
         if "skipped" in r:
             lines += ["", f"`{r['run']}` ({r['model']}): skipped, {r['skipped']}."]
@@ -364,11 +368,7 @@ def render(res: dict[str, Any]) -> str:
             continue
         lines += [
             "",
-            "past purchases, summed amount / summed true expected amount: "
-            + ", ".join(f"{x:.2f}" for x in r["purchases_realised_over_expected"])
-            + " ("
-            + ", ".join(str(n) for n in r["purchases_per_fund"])
-            + " purchases)",
+            "past purchases, " + _purchases_line(r, 2),
             "",
             f"fund {r['worst_fund']} by true sigma: "
             + "; ".join(

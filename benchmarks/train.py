@@ -14,8 +14,9 @@ Each measurement runs in its own Python process so its peak resident memory (``r
   ``--train-rows`` of) the simulated world's training exposures (samples/s = training rows / wall seconds of the
   optimisation steps, validation excluded), samples per CPU-second (the same rows over the CPU seconds of every
   thread of the process, which another job sharing the machine disturbs far less than wall time), peak RSS of
-  the whole process (data,
-  features and validation included);
+  the whole process (data, features and validation included). Samples are exposure rows only: the past purchases
+  a model with ``amount_from_history`` also fits in every step (618 per 1,024-row step on the default world) are
+  extra work, not counted;
 * the plain-MLP reference of each trained model: an MLP with two equal hidden layers sized to the model's
   parameter count (within 1%), on a dense float input as wide as the model's row representation (customer
   encoding + fund encoding), trained the same way (Adam, batch size, shuffled rows gathered per batch, BCE on the

@@ -49,6 +49,22 @@ CUSTOMER_BASE_INPUTS = ("frequency", "recency", "T", "monetary_repeat_mean")
 """Calibration-window columns the model reads (built by :func:`eoca.data.transactions.build_customer_value`)."""
 
 
+def structural_feature(space: Any, feature: str, model: str, param: str) -> tuple[int, float, float]:
+    """Where a model built on the customer-base features finds one of them: ``(position among the space's numeric
+    customer features, training mean, training standard deviation)``, the latter two to undo the standardisation.
+    ``space`` is a fitted :class:`eoca.models.features.FeatureSpace`; a missing feature is a clear error naming the
+    model's parameter and the import option that adds it."""
+    numeric = [f["name"] for f in space.customer_numeric]
+    if feature not in numeric:
+        raise ConfigError(
+            f"{model}: the dataset has no numeric customer feature '{feature}' (params.{param}); import the "
+            "transaction log with transactions.customer_base_model: true (it adds "
+            f"{', '.join(CUSTOMER_BASE_FORMULAS)}) or name another feature holding the structural quantity"
+        )
+    stats = space.customer_numeric[numeric.index(feature)]
+    return numeric.index(feature), float(stats["mean"]), float(stats["std"])
+
+
 def lifetimes_module(what: str) -> Any:
     """The ``lifetimes`` library, or a :class:`ConfigError` telling the user how to install it."""
     try:

@@ -30,6 +30,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "gbdt",
     "gbdt_mean",
     "bgnbd_gbdt",
+    "bgnbd_ziln",
     "tamor",
 )
 

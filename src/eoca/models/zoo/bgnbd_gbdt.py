@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import lightgbm as lgb
 import numpy as np
 
-from eoca.errors import ConfigError
+from eoca.data.customer_base import structural_feature
 from eoca.models.zoo.gbdt_mean import DEFAULTS as GBDT_MEAN_DEFAULTS
 from eoca.models.zoo.gbdt_mean import GbdtMean
 
@@ -52,17 +52,10 @@ class BgNbdGbdt(GbdtMean):
     def __init__(self, space: Any, params: dict[str, Any]) -> None:
         super().__init__(space, params)
         feature = str(params["base_margin"])
-        numeric = [f["name"] for f in space.customer_numeric]
-        if feature not in numeric:
-            raise ConfigError(
-                f"bgnbd_gbdt: the dataset has no numeric customer feature '{feature}' (params.base_margin) to "
-                "boost from; import the transaction log with transactions.customer_base_model: true (it adds "
-                "cbm_log_expected_spend) or name another feature holding log(1 + a structural expected spend)"
-            )
-        stats = space.customer_numeric[numeric.index(feature)]
+        _, mean, std = structural_feature(space, feature, self.name, "base_margin")
         # tabular_rows holds the standardised feature; the margin is it back on its own scale
         self._margin_col = self.columns.index(f"c_{feature}")
-        self._margin_mean, self._margin_std = float(stats["mean"]), float(stats["std"])
+        self._margin_mean, self._margin_std = mean, std
 
     def margin(self, x: np.ndarray) -> np.ndarray:
         """The base margin ``log(1 + s)`` of tabular rows ``x`` ``[n, D]``, float64 ``[n]``."""
