@@ -218,6 +218,11 @@ def fit_and_predict(ds: Dataset, model: str, cfg: dict[str, Any]) -> tuple[np.nd
     return out[0], out[1]
 
 
+def ci(interval: Any, spec: str) -> str:
+    """An interval ``(low, high)`` as ``[+low, +high]`` with the format ``spec`` (e.g. ``".4f"``) and signs."""
+    return f"[{interval[0]:+{spec}}, {interval[1]:+{spec}}]"
+
+
 def paired_bootstrap(
     y: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray | None, boot: int, seed: int
 ) -> dict[str, list[float]]:
@@ -422,8 +427,8 @@ def render(results: list[dict[str, Any]]) -> str:
             both = "yes" if g[0] > 0 and m[0] > 0 else "no"
             lines.append(
                 f"| {r['dataset']} | {r['seed']} | {r['eoca_best']} | {e['gini']:.4f} | {peer} | {p['gini']:.4f} | "
-                f"[{g[0]:+.4f}, {g[1]:+.4f}] | {vs['gini_mde80']:.4f} | {e['mse']:.4g} | {p['mse']:.4g} | "
-                f"[{m[0]:+.4g}, {m[1]:+.4g}] | {vs['mse_mde80']:.4g} | {both} |"
+                f"{ci(g, '.4f')} | {vs['gini_mde80']:.4f} | {e['mse']:.4g} | {p['mse']:.4g} | "
+                f"{ci(m, '.4g')} | {vs['mse_mde80']:.4g} | {both} |"
             )
     cand = [r for r in results if "candidates" in r]
     if cand:
@@ -440,7 +445,7 @@ def render(results: list[dict[str, Any]]) -> str:
                     g, d = vs["gini_diff_95"], vs["mse_diff_95"]
                     lines.append(
                         f"| {r['dataset']} | {r['seed']} | {m} | {c['gini']:.4f} | {c['mse']:.4g} | {peer} | "
-                        f"[{g[0]:+.4f}, {g[1]:+.4f}] | [{d[0]:+.4g}, {d[1]:+.4g}] |"
+                        f"{ci(g, '.4f')} | {ci(d, '.4g')} |"
                     )
     oracle = [r for r in results if "oracle_vs" in r]
     if oracle:
@@ -455,8 +460,8 @@ def render(results: list[dict[str, Any]]) -> str:
             for peer, vs in r["oracle_vs"].items():
                 g, m = vs["gini_diff_95"], vs["mse_diff_95"]
                 lines.append(
-                    f"| {r['dataset']} | {r['seed']} | {r['oracle']['gini']:.4f} | {peer} | [{g[0]:+.4f}, {g[1]:+.4f}] "
-                    f"| {vs['gini_mde80']:.4f} | {r['oracle']['mse']:.4g} | [{m[0]:+.4g}, {m[1]:+.4g}] | "
+                    f"| {r['dataset']} | {r['seed']} | {r['oracle']['gini']:.4f} | {peer} | {ci(g, '.4f')} "
+                    f"| {vs['gini_mde80']:.4f} | {r['oracle']['mse']:.4g} | {ci(m, '.4g')} | "
                     f"{vs['mse_mde80']:.4g} |"
                 )
     ceiling = [r for r in results if "reach" in r]
@@ -481,8 +486,8 @@ def render(results: list[dict[str, Any]]) -> str:
                     f"{x['excess']:.4g} [{x['excess_95'][0]:.4g}, {x['excess_95'][1]:.4g}]" for x in (e, ex[peer])
                 ]
                 lines.append(
-                    f"| {r['dataset']} | {r['seed']} | {r['ceiling']['gini']:.4f} | [{g[0]:+.4f}, {g[1]:+.4f}] | "
-                    f"{vs['gini_mde80']:.4f} | {r['ceiling']['mse']:.4g} | {peer} | [{m[0]:+.4g}, {m[1]:+.4g}] | "
+                    f"| {r['dataset']} | {r['seed']} | {r['ceiling']['gini']:.4f} | {ci(g, '.4f')} | "
+                    f"{vs['gini_mde80']:.4f} | {r['ceiling']['mse']:.4g} | {peer} | {ci(m, '.4g')} | "
                     f"{excess[0]} | {excess[1]} | {reach['max_margin']:.4g} / {reach['se']:.4g} | "
                     f"{reach['power']:.0%} |"
                 )

@@ -50,7 +50,7 @@ from eoca.peers import make_peer
 from eoca.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from own_data import CDNOW_MASTER_SPEC, PEERS, build, cdnow_path, oracle_etv, paired_bootstrap, split_rule
+from own_data import CDNOW_MASTER_SPEC, PEERS, build, cdnow_path, ci, oracle_etv, paired_bootstrap, split_rule
 
 LGB = {
     "objective": "poisson",
@@ -70,7 +70,7 @@ def _row(label: str, y: np.ndarray, pred: np.ndarray, peers: dict[str, np.ndarra
     for p in peers.values():
         vs = paired_bootstrap(y, pred, p, w, 500, 0)
         g, m = vs["gini_diff_95"], vs["mse_diff_95"]
-        cells.append(f"[{g[0]:+.4f}, {g[1]:+.4f}] / [{m[0]:+.4g}, {m[1]:+.4g}]")
+        cells.append(f"{ci(g, '.4f')} / {ci(m, '.4g')}")
     return "| " + " | ".join(cells) + " |"
 
 
@@ -349,8 +349,8 @@ def hybrid(preds: Path, baseline: Path, data: str = "cdnow") -> list[str]:
         g, m = vs["gini_diff_95"], vs["mse_diff_95"]
         lines.append(
             f"| {names.get(c, c)} | {M.normalized_gini(y, without):.4f} | {M.normalized_gini(y, with_):.4f} | "
-            f"[{g[0]:+.4f}, {g[1]:+.4f}] | {M.mse(y, without):.0f} | {M.mse(y, with_):.0f} | "
-            f"[{m[0]:+.0f}, {m[1]:+.0f}] |"
+            f"{ci(g, '.4f')} | {M.mse(y, without):.0f} | {M.mse(y, with_):.0f} | "
+            f"{ci(m, '.0f')} |"
         )
     return lines
 
