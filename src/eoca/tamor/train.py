@@ -165,9 +165,21 @@ def _labels(log: ExposureLog) -> dict[str, torch.Tensor]:
 
 
 def build_net(name: str, world: MultiScenarioWorld, cfg: TamorTrainConfig, log: ExposureLog) -> TamorNet:
-    """An untrained network of framework ``name`` sized for ``world``, output biases at ``log``'s base rates."""
+    """An untrained network of framework ``name`` sized for ``world``, output biases at ``log``'s base rates
+    (with ``Variant.tier_init``, each tier's towers at the rates of that tier's rows of ``log``)."""
+    var = variant(name)
+    log_gap = world.log_gap()
+    tiers = world.tier[log.customer]
+    pooled = _init_rates(log, log_gap)
+    tier_inits = None
+    if var.tier_init:
+        # a tier without a purchase in the log has no amount to start from: its towers start at the pooled rates
+        tier_inits = [
+            _init_rates(log.subset(tiers == t), log_gap) if (log.convert[tiers == t] > 0).any() else pooled
+            for t in range(len(TIER_NAMES))
+        ]
     return TamorNet(
-        variant(name),
+        var,
         n_user=world.user_x.shape[1],
         n_shared=world.item_shared.shape[1],
         scenario_columns=[np.flatnonzero(s == SPECIFIC_SCENARIO).tolist() for s in range(len(SCENARIO_NAMES))],
@@ -175,7 +187,8 @@ def build_net(name: str, world: MultiScenarioWorld, cfg: TamorTrainConfig, log: 
         dim=cfg.dim,
         bias_dim=cfg.user_bias_dim,
         bias_buckets=cfg.user_bias_buckets,
-        init=_init_rates(log, world.log_gap()),
+        init=pooled,
+        tier_inits=tier_inits,
     )
 
 
@@ -228,6 +241,8 @@ def _fit_net(
     n = lab["cust"].numel()
     total_steps = cfg.epochs * -(-n // cfg.batch_size)
     step_no = 0
+    params = list(net.parameters())
+    shadow = [p.detach().clone() for p in params] if cfg.ema_decay > 0 else []
     net.train()
     for _epoch in range(cfg.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -254,6 +269,12 @@ def _fit_net(
             total.backward()
             for opt in opts:
                 opt.step()
+            if shadow:
+                # the usual warm-up (1 + t) / (10 + t): early steps are not averaged with the initial weights
+                decay = min(cfg.ema_decay, (1.0 + step_no) / (10.0 + step_no))
+                with torch.no_grad():
+                    for avg, p in zip(shadow, params, strict=True):
+                        avg.lerp_(p.detach(), 1.0 - decay)
             for k, loss in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(loss.detach())
             steps += 1
@@ -262,3 +283,7 @@ def _fit_net(
         stats.rows += n
         for k, v in sums.items():
             stats.task_loss.setdefault(k, []).append(v / max(steps, 1))
+    if shadow:
+        with torch.no_grad():
+            for avg, p in zip(shadow, params, strict=True):
+                p.copy_(avg)
