@@ -519,11 +519,13 @@ class TamorNet(nn.Module):
         bias_l2 = l2 * ub.pow(2).sum(1).mean() if ub.numel() else click.new_zeros(())
         if self.variant.tier_balance:
             every = torch.ones_like(pos)
+            click_terms = -(b.click * lp_click[0] + (1.0 - b.click) * lp_click[1])
+            ctcvr_terms = -(b.convert * lp_ctcvr[0] + (1.0 - b.convert) * lp_ctcvr[1])
             return {
-                "click": _tier_mean(-(b.click * lp_click[0] + (1.0 - b.click) * lp_click[1]), every, b.tier),
-                "conversion": _tier_mean(-(b.convert * lp_ctcvr[0] + (1.0 - b.convert) * lp_ctcvr[1]), every, b.tier),
-                "amount": _tier_mean(nll, pos, b.tier),
-                "upgrade": _tier_mean(up_terms, applies, b.tier),
+                "click": tier_balanced_mean(click_terms, every, b.tier),
+                "conversion": tier_balanced_mean(ctcvr_terms, every, b.tier),
+                "amount": tier_balanced_mean(nll, pos, b.tier),
+                "upgrade": tier_balanced_mean(up_terms, applies, b.tier),
                 "bias_l2": bias_l2,
             }
         return {
@@ -535,7 +537,7 @@ class TamorNet(nn.Module):
         }
 
 
-def _tier_mean(terms: Tensor, rows: Tensor, tier: Tensor) -> Tensor:
+def tier_balanced_mean(terms: Tensor, rows: Tensor, tier: Tensor) -> Tensor:
     """Mean over the tiers with rows in the batch of each tier's mean of ``terms`` over ``rows``; ``terms [B]``
     float, ``rows [B]`` bool (the rows a task applies to), ``tier [B]`` int64. Zero when no row applies."""
     n_tiers = int(tier.max()) + 1 if tier.numel() else 0
@@ -576,5 +578,6 @@ __all__ = [
     "TamorOutput",
     "UserBias",
     "Variant",
+    "tier_balanced_mean",
     "variant",
 ]

@@ -138,6 +138,35 @@ class TamorModel:
         return self.predict(tensors, np.repeat(np.arange(n), m), np.tile(np.arange(m), n))
 
 
+class WeightAverage:
+    """Exponential moving average of ``params`` over the optimiser steps (every framework alike, see
+    ``TamorTrainConfig.ema_decay``). After update ``t`` (1-based) the average is ``d_t avg + (1 - d_t) w`` with
+    ``d_t = min(decay, t / (9 + t))``: the usual warm-up, so the first steps are not averaged with the initial
+    weights for long."""
+
+    def __init__(self, params: list[torch.Tensor], decay: float) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must lie in (0, 1), got {decay}")
+        self.params = params
+        self.decay = decay
+        self.updates = 0
+        self.average = [p.detach().clone() for p in params]
+
+    def update(self) -> None:
+        """Fold the current weights into the average."""
+        self.updates += 1
+        d = min(self.decay, self.updates / (9.0 + self.updates))
+        with torch.no_grad():
+            for avg, p in zip(self.average, self.params, strict=True):
+                avg.lerp_(p.detach(), 1.0 - d)
+
+    def copy_to_params(self) -> None:
+        """Overwrite the weights with their average."""
+        with torch.no_grad():
+            for avg, p in zip(self.average, self.params, strict=True):
+                p.copy_(avg)
+
+
 def _init_rates(log: ExposureLog, log_gap: np.ndarray) -> dict[str, float]:
     clicks = float(log.click.sum())
     gaps = log_gap[log.customer[log.upgrade >= 0]]
@@ -241,8 +270,7 @@ def _fit_net(
     n = lab["cust"].numel()
     total_steps = cfg.epochs * -(-n // cfg.batch_size)
     step_no = 0
-    params = list(net.parameters())
-    shadow = [p.detach().clone() for p in params] if cfg.ema_decay > 0 else []
+    average = WeightAverage(list(net.parameters()), cfg.ema_decay) if cfg.ema_decay > 0 else None
     net.train()
     for _epoch in range(cfg.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -269,12 +297,8 @@ def _fit_net(
             total.backward()
             for opt in opts:
                 opt.step()
-            if shadow:
-                # the usual warm-up (1 + t) / (10 + t): early steps are not averaged with the initial weights
-                decay = min(cfg.ema_decay, (1.0 + step_no) / (10.0 + step_no))
-                with torch.no_grad():
-                    for avg, p in zip(shadow, params, strict=True):
-                        avg.lerp_(p.detach(), 1.0 - decay)
+            if average is not None:
+                average.update()
             for k, loss in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(loss.detach())
             steps += 1
@@ -283,7 +307,5 @@ def _fit_net(
         stats.rows += n
         for k, v in sums.items():
             stats.task_loss.setdefault(k, []).append(v / max(steps, 1))
-    if shadow:
-        with torch.no_grad():
-            for avg, p in zip(shadow, params, strict=True):
-                p.copy_(avg)
+    if average is not None:
+        average.copy_to_params()
