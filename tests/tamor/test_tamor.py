@@ -320,7 +320,7 @@ def test_tier_balanced_loss_is_the_plain_loss_within_one_tier(world: MultiScenar
     b.click, b.convert = torch.from_numpy(log.click), torch.from_numpy(log.convert)
     b.amount, b.upgrade = torch.from_numpy(log.amount), torch.from_numpy(log.upgrade)
     losses = {}
-    for name in ("tamor", "tamor_balanced"):
+    for name in ("tamor", "tamor_balanced"):  # tier_init in both: only the loss differs
         torch.manual_seed(0)
         losses[name] = build_net(name, world, TRAIN, world.train).task_losses(b)
     for task in ("click", "conversion", "amount"):
@@ -333,8 +333,8 @@ def test_tier_balanced_loss_is_the_plain_loss_within_one_tier(world: MultiScenar
 def test_tier_init_starts_each_tier_at_its_own_rates(world: MultiScenarioWorld) -> None:
     log = world.train
     tiers = world.tier[log.customer]
-    net = build_net("tamor_tier_init", world, TRAIN, log)
-    pooled = build_net("tamor", world, TRAIN, log)
+    net = build_net("tamor", world, TRAIN, log)
+    pooled = build_net("tamor_pooled_init", world, TRAIN, log)
 
     def head_bias(n: torch.nn.Module, task: str, t: int) -> torch.Tensor:
         tower = cast(torch.nn.Sequential, cast(torch.nn.ModuleList, cast(torch.nn.ModuleDict, n.towers)[task])[t])

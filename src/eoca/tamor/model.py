@@ -93,17 +93,17 @@ _POOLED = Variant(
     amount_to_upgrade=False,
     upgrade_link=False,
 )
-_TAMOR = Variant(tier_towers=True)
+_TAMOR = Variant(tier_towers=True, tier_init=True)
 VARIANTS: dict[str, Variant] = {
     "tamor": _TAMOR,
-    "tamor_no_tier": replace(_TAMOR, tier_aware=False, tier_towers=False),
+    "tamor_no_tier": replace(_TAMOR, tier_aware=False, tier_towers=False, tier_init=False),
     "tamor_no_scenario": replace(_TAMOR, scenario_encoders=False),
     "tamor_no_bias": replace(_TAMOR, user_bias=False),
     "tamor_no_link": replace(_TAMOR, upgrade_link=False),
-    "tamor_shared_towers": replace(_TAMOR, tier_towers=False),
+    "tamor_shared_towers": replace(_TAMOR, tier_towers=False, tier_init=False),
     "tamor_previous": Variant(bias_mode="tower"),
+    "tamor_pooled_init": replace(_TAMOR, tier_init=False),
     "tamor_balanced": replace(_TAMOR, tier_balance=True),
-    "tamor_tier_init": replace(_TAMOR, tier_init=True),
     "pooled": _POOLED,
     "per_tier": replace(_POOLED, per_tier=True),
     "star": replace(_POOLED, bottom="star"),
