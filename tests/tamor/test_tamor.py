@@ -320,14 +320,14 @@ def test_tier_balanced_loss_is_the_plain_loss_within_one_tier(world: MultiScenar
     b.click, b.convert = torch.from_numpy(log.click), torch.from_numpy(log.convert)
     b.amount, b.upgrade = torch.from_numpy(log.amount), torch.from_numpy(log.upgrade)
     losses = {}
-    for name in ("tamor", "tamor_balanced"):  # tier_init in both: only the loss differs
+    for name in ("tamor_pooled_init", "tamor_balanced"):  # only the loss differs
         torch.manual_seed(0)
         losses[name] = build_net(name, world, TRAIN, world.train).task_losses(b)
     for task in ("click", "conversion", "amount"):
-        torch.testing.assert_close(losses["tamor"][task], losses["tamor_balanced"][task])
+        torch.testing.assert_close(losses["tamor_pooled_init"][task], losses["tamor_balanced"][task])
     # the plain upgrade loss averages over every row, the balanced one over the rows the task applies to
     share = float((log.upgrade >= 0).mean())
-    torch.testing.assert_close(losses["tamor"]["upgrade"], losses["tamor_balanced"]["upgrade"] * share)
+    torch.testing.assert_close(losses["tamor_pooled_init"]["upgrade"], losses["tamor_balanced"]["upgrade"] * share)
 
 
 def test_tier_init_starts_each_tier_at_its_own_rates(world: MultiScenarioWorld) -> None:

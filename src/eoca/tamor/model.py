@@ -103,7 +103,7 @@ VARIANTS: dict[str, Variant] = {
     "tamor_shared_towers": replace(_TAMOR, tier_towers=False, tier_init=False),
     "tamor_previous": Variant(bias_mode="tower"),
     "tamor_pooled_init": replace(_TAMOR, tier_init=False),
-    "tamor_balanced": replace(_TAMOR, tier_balance=True),
+    "tamor_balanced": replace(_TAMOR, tier_init=False, tier_balance=True),
     "pooled": _POOLED,
     "per_tier": replace(_POOLED, per_tier=True),
     "star": replace(_POOLED, bottom="star"),

@@ -1,0 +1,93 @@
+"""Screen TAMOR variants on chosen worlds: expected new high-holding customers per tier and expected amount per tier.
+
+For each world ``--seeds`` (default multi-scenario world, one per seed) every framework spec is trained once and its
+slates are delivered in the simulated next period (8 replications, common random numbers, no bootstrap), beside
+the oracle. A spec is a framework name (:data:`eoca.tamor.model.VARIANTS`), optionally with training overrides after
+``@`` (``;``-separated ``key=value`` of the ``tamor.train`` section, e.g. ``per_tier@ema_decay=0.99``) and a
+training-seed offset after ``#`` (``tamor#100`` trains with seed ``world seed + 100``; without it the training seed
+is the world seed, as in ``benchmarks/tamor.py``). Prints one JSON line per (world, spec) and a table at the end.
+It measures one training per spec and world: cheap enough to look at worlds one by one, not a confirmation.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/tamor_variants.py --seeds 23 29 31 \\
+        --specs per_tier tamor tamor_pooled_init tamor_balanced "tamor_pooled_init@ema_decay=0.99"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import cast
+
+from eoca.tamor.config import TIER_NAMES, TamorEvalConfig, load_tamor_config
+from eoca.tamor.evaluate import build_slates, oracle_scores, output_scores, simulate_next_period
+from eoca.tamor.train import WorldTensors, fit_framework
+from eoca.tamor.world import generate_multi_scenario_world
+
+
+def parse_spec(spec: str) -> tuple[str, list[str], int]:
+    """``name@k=v;k=v#offset`` -> (framework name, ``train.k=v`` overrides, training-seed offset)."""
+    body, _, offset = spec.partition("#")
+    name, _, overrides = body.partition("@")
+    return name, [f"train.{o}" for o in overrides.split(";") if o], int(offset or 0)
+
+
+def screen(seed: int, specs: list[str], base: list[str]) -> list[dict[str, object]]:
+    """One world: every spec trained and simulated; rows of expected new high-holding customers (total and for the
+    new and low tiers) and expected amount per tier in millions."""
+    cfg = load_tamor_config(None, base)
+    world = generate_multi_scenario_world(cfg.world, seed)
+    tensors = WorldTensors.of(world)
+    slates = {}
+    for spec in specs:
+        name, overrides, offset = parse_spec(spec)
+        train = load_tamor_config(None, [*base, *overrides]).train
+        t0 = time.perf_counter()
+        model = fit_framework(name, world, train, seed + offset, tensors)
+        scores = output_scores(model.score_matrix(world, tensors), world, cfg.rank)
+        slates[spec] = build_slates(scores, world, cfg.rank)
+        print(f"# world {seed}: {spec} trained and scored in {time.perf_counter() - t0:.0f} s", flush=True)
+    slates["oracle"] = build_slates(oracle_scores(world, cfg.rank), world, cfg.rank)
+    period = simulate_next_period(
+        world,
+        slates,
+        control=specs[0],
+        oracle=None,
+        cfg=TamorEvalConfig(n_bootstrap=0, replications=cfg.evaluation.replications),
+        seed=seed,
+    )
+    rows: list[dict[str, object]] = []
+    for spec, per in period.per_customer.items():
+        up = [float(per[world.tier == t, 4].sum()) for t in range(2)]
+        amount = [float(per[world.tier == t, 2].sum()) / 1e6 for t in range(len(TIER_NAMES))]
+        rows.append(
+            {
+                "seed": seed,
+                "spec": spec,
+                "new_high_holding": round(sum(up), 1),
+                "from_new": round(up[0], 1),
+                "from_low": round(up[1], 1),
+                "amount_m": [round(a, 2) for a in amount],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="worlds to screen on")
+    parser.add_argument("--specs", nargs="+", required=True, help="framework specs (see the module doc)")
+    parser.add_argument("--set", action="append", default=[], help="a TAMOR config override KEY=VALUE (repeatable)")
+    args = parser.parse_args()
+    rows = [r for seed in args.seeds for r in screen(seed, args.specs, args.set)]
+    print("\n| world | spec | new high-holding (from new / low) | expected amount, M (new / low / high) |")
+    print("|---|---|---|---|")
+    for r in rows:
+        amounts = " / ".join(f"{a:.2f}" for a in cast(list[float], r["amount_m"]))
+        upgrades = f"{r['new_high_holding']} ({r['from_new']} / {r['from_low']})"
+        print(f"| {r['seed']} | {r['spec']} | {upgrades} | {amounts} |")
+
+
+if __name__ == "__main__":
+    main()
