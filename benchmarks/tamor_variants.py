@@ -5,7 +5,11 @@ slates are delivered in the simulated next period (8 replications, common random
 the oracle. A spec is a framework name (:data:`eoca.tamor.model.VARIANTS`), optionally with training overrides after
 ``@`` (``;``-separated ``key=value`` of the ``tamor.train`` section, e.g. ``per_tier@ema_decay=0.99``) and a
 training-seed offset after ``#`` (``tamor#100`` trains with seed ``world seed + 100``; without it the training seed
-is the world seed, as in ``benchmarks/tamor.py``). Prints one JSON line per (world, spec) and a table at the end.
+is the world seed, as in ``benchmarks/tamor.py``). Per lower tier (new, low) it also measures the estimates the
+slates are built from, over the risk-eligible pairs: the correlation of log predicted and log true purchase
+probability, their sum ratio, the RMSE of the predicted log-amount location ``mu`` against the true one, and the
+share of the oracle's slate items the framework's slate holds. Prints one JSON line per (world, spec) and a table
+at the end.
 It measures one training per spec and world: cheap enough to look at worlds one by one, not a confirmation.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/tamor_variants.py --seeds 23 29 31 \\
@@ -18,6 +22,8 @@ import argparse
 import json
 import time
 from typing import cast
+
+import numpy as np
 
 from eoca.tamor.config import TIER_NAMES, TamorEvalConfig, load_tamor_config
 from eoca.tamor.evaluate import build_slates, oracle_scores, output_scores, simulate_next_period
@@ -39,13 +45,26 @@ def screen(seed: int, specs: list[str], base: list[str]) -> list[dict[str, objec
     world = generate_multi_scenario_world(cfg.world, seed)
     tensors = WorldTensors.of(world)
     slates = {}
+    accuracy: dict[str, dict[str, list[float]]] = {}
+    eligible = world.eligible()
+    true_p = world.true_p_convert()
     for spec in specs:
         name, overrides, offset = parse_spec(spec)
         train = load_tamor_config(None, [*base, *overrides]).train
         t0 = time.perf_counter()
         model = fit_framework(name, world, train, seed + offset, tensors)
-        scores = output_scores(model.score_matrix(world, tensors), world, cfg.rank)
-        slates[spec] = build_slates(scores, world, cfg.rank)
+        out = model.score_matrix(world, tensors)
+        slates[spec] = build_slates(output_scores(out, world, cfg.rank), world, cfg.rank)
+        p_hat = out.p.numpy().reshape(true_p.shape)
+        mu_hat = out.mu.numpy().reshape(true_p.shape)
+        acc: dict[str, list[float]] = {"p_corr": [], "p_ratio": [], "mu_rmse": []}
+        for t in range(2):
+            pairs = eligible & (world.tier == t)[:, None]
+            log_hat, log_true = np.log(p_hat[pairs]), np.log(true_p[pairs])
+            acc["p_corr"].append(float(np.corrcoef(log_hat, log_true)[0, 1]))
+            acc["p_ratio"].append(float(p_hat[pairs].sum() / true_p[pairs].sum()))
+            acc["mu_rmse"].append(float(np.sqrt(np.mean((mu_hat[pairs] - world.mu[pairs]) ** 2))))
+        accuracy[spec] = acc
         print(f"# world {seed}: {spec} trained and scored in {time.perf_counter() - t0:.0f} s", flush=True)
     slates["oracle"] = build_slates(oracle_scores(world, cfg.rank), world, cfg.rank)
     period = simulate_next_period(
@@ -56,6 +75,7 @@ def screen(seed: int, specs: list[str], base: list[str]) -> list[dict[str, objec
         cfg=TamorEvalConfig(n_bootstrap=0, replications=cfg.evaluation.replications),
         seed=seed,
     )
+    oracle = np.sort(slates["oracle"], axis=1)
     rows: list[dict[str, object]] = []
     for spec, per in period.per_customer.items():
         up = [float(per[world.tier == t, 4].sum()) for t in range(2)]
@@ -70,6 +90,12 @@ def screen(seed: int, specs: list[str], base: list[str]) -> list[dict[str, objec
                 "amount_m": [round(a, 2) for a in amount],
             }
         )
+        if spec in accuracy:
+            own = np.sort(slates[spec], axis=1)
+            shared = (own[:, :, None] == oracle[:, None, :]).any(axis=2).mean(axis=1)
+            acc = accuracy[spec]
+            acc["slate_overlap"] = [float(shared[world.tier == t].mean()) for t in range(2)]
+            rows[-1].update({k: [round(v, 3) for v in vals] for k, vals in acc.items()})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -81,12 +107,19 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="a TAMOR config override KEY=VALUE (repeatable)")
     args = parser.parse_args()
     rows = [r for seed in args.seeds for r in screen(seed, args.specs, args.set)]
-    print("\n| world | spec | new high-holding (from new / low) | expected amount, M (new / low / high) |")
-    print("|---|---|---|---|")
+    print(
+        "\n| world | spec | new high-holding (from new / low) | expected amount, M (new / low / high) "
+        "| corr log p (new / low) | p sum ratio | mu RMSE | oracle slate items held |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         amounts = " / ".join(f"{a:.2f}" for a in cast(list[float], r["amount_m"]))
         upgrades = f"{r['new_high_holding']} ({r['from_new']} / {r['from_low']})"
-        print(f"| {r['seed']} | {r['spec']} | {upgrades} | {amounts} |")
+        acc = " | ".join(
+            " / ".join(f"{v:.3f}" for v in cast(list[float], r[k])) if k in r else ""
+            for k in ("p_corr", "p_ratio", "mu_rmse", "slate_overlap")
+        )
+        print(f"| {r['seed']} | {r['spec']} | {upgrades} | {amounts} | {acc} |")
 
 
 if __name__ == "__main__":
