@@ -40,6 +40,7 @@ FRAMEWORK_NAMES: tuple[str, ...] = (
     "tamor_previous",
     "tamor_pooled_init",
     "tamor_balanced",
+    "tamor_item_towers",
     "pooled",
     "per_tier",
     "star",

@@ -77,6 +77,7 @@ class Variant:
     upgrade_link: bool = True
     tier_balance: bool = False
     tier_init: bool = False
+    towers_read_item: bool = False
 
     def __post_init__(self) -> None:
         if self.tier_towers and not self.tier_aware:
@@ -104,6 +105,7 @@ VARIANTS: dict[str, Variant] = {
     "tamor_previous": Variant(bias_mode="tower"),
     "tamor_pooled_init": replace(_TAMOR, tier_init=False),
     "tamor_balanced": replace(_TAMOR, tier_init=False, tier_balance=True),
+    "tamor_item_towers": replace(_TAMOR, towers_read_item=True),
     "pooled": _POOLED,
     "per_tier": replace(_POOLED, per_tier=True),
     "star": replace(_POOLED, bottom="star"),
@@ -396,14 +398,15 @@ class TamorNet(nn.Module):
         self.link_scale = nn.Parameter(torch.ones(())) if variant.upgrade_link else None
         tower_bias = variant.user_bias and variant.bias_mode == "tower"
         extra = bias_dim if tower_bias else 0
+        item_extra = dim if variant.towers_read_item else 0
         # one logit shift per user-specific task (click, conversion) read from the customer's bias vector
         self.bias_logits = nn.Linear(bias_dim, 2, bias=False) if variant.user_bias and not tower_bias else None
 
         def shapes(rates: dict[str, float]) -> dict[str, tuple[int, int, list[float]]]:
             return {
-                "click": (dim + extra, 1, [logit(rates["click_rate"])]),
-                "conversion": (dim + extra, 1, [logit(rates["cvr_rate"])]),
-                "amount": (dim, 2, [rates["log_amount"], 0.5]),
+                "click": (dim + extra + item_extra, 1, [logit(rates["click_rate"])]),
+                "conversion": (dim + extra + item_extra, 1, [logit(rates["cvr_rate"])]),
+                "amount": (dim + item_extra, 2, [rates["log_amount"], 0.5]),
                 "upgrade": (
                     dim + 1 + (2 if variant.amount_to_upgrade else 0),
                     1,
@@ -455,6 +458,10 @@ class TamorNet(nn.Module):
             every = torch.stack([tower(h) for tower in towers])  # [T, B, O]
             return every[b.tier, torch.arange(h.shape[0])]
 
+        if self.variant.towers_read_item:
+            # each tier's towers also read the (tier-gated) item representation itself, so a tier can weigh an
+            # item's features its own way after the shared experts have mixed them with the user's
+            per_task = [torch.cat([h, item], dim=1) for h in per_task[:3]] + per_task[3:]
         click = t("click", with_bias(per_task[0])).squeeze(1)
         cvr = t("conversion", with_bias(per_task[1])).squeeze(1)
         base_click, base_cvr = click, cvr
