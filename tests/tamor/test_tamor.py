@@ -115,7 +115,7 @@ def test_tier_gates_change_the_representation(world: MultiScenarioWorld, name: s
     assert differs == aware
 
 
-@pytest.mark.parametrize("name", ["tamor", "tamor_no_scenario", "star", "per_tier"])
+@pytest.mark.parametrize("name", ["tamor", "tamor_no_scenario", "star", "per_tier", "tamor_item_towers"])
 def test_items_of_every_scenario_score_without_nan(world: MultiScenarioWorld, name: str) -> None:
     model = fit_framework(name, world, TamorTrainConfig(epochs=1, dim=8, user_bias_buckets=1024), seed=0)
     out = model.score_matrix(world, WorldTensors.of(world))
@@ -386,3 +386,19 @@ def test_ema_changes_the_trained_weights_and_zero_keeps_them(world: MultiScenari
     assert all(same)
     moved = [not torch.equal(a, b) for a, b in zip(nets[0.9].parameters(), plain.parameters(), strict=True)]
     assert any(moved)
+
+
+def test_towers_that_read_the_item_see_the_item_representation(world: MultiScenarioWorld) -> None:
+    torch.manual_seed(0)
+    net = build_net("tamor_item_towers", world, TRAIN, world.train)
+    click = cast(torch.nn.Sequential, cast(torch.nn.ModuleList, cast(torch.nn.ModuleDict, net.towers)["click"])[1])
+    assert cast(torch.nn.Linear, click[0]).in_features == 2 * TRAIN.dim
+    tensors = WorldTensors.of(world)
+    low = torch.tensor([int(np.flatnonzero(world.tier == 1)[0])] * 2)
+    b = tensors.batch(low, torch.tensor([0, 1]))
+    with torch.no_grad():
+        before = net._logits(b).click.clone()
+        # only the item half of the low tier's click tower changes: its output moves
+        cast(torch.nn.Linear, click[0]).weight[:, TRAIN.dim :].add_(0.5)
+        after = net._logits(b).click
+    assert not torch.allclose(before, after)
