@@ -12,14 +12,16 @@ customers, a weighted mean of the two can be better than either on both counts. 
   zoo network (``flexible``, ``mtl_ziln`` by default) after the ETV guard's bounds (``mu``, ``sigma`` within
   the training converters' range, the amount at most the largest training amount: the same bounds every model's
   ETV meets, so that a network's exploded amount cannot enter the blend);
-* the network is trained as on its own (its loss, its early stopping); ``w`` in ``[0, 1]`` is then chosen on
+* the network is trained on its own loss; ``w`` in ``[0, 1]`` is chosen on
   the **validation split only** (:meth:`Stack.fit_on_split`, called where the ETV guard is fitted, before its
   recalibration) from ``blend_steps + 1`` evenly spaced values: the one whose *deployed* prediction (the blend
   after the guard's recalibration and cap, fitted on the same split) has the lowest ``blend_metric``, the
   validation Poisson deviance by default (like MSE it is minimised by the expected value, but grows linearly
   rather than quadratically in one large amount, so a few extreme validation customers do not decide ``w``) or
   its ``mse``. Ties go to the smaller ``w``. The guard's per-fund ETV scale multiplies the blend, so the deployed
-  model is the non-negative linear stacker ``c (w s + (1 - w) f)``.
+  model is the non-negative linear stacker ``c (w s + (1 - w) f)``. Where early stopping scores the deployed
+  ETV on the validation split (``selection: auto`` on data without propensities), each epoch's score is the
+  blend's, with ``w`` chosen anew for that epoch's network.
 
 ``p`` (and ``pctr``/``pcvr``) are the network's. The blend is a direct ETV (``formula = None``): the ETV guard
 caps it at the largest training amount and rescales it per fund on the validation split, as for every model
