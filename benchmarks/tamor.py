@@ -15,6 +15,7 @@ per-seed lifts (``eoca.pipeline.seeds.summarise``); the goals are judged on it.
     OMP_NUM_THREADS=1 python benchmarks/tamor.py --seeds 0 --customers 10000   # a quick look
     OMP_NUM_THREADS=1 python benchmarks/tamor.py --set rank.contracts=proportional   # slates under contracts
     python benchmarks/tamor.py --combine a.json b.json   # verdicts over the seeds of runs made in chunks
+    python benchmarks/tamor.py --combine a.json b.json --skip-seeds 2 8   # the same without some seeds
 """
 
 from __future__ import annotations
@@ -215,21 +216,26 @@ def report(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def combine(paths: list[Path]) -> str:
+def combine(paths: list[Path], skip: frozenset[int] = frozenset()) -> str:
     """Goal verdicts over the seeds of several ``--json`` files (runs split into chunks of seeds): per-seed lifts
     with their customer-bootstrap intervals, totals and the mean over all seeds with its Student-t interval. The
-    interval pooled over seeds needs every seed's customers and is not recomputed here."""
+    interval pooled over seeds needs every seed's customers and is not recomputed here. Files may list different
+    frameworks: the ones every file has are combined (``tamor`` must be one). Seeds in ``skip`` are left out."""
     seeds: dict[str, dict[str, Any]] = {}
-    frameworks: list[str] = []
+    listed: list[list[str]] = []
     for path in paths:
         part = json.loads(path.read_text(encoding="utf-8"))
-        if frameworks and part["frameworks"] != frameworks:
-            raise SystemExit(f"{path}: frameworks {part['frameworks']} differ from {frameworks}")
-        frameworks = part["frameworks"]
+        listed.append(part["frameworks"])
         for seed, row in part["seeds"].items():
             if seed in seeds:
                 raise SystemExit(f"{path}: seed {seed} appears in two files")
-            seeds[seed] = row
+            if int(seed) not in skip:
+                seeds[seed] = row
+    frameworks = [f for f in listed[0] if all(f in names for names in listed)]
+    if "tamor" not in frameworks:
+        raise SystemExit(f"tamor is not in every file's frameworks ({listed})")
+    if not seeds:
+        raise SystemExit("no seed left to combine")
     order = sorted(seeds, key=int)
     refs = [r for r in frameworks if r != "tamor"]
     lines = [f"Seeds {', '.join(order)} ({len(order)}), frameworks {frameworks}\n"]
@@ -300,9 +306,10 @@ def main() -> None:
     parser.add_argument(
         "--combine", type=Path, nargs="+", default=None, help="only combine these --json files (chunks of seeds)"
     )
+    parser.add_argument("--skip-seeds", type=int, nargs="+", default=[], help="with --combine: seeds left out")
     args = parser.parse_args()
     if args.combine:
-        print(combine(args.combine))
+        print(combine(args.combine, frozenset(args.skip_seeds)))
         return
     if args.frameworks[0] != "tamor" or not set(args.frameworks) <= set(VARIANTS):
         parser.error(f"--frameworks must start with tamor and name frameworks of {list(VARIANTS)}")
