@@ -210,6 +210,8 @@ def _score(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None, metric: str) -
 def fit_and_predict(ds: Dataset, model: str, cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(validation ETV, test ETV) of one configuration."""
     trained = train(ds, {**cfg, "model": model}, None, progress=False)
+    if hasattr(trained.model, "blend_weight"):  # stack: the structure's weight, chosen on the validation split
+        print(json.dumps({"model": model, "seed": cfg["seed"], "blend_weight": float(trained.model.blend_weight)}))
     predict = trained_predictor(trained, ds)
     out = []
     for split in ("valid", "test"):

@@ -18,6 +18,9 @@ same splits (results in benchmarks/RESULTS.md, "Bring your own data", table "Wha
 * ``structural`` (CDNOW predictions saved by ``own_data.py --customer-base-model``, ``--preds DIR``): every
   candidate and peer on the largest target-window spenders (what only the structural model extrapolates to) and
   on everyone else, with its mean validation deviance, the criterion that picks eoca's best.
+* ``weights`` (CDNOW predictions saved by ``own_data.py --customer-base-model``, ``--preds DIR``): the blend
+  ``w * bgnbd + (1 - w) * mtl_ziln`` at every ``w`` in 0, 0.1, ..., 1 against the peers on the test customers,
+  a hindsight bound on what one global weight (the zoo model ``stack``) could reach.
 * ``excess`` (donation predictions saved by ``own_data.py``, ``--preds DIR``): every candidate's and peer's
   expected MSE above the Bayes predictor of the file (``test_ceiling``), free of label noise.
 * ``unweighted`` (synthetic donations, ``--seeds``): networks trained on the oversampled sample without its
@@ -392,6 +395,29 @@ def structural(preds: Path, data: str = "cdnow") -> list[str]:
     return lines
 
 
+def weights(preds: Path, data: str = "cdnow", flexible: str = "mtl_ziln") -> list[str]:
+    """Hindsight bound on a global blend weight: per split seed (the saved folds of a ``--folds`` run pooled),
+    ``w * bgnbd + (1 - w) * flexible`` for ``w`` in 0, 0.1, ..., 1 against the tuned LightGBM and BG/NBD on the
+    *test* customers. ``w`` is read off the test set here, so this is not a result any model can claim; it
+    bounds what a stacker with one weight (``stack``, whose weight is chosen on validation) could reach."""
+    seeds: dict[str, list[dict[str, np.ndarray]]] = {}
+    for path in sorted(preds.glob(f"predictions_{data}_*_fold*.npz")):
+        seeds.setdefault(path.stem.split("_fold")[0], []).append(dict(np.load(path)))
+    lines = [
+        "| split seed | w | MSE | Gini | vs gbdt: ΔGini / ΔMSE 95% | vs bgnbd: ΔGini / ΔMSE 95% |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for name, files in seeds.items():
+        y, f, s, g = (
+            np.concatenate([d[k] for d in files])
+            for k in ("test_amount", f"test_{flexible}", "test_bgnbd", "test_gbdt")
+        )
+        for k in range(11):
+            w = k / 10
+            lines.append(_row(f"{name} | {w:.1f}", y, w * s + (1.0 - w) * f, {"gbdt": g, "bgnbd": s}))
+    return lines
+
+
 def excess(preds: Path) -> list[str]:
     """Every method's expected MSE above the Bayes predictor of the file (synthetic donations only: the saved
     ``test_ceiling``), population-weighted, per saved run; the folds of a ``--folds`` run are pooled."""
@@ -440,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += ["## boosting from the structural model: the tail and the rest", "", *structural(args.preds), ""]
         if "hybrid" in parts and args.preds is not None and args.baseline is not None:
             lines += ["## the customer-base features: with against without", "", *hybrid(args.preds, args.baseline), ""]
+        if "weights" in parts and args.preds is not None:
+            lines += ["## one blend weight chosen on the test set (hindsight bound)", "", *weights(args.preds), ""]
         if "shrink" in parts and args.preds is not None:
             lines += ["## capping eoca's largest predictions", "", *shrink(args.preds), ""]
         if "unweighted" in parts:

@@ -98,6 +98,11 @@ class EtvModel(torch.nn.Module, ABC):
         float32 ``[B]`` their amounts (> 0). Only called where :attr:`learns_amount_from_history`."""
         raise TypeError(f"model '{self.name}' does not learn amounts from past purchases")
 
+    def fit_on_split(self, bound: BoundFeatures, split: str, batch_size: int, fund_ids: list[str]) -> None:
+        """Fit what a model chooses on a held-out labelled split after training (``stack``'s blend weight);
+        called where the ETV guard is fitted, on the same split and before the guard's recalibration, so the
+        guard sees the final prediction. ``fund_ids``: the bound dataset's fund ids. Nothing by default."""
+
     def loss_with_history(self, batch: Batch, past: Batch, amount: Tensor) -> Tensor:
         """The training loss of a step that also learns from past purchases: :meth:`loss` on ``batch`` plus
         :meth:`amount_history_loss` on ``past`` divided by ``len(batch)``, so each past purchase weighs as much

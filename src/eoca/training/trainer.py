@@ -367,6 +367,7 @@ class TrainedModel:
         guard = EtvGuard.from_label_stats(self.features.label_stats)
         bound = self.bind(dataset)
         labels = bound.exposure_labels(split)
+        self.model.fit_on_split(bound, split, self.config.eval_batch_size, dataset_fund_ids(dataset))
         if labels["converted"].size:
             raw = self.predict_pairs(
                 dataset, labels["customer_pos"], labels["fund_pos"], self.config.eval_batch_size, guarded=False

@@ -31,6 +31,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "gbdt_mean",
     "bgnbd_gbdt",
     "bgnbd_ziln",
+    "stack",
     "tamor",
 )
 
