@@ -188,7 +188,8 @@ def test_guard_amount_factor_corrects_the_jensen_gap_of_a_latent_dispersion_and_
     assert EtvGuard.from_state_dict(old).amount_factor == 1.0
     # noise: 40 lognormal purchases of a calibrated model move the ratio by far less than its standard error
     z = rng.standard_normal(40)
-    noisy = EtvGuard.from_label_stats(stats).fit_amount_factor(np.expm1(5 + 1.5 * z), np.full(40, math.expm1(5 + 1.125)), "few")
+    calibrated = np.full(40, math.expm1(5 + 1.125))
+    noisy = EtvGuard.from_label_stats(stats).fit_amount_factor(np.expm1(5 + 1.5 * z), calibrated, "few")
     assert noisy.amount_factor == 1.0
     assert "shrunk to 1.0000" in noisy.amount_factor_source
     empty = EtvGuard.from_label_stats(stats).fit_amount_factor(np.zeros(3), np.ones(3), "none here")
