@@ -45,6 +45,8 @@ FRAMEWORKS = [
     "tamor_no_link",
     "tamor_shared_towers",
     "tamor_previous",
+    "tamor_pooled_init",
+    "tamor_balanced",
 ]
 LIFT_METRICS = ("expected_new_high_holding", "expected_amount", "new_high_holding", "amount", "conversions")
 GOAL_METRICS = ("expected_new_high_holding", "expected_amount")

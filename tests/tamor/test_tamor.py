@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import numpy as np
@@ -20,8 +21,8 @@ from eoca.tamor.evaluate import (
     per_customer_outcomes,
     simulate_next_period,
 )
-from eoca.tamor.model import TamorBatch, UserBias, Variant
-from eoca.tamor.train import WorldTensors, build_net, fit_framework
+from eoca.tamor.model import TamorBatch, UserBias, Variant, tier_balanced_mean
+from eoca.tamor.train import WeightAverage, WorldTensors, build_net, fit_framework
 from eoca.tamor.world import SPECIFIC_SCENARIO, MultiScenarioWorld, common_numbers, generate_multi_scenario_world
 
 TINY = MultiScenarioWorldConfig(n_customers=1500)
@@ -114,7 +115,7 @@ def test_tier_gates_change_the_representation(world: MultiScenarioWorld, name: s
     assert differs == aware
 
 
-@pytest.mark.parametrize("name", ["tamor", "tamor_no_scenario", "star", "per_tier"])
+@pytest.mark.parametrize("name", ["tamor", "tamor_no_scenario", "star", "per_tier", "tamor_item_towers"])
 def test_items_of_every_scenario_score_without_nan(world: MultiScenarioWorld, name: str) -> None:
     model = fit_framework(name, world, TamorTrainConfig(epochs=1, dim=8, user_bias_buckets=1024), seed=0)
     out = model.score_matrix(world, WorldTensors.of(world))
@@ -300,3 +301,104 @@ def test_tier_towers_give_each_tier_its_own_heads(world: MultiScenarioWorld) -> 
 def test_tier_towers_need_tier_awareness() -> None:
     with pytest.raises(ValueError, match="tier_towers needs tier_aware"):
         Variant(tier_aware=False, tier_towers=True)
+
+
+def testtier_balanced_mean_weights_every_tier_alike() -> None:
+    terms = torch.tensor([1.0, 3.0, 10.0, 4.0, 100.0])
+    rows = torch.tensor([True, True, True, True, False])
+    tier = torch.tensor([0, 0, 2, 2, 1])
+    # tier 0: mean(1, 3) = 2; tier 2: mean(10, 4) = 7; tier 1 has no row the task applies to
+    assert float(tier_balanced_mean(terms, rows, tier)) == pytest.approx(4.5)
+    assert float(tier_balanced_mean(terms, torch.zeros(5, dtype=torch.bool), tier)) == 0.0
+
+
+def test_tier_balanced_loss_is_the_plain_loss_within_one_tier(world: MultiScenarioWorld) -> None:
+    tensors = WorldTensors.of(world)
+    low = np.flatnonzero(world.tier[world.train.customer] == 1)[:300]
+    log = world.train.subset(np.isin(np.arange(len(world.train)), low))
+    b = tensors.batch(torch.from_numpy(log.customer.astype(np.int64)), torch.from_numpy(log.item.astype(np.int64)))
+    b.click, b.convert = torch.from_numpy(log.click), torch.from_numpy(log.convert)
+    b.amount, b.upgrade = torch.from_numpy(log.amount), torch.from_numpy(log.upgrade)
+    losses = {}
+    for name in ("tamor_pooled_init", "tamor_balanced"):  # only the loss differs
+        torch.manual_seed(0)
+        losses[name] = build_net(name, world, TRAIN, world.train).task_losses(b)
+    for task in ("click", "conversion", "amount"):
+        torch.testing.assert_close(losses["tamor_pooled_init"][task], losses["tamor_balanced"][task])
+    # the plain upgrade loss averages over every row, the balanced one over the rows the task applies to
+    share = float((log.upgrade >= 0).mean())
+    torch.testing.assert_close(losses["tamor_pooled_init"]["upgrade"], losses["tamor_balanced"]["upgrade"] * share)
+
+
+def test_tier_init_starts_each_tier_at_its_own_rates(world: MultiScenarioWorld) -> None:
+    log = world.train
+    tiers = world.tier[log.customer]
+    net = build_net("tamor", world, TRAIN, log)
+    pooled = build_net("tamor_pooled_init", world, TRAIN, log)
+
+    def head_bias(n: torch.nn.Module, task: str, t: int) -> torch.Tensor:
+        tower = cast(torch.nn.Sequential, cast(torch.nn.ModuleList, cast(torch.nn.ModuleDict, n.towers)[task])[t])
+        return cast(torch.nn.Linear, tower[2]).bias.detach()
+
+    for t in range(3):
+        rows = tiers == t
+        click_bias = float(head_bias(net, "click", t))
+        assert click_bias == pytest.approx(math.log(log.click[rows].mean() / (1 - log.click[rows].mean())), rel=1e-6)
+        mu_bias = float(head_bias(net, "amount", t)[0])
+        conv = rows & (log.convert > 0)
+        assert mu_bias == pytest.approx(float(np.log(log.amount[conv]).mean()), rel=1e-6)
+    pooled_click = float(head_bias(pooled, "click", 2))
+    assert pooled_click == pytest.approx(math.log(log.click.mean() / (1 - log.click.mean())), rel=1e-6)
+    with pytest.raises(ValueError, match="tier_init needs tier_towers"):
+        Variant(tier_towers=False, tier_init=True)
+
+
+def test_weight_average_follows_the_warm_up_then_the_decay() -> None:
+    w = torch.nn.Parameter(torch.tensor([0.0]))
+    average = WeightAverage([w], decay=0.5)
+    with torch.no_grad():
+        w.fill_(10.0)
+    average.update()  # d_1 = min(0.5, 1 / 10) = 0.1: 0.1 * 0 + 0.9 * 10
+    assert float(average.average[0]) == pytest.approx(9.0)
+    with torch.no_grad():
+        w.fill_(20.0)
+    for _ in range(8):
+        average.update()  # d_t = t / (9 + t) <= 0.5 up to t = 9: the decay caps it from t = 10 on
+    with torch.no_grad():
+        w.fill_(0.0)
+    average.update()  # t = 10: d = min(0.5, 10 / 19) = 0.5
+    before = float(average.average[0])
+    average.update()
+    assert float(average.average[0]) == pytest.approx(before * 0.5)
+    average.copy_to_params()
+    assert float(w) == pytest.approx(before * 0.5)
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage([w], decay=1.0)
+
+
+def test_ema_changes_the_trained_weights_and_zero_keeps_them(world: MultiScenarioWorld) -> None:
+    cfg = TRAIN.model_copy(update={"epochs": 1})
+    nets = {}
+    for decay in (0.0, 0.9):
+        nets[decay] = fit_framework("pooled", world, cfg.model_copy(update={"ema_decay": decay}), seed=0).nets[-1]
+    plain = fit_framework("pooled", world, cfg, seed=0).nets[-1]
+    same = [torch.equal(a, b) for a, b in zip(nets[0.0].parameters(), plain.parameters(), strict=True)]
+    assert all(same)
+    moved = [not torch.equal(a, b) for a, b in zip(nets[0.9].parameters(), plain.parameters(), strict=True)]
+    assert any(moved)
+
+
+def test_towers_that_read_the_item_see_the_item_representation(world: MultiScenarioWorld) -> None:
+    torch.manual_seed(0)
+    net = build_net("tamor_item_towers", world, TRAIN, world.train)
+    click = cast(torch.nn.Sequential, cast(torch.nn.ModuleList, cast(torch.nn.ModuleDict, net.towers)["click"])[1])
+    assert cast(torch.nn.Linear, click[0]).in_features == 2 * TRAIN.dim
+    tensors = WorldTensors.of(world)
+    low = torch.tensor([int(np.flatnonzero(world.tier == 1)[0])] * 2)
+    b = tensors.batch(low, torch.tensor([0, 1]))
+    with torch.no_grad():
+        before = net._logits(b).click.clone()
+        # only the item half of the low tier's click tower changes: its output moves
+        cast(torch.nn.Linear, click[0]).weight[:, TRAIN.dim :].add_(0.5)
+        after = net._logits(b).click
+    assert not torch.allclose(before, after)

@@ -38,6 +38,9 @@ FRAMEWORK_NAMES: tuple[str, ...] = (
     "tamor_no_link",
     "tamor_shared_towers",
     "tamor_previous",
+    "tamor_pooled_init",
+    "tamor_balanced",
+    "tamor_item_towers",
     "pooled",
     "per_tier",
     "star",
@@ -151,6 +154,13 @@ class TamorTrainConfig(_Section):
     lr: float = Field(default=3e-3, gt=0, description="Adam learning rate")
     schedule: Literal["constant", "cosine"] = Field(
         default="cosine", description="learning rate over the steps: constant, or cosine decay to zero"
+    )
+    ema_decay: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="0: the trained weights as they end; else the networks are evaluated with an exponential "
+        "moving average of their weights over the steps (this decay per step, every framework alike)",
     )
     dim: int = Field(default=16, ge=2, description="width of user/item representations and experts")
     user_bias_dim: int = Field(default=4, ge=1, description="width of the learned per-user bias vector")

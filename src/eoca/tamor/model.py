@@ -61,7 +61,10 @@ class Variant:
     enters the click and conversion tasks: ``logit``, a linear map of it added to their logits (a per-customer
     level shift, the form of the world's own propensity), or ``tower``, concatenated to their tower inputs (can
     interact with the item; the design before 2026-11-30 evening, kept in ``tamor_previous``). ``tier_towers``:
-    one set of task towers per tier over the shared experts (needs ``tier_aware``)."""
+    one set of task towers per tier over the shared experts (needs ``tier_aware``). ``tier_balance``: every task's
+    loss is the mean over the tiers present in the batch of that tier's mean loss, so each tier moves the shared
+    part equally whatever its size (towers per tier barely notice: Adam rescales their gradients). ``tier_init``:
+    each tier's towers start at that tier's own base rates (needs ``tier_towers``), as a per-tier network's do."""
 
     tier_aware: bool = True
     scenario_encoders: bool = True
@@ -72,10 +75,15 @@ class Variant:
     per_tier: bool = False
     amount_to_upgrade: bool = True
     upgrade_link: bool = True
+    tier_balance: bool = False
+    tier_init: bool = False
+    towers_read_item: bool = False
 
     def __post_init__(self) -> None:
         if self.tier_towers and not self.tier_aware:
             raise ValueError("tier_towers needs tier_aware: towers per tier read the tier")
+        if self.tier_init and not self.tier_towers:
+            raise ValueError("tier_init needs tier_towers: only towers per tier can start at their tier's rates")
 
 
 _POOLED = Variant(
@@ -86,15 +94,18 @@ _POOLED = Variant(
     amount_to_upgrade=False,
     upgrade_link=False,
 )
-_TAMOR = Variant(tier_towers=True)
+_TAMOR = Variant(tier_towers=True, tier_init=True)
 VARIANTS: dict[str, Variant] = {
     "tamor": _TAMOR,
-    "tamor_no_tier": replace(_TAMOR, tier_aware=False, tier_towers=False),
+    "tamor_no_tier": replace(_TAMOR, tier_aware=False, tier_towers=False, tier_init=False),
     "tamor_no_scenario": replace(_TAMOR, scenario_encoders=False),
     "tamor_no_bias": replace(_TAMOR, user_bias=False),
     "tamor_no_link": replace(_TAMOR, upgrade_link=False),
-    "tamor_shared_towers": replace(_TAMOR, tier_towers=False),
+    "tamor_shared_towers": replace(_TAMOR, tier_towers=False, tier_init=False),
     "tamor_previous": Variant(bias_mode="tower"),
+    "tamor_pooled_init": replace(_TAMOR, tier_init=False),
+    "tamor_balanced": replace(_TAMOR, tier_init=False, tier_balance=True),
+    "tamor_item_towers": replace(_TAMOR, towers_read_item=True),
     "pooled": _POOLED,
     "per_tier": replace(_POOLED, per_tier=True),
     "star": replace(_POOLED, bottom="star"),
@@ -336,6 +347,8 @@ class TamorNet(nn.Module):
         init: base rates used as output-bias initialisation: ``click_rate``, ``cvr_rate``, ``upgrade_rate``
             (given conversion), ``log_amount`` (mean log amount of converters), and ``log_gap_mean`` /
             ``log_gap_sd`` that centre the gap the upgrade tower reads.
+        tier_inits: per tier, the same base rates measured on that tier's rows; with ``variant.tier_init`` tier
+            ``t``'s towers start at ``tier_inits[t]`` (``init`` otherwise).
     """
 
     def __init__(
@@ -350,8 +363,11 @@ class TamorNet(nn.Module):
         bias_dim: int,
         bias_buckets: int,
         init: dict[str, float],
+        tier_inits: list[dict[str, float]] | None = None,
     ) -> None:
         super().__init__()
+        if variant.tier_init and (tier_inits is None or len(tier_inits) != n_tiers):
+            raise ValueError(f"tier_init needs tier_inits with one entry per tier ({n_tiers})")
         self.variant = variant
         n_scen = len(scenario_columns)
         n_specific = sum(len(c) for c in scenario_columns)
@@ -382,21 +398,27 @@ class TamorNet(nn.Module):
         self.link_scale = nn.Parameter(torch.ones(())) if variant.upgrade_link else None
         tower_bias = variant.user_bias and variant.bias_mode == "tower"
         extra = bias_dim if tower_bias else 0
+        item_extra = dim if variant.towers_read_item else 0
         # one logit shift per user-specific task (click, conversion) read from the customer's bias vector
         self.bias_logits = nn.Linear(bias_dim, 2, bias=False) if variant.user_bias and not tower_bias else None
-        shapes = {
-            "click": (dim + extra, 1, [logit(init["click_rate"])]),
-            "conversion": (dim + extra, 1, [logit(init["cvr_rate"])]),
-            "amount": (dim, 2, [init["log_amount"], 0.5]),
-            "upgrade": (
-                dim + 1 + (2 if variant.amount_to_upgrade else 0),
-                1,
-                [0.0 if variant.upgrade_link else logit(init["upgrade_rate"])],
-            ),
-        }
+
+        def shapes(rates: dict[str, float]) -> dict[str, tuple[int, int, list[float]]]:
+            return {
+                "click": (dim + extra + item_extra, 1, [logit(rates["click_rate"])]),
+                "conversion": (dim + extra + item_extra, 1, [logit(rates["cvr_rate"])]),
+                "amount": (dim + item_extra, 2, [rates["log_amount"], 0.5]),
+                "upgrade": (
+                    dim + 1 + (2 if variant.amount_to_upgrade else 0),
+                    1,
+                    [0.0 if variant.upgrade_link else logit(rates["upgrade_rate"])],
+                ),
+            }
+
         copies = n_tiers if variant.tier_towers else 1
+        rates = tier_inits if variant.tier_init and tier_inits is not None else [init] * copies
+        per_copy = [shapes(r) for r in rates]
         self.towers = nn.ModuleDict(
-            {k: nn.ModuleList([_tower(i, dim, o, b) for _ in range(copies)]) for k, (i, o, b) in shapes.items()}
+            {k: nn.ModuleList([_tower(*per_copy[c][k], hidden=dim) for c in range(copies)]) for k in per_copy[0]}
         )
 
     def _logits(self, b: TamorBatch) -> _Heads:
@@ -436,6 +458,10 @@ class TamorNet(nn.Module):
             every = torch.stack([tower(h) for tower in towers])  # [T, B, O]
             return every[b.tier, torch.arange(h.shape[0])]
 
+        if self.variant.towers_read_item:
+            # each tier's towers also read the (tier-gated) item representation itself, so a tier can weigh an
+            # item's features its own way after the shared experts have mixed them with the user's
+            per_task = [torch.cat([h, item], dim=1) for h in per_task[:3]] + per_task[3:]
         click = t("click", with_bias(per_task[0])).squeeze(1)
         cvr = t("conversion", with_bias(per_task[1])).squeeze(1)
         base_click, base_cvr = click, cvr
@@ -497,16 +523,42 @@ class TamorNet(nn.Module):
         nll = -lognormal_logpdf(safe, mu, sigma)
         # Amounts are O(1e4): their log terms are offset by log(amount), so the loss is over log amount.
         nll = nll - torch.log(safe)
+        bias_l2 = l2 * ub.pow(2).sum(1).mean() if ub.numel() else click.new_zeros(())
+        if self.variant.tier_balance:
+            every = torch.ones_like(pos)
+            click_terms = -(b.click * lp_click[0] + (1.0 - b.click) * lp_click[1])
+            ctcvr_terms = -(b.convert * lp_ctcvr[0] + (1.0 - b.convert) * lp_ctcvr[1])
+            return {
+                "click": tier_balanced_mean(click_terms, every, b.tier),
+                "conversion": tier_balanced_mean(ctcvr_terms, every, b.tier),
+                "amount": tier_balanced_mean(nll, pos, b.tier),
+                "upgrade": tier_balanced_mean(up_terms, applies, b.tier),
+                "bias_l2": bias_l2,
+            }
         return {
             "click": bce_loss(*lp_click, b.click),
             "conversion": bce_loss(*lp_ctcvr, b.convert),
             "amount": torch.where(pos, nll, torch.zeros_like(nll)).sum() / pos.sum().clamp(min=1),
             "upgrade": up_terms.mean(),
-            "bias_l2": l2 * ub.pow(2).sum(1).mean() if ub.numel() else click.new_zeros(()),
+            "bias_l2": bias_l2,
         }
 
 
-def _tower(in_dim: int, hidden: int, out: int, bias: list[float]) -> nn.Sequential:
+def tier_balanced_mean(terms: Tensor, rows: Tensor, tier: Tensor) -> Tensor:
+    """Mean over the tiers with rows in the batch of each tier's mean of ``terms`` over ``rows``; ``terms [B]``
+    float, ``rows [B]`` bool (the rows a task applies to), ``tier [B]`` int64. Zero when no row applies."""
+    n_tiers = int(tier.max()) + 1 if tier.numel() else 0
+    keep = rows.to(terms.dtype)
+    safe = torch.where(rows, terms, torch.zeros_like(terms))
+    sums = torch.zeros(n_tiers, dtype=terms.dtype).index_add(0, tier, safe)
+    counts = torch.zeros(n_tiers, dtype=terms.dtype).index_add(0, tier, keep)
+    present = counts > 0
+    if not bool(present.any()):
+        return terms.new_zeros(())
+    return (sums[present] / counts[present]).mean()
+
+
+def _tower(in_dim: int, out: int, bias: list[float], *, hidden: int) -> nn.Sequential:
     head = nn.Linear(hidden, out)
     with torch.no_grad():
         head.bias.copy_(torch.tensor(bias))
@@ -533,5 +585,6 @@ __all__ = [
     "TamorOutput",
     "UserBias",
     "Variant",
+    "tier_balanced_mean",
     "variant",
 ]

@@ -138,6 +138,35 @@ class TamorModel:
         return self.predict(tensors, np.repeat(np.arange(n), m), np.tile(np.arange(m), n))
 
 
+class WeightAverage:
+    """Exponential moving average of ``params`` over the optimiser steps (every framework alike, see
+    ``TamorTrainConfig.ema_decay``). After update ``t`` (1-based) the average is ``d_t avg + (1 - d_t) w`` with
+    ``d_t = min(decay, t / (9 + t))``: the usual warm-up, so the first steps are not averaged with the initial
+    weights for long."""
+
+    def __init__(self, params: list[torch.Tensor], decay: float) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must lie in (0, 1), got {decay}")
+        self.params = params
+        self.decay = decay
+        self.updates = 0
+        self.average = [p.detach().clone() for p in params]
+
+    def update(self) -> None:
+        """Fold the current weights into the average."""
+        self.updates += 1
+        d = min(self.decay, self.updates / (9.0 + self.updates))
+        with torch.no_grad():
+            for avg, p in zip(self.average, self.params, strict=True):
+                avg.lerp_(p.detach(), 1.0 - d)
+
+    def copy_to_params(self) -> None:
+        """Overwrite the weights with their average."""
+        with torch.no_grad():
+            for avg, p in zip(self.average, self.params, strict=True):
+                p.copy_(avg)
+
+
 def _init_rates(log: ExposureLog, log_gap: np.ndarray) -> dict[str, float]:
     clicks = float(log.click.sum())
     gaps = log_gap[log.customer[log.upgrade >= 0]]
@@ -165,9 +194,21 @@ def _labels(log: ExposureLog) -> dict[str, torch.Tensor]:
 
 
 def build_net(name: str, world: MultiScenarioWorld, cfg: TamorTrainConfig, log: ExposureLog) -> TamorNet:
-    """An untrained network of framework ``name`` sized for ``world``, output biases at ``log``'s base rates."""
+    """An untrained network of framework ``name`` sized for ``world``, output biases at ``log``'s base rates
+    (with ``Variant.tier_init``, each tier's towers at the rates of that tier's rows of ``log``)."""
+    var = variant(name)
+    log_gap = world.log_gap()
+    tiers = world.tier[log.customer]
+    pooled = _init_rates(log, log_gap)
+    tier_inits = None
+    if var.tier_init:
+        # a tier without a purchase in the log has no amount to start from: its towers start at the pooled rates
+        tier_inits = [
+            _init_rates(log.subset(tiers == t), log_gap) if (log.convert[tiers == t] > 0).any() else pooled
+            for t in range(len(TIER_NAMES))
+        ]
     return TamorNet(
-        variant(name),
+        var,
         n_user=world.user_x.shape[1],
         n_shared=world.item_shared.shape[1],
         scenario_columns=[np.flatnonzero(s == SPECIFIC_SCENARIO).tolist() for s in range(len(SCENARIO_NAMES))],
@@ -175,7 +216,8 @@ def build_net(name: str, world: MultiScenarioWorld, cfg: TamorTrainConfig, log: 
         dim=cfg.dim,
         bias_dim=cfg.user_bias_dim,
         bias_buckets=cfg.user_bias_buckets,
-        init=_init_rates(log, world.log_gap()),
+        init=pooled,
+        tier_inits=tier_inits,
     )
 
 
@@ -228,6 +270,7 @@ def _fit_net(
     n = lab["cust"].numel()
     total_steps = cfg.epochs * -(-n // cfg.batch_size)
     step_no = 0
+    average = WeightAverage(list(net.parameters()), cfg.ema_decay) if cfg.ema_decay > 0 else None
     net.train()
     for _epoch in range(cfg.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -254,6 +297,8 @@ def _fit_net(
             total.backward()
             for opt in opts:
                 opt.step()
+            if average is not None:
+                average.update()
             for k, loss in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(loss.detach())
             steps += 1
@@ -262,3 +307,5 @@ def _fit_net(
         stats.rows += n
         for k, v in sums.items():
             stats.task_loss.setdefault(k, []).append(v / max(steps, 1))
+    if average is not None:
+        average.copy_to_params()
