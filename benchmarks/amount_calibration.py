@@ -197,12 +197,28 @@ def realised_over_expected(dataset: Any) -> tuple[list[int], list[float]]:
     return [int(s.sum()) for s in by_fund], [float(amount[s].sum() / expected[s].sum()) for s in by_fund]
 
 
-def product_ratios(dataset: Any, run: Path, chunk: int = 50_000) -> dict[str, Any]:
-    """The product's per-fund ratios, guarded and unguarded, scoring ``chunk`` test customers at a time."""
+def product_ratios(dataset: Any, run: Path, chunk: int = 50_000, refit_guard: bool = False) -> dict[str, Any]:
+    """The product's per-fund ratios, guarded and unguarded, scoring ``chunk`` test customers at a time.
+
+    ``refit_guard``: first refit the run's guard with today's rule (:meth:`TrainedModel.fit_guard`, on the valid
+    split and the past purchases), so that a run saved before a change of the guard is measured as the product
+    would deliver it now; the unguarded row, which no guard touches, is then not scored again."""
     from eoca.simulate import truth_arrays
     from eoca.training import TrainedModel
 
     trained = TrainedModel.load(run)
+    refit: dict[str, Any] = {}
+    if refit_guard:
+        assert trained.guard is not None
+        saved = trained.guard.state_dict()
+        new = trained.fit_guard(dataset).state_dict()
+        steps_1_2 = [k for k in saved if not k.startswith("amount_factor")]
+        refit = {
+            "saved_amount_factor": saved.get("amount_factor", 1.0),
+            "amount_factor": new["amount_factor"],
+            "amount_factor_source": new["amount_factor_source"],
+            "steps_1_2_unchanged": all(saved[k] == new[k] for k in steps_1_2),
+        }
     truth = truth_arrays(dataset)
     k = dataset.n_funds
     test = dataset.split_mask("test")
@@ -210,7 +226,7 @@ def product_ratios(dataset: Any, run: Path, chunk: int = 50_000) -> dict[str, An
     p_true = truth.p[customers]
     amount_true = truth.etv[customers] / np.maximum(p_true, 1e-300)
     variants: dict[str, Any] = {}
-    for name, guarded in (("product", True), ("unguarded", False)):
+    for name, guarded in (("product", True), ("unguarded", False))[: 1 if refit_guard else 2]:
         parts = []
         for block in np.array_split(customers, max(1, -(-customers.size // chunk))):
             pred = trained.predict_pairs(
@@ -220,7 +236,8 @@ def product_ratios(dataset: Any, run: Path, chunk: int = 50_000) -> dict[str, An
                 return {"run": str(run), "model": trained.name, "skipped": "no amount output"}
             parts.append(np.asarray(pred["amount"], dtype=np.float64).reshape(block.size, k))
         variants[name] = {"ratios": p_weighted_ratios(np.concatenate(parts), amount_true, p_true)}
-    return {"run": str(run), "model": trained.name, "test_customers": int(customers.size), "variants": variants}
+    out = {"run": str(run), "model": trained.name, "test_customers": int(customers.size), "variants": variants}
+    return {**out, "guard_refit": refit} if refit else out
 
 
 def analyse(dataset: Any, run: Path, cap: float | None) -> dict[str, Any]:
@@ -364,6 +381,14 @@ def render(res: dict[str, Any]) -> str:
             share = f"{100 * v['share']:.2f}" if "share" in v else "—"
             within = sum(0.8 <= x <= 1.2 for x in v["ratios"])
             lines.append(f"| {name} | " + " | ".join(f"{x:.3f}" for x in v["ratios"]) + f" | {share} | {within} |")
+        if "guard_refit" in r:
+            g = r["guard_refit"]
+            lines += [
+                "",
+                f"guard refitted with today's rule: amount factor {g['amount_factor']:.4f} (saved run: "
+                f"{g['saved_amount_factor']:.4f}; {g['amount_factor_source']}); the valid split's bounds, shifts and "
+                f"sigma scale {'unchanged' if g['steps_1_2_unchanged'] else 'CHANGED'}",
+            ]
         if "worst_fund_bins" not in r:
             continue
         lines += [
@@ -391,9 +416,16 @@ def main() -> None:
         action="store_true",
         help="only the product's guarded/unguarded ratios (chunked) and the model-free purchases row",
     )
+    ap.add_argument(
+        "--refit-guard",
+        action="store_true",
+        help="with --product-only: refit each run's guard with today's rule before scoring (see product_ratios)",
+    )
     args = ap.parse_args()
     if not args.runs and not args.product_only:
         ap.error("--runs is required unless --product-only is given")
+    if args.refit_guard and not args.product_only:
+        ap.error("--refit-guard goes with --product-only")
     import torch
 
     from eoca.data import open_dataset
@@ -408,7 +440,7 @@ def main() -> None:
     }
     if args.product_only:
         res["purchases_per_fund"], res["purchases_realised_over_expected"] = realised_over_expected(dataset)
-        res["runs"] = [product_ratios(dataset, run) for run in args.runs]
+        res["runs"] = [product_ratios(dataset, run, refit_guard=args.refit_guard) for run in args.runs]
     else:
         res["runs"] = [analyse(dataset, run, args.cap) for run in args.runs]
     res["wall_s"] = time.perf_counter() - t0

@@ -30,6 +30,19 @@ network and before anything downstream (metrics, allocation, reports) sees a pre
    are an oversampled design), shrunk towards the all-funds ratio with a prior weight of
    :data:`RECALIBRATION_PRIOR` converters.
 
+3. **Mean level of the amount** (:meth:`EtvGuard.fit_amount_factor`, on the dataset's past purchases where it has
+   behaviour events: every purchase before the held-out periods, scored with the features it had at its own time,
+   at most :data:`AMOUNT_FACTOR_MAX_ROWS` of them in a seeded random order). A lognormal head whose sigma cannot see
+   a customer's latent dispersion matches the spread of log amounts (step 2) yet under-states their *mean*: the mean
+   of ``exp(sigma^2 / 2)`` over customers exceeds ``exp`` of the mean ``sigma^2 / 2`` (Jensen). One factor ``k``,
+   the past purchases' summed amount over their summed guarded ``E[amount]``, multiplies every model's expected
+   amount; ``log k`` is shrunk by its delta-method standard error as in step 2. Thousands of purchases pin it where
+   a validation split's few dozen converters could not. Being one positive scale for every customer and fund, it
+   leaves every argmax and every allocation unchanged (the exact allocator's objective is scaled, not reordered) and
+   corrects the amount's level only, e.g. for a budget set against ETV. Past purchases are the data the
+   history-learning models (``gbdt``, the ESDPM family) fitted their amounts on, so for them the factor is measured
+   in-sample; a model without that data (no behaviour events) keeps ``k = 1``.
+
 The bounds never bind on a calibrated model (they only remove extrapolation), and the recalibration is a per-fund
 shift plus one shared scale, so it changes which fund wins for a customer only where a model's amount is biased
 differently for different funds (or its sigma is inflated), which is the error it corrects.
@@ -48,6 +61,10 @@ from eoca.models.losses import LOG_ETV_CAP, SIGMA_FLOOR
 AMOUNT_CAP_MULTIPLE: float = 1.0
 """``E[amount | convert]`` may not exceed this multiple of the largest amount among the train converters: an
 expected value above every amount ever observed has no support in the data."""
+
+AMOUNT_FACTOR_MAX_ROWS: int = 200_000
+"""Past purchases that :meth:`EtvGuard.fit_amount_factor` is fitted on at most (a seeded random subset beyond it):
+at 200,000 purchases the factor's standard error is a few percent even for lognormal amounts with sigma near 2."""
 
 RECALIBRATION_PRIOR: float = 20.0
 """Pseudo-converters of "no difference from the other funds" in each fund's correction (its log-space shift,
@@ -78,6 +95,8 @@ class EtvGuard:
         sigma_scale: the shared factor on ``sigma``.
         fund_factor, global_factor: per-fund ETV scale of direct-ETV models (1.0 before recalibration).
         recalibration: how the factors were fitted (shown in metrics), e.g. ``"valid split, 97 converters"``.
+        amount_factor: the shared mean-space scale of ``E[amount | convert]`` (step 3; 1.0 when not fitted).
+        amount_factor_source: how it was fitted (shown in metrics).
     """
 
     mu_min: float
@@ -90,6 +109,8 @@ class EtvGuard:
     global_shift: float = 0.0
     sigma_scale: float = 1.0
     recalibration: str = "none"
+    amount_factor: float = 1.0
+    amount_factor_source: str = "none"
 
     @classmethod
     def from_label_stats(cls, stats: dict[str, float]) -> EtvGuard:
@@ -123,6 +144,8 @@ class EtvGuard:
             "global_shift": self.global_shift,
             "sigma_scale": self.sigma_scale,
             "recalibration": self.recalibration,
+            "amount_factor": self.amount_factor,
+            "amount_factor_source": self.amount_factor_source,
         }
 
     @classmethod
@@ -141,6 +164,9 @@ class EtvGuard:
             global_shift=float(state.get("global_shift", 0.0)),
             sigma_scale=float(state.get("sigma_scale", 1.0)),
             recalibration=str(state.get("recalibration", "none")),
+            # guards saved before step 3 existed had no factor: 1.0 reproduces their predictions exactly
+            amount_factor=float(state.get("amount_factor", 1.0)),
+            amount_factor_source=str(state.get("amount_factor_source", "none")),
         )
 
     # -- the rule -------------------------------------------------------------------------------------------
@@ -184,6 +210,8 @@ class EtvGuard:
                 etv = etv * self.factors(fund_ids)[np.asarray(fund_pos, dtype=np.int64)]
             out["etv"] = np.minimum(etv, self.amount_cap).astype(np.float32)
             return out
+        if recal and self.amount_factor != 1.0:
+            amount = amount * self.amount_factor
         amount = np.clip(amount, 0.0, self.amount_cap)
         out["amount"] = amount.astype(np.float32)
         out["etv"] = (p * amount).astype(np.float32)
@@ -268,4 +296,34 @@ class EtvGuard:
             )
         self.global_factor = math.exp(log_global)
         self.recalibration = f"{split} split, {n_pos} converters (per-fund ETV scale)"
+        return self
+
+    def fit_amount_factor(self, realised: np.ndarray, predicted: np.ndarray, source: str) -> EtvGuard:
+        """Fit step 3's shared factor on held purchases; returns self.
+
+        Args:
+            realised: the purchases' amounts, float ``[m]`` (> 0).
+            predicted: this guard's ``E[amount | convert]`` for them (steps 1-2 applied, factor 1), float ``[m]``.
+            source: where the purchases come from, for :attr:`amount_factor_source`.
+
+        ``k = sum(realised) / sum(predicted)``; the standard error of ``log k`` is the ratio estimator's,
+        ``sqrt(sum((realised - k predicted)^2)) / sum(realised)``, and ``log k`` is shrunk by it (:func:`_shrink`).
+        """
+        y = np.asarray(realised, dtype=np.float64).ravel()
+        yhat = np.asarray(predicted, dtype=np.float64).ravel()
+        if y.shape != yhat.shape:
+            raise ValueError(f"realised and predicted differ in length: {y.size} vs {yhat.size}")
+        keep = np.isfinite(y) & np.isfinite(yhat) & (y > 0) & (yhat > 0)
+        self.amount_factor = 1.0
+        if not keep.any():
+            self.amount_factor_source = f"none: no purchase with a positive amount in {source}"
+            return self
+        y, yhat = y[keep], yhat[keep]
+        k = float(y.sum() / yhat.sum())
+        se = float(np.sqrt(np.sum((y - k * yhat) ** 2)) / y.sum())
+        self.amount_factor = math.exp(_shrink(math.log(k), se**2))
+        self.amount_factor_source = (
+            f"{source}, {y.size} purchases: realised / predicted {k:.4f} (se of log {se:.4f}), shrunk to "
+            f"{self.amount_factor:.4f}"
+        )
         return self

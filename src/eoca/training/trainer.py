@@ -37,7 +37,7 @@ from eoca.errors import ConfigError, DataValidationError
 from eoca.io import atomic_path, write_json, write_yaml
 from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model, model_defaults
 from eoca.models.base import Batch, DirectFitModel
-from eoca.models.guard import EtvGuard
+from eoca.models.guard import AMOUNT_FACTOR_MAX_ROWS, EtvGuard
 from eoca.training.config import TrainConfig, coerce_train_config
 from eoca.training.selection import argmax_policy_value, etv_selection_score, resolve_selection
 
@@ -385,8 +385,37 @@ class TrainedModel:
                 split,
                 bound.split_weights(split),
             )
+        self._fit_amount_factor(guard, bound, dataset)
         self.guard = guard
         return guard
+
+    def _fit_amount_factor(self, guard: EtvGuard, bound: BoundFeatures, dataset: Dataset) -> None:
+        """Step 3 of the guard (:meth:`EtvGuard.fit_amount_factor`) on the dataset's past purchases, scored with
+        the features each had at its own time; nothing for a direct-ETV model or without behaviour events."""
+        n_history = bound.n_purchase_history()
+        if n_history == 0:
+            return
+        # a fixed seed: the same subset (and factor) for the same trained model, whatever ran before
+        order = torch.Generator().manual_seed(0)
+        limit = min(n_history, AMOUNT_FACTOR_MAX_ROWS)
+        fund_ids = dataset_fund_ids(dataset)
+        realised, predicted = [], []
+        self.model.eval()
+        with torch.inference_mode():
+            for batch, amount in bound.purchase_history(self.config.eval_batch_size, generator=order, limit=limit):
+                out = self.model.predict(batch)
+                raw = {
+                    name: t.detach().to(torch.float32).reshape(-1).numpy()
+                    for name in OUTPUT_FIELDS
+                    if (t := getattr(out, name, None)) is not None
+                }
+                guarded = guard.apply(raw, batch.fund.numpy(), fund_ids, self.model.formula)
+                if "amount" not in guarded:
+                    return
+                realised.append(np.asarray(amount, dtype=np.float64))
+                predicted.append(np.asarray(guarded["amount"], dtype=np.float64))
+        source = "past purchases" if limit == n_history else f"past purchases (a seeded {limit} of {n_history})"
+        guard.fit_amount_factor(np.concatenate(realised), np.concatenate(predicted), source)
 
     def score_matrix(
         self, dataset: Dataset, *, chunk_customers: int = 65536, progress: bool = False
