@@ -128,7 +128,7 @@ def measure(data: Path, name: str, n_batches: int, repeats: int) -> list[tuple[s
 
     from eoca.data import Dataset
     from eoca.models import FeatureSpace, build_model, model_defaults
-    from eoca.training.trainer import FlatParameters, deterministic_kernels
+    from eoca.training.trainer import FlatParameters, adam_step, deterministic_kernels
 
     torch.set_num_threads(1)
     ds = Dataset.load(data, with_truth=False)
@@ -201,7 +201,7 @@ def measure(data: Path, name: str, n_batches: int, repeats: int) -> list[tuple[s
     flat.flat.grad = torch.from_numpy(np.full(flat.flat.numel(), 1e-3, dtype=np.float32))
 
     def adam(_: Any) -> None:
-        opt.step()
+        adam_step(opt, flat.flat)  # the trainer's step (torch's own creates the state on the first call)
 
     rows.append(("Adam step (flat parameters)", _ms(adam, list(range(n_batches)), repeats)))
     return rows

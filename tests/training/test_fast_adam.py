@@ -44,3 +44,15 @@ def test_adam_step_falls_back_to_torch_for_what_it_does_not_cover() -> None:
         adam_step(opt, param)
     assert "max_exp_avg_sq" in opt.state[param]
     assert float(opt.state[param]["step"]) == 3.0
+
+
+def test_adam_step_leaves_a_non_foreach_adam_to_torch() -> None:
+    results = []
+    for fast in (False, True):
+        param = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 50))
+        opt = torch.optim.Adam([param], lr=0.05, foreach=False)
+        for i in range(5):
+            param.grad = torch.linspace(-1.0, 1.0, 50) * (i + 1)
+            adam_step(opt, param) if fast else opt.step()
+        results.append(param.detach().clone())
+    assert torch.equal(results[0], results[1])

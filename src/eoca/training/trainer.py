@@ -184,7 +184,8 @@ def adam_step(opt: torch.optim.Optimizer, param: torch.Tensor) -> None:
     dtype, state checks) around a handful of kernels on a few ten thousand floats; that was 3% of a training
     step. The first step (which creates the state), and any configuration this does not cover (several
     groups, ``amsgrad``, ``maximize``, ``capturable``, ``fused``, a tensor learning rate, step hooks), go
-    through ``opt.step()`` itself.
+    through ``opt.step()`` itself, and so does an Adam without ``foreach=True`` (whose per-tensor path this does
+    not claim to reproduce).
     """
     groups = opt.param_groups
     group = groups[0]
@@ -201,7 +202,7 @@ def adam_step(opt: torch.optim.Optimizer, param: torch.Tensor) -> None:
         and not grad.is_sparse
         and param.device.type == "cpu"
         and isinstance(lr, (float, int))
-        and group.get("foreach") is not False
+        and group.get("foreach") is True
         and not any(group.get(k) for k in ("amsgrad", "maximize", "capturable", "differentiable", "fused"))
         and not group.get("decoupled_weight_decay", False)
         and not (opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks)
