@@ -80,6 +80,12 @@ def test_stack_trains_seeded_round_trips_and_predicts_the_chosen_blend(log_ds: D
         vout.p.double().numpy(), vf, vs, y, fund, conv, None, fund_ids, trained.features.label_stats, "mse", 20
     )
     assert again == w
+    # A per-epoch score (final=False) leaves the weight alone; the fit after training chooses it again.
+    model.blend_weight.fill_(0.5)
+    trained.fit_guard(ds, final=False)
+    assert float(model.blend_weight) == 0.5
+    trained.fit_guard(ds)
+    assert float(model.blend_weight) == w
     assert trained.guard is not None and float(pred["etv"].max()) <= trained.guard.amount_cap * (1 + 1e-6)
     assert np.isfinite(pred["etv"]).all() and (pred["etv"] >= 0).all()
 

@@ -79,15 +79,18 @@ def resolve_selection(selection: str, dataset: Dataset) -> str:
     return selection
 
 
-def etv_selection_score(trained: TrainedModel, dataset: Dataset, metric: str, split: str = "valid") -> float:
+def etv_selection_score(
+    trained: TrainedModel, dataset: Dataset, metric: str, split: str = "valid", *, final: bool = False
+) -> float:
     """Lower is better: the (sampling-weighted) MSE of the deployed ETV against ``split``'s realised amounts
     (``metric="etv_mse"``) or minus its normalised Gini (``"gini"``; +inf when undefined). The ETV is the
     guarded one, with the guard's recalibration fitted on ``split`` as it is after training (this sets
-    ``trained.guard``)."""
+    ``trained.guard``). Early stopping calls it after every epoch with ``final`` False: what a model chooses on
+    the split after training (``stack``'s blend weight) is left as it is (see ``TrainedModel.fit_guard``)."""
     labels = split_exposures(dataset, split)
     if labels["amount"].size == 0:
         return math.inf
-    trained.fit_guard(dataset, split)
+    trained.fit_guard(dataset, split, final=final)
     etv = trained.predict_pairs(
         dataset, labels["customer_pos"], labels["fund_pos"], trained.config.eval_batch_size
     )["etv"].astype(np.float64)

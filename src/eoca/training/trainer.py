@@ -362,12 +362,16 @@ class TrainedModel:
             result = self.guard.apply(result, fund, dataset_fund_ids(dataset), self.model.formula)
         return result
 
-    def fit_guard(self, dataset: Dataset, split: str = "valid") -> EtvGuard:
-        """Fit the ETV guard: bounds from the train converters, recalibration on ``split``'s labelled rows."""
+    def fit_guard(self, dataset: Dataset, split: str = "valid", *, final: bool = True) -> EtvGuard:
+        """Fit the ETV guard: bounds from the train converters, recalibration on ``split``'s labelled rows.
+        ``final`` (after training) first fits what the model itself chooses on the split
+        (:meth:`~eoca.models.base.EtvModel.fit_on_split`); a per-epoch score passes False, so that it scores the
+        network as trained so far and a choice made on the same split cannot hide whether the network improved."""
         guard = EtvGuard.from_label_stats(self.features.label_stats)
         bound = self.bind(dataset)
         labels = bound.exposure_labels(split)
-        self.model.fit_on_split(bound, split, self.config.eval_batch_size, dataset_fund_ids(dataset))
+        if final:
+            self.model.fit_on_split(bound, split, self.config.eval_batch_size, dataset_fund_ids(dataset))
         if labels["converted"].size:
             raw = self.predict_pairs(
                 dataset, labels["customer_pos"], labels["fund_pos"], self.config.eval_batch_size, guarded=False

@@ -19,9 +19,14 @@ customers, a weighted mean of the two can be better than either on both counts. 
   validation Poisson deviance by default (like MSE it is minimised by the expected value, but grows linearly
   rather than quadratically in one large amount, so a few extreme validation customers do not decide ``w``) or
   its ``mse``. Ties go to the smaller ``w``. The guard's per-fund ETV scale multiplies the blend, so the deployed
-  model is the non-negative linear stacker ``c (w s + (1 - w) f)``. Where early stopping scores the deployed
-  ETV on the validation split (``selection: auto`` on data without propensities), each epoch's score is the
-  blend's, with ``w`` chosen anew for that epoch's network.
+  model is the non-negative linear stacker ``c (w s + (1 - w) f)``. ``w`` is chosen once, after training: while
+  the network trains, ``w`` stays 0, so early stopping on the validation split's deployed ETV (``selection:
+  auto`` on data without propensities) scores the network itself. (Choosing ``w`` anew for every epoch let a
+  choice made on the same split stand in for the network's progress: on the 2,357-customer CDNOW sample the
+  network stopped after 3 epochs instead of its own 4 in 2 of 3 seeds.)
+
+A small validation split makes ``w`` noisy: on that sample (304 validation customers) it came out 0.6-0.85 over 3
+seeds, and ``eoca evaluate``'s test Gini was 0.689 against ``mtl_ziln``'s 0.733 (MSE 4,916 against 4,330).
 
 ``p`` (and ``pctr``/``pcvr``) are the network's. The blend is a direct ETV (``formula = None``): the ETV guard
 caps it at the largest training amount and rescales it per fund on the validation split, as for every model
@@ -101,7 +106,7 @@ class Stack(EtvModel):
         self.tasks = self.flexible.tasks
         self._spend = structural_feature(space, str(params["base_spend"]), self.name, "base_spend")
         self._bounds = EtvGuard.from_label_stats(space.label_stats)
-        # the structure's weight; 0 (the network alone) until fitted on the validation split, saved with the model
+        # the structure's weight: 0 (the network alone) while training, then chosen on the validation split
         self.register_buffer("blend_weight", torch.tensor(0.0, dtype=torch.float64))
 
     # --- training: the network's ------------------------------------------------------------------------------
