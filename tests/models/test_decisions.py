@@ -396,7 +396,8 @@ def test_gbdt_amount_is_calibrated_on_a_small_simulated_world(sim: Dataset) -> N
     """The guarded E[amount | convert], weighted by the true conversion probability (the customers a fund
     would convert), is within 20% of the simulator's truth over all funds, and within 30% for every fund (with
     2,000 customers a fund's weighted mean rests on a few high-sigma pairs). On the default world one fund stays
-    near 0.6 (benchmarks/decisions.py; benchmarks/amount_calibration.py measures why and what was tried)."""
+    at 0.65-0.70 after the guard's mean-level factor (benchmarks/decisions.py; benchmarks/amount_calibration.py
+    measures why and what was tried)."""
     from eoca.simulate import truth_arrays
 
     trained = train(sim, {"model": "gbdt", "num_threads": 1}, None, progress=False)
