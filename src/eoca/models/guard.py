@@ -38,8 +38,9 @@ network and before anything downstream (metrics, allocation, reports) sees a pre
    the past purchases' summed amount over their summed guarded ``E[amount]``, multiplies every model's expected
    amount; ``log k`` is shrunk by its delta-method standard error as in step 2. Thousands of purchases pin it where
    a validation split's few dozen converters could not. Being one positive scale for every customer and fund, it
-   leaves every argmax and every allocation unchanged (the exact allocator's objective is scaled, not reordered) and
-   corrects the amount's level only, e.g. for a budget set against ETV. Past purchases are the data the
+   leaves every argmax and every allocation unchanged (the exact allocator's objective is scaled, not reordered)
+   except on the few pairs whose scaled amount then meets the cap of step 1 (the cap is kept: it is the explosion
+   bound), and corrects the amount's level, e.g. for a budget set against ETV. Past purchases are the data the
    history-learning models (``gbdt``, the ESDPM family) fitted their amounts on, so for them the factor is measured
    in-sample; a model without that data (no behaviour events) keeps ``k = 1``.
 
