@@ -351,10 +351,8 @@ class TrainedModel:
         with torch.inference_mode():
             for s in range(0, cust.size, batch_size):
                 out = self.model.predict(bound.pair_batch(cust[s : s + batch_size], fund[s : s + batch_size]))
-                for name in OUTPUT_FIELDS:
-                    t = getattr(out, name, None)
-                    if t is not None:
-                        parts.setdefault(name, []).append(t.detach().to(torch.float32).reshape(-1).numpy())
+                for name, values in _output_arrays(out).items():
+                    parts.setdefault(name, []).append(values)
         result = {k: np.concatenate(v) for k, v in parts.items()}
         if probe:
             return {k: v[:0] for k, v in result.items()}
@@ -404,12 +402,7 @@ class TrainedModel:
         self.model.eval()
         with torch.inference_mode():
             for batch, amount in bound.purchase_history(self.config.eval_batch_size, generator=order, limit=limit):
-                out = self.model.predict(batch)
-                raw = {
-                    name: t.detach().to(torch.float32).reshape(-1).numpy()
-                    for name in OUTPUT_FIELDS
-                    if (t := getattr(out, name, None)) is not None
-                }
+                raw = _output_arrays(self.model.predict(batch))
                 guarded = guard.apply(raw, batch.fund.numpy(), fund_ids, self.model.formula)
                 if "amount" not in guarded:
                     return
@@ -552,6 +545,15 @@ def _valid_loss(model: EtvModel, bound: BoundFeatures, split: str, batch_size: i
             total += float(model.loss(batch)) * len(batch)
             rows += len(batch)
     return total / rows if rows else math.nan
+
+
+def _output_arrays(out: Any) -> dict[str, np.ndarray]:
+    """The filled :data:`OUTPUT_FIELDS` of one model output, as float32 arrays ``[B]``."""
+    return {
+        name: t.detach().to(torch.float32).reshape(-1).numpy()
+        for name in OUTPUT_FIELDS
+        if (t := getattr(out, name, None)) is not None
+    }
 
 
 def _history_batches(
