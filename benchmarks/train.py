@@ -9,6 +9,8 @@
         # the same models without their sequence branches (what the rest of the network costs)
     python benchmarks/train.py --customers 100000 --train-rows 32768 --large 0 --timed-epochs 5
         # each training figure the median of 5 timed epochs (a 32-step epoch of the MLP is ~60 CPU-ms: noisy)
+    python benchmarks/train.py --customers 100000 --train-rows 32768 --large 0 --timed-epochs 5 --compile
+        # also each model and its MLP reference with the training loss under torch.compile (extra rows)
 
 Each measurement runs in its own Python process so its peak resident memory (``ru_maxrss``) is its own:
 
@@ -30,6 +32,14 @@ Each measurement runs in its own Python process so its peak resident memory (``r
 * large scoring: the simulated customers' profiles tiled to 10M (ids renamed) x 8 funds, streamed to Parquet. Only
   the first copy keeps behaviour events and consumption edges (replicating the world's 50x would need tens of GB
   before scoring starts); the attention and graph layers still run over the others' padded, empty inputs.
+
+``--compile`` adds, after each model's eager rows, the same model trained with its training loss
+(``loss`` / ``loss_with_history``, in training mode only; validation stays eager) under ``torch.compile``
+(inductor, default mode, automatic dynamic shapes), and its MLP reference with the loss under ``torch.compile``
+(static shapes). eoca has no compile option (benchmarks/RESULTS.md, issue 10, seventh pass, says why): the
+benchmark wraps the methods itself. Compilation runs in the worker process (``compile_threads = 1``), so a
+recompilation inside a timed epoch is counted in its CPU seconds; the first, untimed epoch pays the first
+compilation. Each compiled row is compared with both MLP references (eager and compiled).
 
 ``--busy N`` runs N CPU-bound processes (a Python loop each) for the whole benchmark, to measure the
 "another job shares the machine" case under known conditions. Prints one JSON line per measurement and a
@@ -64,6 +74,36 @@ def _timed_epochs() -> int:
     return max(1, int(os.environ.get("EOCA_BENCH_EPOCHS", "1") or 1))
 
 
+def _compiled() -> bool:
+    # Set per worker process by the parent for the ``--compile`` rows.
+    return os.environ.get("EOCA_BENCH_COMPILE", "") == "1"
+
+
+def _setup_compile() -> None:
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    inductor_config.compile_threads = 1  # compile in this process: its CPU time is in the process's figures
+    torch._dynamo.config.cache_size_limit = 64
+
+
+def _compile_training_loss(model: Any) -> Any:
+    """``model`` with its training loss methods under ``torch.compile`` while it is in training mode."""
+    import torch
+
+    for name in ("loss", "loss_with_history"):
+        eager = getattr(model, name, None)
+        if eager is None:
+            continue
+        compiled = torch.compile(eager)
+
+        def loss(*args: Any, _eager: Any = eager, _compiled: Any = compiled, **kwargs: Any) -> Any:
+            return _compiled(*args, **kwargs) if model.training else _eager(*args, **kwargs)
+
+        setattr(model, name, loss)
+    return model
+
+
 def _threads() -> int | None:
     # Passed to the worker processes through the environment so the worker command line stays positional.
     raw = os.environ.get("EOCA_BENCH_THREADS", "")
@@ -88,6 +128,12 @@ def worker_train(data: Path, model: str, max_rows: int | None) -> dict[str, Any]
     from eoca.training import train
 
     ds = Dataset.load(data, with_truth=False)
+    if _compiled():
+        import eoca.training.trainer as trainer_module
+
+        _setup_compile()
+        build = trainer_module.build_model
+        trainer_module.build_model = lambda *a, **k: _compile_training_loss(build(*a, **k))  # type: ignore[assignment]
     # The first epoch untimed: it pays one-off costs (TorchScript compilation of the graph layers, allocator
     # warm-up, filling the past-purchase memo) that a real training run amortises over many epochs. Patience as
     # long as the run, so early stopping never cuts the timed epochs short.
@@ -113,7 +159,7 @@ def worker_train(data: Path, model: str, max_rows: int | None) -> dict[str, Any]
     width = int(arch.customer_arch.out_dim + arch.fund_arch.out_dim) if hasattr(arch, "customer_arch") else 0
     return {
         "kind": "train",
-        "model": model,
+        "model": model + (" (compiled)" if _compiled() else ""),
         "threads": _torch_threads(),
         "customers": ds.n_customers,
         "funds": ds.n_funds,
@@ -165,7 +211,14 @@ def worker_mlp(data: Path, like: str, max_rows: int | None, parameters: int, wid
         torch.nn.Linear(width, h), torch.nn.ReLU(), torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, 1)
     )
     opt = torch.optim.Adam(net.parameters(), lr=0.01, foreach=True)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    bce = torch.nn.BCEWithLogitsLoss()
+
+    def step_loss(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return bce(net(xb).squeeze(-1), yb)
+
+    if _compiled():
+        _setup_compile()
+        step_loss = torch.compile(step_loss, dynamic=False)
     batch = 1024
     walls: list[float] = []
     cpus: list[float] = []
@@ -177,7 +230,7 @@ def worker_mlp(data: Path, like: str, max_rows: int | None, parameters: int, wid
             for s in range(0, rows, batch):
                 idx = perm[s : s + batch]
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(net(x[idx]).squeeze(-1), y[idx])
+                loss = step_loss(x[idx], y[idx])
                 loss.backward()
                 opt.step()
             if epoch:  # the first epoch warms up, as the model's
@@ -186,7 +239,7 @@ def worker_mlp(data: Path, like: str, max_rows: int | None, parameters: int, wid
     wall, cpu = _median(walls), _median(cpus)
     return {
         "kind": "mlp",
-        "model": f"mlp like {like}",
+        "model": f"mlp like {like}" + (" (compiled)" if _compiled() else ""),
         "threads": _torch_threads(),
         "rows": rows,
         "parameters": sum(p.numel() for p in net.parameters()),
@@ -272,8 +325,13 @@ def worker_score(data: Path, model: str, n_customers: int | None, out_dir: Path)
     }
 
 
-def _run_worker(args: list[str]) -> dict[str, Any]:
-    res = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True, check=False)
+def _run_worker(args: list[str], *, compiled: bool = False) -> dict[str, Any]:
+    env = {**os.environ, "EOCA_BENCH_COMPILE": "1" if compiled else ""}
+    if compiled:  # a fresh on-disk kernel cache: each compiled worker pays a first compilation
+        env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="eoca_inductor_")
+    res = subprocess.run(
+        [sys.executable, __file__, "--worker", *args], capture_output=True, text=True, check=False, env=env
+    )
     if res.returncode != 0:
         raise SystemExit(f"worker {args} failed:\n{res.stderr[-4000:]}")
     out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
@@ -307,11 +365,16 @@ def main() -> None:
         help="epochs timed after the untimed first one, for the models and their MLP references alike; each "
         "figure is the median over them (1: the second epoch only)",
     )
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also train each model and its MLP reference with the training loss under torch.compile",
+    )
     ap.add_argument("--busy", type=int, default=0, help="CPU-bound processes competing during the benchmark")
     ap.add_argument(
         "--params",
         default="",
-        help='model parameters (JSON) for every trained model, e.g. \'{"use_sequences": false}\' to time a model '
+        help="model parameters (JSON) for every trained model, e.g. '{\"use_sequences\": false}' to time a model "
         "without its sequence branches",
     )
     ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
@@ -348,10 +411,12 @@ def main() -> None:
         print(json.dumps({"kind": "world", "customers": n_world, "seconds": round(time.perf_counter() - t0, 1)}))
         results: list[dict[str, Any]] = []
         for m in args.models.split(","):
-            r = _run_worker(["train", str(data), m, rows])
-            results.append(r)
-            if r["row_width"] and r["samples_per_cpu_s"]:
-                results.append(_run_worker(["mlp", str(data), m, rows, str(r["parameters"]), str(r["row_width"])]))
+            for compiled in (False, True) if args.compile else (False,):
+                r = _run_worker(["train", str(data), m, rows], compiled=compiled)
+                results.append(r)
+                if r["row_width"] and r["samples_per_cpu_s"]:
+                    ref = ["mlp", str(data), m, rows, str(r["parameters"]), str(r["row_width"])]
+                    results.append(_run_worker(ref, compiled=compiled))
         results.append(_run_worker(["score", str(data), "esdpm", "none", str(work)]))
         if n_large:
             results.append(_run_worker(["score", str(data), "esdpm", str(n_large), str(work)]))
@@ -369,23 +434,38 @@ def main() -> None:
     )
     n_timed = _timed_epochs()
     timed = "2nd epoch" if n_timed == 1 else f"median of epochs 2-{n_timed + 1}"
-    print("| measurement | model (parameters) | threads | size | samples or pairs per CPU-s | per wall s | vs MLP |")
-    print("|---|---|---:|---|---:|---:|---:|")
+    print(_table(results, timed, with_compiled=args.compile))
+
+
+def _table(results: list[dict[str, Any]], timed: str, *, with_compiled: bool) -> str:
+    """The Markdown table of the results. "vs MLP": a model's samples per CPU-second over its MLP reference's,
+    trained the same way (eager or compiled); "vs eager MLP" (with ``--compile``): over the eager reference's,
+    and for a compiled MLP its speed over the eager MLP's."""
+    head = "| measurement | model (parameters) | threads | size | samples or pairs per CPU-s | per wall s | vs MLP |"
+    lines = [head + (" vs eager MLP |" if with_compiled else ""), "|---|---|---:|---|---:|---:|---:|"]
+    lines[-1] += "---:|" if with_compiled else ""
     mlp = {r["model"].removeprefix("mlp like "): r for r in results if r["kind"] == "mlp"}
     for r in results:
-        if r["kind"] in ("train", "mlp"):
-            ref = mlp.get(r["model"])
-            per_cpu = r["samples_per_cpu_s"]
-            ratio = f"1/{ref['samples_per_cpu_s'] / per_cpu:.1f}" if ref and per_cpu else ""
-            print(
-                f"| training ({timed}) | {r['model']} ({r['parameters']:,}) | {r['threads']} | {r['rows']:,} rows "
-                f"| {r['samples_per_cpu_s']:,} | {r['samples_per_s']:,} | {ratio} |"
-            )
-        else:
-            print(
+        if r["kind"] not in ("train", "mlp"):
+            lines.append(
                 f"| scoring to Parquet | {r['model']} | {r['threads']} | {r['customers']:,} x {r['funds']} = "
                 f"{r['pairs']:,} pairs | {r['pairs_per_cpu_s']:,} | {r['pairs_per_s']:,} | |"
+                + (" |" if with_compiled else "")
             )
+            continue
+        per_cpu = r["samples_per_cpu_s"]
+        base = r["model"].removeprefix("mlp like ").removesuffix(" (compiled)")
+        if r["kind"] == "mlp":
+            eager = mlp.get(base)
+            cells = ["", f"{per_cpu / eager['samples_per_cpu_s']:.2f}x" if eager and per_cpu else ""]
+        else:
+            refs = [mlp.get(r["model"]), mlp.get(base)]
+            cells = [f"1/{ref['samples_per_cpu_s'] / per_cpu:.1f}" if ref and per_cpu else "" for ref in refs]
+        lines.append(
+            f"| training ({timed}) | {r['model']} ({r['parameters']:,}) | {r['threads']} | {r['rows']:,} rows "
+            f"| {per_cpu:,} | {r['samples_per_s']:,} | " + " | ".join(cells[: 2 if with_compiled else 1]) + " |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
