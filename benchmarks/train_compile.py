@@ -3,6 +3,8 @@
     python benchmarks/train_compile.py --customers 100000 --models esmm,esdpm --workdir W
     python benchmarks/train_compile.py --customers 100000 --models esmm --workdir W --no-deterministic --no-dropout
         # the best case of the dense part: no dropout draws, torch's non-deterministic scatter kernels
+    python benchmarks/train_compile.py --customers 100000 --models esmm,esdpm --workdir W --explain
+        # where compilation splits each model's loss into graphs (torch._dynamo.explain), and why
 
 On the simulated world (reused from ``--workdir``, as ``benchmarks/train.py`` keeps it), one torch thread, each
 model at its initial weights in training mode steps over the first ``--batches`` training batches of 1,024 rows
@@ -224,6 +226,27 @@ def _mlp_steps(width: int, parameters: int, mode: str | None) -> tuple[dict[str,
     return {"eager": make(loss), "compiled": make(compiled)}, list(perm.split(1024))
 
 
+def explain(data: Path, name: str) -> None:
+    """Print where ``torch.compile`` splits the model's training loss (``torch._dynamo.explain`` on the first
+    batch): the number of graphs, and each graph break's reason and the line of eoca's code it happened at."""
+    import torch._dynamo
+
+    from eoca.training.trainer import deterministic_kernels, set_threads
+
+    set_threads(1)
+    model, items = _items(data, name, 1)
+    model.train()
+    batch, past = items[0]
+    own = model.loss if past is None else model.loss_with_history
+    with deterministic_kernels(True):
+        report = torch._dynamo.explain(own)(batch) if past is None else torch._dynamo.explain(own)(batch, *past)
+    print(json.dumps({"model": name, "graphs": report.graph_count, "graph_breaks": report.graph_break_count}))
+    for reason in report.break_reasons:
+        frames = [f for f in reason.user_stack if "/eoca/" in f.filename]
+        where = f"{frames[-1].filename.split('/eoca/')[-1]}:{frames[-1].lineno} {frames[-1].line}" if frames else ""
+        print(f"- {reason.reason.splitlines()[0]} at {where}")
+
+
 def measure(data: Path, name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
     import torch._dynamo
@@ -291,12 +314,17 @@ def main() -> None:
     ap.add_argument("--no-deterministic", action="store_true", help="torch's non-deterministic kernels")
     ap.add_argument("--no-dropout", action="store_true", help="dropout rates set to 0 (not what training does)")
     ap.add_argument("--fallback-random", action="store_true", help="inductor draws random numbers with aten")
+    ap.add_argument("--explain", action="store_true", help="only print where compilation splits each loss")
     ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="eoca_inductor_")
     work = args.workdir or Path(tempfile.gettempdir()) / f"eoca_bench_world_{args.customers}"
     data = _world(args.customers, work)
+    if args.explain:
+        for name in args.models.split(","):
+            explain(data, name)
+        return
     load_before = os.getloadavg()
     rows = [r for name in args.models.split(",") for r in measure(data, name, args)]
     import torch
