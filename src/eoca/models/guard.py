@@ -53,8 +53,8 @@ network and before anything downstream (metrics, allocation, reports) sees a pre
    with the pair's spread, ``E[amount] = k (exp(mu + (1 + b) sigma^2 / 2) - offset)``: the Jensen gap of a latent
    dispersion is larger where the spread is larger (``E[exp(sigma^2 / 2)]`` is convex in sigma), so one factor
    for all pairs under-states the high-risk funds and over-states the low-risk ones. ``b`` and ``k`` solve two
-   moment equations: realised = predicted summed over the purchases whose sigma is below the median, and over the
-   rest. Every part is shrunk by its standard error as above. It is not the default because it moves decisions:
+   moment equations: realised = predicted summed over the half of the purchases with the smaller sigma, and over the
+   other half. Every part is shrunk by its standard error as above. It is not the default because it moves decisions:
    measured on the default world it costs ``gbdt`` decision value (benchmarks/RESULTS.md, issue 9).
 
 The bounds never bind on a calibrated model (they only remove extrapolation), and the recalibration is a per-fund
@@ -407,6 +407,7 @@ class EtvGuard:
         mu = np.asarray(base["mu"], dtype=np.float64)
         sigma = np.asarray(base["sigma"], dtype=np.float64)
         keep = np.isfinite(y) & (y + offset > 0) & (y > 0) & np.isfinite(mu) & np.isfinite(sigma)
+        fund_all = fund_pos
         y, mu, sigma, fund_pos = y[keep], mu[keep], sigma[keep], fund_pos[keep]
         if y.size < 2:
             self.amount_factor_source = f"none: fewer than 2 purchases with a positive amount in {source}"
@@ -423,13 +424,15 @@ class EtvGuard:
             log_scale = 0.5 * math.log(max(float(np.mean(((r_f - shift) / sigma[rows]) ** 2)), 1e-12))
             self.level_shift[fid] = shift
             self.level_scale[fid] = math.exp(_shrink(log_scale, 1.0 / (2 * n_f)))
-        shifted = self.apply(preds, fund_pos, fund_ids, formula)
+        shifted = self.apply(preds, fund_all, fund_ids, formula)
         mu_a = np.asarray(shifted["mu"], dtype=np.float64)[keep]
         var_a = np.asarray(shifted["sigma"], dtype=np.float64)[keep] ** 2
         # (b) the spread exponent from two moment equations (purchases below / above the median sigma)
-        high = var_a > np.median(var_a)
+        # the halves by rank, so that ties (a few distinct sigmas, e.g. one per fund) still give two halves
+        high = np.zeros(var_a.size, dtype=bool)
+        high[np.argsort(var_a, kind="stable")[var_a.size // 2 :]] = True
         b = 0.0
-        if high.any() and (~high).any():
+        if float(var_a[high].mean()) > float(var_a[~high].mean()):
 
             def log_ratio(part: np.ndarray, b_: float) -> float:
                 pred = np.exp(np.minimum(mu_a[part] + 0.5 * (1.0 + b_) * var_a[part], LOG_ETV_CAP)) - offset
