@@ -200,9 +200,9 @@ def test_guard_amount_factor_corrects_the_jensen_gap_of_a_latent_dispersion_and_
 
 def test_guard_per_fund_level_corrects_each_fund_where_one_factor_cannot() -> None:
     """Step 3's ``per_fund`` form: two funds whose amounts have different spreads, both with a latent dispersion
-    the model cannot see, and a head whose mu is biased on one fund. One shared factor, set by the high-spread fund's
-    mean, ends over-stating the low-spread fund by a third; the per-fund form (log-space shift and sigma scale per fund, then a
-    factor growing with the spread) puts both within 10% of the truth. It survives a save/load; a guard saved
+    the model cannot see, and a head whose mu is biased on one fund. One shared factor, set by the high-spread
+    fund's mean, ends over-stating the low-spread fund by a quarter or more; the per-fund form (log-space shift and
+    sigma scale per fund, then a factor growing with the spread) puts both within 10% of the truth. It survives a save/load; a guard saved
     before it existed loads without it; a model without a lognormal amount gets the shared factor."""
     rng = np.random.default_rng(11)
     m = 120000
