@@ -202,8 +202,9 @@ def test_guard_per_fund_level_corrects_each_fund_where_one_factor_cannot() -> No
     """Step 3's ``per_fund`` form: two funds whose amounts have different spreads, both with a latent dispersion
     the model cannot see, and a head whose mu is biased on one fund. One shared factor, set by the high-spread
     fund's mean, ends over-stating the low-spread fund by a quarter or more; the per-fund form (log-space shift and
-    sigma scale per fund, then a factor growing with the spread) puts both within 10% of the truth. It survives a save/load; a guard saved
-    before it existed loads without it; a model without a lognormal amount gets the shared factor."""
+    sigma scale per fund, then a factor growing with the spread) puts both within 10% of the truth. It survives a
+    save/load; a guard saved before it existed loads without it; a model without a lognormal amount gets the shared
+    factor."""
     rng = np.random.default_rng(11)
     m = 120000
     fund = rng.integers(0, 2, m)
