@@ -311,7 +311,7 @@ def main() -> None:
     ap.add_argument(
         "--params",
         default="",
-        help="model parameters (JSON) for every trained model, e.g. '{\"use_sequences\": false}' to time a model "
+        help='model parameters (JSON) for every trained model, e.g. \'{"use_sequences": false}\' to time a model '
         "without its sequence branches",
     )
     ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
