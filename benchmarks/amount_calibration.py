@@ -197,37 +197,53 @@ def realised_over_expected(dataset: Any) -> tuple[list[int], list[float]]:
     return [int(s.sum()) for s in by_fund], [float(amount[s].sum() / expected[s].sum()) for s in by_fund]
 
 
-def product_ratios(dataset: Any, run: Path, chunk: int = 50_000, refit_guard: bool = False) -> dict[str, Any]:
-    """The product's per-fund ratios, guarded and unguarded, scoring ``chunk`` test customers at a time.
+def product_ratios(
+    dataset: Any, run: Path, chunk: int = 50_000, refit_guard: bool = False, amount_levels: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The product's per-fund ratios and decision share, guarded and unguarded, scoring ``chunk`` test customers at
+    a time.
 
     ``refit_guard``: first refit the run's guard with today's rule (:meth:`TrainedModel.fit_guard`, on the valid
     split and the past purchases), so that a run saved before a change of the guard is measured as the product
-    would deliver it now; the unguarded row, which no guard touches, is then not scored again."""
+    would deliver it now; the unguarded row, which no guard touches, is then not scored again. ``amount_levels``
+    (with ``refit_guard``): one row per form of the guard's step 3 (``train.amount_level``), each refitted on the
+    same trained model, so that the forms are compared on the same network."""
+    from eoca.risk import eligible_mask
     from eoca.simulate import truth_arrays
     from eoca.training import TrainedModel
 
     trained = TrainedModel.load(run)
-    refit: dict[str, Any] = {}
-    if refit_guard:
-        assert trained.guard is not None
-        saved = trained.guard.state_dict()
-        new = trained.fit_guard(dataset).state_dict()
-        steps_1_2 = [k for k in saved if not k.startswith("amount_factor")]
-        refit = {
-            "saved_amount_factor": saved.get("amount_factor", 1.0),
-            "amount_factor": new["amount_factor"],
-            "amount_factor_source": new["amount_factor_source"],
-            "steps_1_2_unchanged": all(saved[k] == new[k] for k in steps_1_2),
-        }
     truth = truth_arrays(dataset)
     k = dataset.n_funds
     test = dataset.split_mask("test")
     customers = np.unique(dataset.customer_index(dataset.exposures.column("customer_id"))[test])
     p_true = truth.p[customers]
-    amount_true = truth.etv[customers] / np.maximum(p_true, 1e-300)
+    etv_true = truth.etv[customers]
+    amount_true = etv_true / np.maximum(p_true, 1e-300)
+    tol = np.asarray(dataset.customers.column("risk_tolerance").to_numpy(), dtype=np.int64)[customers]
+    eligible = eligible_mask(tol, np.asarray(dataset.funds.column("risk_level").to_numpy(), dtype=np.int64))
+    oracle = float(np.where(eligible, etv_true, -np.inf).max(axis=1).sum())
+    saved = trained.guard.state_dict() if trained.guard is not None else {}
+    forms: list[tuple[str, bool, str | None]] = []
+    if refit_guard:
+        forms = [(f"product ({level})", True, level) for level in (amount_levels or (trained.config.amount_level,))]
+    else:
+        forms = [("product", True, None), ("unguarded", False, None)]
     variants: dict[str, Any] = {}
-    for name, guarded in (("product", True), ("unguarded", False))[: 1 if refit_guard else 2]:
-        parts = []
+    refit: dict[str, Any] = {}
+    for name, guarded, level in forms:
+        if level is not None:
+            trained.config = trained.config.model_copy(update={"amount_level": level})
+            new = trained.fit_guard(dataset).state_dict()
+            steps_1_2 = [key for key in saved if not key.startswith(("amount_factor", "level_", "jensen"))]
+            refit[level] = {
+                "saved_amount_factor": saved.get("amount_factor", 1.0),
+                "amount_factor": new["amount_factor"],
+                "amount_factor_source": new["amount_factor_source"],
+                "jensen_b": new["jensen_b"],
+                "steps_1_2_unchanged": all(saved[key] == new[key] for key in steps_1_2),
+            }
+        parts, probs = [], []
         for block in np.array_split(customers, max(1, -(-customers.size // chunk))):
             pred = trained.predict_pairs(
                 dataset, np.repeat(block, k), np.tile(np.arange(k), block.size), guarded=guarded
@@ -235,7 +251,13 @@ def product_ratios(dataset: Any, run: Path, chunk: int = 50_000, refit_guard: bo
             if "amount" not in pred:
                 return {"run": str(run), "model": trained.name, "skipped": "no amount output"}
             parts.append(np.asarray(pred["amount"], dtype=np.float64).reshape(block.size, k))
-        variants[name] = {"ratios": p_weighted_ratios(np.concatenate(parts), amount_true, p_true)}
+            probs.append(np.asarray(pred["p"], dtype=np.float64).reshape(block.size, k))
+        amount, p = np.concatenate(parts), np.concatenate(probs)
+        choice = np.where(eligible, p * amount, -np.inf).argmax(axis=1)
+        variants[name] = {
+            "ratios": p_weighted_ratios(amount, amount_true, p_true),
+            "share": float(etv_true[np.arange(choice.size), choice].sum() / oracle),
+        }
     out = {"run": str(run), "model": trained.name, "test_customers": int(customers.size), "variants": variants}
     return {**out, "guard_refit": refit} if refit else out
 
@@ -373,21 +395,20 @@ def render(res: dict[str, Any]) -> str:
             f"`{r['run']}` ({r['model']}): per-fund ratio (pred/true, weighted by the true p) and decision share",
             "",
             "| amount | "
-            + " | ".join(f"fund {f}" for f in range(len(r["variants"]["product"]["ratios"])))
+            + " | ".join(f"fund {f}" for f in range(len(next(iter(r["variants"].values()))["ratios"])))
             + " | % of oracle | funds within 20% |",
-            "|---|" + "---:|" * (len(r["variants"]["product"]["ratios"]) + 2),
+            "|---|" + "---:|" * (len(next(iter(r["variants"].values()))["ratios"]) + 2),
         ]
         for name, v in r["variants"].items():
             share = f"{100 * v['share']:.2f}" if "share" in v else "—"
             within = sum(0.8 <= x <= 1.2 for x in v["ratios"])
             lines.append(f"| {name} | " + " | ".join(f"{x:.3f}" for x in v["ratios"]) + f" | {share} | {within} |")
-        if "guard_refit" in r:
-            g = r["guard_refit"]
+        for level, g in r.get("guard_refit", {}).items():
             lines += [
                 "",
-                f"guard refitted with today's rule: amount factor {g['amount_factor']:.4f} (saved run: "
-                f"{g['saved_amount_factor']:.4f}; {g['amount_factor_source']}); the valid split's bounds, shifts and "
-                f"sigma scale {'unchanged' if g['steps_1_2_unchanged'] else 'CHANGED'}",
+                f"guard refitted with today's rule, `amount_level: {level}`: amount factor {g['amount_factor']:.4f} "
+                f"(saved run: {g['saved_amount_factor']:.4f}; {g['amount_factor_source']}); the valid split's "
+                f"bounds, shifts and sigma scale {'unchanged' if g['steps_1_2_unchanged'] else 'CHANGED'}",
             ]
         if "worst_fund_bins" not in r:
             continue
@@ -421,11 +442,19 @@ def main() -> None:
         action="store_true",
         help="with --product-only: refit each run's guard with today's rule before scoring (see product_ratios)",
     )
+    ap.add_argument(
+        "--amount-level",
+        default="",
+        help="with --refit-guard: comma-separated forms of the guard's step 3 to compare, e.g. shared,per_fund "
+        "(default: the run's own)",
+    )
     args = ap.parse_args()
     if not args.runs and not args.product_only:
         ap.error("--runs is required unless --product-only is given")
     if args.refit_guard and not args.product_only:
         ap.error("--refit-guard goes with --product-only")
+    if args.amount_level and not args.refit_guard:
+        ap.error("--amount-level goes with --refit-guard")
     import torch
 
     from eoca.data import open_dataset
@@ -440,7 +469,10 @@ def main() -> None:
     }
     if args.product_only:
         res["purchases_per_fund"], res["purchases_realised_over_expected"] = realised_over_expected(dataset)
-        res["runs"] = [product_ratios(dataset, run, refit_guard=args.refit_guard) for run in args.runs]
+        levels = tuple(x for x in args.amount_level.split(",") if x)
+        res["runs"] = [
+            product_ratios(dataset, run, refit_guard=args.refit_guard, amount_levels=levels) for run in args.runs
+        ]
     else:
         res["runs"] = [analyse(dataset, run, args.cap) for run in args.runs]
     res["wall_s"] = time.perf_counter() - t0

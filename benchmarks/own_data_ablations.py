@@ -21,6 +21,10 @@ same splits (results in benchmarks/RESULTS.md, "Bring your own data", table "Wha
 * ``weights`` (CDNOW predictions saved by ``own_data.py --customer-base-model``, ``--preds DIR``): the blend
   ``w * bgnbd + (1 - w) * mtl_ziln`` at every ``w`` in 0, 0.1, ..., 1 against the peers on the test customers,
   a hindsight bound on what one global weight (the zoo model ``stack``) could reach.
+* ``power`` (CDNOW predictions saved by an ``own_data.py --folds`` run, ``--preds DIR``): per split seed, eoca's
+  best against the tuned LightGBM on Gini and against BG/NBD on MSE (the two CDNOW ties): the observed difference,
+  its interval and MDE80, and the number of test customers at which the MDE80 would reach the observed
+  difference (``n x (MDE80 / d)^2``: the standard error shrinks as ``1 / sqrt(n)``).
 * ``excess`` (donation predictions saved by ``own_data.py``, ``--preds DIR``): every candidate's and peer's
   expected MSE above the Bayes predictor of the file (``test_ceiling``), free of label noise.
 * ``unweighted`` (synthetic donations, ``--seeds``): networks trained on the oversampled sample without its
@@ -418,6 +422,49 @@ def weights(preds: Path, data: str = "cdnow", flexible: str = "mtl_ziln") -> lis
     return lines
 
 
+def power(preds: Path, data: str = "cdnow", boot: int = 1000) -> list[str]:
+    """The two CDNOW ties per split seed (see the module docstring); bootstrap draws seeded by the split seed, as
+    in own_data.py, so the intervals are that run's."""
+    files: dict[int, list[dict[str, np.ndarray]]] = {}
+    for path, d in zip(sorted(preds.glob(f"predictions_{data}_*_fold*.npz")), _best_per_file(preds, data), strict=True):
+        files.setdefault(int(path.stem.split("_fold")[0].rsplit("_", 1)[1]), []).append(d)
+    lines = [
+        "| comparison | split seed | test customers | observed Δ | 95% | se | MDE80 | customers for 80% power |",
+        "|---|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for metric, peer in (("gini", "gbdt"), ("mse", "bgnbd")):
+        for seed, parts in sorted(files.items()):
+            y, a, b = (np.concatenate([d[k] for d in parts]) for k in ("test_amount", "test_eoca", f"test_{peer}"))
+            gini = M.normalized_gini(y, a) - M.normalized_gini(y, b)
+            d_obs = gini if metric == "gini" else M.mse(y, b) - M.mse(y, a)
+            r = paired_bootstrap(y, a, b, None, boot, seed)
+            mde = r[f"{metric}_mde80"]
+            need = f"{y.size * (mde / d_obs) ** 2:,.0f} ({(mde / d_obs) ** 2:.1f}x)" if d_obs > 0 else "none: Δ <= 0"
+            spec = ".4f" if metric == "gini" else ",.0f"
+            lines.append(
+                f"| {metric} vs {peer} | {seed} | {y.size:,} | {d_obs:+{spec}} | {ci(r[f'{metric}_diff_95'], spec)} | "
+                f"{r[f'{metric}_diff_se']:{'.5f' if metric == 'gini' else ',.0f'}} | {mde:{spec}} | {need} |"
+            )
+    # Where MSE(bgnbd) - MSE(eoca) comes from: BG/NBD's top 1% of test predictions (about what a tail hand-off
+    # gives to the structure) against the rest, and the single largest share.
+    lines += [
+        "",
+        "| split seed | ΔMSE vs bgnbd | top 1% of bgnbd | rest | eoca / bgnbd on the top 1% (median) "
+        "| largest share: actual, eoca, bgnbd, share |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for seed, parts in sorted(files.items()):
+        y, a, b = (np.concatenate([d[k] for d in parts]) for k in ("test_amount", "test_eoca", "test_bgnbd"))
+        share = ((y - b) ** 2 - (y - a) ** 2) / y.size
+        top = b >= np.quantile(b, 0.99)
+        i = int(np.argmax(np.abs(share)))
+        lines.append(
+            f"| {seed} | {share.sum():+,.0f} | {share[top].sum():+,.0f} | {share[~top].sum():+,.0f} | "
+            f"{np.median(a[top] / b[top]):.3f} | {y[i]:,.0f}, {a[i]:,.0f}, {b[i]:,.0f}, {share[i]:+,.0f} |"
+        )
+    return lines
+
+
 def excess(preds: Path) -> list[str]:
     """Every method's expected MSE above the Bayes predictor of the file (synthetic donations only: the saved
     ``test_ceiling``), population-weighted, per saved run; the folds of a ``--folds`` run are pooled."""
@@ -468,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += ["## the customer-base features: with against without", "", *hybrid(args.preds, args.baseline), ""]
         if "weights" in parts and args.preds is not None:
             lines += ["## one blend weight chosen on the test set (hindsight bound)", "", *weights(args.preds), ""]
+        if "power" in parts and args.preds is not None:
+            lines += ["## power of the two CDNOW ties", "", *power(args.preds), ""]
         if "shrink" in parts and args.preds is not None:
             lines += ["## capping eoca's largest predictions", "", *shrink(args.preds), ""]
         if "unweighted" in parts:

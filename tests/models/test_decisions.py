@@ -198,6 +198,69 @@ def test_guard_amount_factor_corrects_the_jensen_gap_of_a_latent_dispersion_and_
         guard.fit_amount_factor(np.ones(3), np.ones(2), "bad")
 
 
+def test_guard_per_fund_level_corrects_each_fund_where_one_factor_cannot() -> None:
+    """Step 3's ``per_fund`` form: two funds whose amounts have different spreads, both with a latent dispersion
+    the model cannot see, and a head whose mu is biased on one fund. One shared factor, set by the high-spread
+    fund's mean, ends over-stating the low-spread fund by a quarter or more; the per-fund form (log-space shift and
+    sigma scale per fund, then a factor growing with the spread) puts both within 10% of the truth. It survives a
+    save/load; a guard saved before it existed loads without it; a model without a lognormal amount gets the shared
+    factor."""
+    rng = np.random.default_rng(11)
+    m = 120000
+    fund = rng.integers(0, 2, m)
+    funds = ["lo", "hi"]
+    mu = rng.normal(5.0, 0.6, m)
+    base = np.where(fund == 1, 1.5, 0.6)
+    sigma_true = np.clip(base * np.exp(0.35 * rng.standard_normal(m)), 0.25, 2.2)
+    y = np.expm1(mu + sigma_true * rng.standard_normal(m))
+    rms = np.array([np.sqrt(np.mean(sigma_true[fund == f] ** 2)) for f in (0, 1)])
+    head_mu = mu - np.where(fund == 1, 0.2, 0.0)  # the head under-states the high-spread fund's log level
+    preds = {"p": np.full(m, 0.1), "mu": head_mu, "sigma": rms[fund], "etv": np.zeros(m)}
+    stats = {"log1p_min": 0.0, "log1p_max": 14.0, "log1p_sigma": 2.5, "max_amount": 1e9, "n_converters": 1000.0}
+    true_amount = np.expm1(mu + sigma_true**2 / 2)
+
+    def ratios(g: EtvGuard) -> np.ndarray:
+        out = g.apply(preds, fund, funds, "eoca")["amount"].astype(np.float64)
+        return np.array([out[fund == f].sum() / true_amount[fund == f].sum() for f in (0, 1)])
+
+    shared = EtvGuard.from_label_stats(stats)
+    shared.fit_amount_factor(y, shared.apply(preds, fund, funds, "eoca")["amount"].astype(np.float64), "purchases")
+    r_shared = ratios(shared)
+    assert r_shared[0] > 1.3, r_shared  # what one factor cannot do: the high-spread fund's mean sets it
+    per_fund = EtvGuard.from_label_stats(stats).fit_amount_level(y, preds, fund, funds, "eoca", "purchases")
+    np.testing.assert_allclose(ratios(per_fund), [1.0, 1.0], atol=0.1)
+    assert per_fund.level_shift["hi"] == pytest.approx(0.2, abs=0.05)
+    assert abs(per_fund.level_shift["lo"]) < 0.05
+    assert per_fund.jensen_b > 0.1
+    assert per_fund.amount_factor_source.startswith("per fund: purchases, ")
+    # the reported sigma is the one whose lognormal mean is the prediction (before the shared factor)
+    out = per_fund.apply(preds, fund, funds, "eoca")
+    lognormal = np.expm1(out["mu"].astype(np.float64) + out["sigma"].astype(np.float64) ** 2 / 2)
+    np.testing.assert_allclose(out["amount"], lognormal * per_fund.amount_factor, rtol=1e-4)
+    # the bounds alone (no recalibration) do not use it
+    np.testing.assert_array_equal(per_fund.bound(preds, "eoca")["amount"], shared.bound(preds, "eoca")["amount"])
+    assert EtvGuard.from_state_dict(per_fund.state_dict()) == per_fund
+    old = {k: v for k, v in per_fund.state_dict().items() if not k.startswith(("level_", "jensen"))}
+    loaded = EtvGuard.from_state_dict(old)
+    assert loaded.level_shift == {} and loaded.jensen_b == 0.0
+    # a model whose amount is not lognormal: the shared factor, fitted on its amounts
+    direct = {"p": np.full(m, 0.1), "amount": np.full(m, 500.0), "etv": np.full(m, 50.0)}
+    g = EtvGuard.from_label_stats(stats).fit_amount_level(y, direct, fund, funds, None, "purchases")
+    assert g.level_shift == {} and g.jensen_b == 0.0
+    assert g.amount_factor == pytest.approx(y[y > 0].sum() / (500.0 * (y > 0).sum()), rel=0.02)
+    with pytest.raises(ValueError, match="differ in length"):
+        EtvGuard.from_label_stats(stats).fit_amount_level(y, preds, fund[:-1], funds, "eoca", "bad")
+
+
+def test_amount_level_is_validated_by_name() -> None:
+    from eoca.errors import ConfigError
+    from eoca.training.config import coerce_train_config
+
+    assert coerce_train_config(None).amount_level == "shared"
+    with pytest.raises(ConfigError, match="amount_level"):
+        coerce_train_config({"amount_level": "per_customer"})
+
+
 def test_gbdt_saves_loads_and_scores_like_the_others(sim: Dataset, tmp_path) -> None:
     trained = train(sim, {"model": "gbdt", "num_threads": 1, "params": {"n_estimators": 30}}, tmp_path, progress=False)
     assert trained.guard is not None and trained.guard.recalibration.startswith("valid split")
@@ -412,6 +475,18 @@ def test_gbdt_amount_is_calibrated_on_a_small_simulated_world(sim: Dataset) -> N
     ratios = (w * pred["amount"]).sum(axis=0) / (w * true_amount).sum(axis=0)
     assert 0.8 < overall < 1.2, overall
     assert np.all((ratios > 0.7) & (ratios < 1.3)), ratios
+    # the per-fund form of step 3 refits on the same trained model and keeps everything else of the guard
+    assert trained.guard is not None
+    shared = trained.guard.state_dict()
+    trained.config = trained.config.model_copy(update={"amount_level": "per_fund"})
+    per_fund = trained.fit_guard(sim).state_dict()
+    assert per_fund["amount_factor_source"].startswith("per fund: past purchases")
+    assert set(per_fund["level_shift"]) == {str(f) for f in range(sim.n_funds)}
+    assert all(per_fund[k] == shared[k] for k in ("mu_min", "mu_max", "sigma_max", "fund_shift", "sigma_scale"))
+    refit = trained.score_matrix(sim)
+    np.testing.assert_array_equal(refit["p"], pred["p"])
+    refit_overall = float((w * refit["amount"]).sum() / (w * true_amount).sum())
+    assert 0.8 < refit_overall < 1.2, refit_overall
 
 
 def test_network_amount_head_learns_from_the_training_share_of_past_purchases(sim: Dataset, monkeypatch) -> None:

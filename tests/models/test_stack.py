@@ -3,6 +3,7 @@ network's bounded ETV ``f``, with ``w`` chosen on the validation split."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -102,11 +103,19 @@ def test_the_flexible_model_and_its_parameters(log_ds: Dataset) -> None:  # noqa
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"flexible": "stack"}, "cannot be 'stack' itself"),
+        ({"flexible": "stack"}, "cannot be 'stack', a stack itself"),
+        ({"flexible": "stack_tail"}, "cannot be 'stack_tail', a stack itself"),
+        ({"trees": "mtl_ziln"}, "trees must name a LightGBM zoo model.*'mtl_ziln'"),
+        ({"trees": "gbdtt"}, "unknown model 'gbdtt'"),
+        ({"trees": "gbdt", "trees_weight": 1.5}, r"trees_weight must be a number in \[0, 1\], got 1.5"),
+        ({"trees": "gbdt", "trees_params": [1]}, "trees_params must be a mapping"),
+        ({"trees": "gbdt", "trees_params": {"leaves": 3}}, r"model 'gbdt' has no parameter\(s\) leaves"),
+        ({"tail_quantile": 1.0}, r"tail_quantile must be a number in \(0, 1\) or null, got 1.0"),
+        ({"tail_quantile": "top"}, "tail_quantile must be a number"),
         ({"flexible": "gbdt"}, "must be a network.*'gbdt'"),
         ({"flexible": "mtl_zilnn"}, "unknown model 'mtl_zilnn'"),
         ({"blend_metric": "gini"}, "blend_metric must be one of deviance, mse"),
-        ({"blend_steps": 0}, "blend_steps must be a positive integer"),
+        ({"blend_steps": -1}, "blend_steps must be a non-negative integer"),
         ({"flexible_params": [1]}, "flexible_params must be a mapping"),
         ({"base_spend": "nope"}, r"no numeric customer feature 'nope' \(params.base_spend\)"),
     ],
@@ -122,3 +131,51 @@ def test_without_the_customer_base_features_it_names_the_import_option(tmp_path:
         build_model("stack", FeatureSpace.fit(plain))
     with pytest.raises(ConfigError, match=r"model 'stack' has no parameter\(s\) blend_metrics"):
         train(plain, {"model": "stack", "params": {"blend_metrics": "mse"}}, progress=False)
+
+
+def test_stack_tail_hands_the_tail_to_the_structure_and_averages_network_and_trees(
+    log_ds: Dataset,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ds = log_ds
+    torch.set_num_threads(1)
+    cfg = {"model": "stack_tail", "seed": 2, "max_epochs": 2, "num_threads": 1}
+    trained, pred = _seeded_round_trip(ds, cfg, tmp_path)
+    model = trained.model
+    assert isinstance(model, Stack) and model.trees is not None and model.trees_fitted
+    assert float(model.blend_weight) == 0.0  # blend_steps 0: nothing chosen on validation
+    # The threshold is the 99th percentile of the training customers' structural spend, exactly.
+    s_all = _column(ds, "cbm_expected_spend")
+    train_s = s_all[split_exposures(ds, "train")["customer_pos"]]
+    threshold = float(model.tail_threshold)
+    np.testing.assert_allclose(threshold, np.quantile(train_s, 0.99), rtol=1e-5)
+    # The trees are the zoo's gbdt fitted with the training seed: the same as gbdt trained on its own.
+    alone = train(ds, {"model": "gbdt", "seed": 2, "num_threads": 1}, progress=False)
+    test = split_exposures(ds, "test")
+    bound = trained.bind(ds)
+    batch = bound.pair_batch(test["customer_pos"], test["fund_pos"])
+    with torch.inference_mode():
+        _, net = model._bounded_etv(model.flexible, batch)
+        _, trees = model._bounded_etv(model.trees, batch)
+    g = alone.predict_pairs(ds, test["customer_pos"], test["fund_pos"], guarded=False)
+    np.testing.assert_allclose(trees, model._bounds.bound(g, "eoca")["etv"], rtol=1e-6)
+    s = s_all[test["customer_pos"]]
+    tail = s >= threshold
+    raw = trained.predict_pairs(ds, test["customer_pos"], test["fund_pos"], guarded=False)["etv"]
+    np.testing.assert_allclose(raw, np.where(tail, s, 0.5 * net + 0.5 * trees), rtol=1e-5, atol=1e-4)
+    # Before the fit after training (per-epoch scores), the network alone: trees unused, nobody in the tail.
+    fresh = build_model("stack_tail", trained.features)
+    unfitted = {"trees_state": torch.zeros(0, dtype=torch.uint8), "tail_threshold": torch.tensor(math.inf)}
+    fresh.load_state_dict(model.state_dict() | unfitted)
+    assert isinstance(fresh, Stack) and not fresh.trees_fitted
+    fresh.eval()
+    with torch.inference_mode():
+        np.testing.assert_allclose(fresh.predict(batch).etv.numpy(), net, rtol=1e-5)
+    assert trained.guard is not None and float(pred["etv"].max()) <= trained.guard.amount_cap * (1 + 1e-6)
+
+
+def test_a_plain_stack_keeps_its_saved_state(log_ds: Dataset) -> None:  # noqa: F811
+    # Runs saved before the optional parts existed load unchanged: a plain stack has no new state.
+    keys = set(build_model("stack", FeatureSpace.fit(log_ds)).state_dict())
+    assert not {k for k in keys if k.startswith(("trees", "tail_threshold"))}
+    assert build_model("stack", FeatureSpace.fit(log_ds)).trees is None

@@ -15,7 +15,7 @@ from eoca.models.base import DirectFitModel
 from eoca.models.features import BoundFeatures
 
 WITH_AMOUNT_PARAMS = {"mtl_ziln", "esdpm_ncg", "esdpm", "ptofa"}
-NEEDS_TRANSACTION_LOG = {"bgnbd_gbdt", "bgnbd_ziln", "stack"}
+NEEDS_TRANSACTION_LOG = {"bgnbd_gbdt", "bgnbd_ziln", "stack", "stack_tail"}
 """Models that read the customer-base features of a transaction log (tests/models/test_bgnbd_hybrids.py)."""
 ANY_DATA_MODELS = [m for m in MODEL_NAMES if m not in NEEDS_TRANSACTION_LOG]
 

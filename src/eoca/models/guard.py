@@ -44,6 +44,19 @@ network and before anything downstream (metrics, allocation, reports) sees a pre
    history-learning models (``gbdt``, the ESDPM family) fitted their amounts on, so for them the factor is measured
    in-sample; a model without that data (no behaviour events) keeps ``k = 1``.
 
+   **Per fund** (``amount_level: per_fund`` in the training config; the default ``shared`` is the single factor
+   above). A user who needs each fund's amount level right (a forecast of what a fund's campaign brings in), not
+   only the decisions, can have step 3 fitted per fund on the same past purchases, in two parts
+   (:meth:`EtvGuard.fit_amount_level`): (a) per fund, a log-space shift of ``mu`` and a scale of ``sigma`` (the
+   fund's mean residual and the mean square of its standardised residuals, as in step 2 but on thousands of
+   purchases instead of the validation split's few dozen converters), and (b) a mean-space correction that grows
+   with the pair's spread, ``E[amount] = k (exp(mu + (1 + b) sigma^2 / 2) - offset)``: the Jensen gap of a latent
+   dispersion is larger where the spread is larger (``E[exp(sigma^2 / 2)]`` is convex in sigma), so one factor
+   for all pairs under-states the high-risk funds and over-states the low-risk ones. ``b`` and ``k`` solve two
+   moment equations: realised = predicted summed over the half of the purchases with the smaller sigma, and over the
+   other half. Every part is shrunk by its standard error as above. It is not the default because it moves decisions:
+   measured on the default world it costs ``gbdt`` decision value (benchmarks/RESULTS.md, issue 9).
+
 The bounds never bind on a calibrated model (they only remove extrapolation), and the recalibration is a per-fund
 shift plus one shared scale, so it changes which fund wins for a customer only where a model's amount is biased
 differently for different funds (or its sigma is inflated), which is the error it corrects.
@@ -62,6 +75,13 @@ from eoca.models.losses import LOG_ETV_CAP, SIGMA_FLOOR
 AMOUNT_CAP_MULTIPLE: float = 1.0
 """``E[amount | convert]`` may not exceed this multiple of the largest amount among the train converters: an
 expected value above every amount ever observed has no support in the data."""
+
+AMOUNT_LEVELS: tuple[str, ...] = ("shared", "per_fund")
+"""Step 3's forms: one factor for every pair, or per-fund log-space corrections plus a spread-dependent factor."""
+
+JENSEN_B_RANGE: tuple[float, float] = (-0.5, 2.0)
+"""Where the spread exponent ``b`` of the per-fund form is searched: ``(1 + b) sigma^2`` stays positive, and at most
+triples the variance term (the amount cap of step 1 still bounds every prediction)."""
 
 AMOUNT_FACTOR_MAX_ROWS: int = 200_000
 """Past purchases that :meth:`EtvGuard.fit_amount_factor` is fitted on at most (a seeded random subset beyond it):
@@ -98,6 +118,9 @@ class EtvGuard:
         recalibration: how the factors were fitted (shown in metrics), e.g. ``"valid split, 97 converters"``.
         amount_factor: the shared mean-space scale of ``E[amount | convert]`` (step 3; 1.0 when not fitted).
         amount_factor_source: how it was fitted (shown in metrics).
+        level_shift, level_scale: step 3's per-fund shift of ``mu`` and scale of ``sigma`` (``per_fund`` only;
+            funds absent are unchanged).
+        jensen_b: step 3's spread exponent ``b`` (``per_fund`` only; 0 otherwise).
     """
 
     mu_min: float
@@ -112,6 +135,9 @@ class EtvGuard:
     recalibration: str = "none"
     amount_factor: float = 1.0
     amount_factor_source: str = "none"
+    level_shift: dict[str, float] = field(default_factory=dict)
+    level_scale: dict[str, float] = field(default_factory=dict)
+    jensen_b: float = 0.0
 
     @classmethod
     def from_label_stats(cls, stats: dict[str, float]) -> EtvGuard:
@@ -147,6 +173,9 @@ class EtvGuard:
             "recalibration": self.recalibration,
             "amount_factor": self.amount_factor,
             "amount_factor_source": self.amount_factor_source,
+            "level_shift": dict(self.level_shift),
+            "level_scale": dict(self.level_scale),
+            "jensen_b": self.jensen_b,
         }
 
     @classmethod
@@ -168,6 +197,9 @@ class EtvGuard:
             # guards saved before step 3 existed had no factor: 1.0 reproduces their predictions exactly
             amount_factor=float(state.get("amount_factor", 1.0)),
             amount_factor_source=str(state.get("amount_factor_source", "none")),
+            level_shift={str(k): float(v) for k, v in dict(state.get("level_shift", {})).items()},
+            level_scale={str(k): float(v) for k, v in dict(state.get("level_scale", {})).items()},
+            jensen_b=float(state.get("jensen_b", 0.0)),
         )
 
     # -- the rule -------------------------------------------------------------------------------------------
@@ -194,12 +226,21 @@ class EtvGuard:
         if "mu" in preds and "sigma" in preds and formula in _FORMULA_OFFSET:
             mu = np.asarray(preds["mu"], dtype=np.float64)
             sigma = np.asarray(preds["sigma"], dtype=np.float64)
+            spread = 1.0
             if recal:
                 assert fund_pos is not None and fund_ids is not None
-                mu = mu + self._shifts(fund_ids)[np.asarray(fund_pos, dtype=np.int64)]
+                pos = np.asarray(fund_pos, dtype=np.int64)
+                mu = mu + self._shifts(fund_ids)[pos]
                 sigma = sigma * self.sigma_scale
+                if self.level_shift or self.level_scale:
+                    mu = mu + np.array([self.level_shift.get(f, 0.0) for f in fund_ids])[pos]
+                    sigma = sigma * np.array([self.level_scale.get(f, 1.0) for f in fund_ids])[pos]
+                spread = 1.0 + self.jensen_b
             mu = np.clip(mu, self.mu_min, self.mu_max)
             sigma = np.clip(sigma, SIGMA_FLOOR, self.sigma_max)
+            if spread != 1.0:
+                # the sigma whose lognormal mean is the prediction, so that mu, sigma and amount stay consistent
+                sigma = sigma * math.sqrt(spread)
             amount = np.exp(np.minimum(mu + 0.5 * sigma**2, LOG_ETV_CAP)) - _FORMULA_OFFSET[formula]
             out["mu"], out["sigma"] = mu.astype(np.float32), sigma.astype(np.float32)
         elif "amount" in preds:
@@ -328,3 +369,100 @@ class EtvGuard:
             f"{self.amount_factor:.4f}"
         )
         return self
+
+    def fit_amount_level(
+        self,
+        realised: np.ndarray,
+        preds: dict[str, np.ndarray],
+        fund_pos: np.ndarray,
+        fund_ids: list[str],
+        formula: str | None,
+        source: str,
+    ) -> EtvGuard:
+        """Fit step 3 in its ``per_fund`` form (module docstring) on held purchases; returns self.
+
+        Args:
+            realised: the purchases' amounts, float ``[m]``.
+            preds: the model's raw predictions for them (``p``, ``mu``, ``sigma`` ..., float arrays ``[m]``).
+            fund_pos: each purchase's fund position in ``fund_ids``, int ``[m]``.
+            formula: the model's amount formula; a model without a lognormal amount (``mu``/``sigma``) gets the
+                shared factor (:meth:`fit_amount_factor`) instead.
+        """
+        from scipy.optimize import brentq
+
+        y = np.asarray(realised, dtype=np.float64).ravel()
+        fund_pos = np.asarray(fund_pos, dtype=np.int64).ravel()
+        if y.shape != fund_pos.shape:
+            raise ValueError(f"realised and fund_pos differ in length: {y.size} vs {fund_pos.size}")
+        self.level_shift, self.level_scale, self.jensen_b = {}, {}, 0.0
+        if "mu" not in preds or "sigma" not in preds or formula not in _FORMULA_OFFSET:
+            base = self.apply(preds, fund_pos, fund_ids, formula)
+            if "amount" not in base:
+                self.amount_factor, self.amount_factor_source = 1.0, f"none: no amount output in {source}"
+                return self
+            return self.fit_amount_factor(y, np.asarray(base["amount"], dtype=np.float64), source)
+        offset = _FORMULA_OFFSET[formula]
+        self.amount_factor = 1.0
+        base = self.apply(preds, fund_pos, fund_ids, formula)  # steps 1-2, no step 3 yet
+        mu = np.asarray(base["mu"], dtype=np.float64)
+        sigma = np.asarray(base["sigma"], dtype=np.float64)
+        keep = np.isfinite(y) & (y + offset > 0) & (y > 0) & np.isfinite(mu) & np.isfinite(sigma)
+        fund_all = fund_pos
+        y, mu, sigma, fund_pos = y[keep], mu[keep], sigma[keep], fund_pos[keep]
+        if y.size < 2:
+            self.amount_factor_source = f"none: fewer than 2 purchases with a positive amount in {source}"
+            return self
+        resid = np.log(y + offset) - mu
+        # (a) per fund, in log space, each part shrunk by its standard error as in step 2
+        for f, fid in enumerate(fund_ids):
+            rows = fund_pos == f
+            n_f = int(rows.sum())
+            if n_f < 2:
+                continue
+            r_f = resid[rows]
+            shift = _shrink(float(r_f.mean()), float(r_f.var()) / n_f)
+            log_scale = 0.5 * math.log(max(float(np.mean(((r_f - shift) / sigma[rows]) ** 2)), 1e-12))
+            self.level_shift[fid] = shift
+            self.level_scale[fid] = math.exp(_shrink(log_scale, 1.0 / (2 * n_f)))
+        shifted = self.apply(preds, fund_all, fund_ids, formula)
+        mu_a = np.asarray(shifted["mu"], dtype=np.float64)[keep]
+        var_a = np.asarray(shifted["sigma"], dtype=np.float64)[keep] ** 2
+        # (b) the spread exponent from two moment equations (purchases below / above the median sigma)
+        # the halves by rank, so that ties (a few distinct sigmas, e.g. one per fund) still give two halves
+        high = np.zeros(var_a.size, dtype=bool)
+        high[np.argsort(var_a, kind="stable")[var_a.size // 2 :]] = True
+        b = 0.0
+        if float(var_a[high].mean()) > float(var_a[~high].mean()):
+
+            def log_ratio(part: np.ndarray, b_: float) -> float:
+                pred = np.exp(np.minimum(mu_a[part] + 0.5 * (1.0 + b_) * var_a[part], LOG_ETV_CAP)) - offset
+                return math.log(float(y[part].sum()) / max(float(pred.sum()), 1e-300))
+
+            def gap(b_: float) -> float:
+                return log_ratio(~high, b_) - log_ratio(high, b_)
+
+            lo, hi = JENSEN_B_RANGE
+            g_lo, g_hi = gap(lo), gap(hi)
+            raw_b = brentq(gap, lo, hi) if g_lo * g_hi < 0 else (lo if abs(g_lo) < abs(g_hi) else hi)
+            # standard error of b: the two halves' ratio-estimator errors through the slope of the gap
+            se_gap = math.sqrt(
+                sum(_log_ratio_se(y[part], mu_a[part], var_a[part], raw_b, offset) ** 2 for part in (~high, high))
+            )
+            slope = (gap(raw_b + 1e-3) - gap(raw_b - 1e-3)) / 2e-3
+            b = _shrink(raw_b, (se_gap / slope) ** 2) if slope != 0 else 0.0
+        self.jensen_b = float(b)
+        predicted = np.exp(np.minimum(mu_a + 0.5 * (1.0 + b) * var_a, LOG_ETV_CAP)) - offset
+        self.fit_amount_factor(y, np.minimum(predicted, self.amount_cap), source)
+        self.amount_factor_source = (
+            f"per fund: {self.amount_factor_source}; spread exponent b {self.jensen_b:.4f}; log shifts "
+            + ", ".join(f"{k} {v:+.3f}" for k, v in self.level_shift.items())
+        )
+        return self
+
+
+def _log_ratio_se(y: np.ndarray, mu: np.ndarray, var: np.ndarray, b: float, offset: float) -> float:
+    """Standard error of ``log(sum(y) / sum(pred))`` (the ratio estimator's, as in
+    :meth:`EtvGuard.fit_amount_factor`) for predictions ``exp(mu + (1 + b) var / 2) - offset``."""
+    pred = np.exp(np.minimum(mu + 0.5 * (1.0 + b) * var, LOG_ETV_CAP)) - offset
+    k = float(y.sum() / max(float(pred.sum()), 1e-300))
+    return float(np.sqrt(np.sum((y - k * pred) ** 2)) / y.sum())

@@ -42,6 +42,7 @@ class TrainOptions(BaseModel):
     num_threads: int | None = Field(None, ge=1)
     deterministic: bool = True
     selection: Literal["auto", "loss", "ips", "etv_mse", "gini"] = "auto"
+    amount_level: Literal["shared", "per_fund"] = "shared"
 
     @field_validator("grid_lr")
     @classmethod

@@ -389,8 +389,9 @@ class TrainedModel:
         return guard
 
     def _fit_amount_factor(self, guard: EtvGuard, bound: BoundFeatures, dataset: Dataset) -> None:
-        """Step 3 of the guard (:meth:`EtvGuard.fit_amount_factor`) on the dataset's past purchases, scored with
-        the features each had at its own time; nothing for a direct-ETV model or without behaviour events."""
+        """Step 3 of the guard on the dataset's past purchases, scored with the features each had at its own time:
+        :meth:`EtvGuard.fit_amount_factor` (``amount_level: shared``) or :meth:`EtvGuard.fit_amount_level`
+        (``per_fund``); nothing for a direct-ETV model or without behaviour events."""
         n_history = bound.n_purchase_history()
         if n_history == 0:
             return
@@ -398,18 +399,24 @@ class TrainedModel:
         order = torch.Generator().manual_seed(0)
         limit = min(n_history, AMOUNT_FACTOR_MAX_ROWS)
         fund_ids = dataset_fund_ids(dataset)
-        realised, predicted = [], []
+        realised, funds, raws = [], [], []
         self.model.eval()
         with torch.inference_mode():
             for batch, amount in bound.purchase_history(self.config.eval_batch_size, generator=order, limit=limit):
-                raw = _output_arrays(self.model.predict(batch))
-                guarded = guard.apply(raw, batch.fund.numpy(), fund_ids, self.model.formula)
-                if "amount" not in guarded:
-                    return
                 realised.append(np.asarray(amount, dtype=np.float64))
-                predicted.append(np.asarray(guarded["amount"], dtype=np.float64))
+                funds.append(batch.fund.numpy())
+                raws.append(_output_arrays(self.model.predict(batch)))
+        if not raws:
+            return
+        raw = {name: np.concatenate([r[name] for r in raws]) for name in raws[0]}
+        fund_pos, y = np.concatenate(funds), np.concatenate(realised)
         source = "past purchases" if limit == n_history else f"past purchases (a seeded {limit} of {n_history})"
-        guard.fit_amount_factor(np.concatenate(realised), np.concatenate(predicted), source)
+        if self.config.amount_level == "per_fund":
+            guard.fit_amount_level(y, raw, fund_pos, fund_ids, self.model.formula, source)
+            return
+        guarded = guard.apply(raw, fund_pos, fund_ids, self.model.formula)
+        if "amount" in guarded:
+            guard.fit_amount_factor(y, np.asarray(guarded["amount"], dtype=np.float64), source)
 
     def score_matrix(
         self, dataset: Dataset, *, chunk_customers: int = 65536, progress: bool = False

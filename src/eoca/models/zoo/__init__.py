@@ -32,6 +32,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "bgnbd_gbdt",
     "bgnbd_ziln",
     "stack",
+    "stack_tail",
     "tamor",
 )
 

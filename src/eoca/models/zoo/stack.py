@@ -25,6 +25,21 @@ customers, a weighted mean of the two can be better than either on both counts. 
   choice made on the same split stand in for the network's progress: on the 2,357-customer CDNOW sample the
   network stopped after 3 epochs instead of its own 4 in 2 of 3 seeds.)
 
+Two optional parts make the weight depend on the customer (``stack_tail`` sets both; off in ``stack``):
+
+* ``trees``: a LightGBM zoo model (e.g. ``gbdt``, with ``trees_params``) fitted after the network, on the
+  training split with early stopping on the validation split, in the same hook; its bounded ETV ``g`` enters as
+  ``f <- (1 - trees_weight) f + trees_weight g`` (a fixed weight, nothing chosen on validation): a network and
+  a tree ensemble fitted to the same labels err differently, so their mean ranks the bulk of the customers
+  better than either.
+* ``tail_quantile`` ``q``: customers whose structural spend ``s`` is at or above the ``q``-quantile of the
+  training customers' ``s`` get ``s`` itself, ``f <- s`` there (``w(x) = 1`` on the tail). The heaviest buyers'
+  squared errors decide a test MSE; the structure extrapolates their spend from their purchase rate, which no
+  model fitted on the observed amounts does.
+
+``blend_steps: 0`` keeps ``w = 0`` (no choice on validation), so with these two parts the model is
+``etv = s`` on the tail and ``(1 - trees_weight) f + trees_weight g`` elsewhere, times the guard's ETV scale.
+
 A small validation split makes ``w`` noisy: on that sample (304 validation customers) it came out 0.6-0.85 over 3
 seeds, and ``eoca evaluate``'s test Gini was 0.689 against ``mtl_ziln``'s 0.733 (MSE 4,916 against 4,330).
 
@@ -37,6 +52,7 @@ the stack's own where their names match (every ``mtl_ziln`` parameter is one of 
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -63,7 +79,11 @@ DEFAULTS: dict[str, Any] = {
     "flexible_params": {},  # further parameters of the flexible model (those the stack does not have)
     "base_spend": "cbm_log_expected_spend",  # log(1 + s), s = the structural expected spend
     "blend_metric": "deviance",  # validation metric choosing w: "deviance" (Poisson) or "mse"
-    "blend_steps": 20,  # w is chosen among 0, 1/steps, ..., 1
+    "blend_steps": 20,  # w is chosen among 0, 1/steps, ..., 1; 0: w stays 0
+    "trees": None,  # a LightGBM zoo model averaged with the network (e.g. "gbdt"); None: the network alone
+    "trees_params": {},  # its parameters
+    "trees_weight": 0.5,  # its weight in the average
+    "tail_quantile": None,  # q: s itself where s >= the q-quantile of the training customers' s; None: off
 }
 
 
@@ -76,6 +96,9 @@ class Stack(EtvModel):
     formula = None
     DEFAULTS: ClassVar[dict[str, Any]] = DEFAULTS
     blend_weight: Tensor
+    trees_state: Tensor
+    trees_seed: Tensor
+    tail_threshold: Tensor
 
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
         super().__init__()
@@ -83,9 +106,11 @@ class Stack(EtvModel):
 
         self.space, self.params = space, params
         flexible = str(params["flexible"])
-        if flexible == self.name:
-            raise ConfigError("stack: params.flexible cannot be 'stack' itself; name a zoo network, e.g. mtl_ziln")
         cls = model_class(flexible)  # an unknown name is a ConfigError listing the zoo
+        if issubclass(cls, Stack):
+            raise ConfigError(
+                f"stack: params.flexible cannot be {flexible!r}, a stack itself; name a zoo network, e.g. mtl_ziln"
+            )
         if issubclass(cls, DirectFitModel):
             raise ConfigError(
                 f"stack: params.flexible must be a network trained by gradient steps, got {flexible!r} (a model "
@@ -98,8 +123,8 @@ class Stack(EtvModel):
         if metric not in BLEND_METRICS:
             raise ConfigError(f"stack: params.blend_metric must be one of {', '.join(BLEND_METRICS)}, got {metric!r}")
         steps = params["blend_steps"]
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ConfigError(f"stack: params.blend_steps must be a positive integer, got {steps!r}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise ConfigError(f"stack: params.blend_steps must be a non-negative integer, got {steps!r}")
         own = model_defaults(flexible)
         inner = {k: params[k] for k in own if k in params} | dict(extra)
         self.flexible = build_model(flexible, space, inner)
@@ -108,6 +133,61 @@ class Stack(EtvModel):
         self._bounds = EtvGuard.from_label_stats(space.label_stats)
         # the structure's weight: 0 (the network alone) while training, then chosen on the validation split
         self.register_buffer("blend_weight", torch.tensor(0.0, dtype=torch.float64))
+        # Not a registered submodule: its boosters travel in the tensor buffer ``trees_state`` (JSON bytes, empty
+        # until fitted), since the trainer's copies of the best state hold tensors only.
+        self.__dict__["trees"] = self._build_trees(space, params)
+        self.tail_quantile = self._check_quantile(params["tail_quantile"])
+        if self.trees is not None:
+            # fitted after training (fit_on_split); its seed is the training seed the trainer set before building
+            self.register_buffer("trees_state", torch.zeros(0, dtype=torch.uint8))
+            self.register_buffer("trees_seed", torch.tensor(torch.initial_seed() % 2**31, dtype=torch.int64))
+        if self.tail_quantile is not None:
+            # +inf (no customer handed to the structure) until fitted on the training split
+            self.register_buffer("tail_threshold", torch.tensor(math.inf, dtype=torch.float64))
+
+    def _build_trees(self, space: FeatureSpace, params: dict[str, Any]) -> DirectFitModel | None:
+        from eoca.models.zoo import build_model, model_class
+
+        name = params["trees"]
+        if name is None:
+            return None
+        if not isinstance(name, str) or not issubclass(model_class(name), DirectFitModel):
+            raise ConfigError(
+                f"stack: params.trees must name a LightGBM zoo model fitted in one call (e.g. gbdt), got {name!r}"
+            )
+        weight = params["trees_weight"]
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or not 0.0 <= float(weight) <= 1.0:
+            raise ConfigError(f"stack: params.trees_weight must be a number in [0, 1], got {weight!r}")
+        extra = params["trees_params"]
+        if not isinstance(extra, dict):
+            raise ConfigError(f"stack: params.trees_params must be a mapping, got {extra!r}")
+        trees = build_model(name, space, dict(extra))
+        assert isinstance(trees, DirectFitModel)
+        return trees
+
+    trees: DirectFitModel | None
+
+    @property
+    def trees_fitted(self) -> bool:
+        """Whether the optional trees are fitted (and so enter ``f``)."""
+        return self.trees is not None and self.trees_state.numel() > 0
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        saved = state_dict.get(prefix + "trees_state")
+        if self.trees is not None and isinstance(saved, Tensor):
+            self.trees_state = torch.zeros_like(saved)  # the saved size, so that the copy below fits
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.trees_fitted:
+            assert self.trees is not None
+            self.trees.set_extra_state(json.loads(bytes(self.trees_state.tolist()).decode("utf-8")))
+
+    @staticmethod
+    def _check_quantile(q: Any) -> float | None:
+        if q is None:
+            return None
+        if not isinstance(q, int | float) or isinstance(q, bool) or not 0.0 < float(q) < 1.0:
+            raise ConfigError(f"stack: params.tail_quantile must be a number in (0, 1) or null, got {q!r}")
+        return float(q)
 
     # --- training: the network's ------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> Tensor:
@@ -124,18 +204,34 @@ class Stack(EtvModel):
         return self.flexible.loss_with_history(batch, past, amount)
 
     # --- prediction -------------------------------------------------------------------------------------------
-    def parts(self, batch: Batch) -> tuple[ModelOutput, np.ndarray, np.ndarray]:
-        """The network's output, its bounded ETV ``f`` and the structural spend ``s`` (float64 ``[B]`` each)."""
-        out = self.flexible.predict(batch)
+    def _bounded_etv(self, model: EtvModel, batch: Batch) -> tuple[ModelOutput, np.ndarray]:
+        """``model``'s output and its ETV within the guard's bounds (float64 ``[B]``)."""
+        out = model.predict(batch)
         raw = {
             k: getattr(out, k).detach().double().numpy()
             for k in ("p", "etv", "mu", "sigma", "amount")
             if getattr(out, k) is not None
         }
-        f = self._bounds.bound(raw, self.flexible.formula)["etv"].astype(np.float64)
+        return out, self._bounds.bound(raw, model.formula)["etv"].astype(np.float64)
+
+    def structural_spend(self, batch: Batch) -> np.ndarray:
+        """The structural expected spend ``s`` of the batch's rows (float64 ``[B]``)."""
         col, mean, std = self._spend
         log_spend = batch.inputs["c_num"][batch.inputs["row_unit"]][:, col].double().numpy() * std + mean
-        return out, f, np.maximum(np.expm1(log_spend), 0.0)
+        return np.maximum(np.expm1(log_spend), 0.0)
+
+    def parts(self, batch: Batch) -> tuple[ModelOutput, np.ndarray, np.ndarray]:
+        """The network's output, the flexible ETV ``f`` and the structural spend ``s`` (float64 ``[B]`` each).
+        ``f`` is the network's bounded ETV, averaged with the trees' once they are fitted, and ``s`` itself on
+        the tail once its threshold is fitted (see the module docstring)."""
+        out, f = self._bounded_etv(self.flexible, batch)
+        s = self.structural_spend(batch)
+        if self.trees is not None and self.trees_fitted:
+            lam = float(self.params["trees_weight"])
+            f = (1.0 - lam) * f + lam * self._bounded_etv(self.trees, batch)[1]
+        if self.tail_quantile is not None:
+            f = np.where(s >= float(self.tail_threshold), s, f)
+        return out, f, s
 
     def predict(self, batch: Batch) -> ModelOutput:
         out, f, s = self.parts(batch)
@@ -145,9 +241,24 @@ class Stack(EtvModel):
 
     # --- the blend weight, on the validation split ------------------------------------------------------------
     def fit_on_split(self, bound: BoundFeatures, split: str, batch_size: int, fund_ids: list[str]) -> None:
-        """Choose ``w`` on ``split``'s labelled rows (see the module docstring); a split without converters
-        keeps the network alone (``w = 0``)."""
+        """Fit the optional trees (train split, early stopping on valid) and tail threshold (train split), then
+        choose ``w`` on ``split``'s labelled rows (see the module docstring); a split without converters, or
+        ``blend_steps: 0``, keeps ``w = 0``."""
+        if self.trees is not None:
+            self.trees.fit_bound(
+                bound, seed=int(self.trees_seed), num_threads=torch.get_num_threads(), batch_size=batch_size
+            )
+            text = json.dumps(self.trees.get_extra_state()).encode("utf-8")
+            self.trees_state = torch.tensor(list(text), dtype=torch.uint8)
+        if self.tail_quantile is not None:
+            chunks = [self.structural_spend(b) for b in bound.exposure_batches("train", batch_size, shuffle=False)]
+            train_s = np.concatenate(chunks) if chunks else np.zeros(0)
+            # no training rows: nobody is handed to the structure
+            self.tail_threshold.fill_(float(np.quantile(train_s, self.tail_quantile)) if train_s.size else math.inf)
         labels = bound.exposure_labels(split)
+        if int(self.params["blend_steps"]) == 0:
+            self.blend_weight.fill_(0.0)
+            return
         if not labels["converted"].size or not (labels["amount"] > 0).any():
             self.blend_weight.fill_(0.0)
             return
