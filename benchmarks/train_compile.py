@@ -45,14 +45,6 @@ from typing import Any
 Step = Callable[[Any], None]
 
 
-def _world(n_customers: int, out: Path) -> Path:
-    from eoca.simulate import load_simulator_config, simulate
-
-    if not (out / "dataset.yaml").exists():
-        simulate(load_simulator_config(None, [f"world.n_customers={n_customers}", "world.n_funds=8"])).save(out)
-    return out
-
-
 def _items(data: Path, name: str, n_batches: int) -> tuple[Any, list[tuple[Any, Any]]]:
     """The model at its initial weights and the first ``n_batches`` steps' (exposure batch, past purchases or
     None) of epoch 1, drawn as the trainer draws them."""
@@ -320,6 +312,8 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="eoca_inductor_")
     work = args.workdir or Path(tempfile.gettempdir()) / f"eoca_bench_world_{args.customers}"
+    from train import _world  # benchmarks/train.py, beside this script
+
     data = _world(args.customers, work)
     if args.explain:
         for name in args.models.split(","):
