@@ -3,6 +3,8 @@
     python benchmarks/train_compile.py --customers 100000 --models esmm,esdpm --workdir W
     python benchmarks/train_compile.py --customers 100000 --models esmm --workdir W --no-deterministic --no-dropout
         # the best case of the dense part: no dropout draws, torch's non-deterministic scatter kernels
+    python benchmarks/train_compile.py --customers 100000 --models esmm --workdir W --dynamic true
+        # symbolic shapes from the start (--mode max-autotune-no-cudagraphs: inductor's autotuned mode)
     python benchmarks/train_compile.py --customers 100000 --models esmm,esdpm --workdir W --explain
         # where compilation splits each model's loss into graphs (torch._dynamo.explain), and why
 
@@ -257,7 +259,8 @@ def measure(data: Path, name: str, args: argparse.Namespace) -> list[dict[str, A
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
-    kw = {"mode": args.mode} if args.mode else {}
+    kw: dict[str, Any] = {"mode": args.mode} if args.mode else {}
+    kw["dynamic"] = {"auto": None, "true": True, "false": False}[args.dynamic]
     own = model.loss if items[0][1] is None else model.loss_with_history
     rows: list[dict[str, Any]] = []
     with deterministic_kernels(not args.no_deterministic):
@@ -303,6 +306,13 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=32, help="training batches per pass")
     ap.add_argument("--blocks", type=int, default=5, help="alternating timed passes of each variant")
     ap.add_argument("--mode", default=None, help="torch.compile mode (default: inductor's default)")
+    ap.add_argument(
+        "--dynamic",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="torch.compile's dynamic: auto (static, then dynamic after a shape changes), true, false (one graph "
+        "per shape)",
+    )
     ap.add_argument("--no-deterministic", action="store_true", help="torch's non-deterministic kernels")
     ap.add_argument("--no-dropout", action="store_true", help="dropout rates set to 0 (not what training does)")
     ap.add_argument("--fallback-random", action="store_true", help="inductor draws random numbers with aten")
