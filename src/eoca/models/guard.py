@@ -361,8 +361,7 @@ class EtvGuard:
             self.amount_factor_source = f"none: no purchase with a positive amount in {source}"
             return self
         y, yhat = y[keep], yhat[keep]
-        k = float(y.sum() / yhat.sum())
-        se = float(np.sqrt(np.sum((y - k * yhat) ** 2)) / y.sum())
+        k, se = _ratio_estimate(y, yhat)
         self.amount_factor = math.exp(_shrink(math.log(k), se**2))
         self.amount_factor_source = (
             f"{source}, {y.size} purchases: realised / predicted {k:.4f} (se of log {se:.4f}), shrunk to "
@@ -435,8 +434,7 @@ class EtvGuard:
         if float(var_a[high].mean()) > float(var_a[~high].mean()):
 
             def log_ratio(part: np.ndarray, b_: float) -> float:
-                pred = np.exp(np.minimum(mu_a[part] + 0.5 * (1.0 + b_) * var_a[part], LOG_ETV_CAP)) - offset
-                return math.log(float(y[part].sum()) / max(float(pred.sum()), 1e-300))
+                return math.log(_ratio_estimate(y[part], _spread_mean(mu_a[part], var_a[part], b_, offset))[0])
 
             def gap(b_: float) -> float:
                 return log_ratio(~high, b_) - log_ratio(high, b_)
@@ -446,12 +444,15 @@ class EtvGuard:
             raw_b = brentq(gap, lo, hi) if g_lo * g_hi < 0 else (lo if abs(g_lo) < abs(g_hi) else hi)
             # standard error of b: the two halves' ratio-estimator errors through the slope of the gap
             se_gap = math.sqrt(
-                sum(_log_ratio_se(y[part], mu_a[part], var_a[part], raw_b, offset) ** 2 for part in (~high, high))
+                sum(
+                    _ratio_estimate(y[part], _spread_mean(mu_a[part], var_a[part], raw_b, offset))[1] ** 2
+                    for part in (~high, high)
+                )
             )
             slope = (gap(raw_b + 1e-3) - gap(raw_b - 1e-3)) / 2e-3
             b = _shrink(raw_b, (se_gap / slope) ** 2) if slope != 0 else 0.0
         self.jensen_b = float(b)
-        predicted = np.exp(np.minimum(mu_a + 0.5 * (1.0 + b) * var_a, LOG_ETV_CAP)) - offset
+        predicted = _spread_mean(mu_a, var_a, b, offset)
         self.fit_amount_factor(y, np.minimum(predicted, self.amount_cap), source)
         self.amount_factor_source = (
             f"per fund: {self.amount_factor_source}; spread exponent b {self.jensen_b:.4f}; log shifts "
@@ -460,9 +461,13 @@ class EtvGuard:
         return self
 
 
-def _log_ratio_se(y: np.ndarray, mu: np.ndarray, var: np.ndarray, b: float, offset: float) -> float:
-    """Standard error of ``log(sum(y) / sum(pred))`` (the ratio estimator's, as in
-    :meth:`EtvGuard.fit_amount_factor`) for predictions ``exp(mu + (1 + b) var / 2) - offset``."""
-    pred = np.exp(np.minimum(mu + 0.5 * (1.0 + b) * var, LOG_ETV_CAP)) - offset
-    k = float(y.sum() / max(float(pred.sum()), 1e-300))
-    return float(np.sqrt(np.sum((y - k * pred) ** 2)) / y.sum())
+def _spread_mean(mu: np.ndarray, var: np.ndarray, b: float, offset: float) -> np.ndarray:
+    """The per-fund form's expected amount before its factor: ``exp(mu + (1 + b) var / 2) - offset``."""
+    return np.asarray(np.exp(np.minimum(mu + 0.5 * (1.0 + b) * var, LOG_ETV_CAP)) - offset)
+
+
+def _ratio_estimate(realised: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    """``k = sum(realised) / sum(predicted)`` and the ratio estimator's standard error of ``log k``,
+    ``sqrt(sum((realised - k predicted)^2)) / sum(realised)``."""
+    k = float(realised.sum() / max(float(predicted.sum()), 1e-300))
+    return k, float(np.sqrt(np.sum((realised - k * predicted) ** 2)) / realised.sum())
