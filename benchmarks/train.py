@@ -123,6 +123,45 @@ def _world(n_customers: int, out: Path) -> Path:
     return out
 
 
+def initial_model(data: Path, name: str) -> tuple[Any, Any]:
+    """``(model, bound)``: zoo model ``name`` at its initial weights (seed 0) in training mode on one torch thread,
+    and the world at ``data`` bound to its feature space; what the per-step benchmarks beside this script time."""
+    import torch
+
+    from eoca.data import Dataset
+    from eoca.models import FeatureSpace, build_model, model_defaults
+
+    torch.set_num_threads(1)
+    ds = Dataset.load(data, with_truth=False)
+    space = FeatureSpace.fit(ds, use_graph=bool(model_defaults(name).get("use_graph", False)))
+    torch.manual_seed(0)
+    model = build_model(name, space, model_defaults(name))
+    model.train()
+    return model, space.bind(ds)
+
+
+def training_batches(model: Any, bound: Any, size: int, n_batches: int, seed: int) -> tuple[list[Any], list[Any]]:
+    """``(exposures, pasts)``: ``n_batches`` shuffled training batches of ``size`` exposure rows and, for a model
+    that learns its amount from past purchases, as many ``(batch, amount)`` past-purchase batches of the size the
+    trainer pairs with such a step (else ``[]``), drawn from ``seed``."""
+    import math
+
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    n_past = bound.n_purchase_history() if model.learns_amount_from_history else 0
+    per_step = math.ceil(n_past * size / bound.n_exposures("train")) if n_past else 0
+    ex = bound.exposure_batches("train", size, shuffle=True, generator=gen)
+    hi = bound.purchase_history(per_step, generator=gen) if per_step else None
+    exposures, pasts = [], []
+    for _ in range(n_batches):
+        exposures.append(next(ex))
+        if hi is not None:
+            b, a = next(hi)
+            pasts.append((b, torch.from_numpy(a).to(torch.float32)))
+    return exposures, pasts
+
+
 def worker_train(data: Path, model: str, max_rows: int | None) -> dict[str, Any]:
     from eoca.data import Dataset
     from eoca.training import train

@@ -126,17 +126,10 @@ def measure(data: Path, name: str, n_batches: int, repeats: int) -> list[tuple[s
     import numpy as np
     import torch
 
-    from eoca.data import Dataset
-    from eoca.models import FeatureSpace, build_model, model_defaults
     from eoca.training.trainer import FlatParameters, adam_step, deterministic_kernels
+    from train import initial_model  # benchmarks/train.py, beside this script
 
-    torch.set_num_threads(1)
-    ds = Dataset.load(data, with_truth=False)
-    space = FeatureSpace.fit(ds, use_graph=bool(model_defaults(name).get("use_graph", False)))
-    bound = space.bind(ds)
-    torch.manual_seed(0)
-    model = build_model(name, space, model_defaults(name))
-    model.train()
+    model, bound = initial_model(data, name)
     gen = torch.Generator().manual_seed(1)
     batches = [
         b

@@ -30,7 +30,6 @@ over each unit's events, pooling; its projection, LayerNorm and dropout stay in 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import tempfile
 import time
@@ -48,42 +47,54 @@ except ImportError as exc:  # pragma: no cover - exercised by hand
 from eoca.models import layers as L
 
 F32 = np.float32
+JIT = {"cache": False, "fastmath": True, "boundscheck": False}
+
+# Arguments are packed as the layers hold them: ``events`` = (fund, fund type, event type, amount, age) per packed
+# event; ``tables`` = (fund embedding, type embedding, event-type embedding, value weight [E, 2], value bias);
+# ``units`` = (events per unit, first event of each unit). The pooling has no type embedding: it is given a
+# one-row zero table and type 0 for every event (row 0 is padding, which gets no gradient).
 
 
-@njit(cache=False, fastmath=True, boundscheck=False)
-def _attention_forward(
-    ev_fund,
-    ev_grp,
-    ev_type,
-    amount,
-    age,
-    Wf,
-    Wg,
-    We,
-    Wv,
-    bv,
-    Wk,
-    q,
-    row_unit,
-    fund_index,
-    counts,
-    start,
-    cand,
-    cand_grp,
-    m0,
-    m1,
-    scale,
-    pool,
-    x,
-    k,
-    out,
-    wbuf,
-):
-    n_events, dim = x.shape
-    for n in range(n_events):
-        fu, gr, et, a, ag = ev_fund[n], ev_grp[n], ev_type[n], amount[n], age[n]
-        for e in range(dim):
-            x[n, e] = Wf[fu, e] + Wg[gr, e] + We[et, e] + (Wv[e, 0] * a + Wv[e, 1] * ag + bv[e])
+@njit(**JIT)
+def _encode(events, tables, x):
+    """``x[n] = fund[f] + type[g] + event_type[t] + Wv (amount, age) + bv`` for every packed event."""
+    fund, grp, etype, amount, age = events
+    Wf, Wg, We, Wv, bv = tables
+    for n in range(x.shape[0]):
+        for e in range(x.shape[1]):
+            value = Wv[e, 0] * amount[n] + Wv[e, 1] * age[n] + bv[e]
+            x[n, e] = Wf[fund[n], e] + Wg[grp[n], e] + We[etype[n], e] + value
+
+
+@njit(**JIT)
+def _encode_backward(events, gx, grads):
+    """Gradients of :func:`_encode`'s tables from ``gx [N, E]``, accumulated into ``grads`` (padding rows skipped,
+    as eoca's ``Embedding`` does)."""
+    fund, grp, etype, amount, age = events
+    gWf, gWg, gWe, gWv, gbv = grads
+    for n in range(gx.shape[0]):
+        for e in range(gx.shape[1]):
+            v = gx[n, e]
+            if fund[n] > 0:
+                gWf[fund[n], e] += v
+            if grp[n] > 0:
+                gWg[grp[n], e] += v
+            if etype[n] > 0:
+                gWe[etype[n], e] += v
+            gWv[e, 0] += v * amount[n]
+            gWv[e, 1] += v * age[n]
+            gbv[e] += v
+
+
+@njit(**JIT)
+def _attention_forward(events, tables, Wk, q, rows, units, m0, m1, scale, pool, x, k, out, wbuf):
+    """``TargetAttention.rows``: ``rows`` = (row unit, row candidate index, candidate tokens, candidate types)."""
+    fund, grp = events[0], events[1]
+    row_unit, fund_index, cand, cand_grp = rows
+    counts, start = units
+    _encode(events, tables, x)
+    dim = x.shape[1]
+    for n in range(x.shape[0]):
         for e in range(dim):
             acc = F32(0.0)
             for d in range(dim):
@@ -98,9 +109,9 @@ def _attention_forward(
             for e in range(dim):
                 sc += k[n, e] * q[f, e]
             sc *= scale
-            if ev_fund[n] == cand[f]:
+            if fund[n] == cand[f]:
                 sc += m0
-            if ev_grp[n] == cand_grp[f] and ev_grp[n] > 0:
+            if grp[n] == cand_grp[f] and grp[n] > 0:
                 sc += m1
             w = pool / (F32(1.0) + np.exp(-sc))
             wbuf[p] = w
@@ -109,36 +120,11 @@ def _attention_forward(
                 out[r, e] += w * x[n, e]
 
 
-@njit(cache=False, fastmath=True, boundscheck=False)
-def _attention_backward(
-    gout,
-    ev_fund,
-    ev_grp,
-    ev_type,
-    amount,
-    age,
-    Wk,
-    q,
-    x,
-    k,
-    row_unit,
-    fund_index,
-    counts,
-    start,
-    cand,
-    cand_grp,
-    pool,
-    scale,
-    wbuf,
-    gWf,
-    gWg,
-    gWe,
-    gWv,
-    gbv,
-    gWk,
-    gq,
-    gm,
-):
+@njit(**JIT)
+def _attention_backward(gout, events, Wk, q, rows, units, pool, scale, wbuf, x, k, grads, gWk, gq, gm):
+    fund, grp = events[0], events[1]
+    row_unit, fund_index, cand, cand_grp = rows
+    counts, start = units
     n_events, dim = x.shape
     gx = np.zeros((n_events, dim), dtype=F32)
     gk = np.zeros((n_events, dim), dtype=F32)
@@ -155,9 +141,9 @@ def _attention_backward(
                 gx[n, e] += w * gout[r, e]
             s = w / pool
             gsc = gw * pool * s * (F32(1.0) - s)
-            if ev_fund[n] == cand[f]:
+            if fund[n] == cand[f]:
                 gm[0] += gsc
-            if ev_grp[n] == cand_grp[f] and ev_grp[n] > 0:
+            if grp[n] == cand_grp[f] and grp[n] > 0:
                 gm[1] += gsc
             gsc *= scale
             for e in range(dim):
@@ -165,57 +151,41 @@ def _attention_backward(
                 gq[f, e] += gsc * k[n, e]
     for n in range(n_events):
         for e in range(dim):
-            ge = gk[n, e]
             for d in range(dim):
-                gWk[e, d] += ge * x[n, d]
-                gx[n, d] += Wk[e, d] * ge
-        fu, gr, et, a, ag = ev_fund[n], ev_grp[n], ev_type[n], amount[n], age[n]
-        for e in range(dim):
-            v = gx[n, e]
-            if fu > 0:  # padding rows of the embeddings get no gradient, as in eoca's Embedding
-                gWf[fu, e] += v
-            if gr > 0:
-                gWg[gr, e] += v
-            if et > 0:
-                gWe[et, e] += v
-            gWv[e, 0] += v * a
-            gWv[e, 1] += v * ag
-            gbv[e] += v
+                gWk[e, d] += gk[n, e] * x[n, d]
+                gx[n, d] += Wk[e, d] * gk[n, e]
+    _encode_backward(events, gx, grads)
 
 
-@njit(cache=False, fastmath=True, boundscheck=False)
-def _pooling_forward(ev_fund, ev_type, amount, age, Wf, We, Wv, bv, Ws, bs, counts, start, x, w, pooled):
-    n_events, dim = x.shape
-    heads = Ws.shape[0]
+@njit(**JIT)
+def _pooling_forward(events, tables, Ws, bs, units, x, w, pooled):
+    """``BehaviourAttentionPooling`` up to its pooled sum: per head, a softmax over each unit's events."""
+    counts, start = units
+    _encode(events, tables, x)
+    heads, dim = Ws.shape
     width = dim // heads
-    for n in range(n_events):
-        fu, et, a, ag = ev_fund[n], ev_type[n], amount[n], age[n]
-        for e in range(dim):
-            x[n, e] = Wf[fu, e] + We[et, e] + (Wv[e, 0] * a + Wv[e, 1] * ag + bv[e])
     for u in range(counts.shape[0]):
         for h in range(heads):
             top = F32(-np.inf)
-            for j in range(counts[u]):
-                n = start[u] + j
+            for n in range(start[u], start[u] + counts[u]):
                 acc = bs[h]
                 for e in range(dim):
                     acc += Ws[h, e] * x[n, e]
                 w[n, h] = acc
                 top = max(top, acc)
             total = F32(0.0)
-            for j in range(counts[u]):
-                n = start[u] + j
+            for n in range(start[u], start[u] + counts[u]):
                 w[n, h] = np.exp(w[n, h] - top)
                 total += w[n, h]
-            for j in range(counts[u]):
-                n = start[u] + j
+            for n in range(start[u], start[u] + counts[u]):
                 w[n, h] /= total
                 for e in range(h * width, (h + 1) * width):
                     pooled[u, e] += w[n, h] * x[n, e]
 
 
-@njit(cache=False, fastmath=True, boundscheck=False)
-def _pooling_backward(gp, ev_fund, ev_type, amount, age, Ws, counts, start, x, w, gWf, gWe, gWv, gbv, gWs, gbs):
+@njit(**JIT)
+def _pooling_backward(gp, events, Ws, units, x, w, grads, gWs, gbs):
+    counts, start = units
     n_events, dim = x.shape
     heads = Ws.shape[0]
     width = dim // heads
@@ -224,158 +194,81 @@ def _pooling_backward(gp, ev_fund, ev_type, amount, age, Ws, counts, start, x, w
     for u in range(counts.shape[0]):
         for h in range(heads):
             dot = F32(0.0)
-            for j in range(counts[u]):
-                n = start[u] + j
+            for n in range(start[u], start[u] + counts[u]):
                 g = F32(0.0)
                 for e in range(h * width, (h + 1) * width):
                     g += gp[u, e] * x[n, e]
                     gx[n, e] += w[n, h] * gp[u, e]
                 gw[n] = g
                 dot += w[n, h] * g
-            for j in range(counts[u]):
-                n = start[u] + j
+            for n in range(start[u], start[u] + counts[u]):
                 gs = w[n, h] * (gw[n] - dot)
                 gbs[h] += gs
                 for e in range(dim):
                     gWs[h, e] += gs * x[n, e]
                     gx[n, e] += Ws[h, e] * gs
-    for n in range(n_events):
-        fu, et, a, ag = ev_fund[n], ev_type[n], amount[n], age[n]
-        for e in range(dim):
-            v = gx[n, e]
-            if fu > 0:
-                gWf[fu, e] += v
-            if et > 0:
-                gWe[et, e] += v
-            gWv[e, 0] += v * a
-            gWv[e, 1] += v * ag
-            gbv[e] += v
+    _encode_backward(events, gx, grads)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+def _zeros_like(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    return tuple(np.zeros(a.shape, dtype=F32) for a in arrays)
+
+
 class _FusedAttention(torch.autograd.Function):
-    """``TargetAttention.rows`` on the layer's parameters; ``idx`` holds the batch's integer and float inputs."""
+    """``TargetAttention.rows`` on the layer's parameters (``Wf, Wg, We, Wv, bv, Wk, q, match``)."""
 
     @staticmethod
-    def forward(ctx: Any, Wf, Wg, We, Wv, bv, Wk, q, match, idx, scale, pool):  # type: ignore[override]
-        ev_fund, ev_grp, ev_type, amount, age, row_unit, fund_index, counts, start, cand, cand_grp, pairs = idx
-        n_events, dim = ev_fund.shape[0], Wf.shape[1]
-        x = np.empty((n_events, dim), dtype=F32)
-        k = np.empty((n_events, dim), dtype=F32)
-        out = np.zeros((row_unit.shape[0], dim), dtype=F32)
-        wbuf = np.empty(pairs, dtype=F32)
-        m = _np(match)
-        _attention_forward(
-            ev_fund,
-            ev_grp,
-            ev_type,
-            amount,
-            age,
-            _np(Wf),
-            _np(Wg),
-            _np(We),
-            _np(Wv),
-            _np(bv),
-            _np(Wk),
-            _np(q),
-            row_unit,
-            fund_index,
-            counts,
-            start,
-            cand,
-            cand_grp,
-            m[0],
-            m[1],
-            F32(scale),
-            F32(pool),
-            x,
-            k,
-            out,
-            wbuf,
-        )
-        ctx.state = (idx, scale, pool, wbuf, x, k, (Wf.shape, Wg.shape, We.shape))
-        ctx.save_for_backward(Wk, q)
+    def forward(ctx: Any, *args: Any) -> torch.Tensor:  # type: ignore[override]
+        *params, events, rows, units, n_pairs, scale, pool = args
+        tables = tuple(_np(p) for p in params[:5])
+        wk, q, m = _np(params[5]), _np(params[6]), _np(params[7])
+        x = np.empty((events[0].shape[0], wk.shape[0]), dtype=F32)
+        k = np.empty_like(x)
+        out = np.zeros((rows[0].shape[0], wk.shape[0]), dtype=F32)
+        wbuf = np.empty(n_pairs, dtype=F32)
+        _attention_forward(events, tables, wk, q, rows, units, m[0], m[1], F32(scale), F32(pool), x, k, out, wbuf)
+        ctx.state = (tables, wk, q, events, rows, units, F32(scale), F32(pool), wbuf, x, k)
         return torch.from_numpy(out)
 
     @staticmethod
-    def backward(ctx: Any, gout: torch.Tensor):  # type: ignore[override]
-        wk, q = ctx.saved_tensors
-        idx, scale, pool, wbuf, x, k, shapes = ctx.state
-        ev_fund, ev_grp, ev_type, amount, age, row_unit, fund_index, counts, start, cand, cand_grp, _ = idx
-        dim = wk.shape[0]
-        grads = [np.zeros(s, dtype=F32) for s in shapes]
-        grads += [np.zeros((dim, 2), F32), np.zeros(dim, F32), np.zeros((dim, dim), F32), np.zeros(q.shape, F32)]
-        gm = np.zeros(2, dtype=F32)
-        _attention_backward(
-            _np(gout),
-            ev_fund,
-            ev_grp,
-            ev_type,
-            amount,
-            age,
-            _np(wk),
-            _np(q),
-            x,
-            k,
-            row_unit,
-            fund_index,
-            counts,
-            start,
-            cand,
-            cand_grp,
-            F32(pool),
-            F32(scale),
-            wbuf,
-            *grads,
-            gm,
-        )
-        return (*(torch.from_numpy(g) for g in grads), torch.from_numpy(gm), None, None, None)
+    def backward(ctx: Any, *grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        tables, wk, q, events, rows, units, scale, pool, wbuf, x, k = ctx.state
+        grads, gwk, gq, gm = _zeros_like(tables), np.zeros_like(wk), np.zeros_like(q), np.zeros(2, dtype=F32)
+        _attention_backward(_np(grad_out[0]), events, wk, q, rows, units, pool, scale, wbuf, x, k, grads, gwk, gq, gm)
+        return (*(torch.from_numpy(g) for g in (*grads, gwk, gq, gm)), None, None, None, None, None, None)
 
 
 class _FusedPooling(torch.autograd.Function):
-    """``BehaviourAttentionPooling``'s pooled sum (before its projection and LayerNorm)."""
+    """``BehaviourAttentionPooling``'s pooled sum (before its projection and LayerNorm), on ``Wf, We, Wv, bv, Ws,
+    bs``."""
 
     @staticmethod
-    def forward(ctx: Any, Wf, We, Wv, bv, Ws, bs, idx):  # type: ignore[override]
-        ev_fund, ev_type, amount, age, counts, start = idx
-        n_events, dim = ev_fund.shape[0], Wf.shape[1]
-        x = np.empty((n_events, dim), dtype=F32)
-        w = np.empty((n_events, Ws.shape[0]), dtype=F32)
-        pooled = np.zeros((counts.shape[0], dim), dtype=F32)
-        _pooling_forward(
-            ev_fund,
-            ev_type,
-            amount,
-            age,
-            _np(Wf),
-            _np(We),
-            _np(Wv),
-            _np(bv),
-            _np(Ws),
-            _np(bs),
-            counts,
-            start,
-            x,
-            w,
-            pooled,
-        )
-        ctx.state = (idx, x, w, (Wf.shape, We.shape))
-        ctx.save_for_backward(Ws)
+    def forward(ctx: Any, *args: Any) -> torch.Tensor:  # type: ignore[override]
+        *params, events, units = args
+        wf, we, wv, bv, ws, bs = (_np(p) for p in params)
+        tables = (wf, np.zeros((1, wf.shape[1]), dtype=F32), we, wv, bv)
+        x = np.empty((events[0].shape[0], wf.shape[1]), dtype=F32)
+        w = np.empty((x.shape[0], ws.shape[0]), dtype=F32)
+        pooled = np.zeros((units[0].shape[0], x.shape[1]), dtype=F32)
+        _pooling_forward(events, tables, ws, bs, units, x, w, pooled)
+        ctx.state = (tables, ws, events, units, x, w)
         return torch.from_numpy(pooled)
 
     @staticmethod
-    def backward(ctx: Any, gp: torch.Tensor):  # type: ignore[override]
-        (ws,) = ctx.saved_tensors
-        idx, x, w, shapes = ctx.state
-        ev_fund, ev_type, amount, age, counts, start = idx
-        dim = x.shape[1]
-        grads = [np.zeros(s, dtype=F32) for s in shapes]
-        grads += [np.zeros((dim, 2), F32), np.zeros(dim, F32), np.zeros(ws.shape, F32), np.zeros(ws.shape[0], F32)]
-        _pooling_backward(_np(gp), ev_fund, ev_type, amount, age, _np(ws), counts, start, x, w, *grads)
-        return (*(torch.from_numpy(g) for g in grads), None)
+    def backward(ctx: Any, *grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        tables, ws, events, units, x, w = ctx.state
+        grads, gws, gbs = _zeros_like(tables), np.zeros_like(ws), np.zeros(ws.shape[0], dtype=F32)
+        _pooling_backward(_np(grad_out[0]), events, ws, units, x, w, grads, gws, gbs)
+        gwf, _, gwe, gwv, gbv = grads
+        return (*(torch.from_numpy(g) for g in (gwf, gwe, gwv, gbv, gws, gbs)), None, None)
+
+
+def _units(ev: L.PackedEvents) -> tuple[np.ndarray, np.ndarray]:
+    return ev.counts.numpy(), ev.start.numpy()
 
 
 def fused_rows(
@@ -388,61 +281,28 @@ def fused_rows(
     """Drop-in for ``TargetAttention.rows``: the candidates' queries in torch, everything per event fused."""
     ev = events if events is not None else L.PackedEvents.from_inputs(inputs)
     cand = inputs["f_token"]
-    groups = self.token_group
-    cand_grp = groups.index_select(0, cand)
+    cand_grp = self.token_group.index_select(0, cand)
     q = self.query(self.fund(cand) + self.group(cand_grp))  # [F, E]
-    counts, ru = ev.counts.numpy(), row_unit.numpy()
-    idx = (
-        ev.fund.numpy(),
-        groups.index_select(0, ev.fund).numpy(),
-        ev.etype.numpy(),
-        ev.amount.numpy(),
-        ev.age.numpy(),
-        ru,
-        fund_index.numpy(),
-        counts,
-        ev.start.numpy(),
-        cand.numpy(),
-        cand_grp.numpy(),
-        int(counts[ru].sum()),
-    )
+    grp = self.token_group.index_select(0, ev.fund)
+    packed = (ev.fund.numpy(), grp.numpy(), ev.etype.numpy(), ev.amount.numpy(), ev.age.numpy())
+    rows = (row_unit.numpy(), fund_index.numpy(), cand.numpy(), cand_grp.numpy())
+    n_pairs = int(ev.counts.index_select(0, row_unit).sum())
+    params = (self.fund.weight, self.group.weight, self.etype.weight, self.value.weight, self.value.bias)
     out: torch.Tensor = _FusedAttention.apply(
-        self.fund.weight,
-        self.group.weight,
-        self.etype.weight,
-        self.value.weight,
-        self.value.bias,
-        self.key.weight,
-        q,
-        self.match,
-        idx,
-        self._scale,
-        self._pool,
+        *params, self.key.weight, q, self.match, packed, rows, _units(ev), n_pairs, self._scale, self._pool
     )
     return out
 
 
 def fused_pooling(self: L.BehaviourAttentionPooling, events: L.PackedEvents) -> torch.Tensor:
     """Drop-in for ``BehaviourAttentionPooling.forward``."""
-    idx = (
-        events.fund.numpy(),
-        events.etype.numpy(),
-        events.amount.numpy(),
-        events.age.numpy(),
-        events.counts.numpy(),
-        events.start.numpy(),
-    )
-    pooled: torch.Tensor = _FusedPooling.apply(
-        self.fund.weight,
-        self.etype.weight,
-        self.value.weight,
-        self.value.bias,
-        self.score.weight,
-        self.score.bias,
-        idx,
-    )
+    no_type = np.zeros(events.fund.shape[0], dtype=np.int64)
+    packed = (events.fund.numpy(), no_type, events.etype.numpy(), events.amount.numpy(), events.age.numpy())
+    params = (self.fund.weight, self.etype.weight, self.value.weight, self.value.bias, self.score.weight)
+    pooled: torch.Tensor = _FusedPooling.apply(*params, self.score.bias, packed, _units(events))
     has = (events.counts > 0).unsqueeze(1).to(pooled.dtype)
-    return self.dropout(self.norm(pooled + self.proj(pooled)) * has)  # type: ignore[no-any-return]
+    out: torch.Tensor = self.dropout(self.norm(pooled + self.proj(pooled)) * has)
+    return out
 
 
 def free_graph(self: L.ConsumptionGAT, target: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
@@ -468,32 +328,12 @@ def _use(variant: str) -> None:
 
 def measure(data: Path, name: str, n_batches: int, repeats: int) -> tuple[dict[str, float], list[str], list[str]]:
     """``({variant: CPU ms per step}, gradient lines, rounding-only tensors)`` of zoo model ``name``."""
-    from eoca.data import Dataset
-    from eoca.models import FeatureSpace, build_model, model_defaults
     from eoca.training.trainer import deterministic_kernels
+    from train import initial_model, training_batches  # benchmarks/train.py, beside this script
 
-    torch.set_num_threads(1)
-    ds = Dataset.load(data, with_truth=False)
-    use_graph = bool(model_defaults(name).get("use_graph", False))
-    space = FeatureSpace.fit(ds, use_graph=use_graph)
-    bound = space.bind(ds)
-    torch.manual_seed(0)
-    model = build_model(name, space, model_defaults(name))
-    model.train()
-    gen = torch.Generator().manual_seed(1)
-    exposures = [
-        b
-        for _, b in zip(
-            range(n_batches), bound.exposure_batches("train", 1024, shuffle=True, generator=gen), strict=False
-        )
-    ]
-    pasts: list[Any] = []
-    if model.learns_amount_from_history and bound.n_purchase_history():
-        per_step = math.ceil(bound.n_purchase_history() * 1024 / bound.n_exposures("train"))
-        pasts = [
-            (b, torch.from_numpy(a).to(torch.float32))
-            for _, (b, a) in zip(range(n_batches), bound.purchase_history(per_step, generator=gen), strict=False)
-        ]
+    model, bound = initial_model(data, name)
+    use_graph = model.customer_arch.consumption is not None
+    exposures, pasts = training_batches(model, bound, 1024, n_batches, 1)
 
     def step(i: int) -> None:
         model.zero_grad(set_to_none=True)
@@ -529,7 +369,7 @@ def measure(data: Path, name: str, n_batches: int, repeats: int) -> tuple[dict[s
                     step(i)
                 times[v].append((time.process_time() - c0) / n_batches * 1e3)
         _use("eager")
-    lines.sort(reverse=True)
+    lines.sort(key=lambda line: float(line.split()[0]), reverse=True)
     return {v: statistics.median(t) for v, t in times.items()}, lines, rounding
 
 

@@ -22,7 +22,6 @@ raw points and one Markdown table.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import tempfile
 import time
@@ -52,23 +51,6 @@ def fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
     return my - slope * mx, slope
-
-
-def _cut(bound: Any, size: int, per_step: int, n_batches: int, seed: int) -> tuple[list[Any], list[Any]]:
-    """``n_batches`` training batches of ``size`` exposure rows and, with ``per_step``, as many past-purchase
-    batches, cut as the trainer cuts them."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    ex = bound.exposure_batches("train", size, shuffle=True, generator=gen)
-    hi = bound.purchase_history(per_step, generator=gen) if per_step else None
-    exposures, pasts = [], []
-    for _ in range(n_batches):
-        exposures.append(next(ex))
-        if hi is not None:
-            b, a = next(hi)
-            pasts.append((b, torch.from_numpy(a).to(torch.float32)))
-    return exposures, pasts
 
 
 def _trainer_step(model: Any, flat: Any, opt: Any, exposures: list[Any], pasts: list[Any]) -> Callable[[int], None]:
@@ -101,32 +83,22 @@ def model_points(
     """``({"step": [(rows, ms)], "batching": [...]}, parameters, row width)`` of zoo model ``name``."""
     import torch
 
-    from eoca.data import Dataset
-    from eoca.models import FeatureSpace, build_model, model_defaults
     from eoca.training.trainer import FlatParameters, deterministic_kernels
+    from train import initial_model, training_batches
 
-    torch.set_num_threads(1)
-    ds = Dataset.load(data, with_truth=False)
-    space = FeatureSpace.fit(ds, use_graph=bool(model_defaults(name).get("use_graph", False)))
-    bound = space.bind(ds)
-    torch.manual_seed(0)
-    model = build_model(name, space, model_defaults(name))
-    model.train()
+    model, bound = initial_model(data, name)
     flat = FlatParameters(model)
     opt = torch.optim.Adam([flat.flat], lr=1e-3, foreach=True)
-    n_train = bound.n_exposures("train")
-    history = model.learns_amount_from_history and bound.n_purchase_history() > 0
     out: dict[str, list[tuple[int, float]]] = {"step": [], "batching": []}
     for size in sizes:
-        per_step = math.ceil(bound.n_purchase_history() * size / n_train) if history else 0
-        exposures, pasts = _cut(bound, size, per_step, n_batches, 1)
+        exposures, pasts = training_batches(model, bound, size, n_batches, 1)
         with deterministic_kernels(True):
             out["step"].append((size, _ms(_trainer_step(model, flat, opt, exposures, pasts), n_batches, repeats)))
-        _cut(bound, size, per_step, n_batches, 2)  # fills the past-purchase memo, as the trainer's first epoch does
+        training_batches(model, bound, size, n_batches, 2)  # fills the past-purchase memo, as epoch 1 does
         c_times = []
         for r in range(repeats):
             c0 = time.process_time()
-            _cut(bound, size, per_step, n_batches, 3 + r)
+            training_batches(model, bound, size, n_batches, 3 + r)
             c_times.append((time.process_time() - c0) / n_batches * 1e3)
         out["batching"].append((size, statistics.median(c_times)))
     arch: Any = model
