@@ -123,6 +123,18 @@ def _world(n_customers: int, out: Path) -> Path:
     return out
 
 
+def add_world_args(ap: argparse.ArgumentParser) -> None:
+    """``--customers`` and ``--workdir``: the simulated world the per-step benchmarks beside this script share."""
+    ap.add_argument("--customers", type=int, default=100_000, help="customers of the simulated world (8 funds)")
+    ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
+
+
+def world_from_args(args: argparse.Namespace) -> Path:
+    """The world of :func:`add_world_args`' options, simulated on first use and reused after."""
+    work = args.workdir or Path(tempfile.gettempdir()) / f"eoca_bench_world_{args.customers}"
+    return _world(args.customers, work)
+
+
 def initial_model(data: Path, name: str) -> tuple[Any, Any]:
     """``(model, bound)``: zoo model ``name`` at its initial weights (seed 0) in training mode on one torch thread,
     and the world at ``data`` bound to its feature space; what the per-step benchmarks beside this script time."""

@@ -300,8 +300,10 @@ def _rounded(r: dict[str, float]) -> dict[str, float]:
 
 
 def main() -> None:
+    from train import add_world_args, world_from_args  # benchmarks/train.py, beside this script
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--customers", type=int, default=100_000, help="customers of the simulated world (8 funds)")
+    add_world_args(ap)
     ap.add_argument("--models", default="esmm,esdpm", help="comma-separated zoo models")
     ap.add_argument("--batches", type=int, default=32, help="training batches per pass")
     ap.add_argument("--blocks", type=int, default=5, help="alternating timed passes of each variant")
@@ -317,14 +319,11 @@ def main() -> None:
     ap.add_argument("--no-dropout", action="store_true", help="dropout rates set to 0 (not what training does)")
     ap.add_argument("--fallback-random", action="store_true", help="inductor draws random numbers with aten")
     ap.add_argument("--explain", action="store_true", help="only print where compilation splits each loss")
-    ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="eoca_inductor_")
-    work = args.workdir or Path(tempfile.gettempdir()) / f"eoca_bench_world_{args.customers}"
-    from train import _world  # benchmarks/train.py, beside this script
 
-    data = _world(args.customers, work)
+    data = world_from_args(args)
     if args.explain:
         for name in args.models.split(","):
             explain(data, name)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -201,17 +200,16 @@ def measure(data: Path, name: str, n_batches: int, repeats: int) -> list[tuple[s
 
 
 def main() -> None:
+    from train import add_world_args, world_from_args  # benchmarks/train.py, beside this script
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--customers", type=int, default=100_000, help="customers of the simulated world (8 funds)")
+    add_world_args(ap)
     ap.add_argument("--models", default="esdpm,esmm", help="comma-separated zoo models")
     ap.add_argument("--batches", type=int, default=8, help="training batches timed per pass")
     ap.add_argument("--repeats", type=int, default=5, help="passes; the median is reported")
-    ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
     args = ap.parse_args()
-    from train import _world  # benchmarks/train.py, beside this script: the same world, the same folder
 
-    work = args.workdir or Path(tempfile.gettempdir()) / f"eoca_bench_world_{args.customers}"
-    data = _world(args.customers, work)
+    data = world_from_args(args)
     for name in args.models.split(","):
         print(f"\n| {name}: component | CPU ms per step |\n|---|---:|")
         for label, ms in measure(data, name, args.batches, args.repeats):

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -374,17 +373,16 @@ def measure(data: Path, name: str, n_batches: int, repeats: int) -> tuple[dict[s
 
 
 def main() -> None:
+    from train import add_world_args, world_from_args  # benchmarks/train.py, beside this script
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--customers", type=int, default=100_000, help="customers of the simulated world (8 funds)")
+    add_world_args(ap)
     ap.add_argument("--models", default="esmm,esdpm", help="comma-separated zoo models with both sequence branches")
     ap.add_argument("--batches", type=int, default=10, help="training batches timed per pass")
     ap.add_argument("--repeats", type=int, default=7, help="passes; the median is reported")
-    ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
     args = ap.parse_args()
-    from train import _world  # benchmarks/train.py, beside this script: the same world, the same folder
 
-    work = args.workdir or Path(tempfile.gettempdir()) / f"eoca_bench_world_{args.customers}"
-    data = _world(args.customers, work)
+    data = world_from_args(args)
     for name in args.models.split(","):
         ms, lines, rounding = measure(data, name, args.batches, args.repeats)
         print(f"\n{name}: largest gradient difference, fused vs eager, relative to the tensor's largest gradient:")

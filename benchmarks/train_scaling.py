@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -133,21 +132,20 @@ def mlp_points(width: int, parameters: int, sizes: list[int], n_batches: int, re
 
 
 def main() -> None:
+    from train import add_world_args, world_from_args  # benchmarks/train.py, beside this script
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--customers", type=int, default=100_000, help="customers of the simulated world (8 funds)")
+    add_world_args(ap)
     ap.add_argument("--models", default="esdpm,esmm", help="comma-separated zoo models")
     ap.add_argument("--batch-sizes", default="128,256,512,1024,2048", help="exposure rows per step")
     ap.add_argument("--batches", type=int, default=8, help="batches timed per pass")
     ap.add_argument("--repeats", type=int, default=5, help="passes; the median is reported")
-    ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
     args = ap.parse_args()
-    from train import _world
 
     sizes = sorted({int(s) for s in args.batch_sizes.split(",")})
     if len(sizes) < 2 or sizes[0] < 1:
         raise SystemExit("--batch-sizes needs at least two distinct positive sizes")
-    work = args.workdir or Path(tempfile.gettempdir()) / f"eoca_bench_world_{args.customers}"
-    data = _world(args.customers, work)
+    data = world_from_args(args)
     rows_md = []
     for name in args.models.split(","):
         points, parameters, width = model_points(data, name, sizes, args.batches, args.repeats)
