@@ -99,6 +99,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config: dict[str, Any] = {"num_threads": args.threads, "selection": args.selection}
     if args.max_train_rows:
         config["max_train_rows"] = args.max_train_rows
+    if args.sets:
+        from eoca.config import apply_overrides
+
+        config = apply_overrides(config, args.sets)
     out = Path(args.out)
     t0 = time.perf_counter()
     result = evaluate_seeds(dataset, models, out, seeds=seeds, config=config, ensemble=args.ensemble, progress=False)
@@ -204,7 +208,24 @@ def main() -> None:
     ap.add_argument("--selection", default="auto", choices=["auto", "loss", "ips"])
     ap.add_argument("--ensemble", action="store_true")
     ap.add_argument("--results", type=Path, help="replace the section of this RESULTS.md")
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training-config override for every model (repeatable), e.g. --set sequence_length=4 --set "
+        "params.amount_from_history=false; use a new --out, since runs already there are reused",
+    )
     args = ap.parse_args()
+    if args.sets:
+        from eoca.errors import ConfigError
+        from eoca.training import load_train_config
+
+        try:
+            load_train_config(None, args.sets)
+        except ConfigError as exc:
+            ap.error(f"--set: {exc}")
     res = run(args)
     out = Path(args.out)
     (out / "decisions.json").write_text(json.dumps(res, indent=2), encoding="utf-8")

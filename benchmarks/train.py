@@ -7,6 +7,9 @@
         # the default `eoca run` world, with one CPU-bound process competing, torch on 2 threads
     python benchmarks/train.py --customers 100000 --train-rows 32768 --large 0 --params '{"use_sequences": false}'
         # the same models without their sequence branches (what the rest of the network costs)
+    python benchmarks/train.py --customers 100000 --train-rows 32768 --large 0 --models esdpm \
+        --set sequence_length=4 --set graph_neighbours=4 --params '{"amount_from_history": false}'
+        # training-config overrides (--set, repeatable): fewer events and graph edges, no past purchases
     python benchmarks/train.py --customers 100000 --train-rows 32768 --large 0 --timed-epochs 5
         # each training figure the median of 5 timed epochs (a 32-step epoch of the MLP is ~60 CPU-ms: noisy)
     python benchmarks/train.py --customers 100000 --train-rows 32768 --large 0 --timed-epochs 5 --compile
@@ -67,6 +70,14 @@ def _params() -> dict[str, Any]:
     # Model parameters of every trained model (``--params``), passed like the thread count.
     raw = os.environ.get("EOCA_BENCH_PARAMS", "")
     return dict(json.loads(raw)) if raw else {}
+
+
+def _with_sets(cfg: dict[str, Any]) -> dict[str, Any]:
+    # Training-config overrides of every trained model (``--set``), e.g. ``graph_neighbours=4``.
+    from eoca.config import apply_overrides
+
+    raw = os.environ.get("EOCA_BENCH_SET", "")
+    return apply_overrides(cfg, json.loads(raw)) if raw else cfg
 
 
 def _timed_epochs() -> int:
@@ -199,7 +210,7 @@ def worker_train(data: Path, model: str, max_rows: int | None) -> dict[str, Any]
         "params": _params(),
     }
     t0 = time.perf_counter()
-    trained = train(ds, cfg, None, progress=False)
+    trained = train(ds, _with_sets(cfg), None, progress=False)
     total = time.perf_counter() - t0
     timed = trained.history[1:] or trained.history[-1:]
     h = trained.history[-1]
@@ -314,7 +325,7 @@ def _trained(ds: Any, model: str) -> Any:
 
     # A few thousand rows are enough: scoring speed does not depend on how well the weights fit.
     cfg = {"model": model, "max_epochs": 1, "max_train_rows": 20000, "num_threads": _threads(), "params": _params()}
-    return train(ds, cfg, None, progress=False)
+    return train(ds, _with_sets(cfg), None, progress=False)
 
 
 def _tile(ds: Any, n_target: int) -> Any:
@@ -428,6 +439,15 @@ def main() -> None:
         help="model parameters (JSON) for every trained model, e.g. '{\"use_sequences\": false}' to time a model "
         "without its sequence branches",
     )
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training-config override for every trained model (repeatable), e.g. --set graph_neighbours=4 "
+        "--set sequence_length=4",
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -448,6 +468,15 @@ def main() -> None:
     os.environ["EOCA_BENCH_EPOCHS"] = str(max(1, args.timed_epochs))
     if args.params:
         os.environ["EOCA_BENCH_PARAMS"] = json.dumps(json.loads(args.params))
+    if args.sets:
+        from eoca.errors import ConfigError
+        from eoca.training import load_train_config
+
+        try:  # a bad key or value fails here, naming it, before any world is built
+            load_train_config(None, args.sets)
+        except ConfigError as exc:
+            ap.error(f"--set: {exc}")
+        os.environ["EOCA_BENCH_SET"] = json.dumps(args.sets)
     n_world = args.customers or (20_000 if args.quick else 200_000)
     n_large = args.large if args.large is not None else (200_000 if args.quick else 10_000_000)
     rows = str(args.train_rows) if args.train_rows else "all"

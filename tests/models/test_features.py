@@ -12,7 +12,7 @@ import torch
 from eoca.data import Dataset
 from eoca.errors import DataValidationError
 from eoca.models import FeatureSpace
-from eoca.models.features import BoundFeatures
+from eoca.models.features import DEFAULT_NEIGHBOURS, BoundFeatures
 
 
 def _assert_same_batches(a: BoundFeatures, b: BoundFeatures) -> None:
@@ -123,6 +123,32 @@ def test_missing_graph_and_events_switch_branches_off(hillstrom_like: Dataset) -
 def test_use_flags_turn_branches_off(sim: Dataset) -> None:
     space = FeatureSpace.fit(sim, use_sequences=False, use_graph=False, sequence_length=8)
     assert not space.has_sequences and not space.has_graph and space.sequence_length == 8
+
+
+def test_graph_neighbours_caps_the_sampled_edges_and_is_saved_with_the_space(sim: Dataset) -> None:
+    units = np.arange(sim.n_customers)
+
+    def widest(space: FeatureSpace) -> tuple[int, int]:
+        # Most edges any unit (hop 2) and any merchant (hop 1) received in one deterministic sample.
+        batch = space.bind(sim).pair_batch(units, np.zeros_like(units))
+        return (
+            int(np.bincount(batch.inputs["g_e2_dst"].numpy()).max()),
+            int(np.bincount(batch.inputs["g_e1_dst"].numpy()).max()),
+        )
+
+    default = FeatureSpace.fit(sim)
+    assert default.graph_neighbours == DEFAULT_NEIGHBOURS
+    assert min(widest(default)) > 2  # the cap below binds on this data
+    narrow = FeatureSpace.fit(sim, graph_neighbours=2)
+    assert widest(narrow) == (2, 2)
+    state = json.loads(json.dumps(narrow.state_dict()))
+    assert FeatureSpace.from_state_dict(state).graph_neighbours == 2
+    # A space saved before the setting existed sampled the default number of edges, and still does.
+    del state["graph_neighbours"]
+    assert FeatureSpace.from_state_dict(state).graph_neighbours == DEFAULT_NEIGHBOURS
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="graph_neighbours"):
+            FeatureSpace.fit(sim, graph_neighbours=bad)  # type: ignore[arg-type]
 
 
 def test_bind_rejects_other_funds_and_missing_columns(sim: Dataset) -> None:

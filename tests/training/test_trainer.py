@@ -56,6 +56,14 @@ def test_save_load_gives_identical_predictions(tiny: Dataset, tmp_path: Path) ->
     assert loaded.history == trained.history
 
 
+def test_graph_neighbours_reaches_the_feature_space_and_the_saved_model(tiny: Dataset, tmp_path: Path) -> None:
+    trained = train(tiny, _cfg(model="esdpm", max_epochs=1, graph_neighbours=1), tmp_path, progress=False)
+    assert trained.features.graph_neighbours == 1
+    assert TrainedModel.load(tmp_path).features.graph_neighbours == 1
+    batch = next(trained.features.bind(tiny).exposure_batches("train", 256, shuffle=False))
+    assert np.bincount(batch.inputs["g_e2_dst"].numpy()).max() == 1
+
+
 def _as_version_1(path: Path) -> None:
     """Rewrite a model file or checkpoint as eoca wrote it before ``sequence_encoder`` existed."""
     payload = torch.load(path, weights_only=True)
@@ -187,6 +195,7 @@ def test_grid_search_selects_best_validation_score(tiny: Dataset, tmp_path: Path
         ("learning_rate=0.1", "learning_rate"),
         ("grid_dropout=[1.5]", "grid_dropout"),
         ("batch_size=abc", "batch_size"),
+        ("graph_neighbours=0", "graph_neighbours"),
     ],
 )
 def test_config_errors_name_the_key(override: str, key: str) -> None:

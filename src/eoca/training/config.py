@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from eoca.config import deep_merge, load_config, packaged_config, read_yaml, validate_config
 from eoca.errors import ConfigError
+from eoca.models.features.encoding import DEFAULT_NEIGHBOURS
 
 DEFAULTS_FILE: Path = packaged_config("train.yaml")
 
@@ -39,6 +40,7 @@ class TrainOptions(BaseModel):
     use_sequences: bool = True
     use_graph: bool = True
     sequence_length: int | None = Field(None, ge=1)
+    graph_neighbours: int = Field(DEFAULT_NEIGHBOURS, ge=1)
     num_threads: int | None = Field(None, ge=1)
     deterministic: bool = True
     selection: Literal["auto", "loss", "ips", "etv_mse", "gini"] = "auto"

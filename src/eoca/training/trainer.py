@@ -601,7 +601,11 @@ def _fit_features(dataset: Dataset, cfg: TrainConfig) -> FeatureSpace:
     # other inputs and the model's numbers are unchanged).
     use_graph = cfg.use_graph and bool({**model_defaults(cfg.model), **cfg.params}.get("use_graph", False))
     return FeatureSpace.fit(
-        dataset, sequence_length=cfg.sequence_length, use_sequences=cfg.use_sequences, use_graph=use_graph
+        dataset,
+        sequence_length=cfg.sequence_length,
+        use_sequences=cfg.use_sequences,
+        use_graph=use_graph,
+        graph_neighbours=cfg.graph_neighbours,
     )
 
 

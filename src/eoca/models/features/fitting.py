@@ -14,6 +14,7 @@ from eoca.data.schema import EVENT_TYPES
 from eoca.errors import DataValidationError
 from eoca.models.features.encoding import (
     _FIRST_TOKEN,
+    DEFAULT_NEIGHBOURS,
     MAX_LIST_LEN,
     PAIR_FEATURES_PER_LEVEL,
     STATE_VERSION,
@@ -56,6 +57,9 @@ class FeatureSpace:
     fund_groups: list[int]
     fund_group_source: str
     recent_window: float
+    graph_neighbours: int = DEFAULT_NEIGHBOURS
+    """Edges sampled per node and hop of the consumption graph (a state saved before this field existed
+    sampled :data:`~eoca.models.features.encoding.DEFAULT_NEIGHBOURS`, the default)."""
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -66,13 +70,17 @@ class FeatureSpace:
         sequence_length: int | None = None,
         use_sequences: bool = True,
         use_graph: bool = True,
+        graph_neighbours: int = DEFAULT_NEIGHBOURS,
     ) -> FeatureSpace:
         """Fit on ``dataset``'s train split.
 
         Args:
             sequence_length: behaviour events kept per customer (latest first); default the spec's.
             use_sequences, use_graph: set False to switch a branch off even when the data has it.
+            graph_neighbours: edges sampled per node and hop of the consumption graph (at least 1).
         """
+        if isinstance(graph_neighbours, bool) or not isinstance(graph_neighbours, int) or graph_neighbours < 1:
+            raise ValueError(f"graph_neighbours must be an integer >= 1, got {graph_neighbours!r}")
         spec = dataset.spec
         train = dataset.split_mask("train")
         exp = dataset.exposures.filter(pa.array(train))
@@ -169,6 +177,7 @@ class FeatureSpace:
             fund_groups=groups,
             fund_group_source=group_source,
             recent_window=recent_window,
+            graph_neighbours=graph_neighbours,
         )
 
     # -- serialisation -----------------------------------------------------------------------------------
@@ -194,6 +203,7 @@ class FeatureSpace:
             "fund_groups": self.fund_groups,
             "fund_group_source": self.fund_group_source,
             "recent_window": self.recent_window,
+            "graph_neighbours": self.graph_neighbours,
         }
 
     @classmethod
