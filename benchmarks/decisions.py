@@ -208,24 +208,15 @@ def main() -> None:
     ap.add_argument("--selection", default="auto", choices=["auto", "loss", "ips"])
     ap.add_argument("--ensemble", action="store_true")
     ap.add_argument("--results", type=Path, help="replace the section of this RESULTS.md")
-    ap.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="training-config override for every model (repeatable), e.g. --set sequence_length=4 --set "
-        "params.amount_from_history=false; use a new --out, since runs already there are reused",
+    from train import add_set_args, check_sets  # benchmarks/train.py, beside this script
+
+    add_set_args(
+        ap,
+        "e.g. --set sequence_length=4 --set params.amount_from_history=false; use a new --out, since runs "
+        "already there are reused",
     )
     args = ap.parse_args()
-    if args.sets:
-        from eoca.errors import ConfigError
-        from eoca.training import load_train_config
-
-        try:
-            load_train_config(None, args.sets)
-        except ConfigError as exc:
-            ap.error(f"--set: {exc}")
+    check_sets(ap, args.sets)
     res = run(args)
     out = Path(args.out)
     (out / "decisions.json").write_text(json.dumps(res, indent=2), encoding="utf-8")

@@ -146,6 +146,29 @@ def world_from_args(args: argparse.Namespace) -> Path:
     return _world(args.customers, work)
 
 
+def add_set_args(ap: argparse.ArgumentParser, example: str) -> None:
+    """``--set KEY=VALUE`` (repeatable): training-config overrides of every trained model; see :func:`check_sets`."""
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"training-config override for every trained model (repeatable), {example}",
+    )
+
+
+def check_sets(ap: argparse.ArgumentParser, sets: list[str]) -> None:
+    """Exit through ``ap.error`` naming the key when an override of :func:`add_set_args` is not a valid config."""
+    from eoca.errors import ConfigError
+    from eoca.training import load_train_config
+
+    try:
+        load_train_config(None, sets)
+    except ConfigError as exc:
+        ap.error(f"--set: {exc}")
+
+
 def initial_model(data: Path, name: str) -> tuple[Any, Any]:
     """``(model, bound)``: zoo model ``name`` at its initial weights (seed 0) in training mode on one torch thread,
     and the world at ``data`` bound to its feature space; what the per-step benchmarks beside this script time."""
@@ -439,15 +462,7 @@ def main() -> None:
         help="model parameters (JSON) for every trained model, e.g. '{\"use_sequences\": false}' to time a model "
         "without its sequence branches",
     )
-    ap.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="training-config override for every trained model (repeatable), e.g. --set graph_neighbours=4 "
-        "--set sequence_length=4",
-    )
+    add_set_args(ap, "e.g. --set graph_neighbours=4 --set sequence_length=4")
     ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -469,13 +484,7 @@ def main() -> None:
     if args.params:
         os.environ["EOCA_BENCH_PARAMS"] = json.dumps(json.loads(args.params))
     if args.sets:
-        from eoca.errors import ConfigError
-        from eoca.training import load_train_config
-
-        try:  # a bad key or value fails here, naming it, before any world is built
-            load_train_config(None, args.sets)
-        except ConfigError as exc:
-            ap.error(f"--set: {exc}")
+        check_sets(ap, args.sets)  # a bad key or value fails here, naming it, before any world is built
         os.environ["EOCA_BENCH_SET"] = json.dumps(args.sets)
     n_world = args.customers or (20_000 if args.quick else 200_000)
     n_large = args.large if args.large is not None else (200_000 if args.quick else 10_000_000)
