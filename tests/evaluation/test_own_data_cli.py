@@ -102,8 +102,17 @@ def test_score_several_runs_loads_data_once(log_data: Path, tmp_path: Path) -> N
     (tmp_path / "plan.yaml").write_text("shares: {all: 1.0}\n")
     res = runner.invoke(
         app,
-        ["allocate", "--scores", str(out / "dnn_c.parquet"), "--data", str(log_data), "--plan",
-         str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "alloc")],
+        [
+            "allocate",
+            "--scores",
+            str(out / "dnn_c.parquet"),
+            "--data",
+            str(log_data),
+            "--plan",
+            str(tmp_path / "plan.yaml"),
+            "--out",
+            str(tmp_path / "alloc"),
+        ],
     )
     assert res.exit_code == 0, res.output
     alloc = pq.read_table(tmp_path / "alloc" / "allocation.parquet")

@@ -32,6 +32,7 @@ def _arm_specs(arms: list[str]) -> list[ArmSpec]:
         out.append(ArmSpec(parts[0], parts[1], cost))
     return out
 
+
 def _name_values(items: list[str], convert: Callable[[str], T], option: str, form: str) -> dict[str, T]:
     """Parse repeated ``NAME=VALUE`` options; a malformed one names the option and the expected form."""
     out: dict[str, T] = {}

@@ -91,9 +91,8 @@ def etv_selection_score(
     if labels["amount"].size == 0:
         return math.inf
     trained.fit_guard(dataset, split, final=final)
-    etv = trained.predict_pairs(
-        dataset, labels["customer_pos"], labels["fund_pos"], trained.config.eval_batch_size
-    )["etv"].astype(np.float64)
+    pairs = labels["customer_pos"], labels["fund_pos"]
+    etv = trained.predict_pairs(dataset, *pairs, trained.config.eval_batch_size)["etv"].astype(np.float64)
     weight = labels.get("weight")
     if metric == "etv_mse":
         return mse(labels["amount"], etv, weight)
