@@ -95,7 +95,7 @@ class BoundFeatures:
         self._graph: ConsumptionGraph | None = None
         if space.has_graph:
             if dataset.has_graph and dataset.consumption is not None:
-                self._graph = ConsumptionGraph(space, dataset, space.graph_neighbours)
+                self._graph = ConsumptionGraph(space, dataset)
             else:
                 notice("bind-no-graph", "dataset has no consumption graph; every customer has no merchants")
         # The past purchases of purchase_history, found on first use.

@@ -6,19 +6,19 @@ import numpy as np
 import torch
 
 from eoca.data.dataset import Dataset
-from eoca.models.features.encoding import DEFAULT_NEIGHBOURS, _codes, _float, _standardise
+from eoca.models.features.encoding import _codes, _float, _standardise
 from eoca.models.features.fitting import FeatureSpace
 
 
 class ConsumptionGraph:
     """The customer-merchant consumption graph as CSR in both directions, with per-batch neighbour sampling.
 
-    Neighbour lists are sorted by payment total (largest first). Sampling is *systematic*: ``S`` evenly spaced
+    Neighbour lists are sorted by payment total (largest first). Sampling is *systematic*: ``S`` (the space's ``graph_neighbours``) evenly spaced
     positions with one random phase per node, so a node with more than ``S`` neighbours gets ``S`` distinct
     ones spread over its whole list; with ``rng=None`` the phase is fixed, which makes scoring deterministic.
     """
 
-    def __init__(self, space: FeatureSpace, dataset: Dataset, neighbours: int = DEFAULT_NEIGHBOURS) -> None:
+    def __init__(self, space: FeatureSpace, dataset: Dataset) -> None:
         assert dataset.consumption is not None
         cons = dataset.consumption
         cust = dataset.customer_index(cons.column("customer_id"))
@@ -40,7 +40,7 @@ class ConsumptionGraph:
         # table of millions (the largest cost of sampling a batch).
         self.c_merch, self.c_attr = merch[by_c], attr[by_c]
         self.m_cust, self.m_attr = cust[by_m], attr[by_m]
-        self.s = neighbours
+        self.s = space.graph_neighbours
 
     def _sample(
         self, nodes: np.ndarray, indptr: np.ndarray, rng: np.random.Generator | None
