@@ -13,9 +13,10 @@ from eoca.models.features.fitting import FeatureSpace
 class ConsumptionGraph:
     """The customer-merchant consumption graph as CSR in both directions, with per-batch neighbour sampling.
 
-    Neighbour lists are sorted by payment total (largest first). Sampling is *systematic*: ``S`` (the space's ``graph_neighbours``) evenly spaced
-    positions with one random phase per node, so a node with more than ``S`` neighbours gets ``S`` distinct
-    ones spread over its whole list; with ``rng=None`` the phase is fixed, which makes scoring deterministic.
+    Neighbour lists are sorted by payment total (largest first). Sampling is *systematic*: ``S`` (the space's
+    ``graph_neighbours``) evenly spaced positions with one random phase per node, so a node with more than ``S``
+    neighbours gets ``S`` distinct ones spread over its whole list; with ``rng=None`` the phase is fixed, which
+    makes scoring deterministic.
     """
 
     def __init__(self, space: FeatureSpace, dataset: Dataset) -> None:
