@@ -180,3 +180,49 @@ def test_latest_sequence_table_equals_cutting_per_batch(sim: Dataset, monkeypatc
     b = per_batch.pair_batch(cust, fund).inputs
     for key in ("seq_fund", "seq_type", "seq_amount", "seq_age", "seq_mask"):
         assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+def _runs(customers: np.ndarray) -> int:
+    """How many contiguous runs of equal values ``customers`` has."""
+    return int(1 + np.count_nonzero(customers[1:] != customers[:-1])) if customers.size else 0
+
+
+def test_by_customer_batches_keep_each_customers_rows_together(sim: Dataset) -> None:
+    bound = FeatureSpace.fit(sim).bind(sim)
+    labels = bound.exposure_labels("train")
+    n_cust = np.unique(labels["customer_pos"]).size
+    assert n_cust < labels["customer_pos"].size  # the simulator logs several exposures per customer
+
+    def epoch(seed: int, by_customer: bool) -> list:
+        g = torch.Generator().manual_seed(seed)
+        return list(bound.exposure_batches("train", 500, shuffle=True, generator=g, by_customer=by_customer))
+
+    grouped = epoch(0, True)
+    order = np.concatenate([b.customer.numpy() for b in grouped])
+    # Every row once, and every customer's rows in one contiguous run (a run may straddle two batches).
+    np.testing.assert_array_equal(np.sort(order), np.sort(labels["customer_pos"]))
+    assert _runs(order) == n_cust
+    pairs = np.concatenate([b.customer.numpy() * 100 + b.fund.numpy() for b in grouped])
+    np.testing.assert_array_equal(np.sort(pairs), np.sort(labels["customer_pos"] * 100 + labels["fund_pos"]))
+    # The customer side is cut once per customer of a batch: about a third of the rows here, against nearly every
+    # row when rows are shuffled alone.
+    units = sum(int(b.inputs["unit_customer"].numel()) for b in grouped)
+    assert units <= n_cust + len(grouped)
+    assert sum(int(b.inputs["unit_customer"].numel()) for b in epoch(0, False)) > 2 * units
+    # Seeded: the same generator gives the same order; another seed another one.
+    np.testing.assert_array_equal(np.concatenate([b.customer.numpy() for b in epoch(0, True)]), order)
+    assert not np.array_equal(np.concatenate([b.customer.numpy() for b in epoch(1, True)]), order)
+
+
+def test_by_customer_leaves_a_split_of_one_row_per_customer_unchanged(sim: Dataset) -> None:
+    bound = FeatureSpace.fit(sim).bind(sim)
+    test_customers = bound.exposure_labels("test")["customer_pos"]
+    assert np.unique(test_customers).size == test_customers.size
+    runs = []
+    for by_customer in (False, True):
+        g = torch.Generator().manual_seed(5)
+        runs.append(list(bound.exposure_batches("test", 300, shuffle=True, generator=g, by_customer=by_customer)))
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a.customer, b.customer) and torch.equal(a.fund, b.fund)
+        for key in a.inputs:
+            assert torch.equal(a.inputs[key], b.inputs[key]), key

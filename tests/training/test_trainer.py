@@ -13,6 +13,7 @@ import torch
 from eoca.data import Dataset
 from eoca.errors import ConfigError, DataValidationError
 from eoca.models import FeatureSpace
+from eoca.models.features import BoundFeatures
 from eoca.training import TrainConfig, TrainedModel, load_train_config, train
 from eoca.training import trainer as trainer_module
 from eoca.training.trainer import CHECKPOINT_FILE, MODEL_FILE, epoch_seed
@@ -62,6 +63,48 @@ def test_graph_neighbours_reaches_the_feature_space_and_the_saved_model(tiny: Da
     assert TrainedModel.load(tmp_path).features.graph_neighbours == 1
     batch = next(trained.features.bind(tiny).exposure_batches("train", 256, shuffle=False))
     assert np.bincount(batch.inputs["g_e2_dst"].numpy()).max() == 1
+
+
+def test_batch_order_reaches_the_training_batches(tiny: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    cut = BoundFeatures.exposure_batches
+
+    def spy(self: BoundFeatures, split: str, batch_size: int, **kw: Any) -> Any:
+        if kw.get("shuffle"):
+            seen.append(bool(kw.get("by_customer", False)))
+        return cut(self, split, batch_size, **kw)
+
+    monkeypatch.setattr(BoundFeatures, "exposure_batches", spy)
+    rows = train(tiny, _cfg(model="esmm", max_epochs=1, batch_order="rows"), None, progress=False)
+    grouped = train(tiny, _cfg(model="esmm", max_epochs=1, batch_order="customers"), None, progress=False)
+    assert seen == [False, True]
+    assert grouped.config.batch_order == "customers"
+    # Another order of the same rows: another model (tiny has several exposures per customer).
+    assert rows.history[0]["train_loss"] != grouped.history[0]["train_loss"]
+
+
+def _without_settings(path: Path, keys: tuple[str, ...]) -> None:
+    """Rewrite a model file or checkpoint as eoca wrote it before the training settings ``keys`` existed."""
+    payload = torch.load(path, weights_only=True)
+    for key in keys:
+        payload["config"].pop(key)
+    torch.save(payload, path)
+
+
+def test_files_from_before_a_setting_existed_load_and_resume_with_the_value_they_were_trained_with(
+    tiny: Dataset, tmp_path: Path
+) -> None:
+    keys = ("batch_order", "graph_neighbours")
+    cfg = _cfg(model="esmm", max_epochs=1, batch_order="rows")
+    train(tiny, cfg, tmp_path, progress=False)
+    _without_settings(tmp_path / MODEL_FILE, keys)
+    _without_settings(tmp_path / CHECKPOINT_FILE, keys)
+    loaded = TrainedModel.load(tmp_path)
+    assert (loaded.config.batch_order, loaded.config.graph_neighbours) == ("rows", 10)
+    with pytest.raises(ConfigError, match="differs from the checkpoint's in batch_order;"):
+        train(tiny, {**cfg, "batch_order": "customers"}, tmp_path, resume=True, progress=False)
+    resumed = train(tiny, cfg, tmp_path, resume=True, progress=False)
+    assert resumed.history == loaded.history
 
 
 def _as_version_1(path: Path) -> None:
@@ -196,6 +239,7 @@ def test_grid_search_selects_best_validation_score(tiny: Dataset, tmp_path: Path
         ("grid_dropout=[1.5]", "grid_dropout"),
         ("batch_size=abc", "batch_size"),
         ("graph_neighbours=0", "graph_neighbours"),
+        ("batch_order=funds", "batch_order"),
     ],
 )
 def test_config_errors_name_the_key(override: str, key: str) -> None:

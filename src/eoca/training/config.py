@@ -41,6 +41,7 @@ class TrainOptions(BaseModel):
     use_graph: bool = True
     sequence_length: int | None = Field(None, ge=1)
     graph_neighbours: int = Field(DEFAULT_NEIGHBOURS, ge=1)
+    batch_order: Literal["rows", "customers"] = "rows"
     num_threads: int | None = Field(None, ge=1)
     deterministic: bool = True
     selection: Literal["auto", "loss", "ips", "etv_mse", "gini"] = "auto"

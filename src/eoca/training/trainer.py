@@ -301,7 +301,7 @@ class TrainedModel:
         payload = safe_torch_load(path)
         if payload.get("format") != _FORMAT:
             raise DataValidationError(f"{path}: not an eoca model file (format {payload.get('format')!r})")
-        config = validate_config(TrainConfig, payload["config"], f"{path} (config)")
+        config = validate_config(TrainConfig, saved_config(payload["config"]), f"{path} (config)")
         features = FeatureSpace.from_state_dict(payload["features"])
         model = build_model(config.model, features, _saved_params(config.model, config.params, payload.get("version")))
         try:
@@ -540,6 +540,18 @@ def _save_checkpoint(
         torch.save(payload, tmp)
 
 
+SETTINGS_BEFORE: dict[str, Any] = {"graph_neighbours": 10, "batch_order": "rows"}
+"""Training settings added after model files were first written, with the behaviour they name that files without
+them were trained with; :func:`saved_config` fills them in."""
+
+
+def saved_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A model file's or checkpoint's stored config with every setting it predates (:data:`SETTINGS_BEFORE`) set
+    to the value in effect when it was written, so an older file neither claims today's default nor fails to
+    resume over a key it never had."""
+    return {**SETTINGS_BEFORE, **config}
+
+
 def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
@@ -634,7 +646,7 @@ def _train_one(
                 f"{ckpt_path}: cannot resume, the checkpoint was written by an older eoca whose '{cfg.model}' had "
                 f"{older}; use a new --out folder (and --set those values there to train that architecture)"
             )
-        diff = _config_diff(ckpt["config"], cfg.model_dump(mode="json"))
+        diff = _config_diff(saved_config(ckpt["config"]), cfg.model_dump(mode="json"))
         if diff:
             raise ConfigError(
                 f"{ckpt_path}: cannot resume, the config differs from the checkpoint's in {', '.join(diff)}; "
@@ -674,6 +686,7 @@ def _train_one(
         _set_numpy_rng_state(ckpt["rng"]["numpy"])
 
     rows_per_epoch = min(n_train, cfg.max_train_rows or n_train)
+    by_customer = cfg.batch_order == "customers"
     name = label or cfg.model
     selection = resolve_selection(cfg.selection, dataset) if n_valid else "loss"
     # One wrapper bound once: the decision value scores the validation customers after every epoch.
@@ -689,7 +702,9 @@ def _train_one(
             gen = torch.Generator().manual_seed(seed)
             model.train()
             total, rows = 0.0, 0
-            batches = bound.exposure_batches("train", cfg.batch_size, shuffle=True, generator=gen)
+            batches = bound.exposure_batches(
+                "train", cfg.batch_size, shuffle=True, generator=gen, by_customer=by_customer
+            )
             history = _history_batches(model, bound, gen, rows_per_epoch, n_train, cfg.batch_size)
             for step, batch in enumerate(batches):
                 if rows >= rows_per_epoch:

@@ -83,6 +83,7 @@ class BoundFeatures:
         self._clicked = _float(exp.column("clicked")).astype(np.float32) if dataset.has_clicks else None
         self._weight = _float(exp.column("weight")) if "weight" in exp.column_names else None
         self._split_rows = {s: np.flatnonzero(dataset.split_mask(s)) for s in SPLITS}
+        self._split_repeats: dict[str, bool] = {}
         if space.has_clicks and not dataset.has_clicks:
             notice("bind-no-clicks", "dataset has no click labels; click-based losses are skipped for it")
 
@@ -149,13 +150,26 @@ class BoundFeatures:
             out["clicked"] = self._clicked[rows]
         return out
 
+    def _repeats_customers(self, split: str) -> bool:
+        """Whether some customer has more than one row in ``split`` (cached per split)."""
+        if split not in self._split_repeats:
+            cust = self._exp_customer[self._rows(split)]
+            self._split_repeats[split] = bool(np.unique(cust).size < cust.size)
+        return self._split_repeats[split]
+
     def split_weights(self, split: str) -> np.ndarray | None:
         """Sampling weights of ``split``'s rows (float64 ``[n]``, in ``exposure_batches(shuffle=False)``
         order), or None when the dataset has no weight column."""
         return None if self._weight is None else self._weight[self._rows(split)]
 
     def exposure_batches(
-        self, split: str, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        by_customer: bool = False,
     ) -> Iterator[Batch]:
         """Every exposure row of ``split`` exactly once, in batches of ``batch_size`` with labels filled.
 
@@ -165,6 +179,12 @@ class BoundFeatures:
         Sampling weights (an oversampled design): in training mode the split's rows are instead drawn with
         replacement with probability proportional to their weight, as many draws as rows, so every loss's
         expectation is the population-weighted loss without any model weighting its own loss.
+
+        ``by_customer`` (training mode): the shuffled rows are then ordered by a random permutation of the
+        customers, so a customer's rows share a batch (their order within the customer stays random). The
+        customer side of the network (profile, behaviour encoder, consumption graph, and the batch's sequence
+        and graph inputs) is computed once per customer of a batch, not once per row. A split with one row per
+        customer has nothing to group: its batches are then those of ``by_customer=False``, bit for bit.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -176,6 +196,9 @@ class BoundFeatures:
         elif shuffle:
             perm = torch.randperm(rows.size, generator=generator).numpy()
             rows = rows[perm]
+        if shuffle and by_customer and self._repeats_customers(split):
+            rank = torch.randperm(self.n_customers, generator=generator).numpy()
+            rows = rows[np.argsort(rank[self._exp_customer[rows]], kind="stable")]
         rng: np.random.Generator | None = None
         if shuffle:
             seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
