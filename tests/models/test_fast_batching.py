@@ -15,6 +15,7 @@ import torch
 from eoca.data import Dataset
 from eoca.data.schema import EVENT_TYPES
 from eoca.models import FeatureSpace, build_model
+from eoca.models.features import sequences as sequences_module
 from eoca.models.features.encoding import _FIRST_TOKEN, PAD, PAIR_FEATURES_PER_LEVEL
 from eoca.models.features.sequences import BehaviourSequences
 from eoca.models.layers import Tower, run_towers
@@ -108,7 +109,12 @@ def _pair_counts_reference(
     return np.concatenate([acc3[:, fund_fit], acc3[:, n_fit + seq.groups[fund_fit]]], axis=2).astype(np.float32)
 
 
-def test_pair_counts_equal_an_event_by_event_reference(seq: BehaviourSequences) -> None:
+@pytest.mark.parametrize("block", [8192, 7])
+def test_pair_counts_equal_an_event_by_event_reference(
+    seq: BehaviourSequences, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 300 units in one block, and in 43 blocks of at most 7 (the last one short): the same values either way.
+    monkeypatch.setattr(sequences_module, "PAIR_COUNT_BLOCK", block)
     cust, time = _units(seq, 300, 2)
     end = seq.cut(cust, time)
     fund_fit = np.arange(seq.groups.size)[::-1].copy()  # a bound dataset may order its funds differently
