@@ -52,6 +52,30 @@ def test_offline_metrics_are_in_range(tiny: Dataset, trained: TrainedModel) -> N
     assert m["true_value_argmax"] is not None and 0 < m["argmax_share_of_oracle"] <= 1.0 + 1e-9
 
 
+def test_offline_metrics_from_the_score_matrix_equal_a_fresh_grid_and_score_no_pair_twice(
+    tiny: Dataset, trained: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = offline_metrics(trained, tiny, "test").to_row()
+    matrix = trained.score_matrix(tiny)
+    rows_asked: list[int] = []
+    predict_pairs = TrainedModel.predict_pairs
+
+    def counting(self: TrainedModel, dataset: Dataset, cust: np.ndarray, *args: object, **kw: object) -> object:
+        rows_asked.append(int(np.asarray(cust).size))
+        return predict_pairs(self, dataset, cust, *args, **kw)
+
+    monkeypatch.setattr(TrainedModel, "predict_pairs", counting)
+    from_matrix = offline_metrics(trained, tiny, "test", grid_etv=matrix["etv"]).to_row()
+    # Only the test exposures are scored; the decision metrics read the matrix (every customer x fund otherwise).
+    assert rows_asked == [int(tiny.split_mask("test").sum())]
+    assert from_matrix.keys() == fresh.keys()
+    for key, value in fresh.items():
+        if isinstance(value, float):
+            assert from_matrix[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
+        else:
+            assert from_matrix[key] == value, key
+
+
 def test_cli_train_score_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     run = tmp_path / "run"

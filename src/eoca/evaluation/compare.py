@@ -129,6 +129,7 @@ def metrics_from_predictor(
     predict: PairPredictor,
     tasks: frozenset[str],
     truth_etv: np.ndarray | None = None,
+    grid_etv: np.ndarray | None = None,
 ) -> OfflineMetrics:
     """Every comparison metric of one predictor on the exposures in ``labels`` (see the module docstring).
 
@@ -139,6 +140,8 @@ def metrics_from_predictor(
         predict: maps (customer_pos, fund_pos) arrays to at least ``p`` and ``etv`` arrays.
         tasks: which task families apply; metrics of other tasks are None.
         truth_etv: the (N, k) true ETV of a simulated dataset, or None.
+        grid_etv: the predictor's (N, k) ETV of every customer x fund when the caller holds it already (a run's
+            score matrix); the decision metrics then read it instead of predicting every pair a second time.
     """
     cust = np.asarray(labels["customer_pos"], dtype=np.int64)
     fund = np.asarray(labels["fund_pos"], dtype=np.int64)
@@ -169,8 +172,11 @@ def metrics_from_predictor(
 
     # Decisions: every test customer x every fund, argmax among the funds the risk rule allows.
     customers = np.unique(cust)
-    grid = predict(np.repeat(customers, k), np.tile(np.arange(k, dtype=np.int64), customers.size))
-    etv_matrix = grid["etv"].astype(np.float64).reshape(customers.size, k)
+    if grid_etv is not None:
+        etv_matrix = np.asarray(grid_etv)[customers].astype(np.float64)
+    else:
+        grid = predict(np.repeat(customers, k), np.tile(np.arange(k, dtype=np.int64), customers.size))
+        etv_matrix = grid["etv"].astype(np.float64).reshape(customers.size, k)
     eligible = eligible_mask(np.asarray(tolerance)[customers], risk)
     chosen = np.full(np.asarray(tolerance).size, -1, dtype=np.int64)
     chosen[customers] = M.argmax_fund(etv_matrix, eligible)

@@ -48,11 +48,17 @@ __all__ = [
 
 
 def offline_metrics(
-    trained: TrainedModel, dataset: Dataset, split: str = "test", truth: TruthArrays | None = None
+    trained: TrainedModel,
+    dataset: Dataset,
+    split: str = "test",
+    truth: TruthArrays | None = None,
+    grid_etv: np.ndarray | None = None,
 ) -> OfflineMetrics:
     """The comparison metrics of a trained model on ``split`` of ``dataset``.
 
     ``truth``: the simulator's true arrays when the caller holds them already (built from the dataset otherwise).
+    ``grid_etv``: the model's (N, k) ETV matrix (:meth:`TrainedModel.score_matrix`) when the caller has scored every
+    pair already, so the decision metrics do not score them again.
     """
     labels = split_exposures(dataset, split)
     truth = truth if truth is not None else dataset_truth(dataset)
@@ -64,6 +70,7 @@ def offline_metrics(
         trained_predictor(trained, dataset),
         frozenset(trained.model.tasks),
         None if truth is None else truth.etv,
+        grid_etv,
     )
 
 
