@@ -140,6 +140,17 @@ def add_world_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="where the simulated world is kept (reused)")
 
 
+def add_step_args(
+    ap: argparse.ArgumentParser, *, models: str, batches: int, repeats: int | None, models_help: str = ""
+) -> None:
+    """``--models``, ``--batches`` and (unless ``repeats`` is None) ``--repeats`` of the per-step benchmarks beside
+    this script, with each benchmark's own defaults."""
+    ap.add_argument("--models", default=models, help="comma-separated zoo models" + models_help)
+    ap.add_argument("--batches", type=int, default=batches, help="training batches timed per pass")
+    if repeats is not None:
+        ap.add_argument("--repeats", type=int, default=repeats, help="passes; the median is reported")
+
+
 def world_from_args(args: argparse.Namespace) -> Path:
     """The world of :func:`add_world_args`' options, simulated on first use and reused after."""
     work = args.workdir or Path(tempfile.gettempdir()) / f"eoca_bench_world_{args.customers}"

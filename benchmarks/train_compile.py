@@ -300,12 +300,11 @@ def _rounded(r: dict[str, float]) -> dict[str, float]:
 
 
 def main() -> None:
-    from train import add_world_args, world_from_args  # benchmarks/train.py, beside this script
+    from train import add_step_args, add_world_args, world_from_args  # benchmarks/train.py, beside this script
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_world_args(ap)
-    ap.add_argument("--models", default="esmm,esdpm", help="comma-separated zoo models")
-    ap.add_argument("--batches", type=int, default=32, help="training batches per pass")
+    add_step_args(ap, models="esmm,esdpm", batches=32, repeats=None)
     ap.add_argument("--blocks", type=int, default=5, help="alternating timed passes of each variant")
     ap.add_argument("--mode", default=None, help="torch.compile mode (default: inductor's default)")
     ap.add_argument(

@@ -200,13 +200,11 @@ def measure(data: Path, name: str, n_batches: int, repeats: int) -> list[tuple[s
 
 
 def main() -> None:
-    from train import add_world_args, world_from_args  # benchmarks/train.py, beside this script
+    from train import add_step_args, add_world_args, world_from_args  # benchmarks/train.py, beside this script
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_world_args(ap)
-    ap.add_argument("--models", default="esdpm,esmm", help="comma-separated zoo models")
-    ap.add_argument("--batches", type=int, default=8, help="training batches timed per pass")
-    ap.add_argument("--repeats", type=int, default=5, help="passes; the median is reported")
+    add_step_args(ap, models="esdpm,esmm", batches=8, repeats=5)
     args = ap.parse_args()
 
     data = world_from_args(args)

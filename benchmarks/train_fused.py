@@ -373,13 +373,11 @@ def measure(data: Path, name: str, n_batches: int, repeats: int) -> tuple[dict[s
 
 
 def main() -> None:
-    from train import add_world_args, world_from_args  # benchmarks/train.py, beside this script
+    from train import add_step_args, add_world_args, world_from_args  # benchmarks/train.py, beside this script
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_world_args(ap)
-    ap.add_argument("--models", default="esmm,esdpm", help="comma-separated zoo models with both sequence branches")
-    ap.add_argument("--batches", type=int, default=10, help="training batches timed per pass")
-    ap.add_argument("--repeats", type=int, default=7, help="passes; the median is reported")
+    add_step_args(ap, models="esmm,esdpm", batches=10, repeats=7, models_help=" with both sequence branches")
     args = ap.parse_args()
 
     data = world_from_args(args)

@@ -132,14 +132,12 @@ def mlp_points(width: int, parameters: int, sizes: list[int], n_batches: int, re
 
 
 def main() -> None:
-    from train import add_world_args, world_from_args  # benchmarks/train.py, beside this script
+    from train import add_step_args, add_world_args, world_from_args  # benchmarks/train.py, beside this script
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_world_args(ap)
-    ap.add_argument("--models", default="esdpm,esmm", help="comma-separated zoo models")
+    add_step_args(ap, models="esdpm,esmm", batches=8, repeats=5)
     ap.add_argument("--batch-sizes", default="128,256,512,1024,2048", help="exposure rows per step")
-    ap.add_argument("--batches", type=int, default=8, help="batches timed per pass")
-    ap.add_argument("--repeats", type=int, default=5, help="passes; the median is reported")
     args = ap.parse_args()
 
     sizes = sorted({int(s) for s in args.batch_sizes.split(",")})
