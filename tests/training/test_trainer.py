@@ -278,11 +278,79 @@ def test_two_threaded_runs_are_identical_and_global_setting_restored(tiny: Datas
 
 
 def test_thread_policy_is_one_thread_unless_set() -> None:
-    from eoca.training.trainer import resolve_threads
+    from eoca.threads import resolve_threads
 
     assert resolve_threads(None) == 1
     assert resolve_threads(3) == 3
     assert load_train_config().num_threads is None  # the packaged default is the automatic policy
+
+
+def test_tree_predictions_take_every_cpu_unless_threads_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eoca import threads
+    from eoca.threads import prediction_threads
+
+    monkeypatch.setattr(threads, "available_cpus", lambda: 6)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert prediction_threads(None) == 6
+    assert prediction_threads(3) == 3
+    assert prediction_threads(0) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a Dask worker process
+    assert prediction_threads(None) == 1
+    assert prediction_threads(2) == 2  # an explicit num_threads wins
+    monkeypatch.setenv("OMP_NUM_THREADS", "16")
+    assert prediction_threads(None) == 6
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # nested lists are not a count: every CPU
+    assert prediction_threads(None) == 6
+
+
+def test_a_resume_may_change_only_result_neutral_settings() -> None:
+    diff = trainer_module._config_diff
+    assert diff({"predict_threads": 1, "lr": 0.1}, {"predict_threads": 2, "lr": 0.1}) == []
+    assert diff({"predict_threads": 1, "num_threads": 1}, {"predict_threads": 1, "num_threads": 2}) == ["num_threads"]
+
+
+def test_gbdt_predicts_on_the_configured_threads_with_the_same_values(
+    tiny: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import lightgbm as lgb
+
+    from eoca import threads
+    from eoca.training.trainer import set_prediction_threads
+
+    seen: list[Any] = []
+    predict = lgb.Booster.predict
+
+    def recording(self: lgb.Booster, data: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("num_threads"))
+        return predict(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(lgb.Booster, "predict", recording)
+    trained = train(tiny, _cfg(model="gbdt", predict_threads=1), None, progress=False)
+    assert seen and set(seen) == {1}  # fitting's own predictions (spread, guard) included
+    cust = np.repeat(np.arange(300), tiny.n_funds)
+    fund = np.tile(np.arange(tiny.n_funds), 300)
+    one = trained.predict_pairs(tiny, cust, fund)
+    seen.clear()
+    two = dataclasses.replace(trained, config=trained.config.model_copy(update={"predict_threads": 2}))
+    assert two.model.predict_threads == 2
+    both = two.predict_pairs(tiny, cust, fund)
+    assert seen and set(seen) == {2}
+    for key in one:
+        np.testing.assert_array_equal(one[key], both[key])
+    holder = torch.nn.Module()
+    holder.trees = trained.model  # a stack holds its trees as a submodule
+    set_prediction_threads(holder, None)
+    assert trained.model.predict_threads is None
+    # The automatic count is resolved where the prediction runs: a Dask worker process sets OMP_NUM_THREADS=1.
+    seen.clear()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    trained.predict_pairs(tiny, cust[:80], fund[:80])
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(threads, "available_cpus", lambda: 3)
+    trained.predict_pairs(tiny, cust[:80], fund[:80])
+    assert seen == [1] * (len(seen) // 2) + [3] * (len(seen) // 2) and seen
 
 
 def test_history_records_cpu_throughput(tiny: Dataset) -> None:

@@ -129,6 +129,12 @@ class DirectFitModel(EtvModel):
     ``state_dict`` extra state, scoring through :meth:`predict`, the ETV guard) is shared with the networks.
     """
 
+    predict_threads: int | None = None
+    """The config's ``predict_threads``, which the trainer sets when it builds or loads the model: the threads of
+    the model's own predictions, in fitting and in :meth:`predict`, resolved at each prediction by
+    :func:`eoca.threads.prediction_threads` (so a model sent to another process follows that process's policy).
+    Predictions must not depend on it."""
+
     @abstractmethod
     def fit_bound(self, bound: BoundFeatures, *, seed: int, num_threads: int, batch_size: int) -> dict[str, float]:
         """Fit on ``bound``'s train split, early-stopping on its valid split; returns an epoch-like record

@@ -103,7 +103,7 @@ def pin_threads(cfg: RunConfig) -> RunConfig:
     the resolved count into the run's config.yaml makes ``eoca run --config RUN/config.yaml`` give the same
     numbers on any machine with the same library versions (recorded in metrics.json), whatever its cores.
     """
-    from eoca.training.trainer import resolve_threads
+    from eoca.threads import resolve_threads
 
     if cfg.train.num_threads is not None:
         return cfg

@@ -43,6 +43,7 @@ class TrainOptions(BaseModel):
     graph_neighbours: int = Field(DEFAULT_NEIGHBOURS, ge=1)
     batch_order: Literal["rows", "customers"] = "rows"
     num_threads: int | None = Field(None, ge=1)
+    predict_threads: int | None = Field(None, ge=1)
     deterministic: bool = True
     selection: Literal["auto", "loss", "ips", "etv_mse", "gini"] = "auto"
     amount_level: Literal["shared", "per_fund"] = "shared"

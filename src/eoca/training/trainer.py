@@ -38,6 +38,7 @@ from eoca.io import atomic_path, write_json, write_yaml
 from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model, model_defaults
 from eoca.models.base import Batch, DirectFitModel
 from eoca.models.guard import AMOUNT_FACTOR_MAX_ROWS, EtvGuard
+from eoca.threads import resolve_threads
 from eoca.training.config import TrainConfig, coerce_train_config
 from eoca.training.selection import argmax_policy_value, etv_selection_score, resolve_selection
 
@@ -61,39 +62,20 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 
 
 # --- threads and seeds ---------------------------------------------------------------------------------------
-def available_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, which containers and ``taskset`` narrow)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS / Windows have no affinity API
-        return max(1, os.cpu_count() or 1)
-
-
-AUTO_THREADS = 1
-"""Intra-op threads used when ``num_threads`` is unset (see :func:`resolve_threads`)."""
-
-
-def resolve_threads(num_threads: int | None = None) -> int:
-    """The thread policy: ``num_threads`` when given, else :data:`AUTO_THREADS` (one), capped at the CPUs.
-
-    One thread is the automatic choice because every zoo model is a network of small kernels (batches of about a
-    thousand rows, layers a few dozen wide) whose work per kernel is close to what waking and joining a second
-    thread costs. A second thread can at best halve a step, but when another job holds the other core each
-    kernel waits for it, and training ran 6 to 30 times slower than with one thread (see
-    benchmarks/RESULTS.md). The choice is fixed, not timed at start, so the same config gives the same model
-    whatever the load. Set ``num_threads`` to use more threads, e.g. on a machine of one's own.
-    """
-    if num_threads is None:
-        return min(AUTO_THREADS, available_cpus())
-    return max(1, num_threads)
-
-
 def set_threads(num_threads: int | None = None) -> int:
     """Set torch's intra-op threads by :func:`resolve_threads`; returns the number used."""
     n = resolve_threads(num_threads)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def set_prediction_threads(model: torch.nn.Module, predict_threads: int | None) -> None:
+    """Give every tree model in ``model`` (itself, or the trees inside a stack) the ``predict_threads`` setting;
+    each prediction resolves it (:func:`eoca.threads.prediction_threads`) in the process that runs it."""
+    for module in model.modules():
+        if isinstance(module, DirectFitModel):
+            module.predict_threads = predict_threads
 
 
 @contextlib.contextmanager
@@ -257,6 +239,9 @@ class TrainedModel:
     guard: EtvGuard | None = None
     """The ETV guard (:mod:`eoca.models.guard`) applied to every prediction; None only while fitting it."""
     _bound: tuple[Dataset, BoundFeatures] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        set_prediction_threads(self.model, self.config.predict_threads)
 
     # binding encodes every customer of a dataset; scoring calls predict_pairs many times per dataset, so the
     # last binding is kept (compared by identity, datasets are not hashable).
@@ -552,8 +537,12 @@ def saved_config(config: dict[str, Any]) -> dict[str, Any]:
     return {**SETTINGS_BEFORE, **config}
 
 
+RESULT_NEUTRAL = frozenset({"predict_threads"})
+"""Training settings that cannot change a model (a resume may differ in them)."""
+
+
 def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return sorted(k for k in (set(a) | set(b)) - RESULT_NEUTRAL if a.get(k) != b.get(k))
 
 
 def _valid_loss(model: EtvModel, bound: BoundFeatures, split: str, batch_size: int) -> float:
@@ -664,6 +653,7 @@ def _train_one(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     model = build_model(cfg.model, features, cfg.params)
+    set_prediction_threads(model, cfg.predict_threads)
     if isinstance(model, DirectFitModel):
         return _fit_direct(model, dataset, bound, features, cfg, out, started)
     flat = FlatParameters(model)

@@ -71,7 +71,7 @@ class BgNbdGbdt(GbdtMean):
     def _value_mean(self, x: np.ndarray) -> np.ndarray:
         assert self._value is not None
         # LightGBM's predictions leave out the init_score: the margin is added back on the log scale
-        return np.exp(np.asarray(self._value.predict(x, raw_score=True), dtype=np.float64) + self.margin(x))
+        return np.exp(self.booster_predict(self._value, x, raw_score=True) + self.margin(x))
 
 
 MODEL = BgNbdGbdt

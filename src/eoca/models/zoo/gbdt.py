@@ -38,6 +38,7 @@ from eoca.models.base import Batch, DirectFitModel, ModelOutput
 from eoca.models.features import BoundFeatures, FeatureSpace
 from eoca.models.features.tabular import tabular_columns, tabular_rows
 from eoca.models.losses import SIGMA_FLOOR, expected_transaction_value
+from eoca.threads import prediction_threads
 
 MIN_SIGMA_ROWS = 20
 """Fewest held-out amount rows whose residuals estimate the shared sigma (else an out-of-fold estimate)."""
@@ -349,8 +350,8 @@ class Gbdt(DirectFitModel):
         row), early-stopped on the held-out rows, then scaled so that its mean over the held-out rows equals
         their mean squared residual (in-sample residuals of the training rows are slightly too small)."""
         assert self._regressor is not None
-        r2 = (y - self._regressor.predict(x)) ** 2
-        r2_v = (yv - self._regressor.predict(xv)) ** 2
+        r2 = (y - self.booster_predict(self._regressor, x)) ** 2
+        r2_v = (yv - self.booster_predict(self._regressor, xv)) ** 2
         spread_params = {
             **params,
             "num_leaves": int(self.params["spread_num_leaves"]),
@@ -364,7 +365,7 @@ class Gbdt(DirectFitModel):
             valid_sets=[self._dataset(xv, r2_v, train_set, columns=columns)],
             callbacks=[lgb.early_stopping(int(self.params["early_stopping_rounds"]), verbose=False)],
         )
-        fitted = np.maximum(self._spread.predict(xv), SIGMA_FLOOR**2)
+        fitted = np.maximum(self.booster_predict(self._spread, xv), SIGMA_FLOOR**2)
         self._spread_scale = float(r2_v.mean() / fitted.mean())
 
     def _residual_sigma(
@@ -381,23 +382,31 @@ class Gbdt(DirectFitModel):
         out-of-fold fit on the training rows (the same rounds as the final regressor)."""
         assert self._regressor is not None
         if yv.size >= MIN_SIGMA_ROWS:
-            return max(float(np.std(yv - self._regressor.predict(xv))), SIGMA_FLOOR)
+            return max(float(np.std(yv - self.booster_predict(self._regressor, xv))), SIGMA_FLOOR)
         rounds = max(1, self._regressor.num_trees())
         fold = np.arange(y.size) % 3
         resid = np.empty_like(y)
         for k in range(3):
             held = fold == k
             booster = lgb.train(params, self._dataset(x[~held], y[~held], columns=columns), rounds)
-            resid[held] = y[held] - booster.predict(x[held])
+            resid[held] = y[held] - self.booster_predict(booster, x[held])
         return max(float(np.std(resid)), SIGMA_FLOOR)
 
     # -- prediction ------------------------------------------------------------------------------------------
+    def booster_predict(self, booster: lgb.Booster, x: np.ndarray, **kwargs: Any) -> np.ndarray:
+        """``booster.predict(x)`` as float64 ``[n]``, on the threads of :attr:`predict_threads`. LightGBM gives
+        every thread its own block of rows and sums each row's trees in order, so the values do not depend on the
+        thread count. Without an explicit count it would use the OpenMP runtime's current default: every CPU,
+        or whatever torch last set when the two libraries happen to share one runtime."""
+        threads = prediction_threads(self.predict_threads)
+        return np.asarray(booster.predict(x, num_threads=threads, **kwargs), dtype=np.float64)
+
     def _p(self, x: np.ndarray) -> np.ndarray:
         if self._classifier is None:
             return np.full(x.shape[0], self._base_rate)
-        p = np.asarray(self._classifier.predict(x), dtype=np.float64)
+        p = self.booster_predict(self._classifier, x)
         if self._cvr is not None:
-            p = p * np.asarray(self._cvr.predict(x), dtype=np.float64)
+            p = p * self.booster_predict(self._cvr, x)
         return p
 
     def _amount_x(self, x: np.ndarray) -> np.ndarray:
@@ -407,12 +416,12 @@ class Gbdt(DirectFitModel):
     def _mu(self, x: np.ndarray) -> np.ndarray:
         if self._regressor is None:
             return np.full(x.shape[0], self._mu0)
-        return np.asarray(self._regressor.predict(self._amount_x(x)), dtype=np.float64)
+        return self.booster_predict(self._regressor, self._amount_x(x))
 
     def _sigmas(self, x: np.ndarray) -> np.ndarray:
         if self._spread is None:
             return np.full(x.shape[0], self._sigma)
-        var = self._spread_scale * np.maximum(self._spread.predict(self._amount_x(x)), SIGMA_FLOOR**2)
+        var = self._spread_scale * np.maximum(self.booster_predict(self._spread, self._amount_x(x)), SIGMA_FLOOR**2)
         return np.sqrt(var)
 
     def _logloss(self, x: np.ndarray, y: np.ndarray) -> float:

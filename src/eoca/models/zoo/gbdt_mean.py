@@ -186,7 +186,7 @@ class GbdtMean(Gbdt):
     def _value_mean(self, x: np.ndarray) -> np.ndarray:
         """The fitted value regressor's mean for rows ``x`` ``[n, D]``, float64 ``[n]``."""
         assert self._value is not None
-        return np.asarray(self._value.predict(x), dtype=np.float64)
+        return self.booster_predict(self._value, x)
 
     def _mean(self, x: np.ndarray) -> np.ndarray:
         """The population's ``E[amount | x]``, ``[n]``."""
