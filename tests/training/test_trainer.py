@@ -94,16 +94,18 @@ def _without_settings(path: Path, keys: tuple[str, ...]) -> None:
 def test_files_from_before_a_setting_existed_load_and_resume_with_the_value_they_were_trained_with(
     tiny: Dataset, tmp_path: Path
 ) -> None:
-    keys = ("batch_order", "graph_neighbours")
+    keys = ("batch_order", "graph_neighbours", "predict_threads")
     cfg = _cfg(model="esmm", max_epochs=1, batch_order="rows")
     train(tiny, cfg, tmp_path, progress=False)
     _without_settings(tmp_path / MODEL_FILE, keys)
     _without_settings(tmp_path / CHECKPOINT_FILE, keys)
     loaded = TrainedModel.load(tmp_path)
     assert (loaded.config.batch_order, loaded.config.graph_neighbours) == ("rows", 10)
+    assert loaded.config.predict_threads is None
     with pytest.raises(ConfigError, match="differs from the checkpoint's in batch_order;"):
         train(tiny, {**cfg, "batch_order": "customers"}, tmp_path, resume=True, progress=False)
-    resumed = train(tiny, cfg, tmp_path, resume=True, progress=False)
+    # The prediction threads cannot change a model, so a resume may set them.
+    resumed = train(tiny, {**cfg, "predict_threads": 1}, tmp_path, resume=True, progress=False)
     assert resumed.history == loaded.history
 
 
@@ -240,6 +242,7 @@ def test_grid_search_selects_best_validation_score(tiny: Dataset, tmp_path: Path
         ("batch_size=abc", "batch_size"),
         ("graph_neighbours=0", "graph_neighbours"),
         ("batch_order=funds", "batch_order"),
+        ("predict_threads=0", "predict_threads"),
     ],
 )
 def test_config_errors_name_the_key(override: str, key: str) -> None:
