@@ -46,8 +46,8 @@ def main() -> None:
     busy = [int(b) for b in args.busy.split(",")]
 
     from eoca.data import Dataset
+    from eoca.threads import available_cpus
     from eoca.training import train
-    from eoca.training.trainer import available_cpus
 
     ds = Dataset.load(world_from_args(args))
     t0 = time.perf_counter()
