@@ -177,3 +177,22 @@ def test_graph_model_without_graph_turns_branch_off_with_message(
     text = caplog.text
     assert "no consumption graph" in text and "graph branch" in text
     assert "no behaviour events" in text and "no click labels" in text
+
+
+def test_pytorch_geometric_is_imported_only_when_a_graph_branch_is_built() -> None:
+    """Importing it costs a process 2-2.5 CPU-s; commands that never build a GAT (gbdt, Hillstrom) skip it."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, eoca.training, eoca.pipeline.run, eoca.models.zoo\n"
+        "assert 'torch_geometric' not in sys.modules, 'imported at start'\n"
+        "from eoca.models.layers import ConsumptionGAT\n"
+        "from eoca.simulate import load_simulator_config, simulate\n"
+        "from eoca.models import FeatureSpace\n"
+        "ds = simulate(load_simulator_config(None, ['world.n_customers=200', 'world.n_merchants=10']))\n"
+        "ConsumptionGAT(FeatureSpace.fit(ds), 8, 8, 2, 0.0)\n"
+        "assert 'torch_geometric' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -16,13 +16,16 @@ import functools
 import itertools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv
 
 from eoca.models.features import CUSTOMER_SUMMARY_NAMES, PAIR_FEATURE_NAMES, FeatureSpace
+
+if TYPE_CHECKING:
+    from torch_geometric.nn import GATConv
 
 
 def dropout_mask(x: Tensor, p: float) -> Tensor:
@@ -369,6 +372,10 @@ class ConsumptionGAT(nn.Module):
     """
 
     def __init__(self, space: FeatureSpace, profile_dim: int, hidden: int, heads: int, dropout: float) -> None:
+        # Imported here: importing PyTorch Geometric costs a process 2-2.5 CPU-s (it registers custom operators),
+        # which every command that never builds a graph branch (gbdt, Hillstrom, data without payments) would pay.
+        from torch_geometric.nn import GATConv
+
         super().__init__()
         self.node_dim = profile_dim
         self.customer_in = nn.Linear(profile_dim, hidden)
