@@ -39,8 +39,9 @@ def resolve_threads(num_threads: int | None = None) -> int:
 
 def prediction_threads(predict_threads: int | None = None) -> int:
     """Threads of a tree model's predictions (LightGBM's ``predict``, the config's ``predict_threads``):
-    ``predict_threads`` when given; else ``OMP_NUM_THREADS`` when set (Dask's worker processes set it to 1, their
-    tasks being the parallelism); else every CPU of :func:`available_cpus`.
+    ``predict_threads`` when given; else ``OMP_NUM_THREADS`` when set (Dask's nanny sets it to 1 for the worker
+    processes it spawns, whose tasks are the parallelism, and leaves it set in the process that started them);
+    else every CPU of :func:`available_cpus`.
 
     Unlike a training step, a prediction is one coarse parallel loop: each thread scores its own block of rows and
     nothing waits on a small kernel. With the other core busy it still ran faster on two threads than on one,
