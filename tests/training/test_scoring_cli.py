@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from eoca.cli import app
 from eoca.data import Dataset
-from eoca.pipeline.evaluate import offline_metrics
+from eoca.pipeline.evaluate import exposure_predictions, offline_metrics
 from eoca.training import TrainedModel, train, write_scores
 
 from .conftest import SMALL
@@ -74,6 +74,24 @@ def test_offline_metrics_from_the_score_matrix_equal_a_fresh_grid_and_score_no_p
             assert from_matrix[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
         else:
             assert from_matrix[key] == value, key
+
+
+def test_offline_metrics_reuse_the_callers_exposure_predictions(
+    tiny: Dataset, trained: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    matrix = trained.score_matrix(tiny)
+    alone = offline_metrics(trained, tiny, "test", grid_etv=matrix["etv"]).to_row()
+    test_pred = exposure_predictions(trained, tiny, "test")
+    assert test_pred["etv"].shape == (int(tiny.split_mask("test").sum()),)
+
+    def refuse(*args: object, **kw: object) -> object:
+        raise AssertionError("scored a pair the caller had already scored")
+
+    monkeypatch.setattr(TrainedModel, "predict_pairs", refuse)
+    shared = offline_metrics(trained, tiny, "test", grid_etv=matrix["etv"], exposure_pred=test_pred).to_row()
+    assert shared == alone  # the same predictions, so the same metrics to the last bit
+    with pytest.raises(ValueError, match="one value per exposure"):
+        offline_metrics(trained, tiny, "test", grid_etv=matrix["etv"], exposure_pred={"p": test_pred["p"][:-1]})
 
 
 def test_cli_train_score_evaluate(tiny_dir: Path, tmp_path: Path) -> None:

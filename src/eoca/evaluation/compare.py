@@ -130,6 +130,7 @@ def metrics_from_predictor(
     tasks: frozenset[str],
     truth_etv: np.ndarray | None = None,
     grid_etv: np.ndarray | None = None,
+    exposure_pred: Mapping[str, np.ndarray] | None = None,
 ) -> OfflineMetrics:
     """Every comparison metric of one predictor on the exposures in ``labels`` (see the module docstring).
 
@@ -142,6 +143,8 @@ def metrics_from_predictor(
         truth_etv: the (N, k) true ETV of a simulated dataset, or None.
         grid_etv: the predictor's (N, k) ETV of every customer x fund when the caller holds it already (a run's
             score matrix); the decision metrics then read it instead of predicting every pair a second time.
+        exposure_pred: the predictor's output for the exposures in ``labels`` (same order, at least ``p`` and
+            ``etv``) when the caller holds it already; ``predict`` is then not asked for them.
     """
     cust = np.asarray(labels["customer_pos"], dtype=np.int64)
     fund = np.asarray(labels["fund_pos"], dtype=np.int64)
@@ -153,7 +156,14 @@ def metrics_from_predictor(
     out["n_conversions"] = float(conv.sum())
     if cust.size == 0:
         return OfflineMetrics(**out)
-    pred = predict(cust, fund)
+    pred: Mapping[str, np.ndarray]
+    if exposure_pred is None:
+        pred = predict(cust, fund)
+    else:
+        pred = exposure_pred
+        wrong = {k: np.asarray(v).shape for k, v in pred.items() if np.asarray(v).shape != cust.shape}
+        if wrong:
+            raise ValueError(f"exposure_pred must hold one value per exposure ({cust.size}); got shapes {wrong}")
     if "conversion" in tasks:
         out["auc"] = _safe(lambda: M.auc(conv, pred["p"], w))
         out["logloss"] = _safe(lambda: M.logloss(conv, np.clip(pred["p"], 0.0, 1.0), weight=w))

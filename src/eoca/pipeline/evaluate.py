@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "compare_models",
     "dataset_truth",
+    "exposure_predictions",
     "offline_metrics",
     "oracle_metrics",
     "risk_arrays",
@@ -53,12 +54,14 @@ def offline_metrics(
     split: str = "test",
     truth: TruthArrays | None = None,
     grid_etv: np.ndarray | None = None,
+    exposure_pred: Mapping[str, np.ndarray] | None = None,
 ) -> OfflineMetrics:
     """The comparison metrics of a trained model on ``split`` of ``dataset``.
 
     ``truth``: the simulator's true arrays when the caller holds them already (built from the dataset otherwise).
     ``grid_etv``: the model's (N, k) ETV matrix (:meth:`TrainedModel.score_matrix`) when the caller has scored every
-    pair already, so the decision metrics do not score them again.
+    pair already, so the decision metrics do not score them again. ``exposure_pred``: the model's predictions of
+    the split's exposures in file order (:func:`exposure_predictions`) when the caller needs them too.
     """
     labels = split_exposures(dataset, split)
     truth = truth if truth is not None else dataset_truth(dataset)
@@ -71,7 +74,15 @@ def offline_metrics(
         frozenset(trained.model.tasks),
         None if truth is None else truth.etv,
         grid_etv,
+        exposure_pred,
     )
+
+
+def exposure_predictions(trained: TrainedModel, dataset: Dataset, split: str = "test") -> dict[str, np.ndarray]:
+    """The model's predictions of ``split``'s exposures in file order, scored as :func:`offline_metrics` scores
+    them (batches of the config's ``eval_batch_size``: another batch size changes a network's last bits)."""
+    labels = split_exposures(dataset, split)
+    return dict(trained_predictor(trained, dataset)(labels["customer_pos"], labels["fund_pos"]))
 
 
 def trained_predictor(trained: TrainedModel, dataset: Dataset) -> PairPredictor:
