@@ -92,6 +92,9 @@ def test_offline_metrics_reuse_the_callers_exposure_predictions(
     assert shared == alone  # the same predictions, so the same metrics to the last bit
     with pytest.raises(ValueError, match="one value per exposure"):
         offline_metrics(trained, tiny, "test", grid_etv=matrix["etv"], exposure_pred={"p": test_pred["p"][:-1]})
+    # A matrix of another dataset (here one customer short) is refused, not read row by row.
+    with pytest.raises(ValueError, match="every customer x fund"):
+        offline_metrics(trained, tiny, "test", grid_etv=matrix["etv"][:-1], exposure_pred=test_pred)
 
 
 def test_cli_train_score_evaluate(tiny_dir: Path, tmp_path: Path) -> None:

@@ -183,7 +183,13 @@ def metrics_from_predictor(
     # Decisions: every test customer x every fund, argmax among the funds the risk rule allows.
     customers = np.unique(cust)
     if grid_etv is not None:
-        etv_matrix = np.asarray(grid_etv)[customers].astype(np.float64)
+        grid_matrix = np.asarray(grid_etv)
+        n_customers = int(np.asarray(tolerance).size)
+        if grid_matrix.shape != (n_customers, k):
+            raise ValueError(
+                f"grid_etv must hold every customer x fund, shape ({n_customers}, {k}); got {grid_matrix.shape}"
+            )
+        etv_matrix = grid_matrix[customers].astype(np.float64)
     else:
         grid = predict(np.repeat(customers, k), np.tile(np.arange(k, dtype=np.int64), customers.size))
         etv_matrix = grid["etv"].astype(np.float64).reshape(customers.size, k)
