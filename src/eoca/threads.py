@@ -55,3 +55,81 @@ def prediction_threads(predict_threads: int | None = None) -> int:
     if env.isdigit() and int(env) > 0:
         return min(int(env), available_cpus())
     return available_cpus()
+
+
+JOB_MEMORY_FACTOR = 2.5
+"""A model-training worker's peak resident memory, as a multiple of the starting process's resident memory when it
+starts the workers. On the default world (2026-12-02, benchmarks/RESULTS.md, issue 10, twelfth pass) the parent held
+661 MiB when it started the workers, and each worker peaked at 1,263-1,269 MiB (1.9 times): a worker holds its own
+copy of the data besides the libraries and its model's training buffers. The factor leaves a margin over that."""
+
+
+PARALLEL_MIN_EXPOSURES = 100_000
+"""Below this many logged exposures the automatic policy trains the models one after the other: a worker's start
+(spawning Python, importing torch and eoca, reading a copy of the data: about 5 s of wall time and 10 CPU-seconds
+on the 2-core sandbox) then costs about as much as the training it takes over. Default `eoca run`, one after the
+other against two at once (``benchmarks/run_jobs.py --rounds 1 --set ...``, 2026-12-02, benchmarks/RESULTS.md,
+issue 10, twelfth pass): 3,000 simulated customers (12,000 exposures) 21.3 against 26.3 s, 8,000 (32,000) 37.0
+against 36.2 s, 20,000 (80,000) 54.3 against 50.2 s, Hillstrom (64,000) 21.9 against 25.5 s; the default world
+(400,000) 268-278 against 182-194 s."""
+
+
+def _proc_kib(path: str, key: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_available() -> int | None:
+    """Bytes the machine can give new processes without swapping (Linux ``MemAvailable``), or None if unknown."""
+    kib = _proc_kib("/proc/meminfo", "MemAvailable")
+    return None if kib is None else kib * 1024
+
+
+def resident_memory() -> int | None:
+    """This process's resident memory in bytes (Linux ``VmRSS``), or None if unknown."""
+    kib = _proc_kib("/proc/self/status", "VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def _daemonic() -> bool:
+    # A daemonic process (a Dask worker's, a multiprocessing pool's) may not start processes of its own.
+    import multiprocessing
+
+    return bool(multiprocessing.current_process().daemon)
+
+
+def model_jobs(
+    jobs: int | None,
+    n_models: int,
+    num_threads: int | None = None,
+    *,
+    available: int | None = None,
+    resident: int | None = None,
+    exposures: int | None = None,
+) -> int:
+    """How many models ``eoca run`` trains at once, each in its own process.
+
+    ``jobs`` when given. Else one for data of fewer than :data:`PARALLEL_MIN_EXPOSURES` ``exposures`` (when given)
+    and in a daemonic process, which may not start processes; else as many as the CPUs hold at
+    :func:`resolve_threads` threads each and, where the memory is known (``available`` and ``resident`` bytes, read
+    from the machine when not given), no more than fit in the available memory at :data:`JOB_MEMORY_FACTOR` times
+    this process's resident memory each. Never more than ``n_models``, never less than one.
+
+    Unlike a second thread inside one training step, a second process trains another model: the two wait on
+    nothing of each other, and each model gets the numbers it would get alone (the same seed, the same threads).
+    """
+    if jobs is None:
+        if _daemonic() or (exposures is not None and exposures < PARALLEL_MIN_EXPOSURES):
+            return 1
+        jobs = available_cpus() // resolve_threads(num_threads)
+        available = memory_available() if available is None else available
+        resident = resident_memory() if resident is None else resident
+        if available is not None and resident:
+            jobs = min(jobs, int(available // (JOB_MEMORY_FACTOR * resident)))
+    return max(1, min(jobs, n_models))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,65 @@ def test_identical_allocations_have_identical_ab_metrics(world) -> None:
     assert rows["esmm+manual"]["tapmd_lift_pct"] in (None, 0.0)
     # exact on the true ETV must be worth at least as much, in expectation, as manual on the same scores
     assert a["expected_value"] >= rows["esmm+manual"]["expected_value"]
+
+
+def test_models_trained_at_once_fill_the_cpus_within_the_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eoca import threads
+    from eoca.threads import JOB_MEMORY_FACTOR, model_jobs
+
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4)
+    gib = 2**30
+    plenty = {"available": 64 * gib, "resident": gib}
+    assert model_jobs(None, 3, None, **plenty) == 3  # one thread each: a process per model, up to the CPUs
+    assert model_jobs(None, 6, None, **plenty) == 4
+    assert model_jobs(None, 6, 2, **plenty) == 2  # two threads each: half as many processes
+    assert model_jobs(None, 1, None, **plenty) == 1
+    # Each worker is expected to need JOB_MEMORY_FACTOR times this process's memory.
+    assert model_jobs(None, 3, None, available=int(2 * JOB_MEMORY_FACTOR * gib), resident=gib) == 2
+    assert model_jobs(None, 3, None, available=gib, resident=gib) == 1
+    # An explicit count is taken as given, capped at the models.
+    assert model_jobs(1, 3, None, **plenty) == 1
+    assert model_jobs(8, 3, None, available=gib, resident=gib) == 3
+    # The machine's own figures where none are given (Linux: /proc), at least one job either way.
+    assert 1 <= model_jobs(None, 3) <= 3
+    # Small data: a worker's start would cost about what the training it takes over does.
+    from eoca.threads import PARALLEL_MIN_EXPOSURES
+
+    assert model_jobs(None, 3, None, exposures=PARALLEL_MIN_EXPOSURES - 1, **plenty) == 1
+    assert model_jobs(None, 3, None, exposures=PARALLEL_MIN_EXPOSURES, **plenty) == 3
+    assert model_jobs(2, 3, None, exposures=10, **plenty) == 2  # as asked
+    # A daemonic process (a Dask worker's) may not start processes: one job, in that process.
+    monkeypatch.setattr(threads, "_daemonic", lambda: True)
+    assert model_jobs(None, 3, None, **plenty) == 1
+    with pytest.raises(ConfigError, match="jobs"):
+        load_run_config(None, ["jobs=0"])
+
+
+def test_training_workers_predict_on_their_share_of_the_cpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+    import pickle
+
+    from eoca.pipeline import run as run_module
+    from eoca.threads import prediction_threads
+
+    inputs = tmp_path / "inputs.pkl"
+    inputs.write_bytes(pickle.dumps(("data", "plan")))
+    monkeypatch.setattr(run_module, "_WORKER", {})
+    monkeypatch.setattr(os, "environ", {})
+    run_module._worker_init(str(inputs), 1)
+    assert run_module._WORKER == {"data": "data", "plan": "plan"}
+    # Without the share, a worker's tree predictions would take every CPU beside the other workers' training.
+    assert prediction_threads() == 1
+    assert prediction_threads(2) == 2  # train.predict_threads still wins
+    monkeypatch.setattr(os, "environ", {"OMP_NUM_THREADS": "2"})
+    run_module._worker_init(str(inputs), 1)
+    assert os.environ["OMP_NUM_THREADS"] == "2"  # the user's own setting is kept
+
+
+def test_a_dead_training_worker_fails_the_run_with_what_to_do(tmp_path: Path) -> None:
+    from eoca.pipeline import run as run_module
+
+    cfg = load_run_config(None, ["models=[esmm,gbdt]", "progress=false"])
+    # The workers cannot read their inputs: the pool breaks, and the error names the way out.
+    with pytest.raises(RuntimeError, match="jobs=1"):
+        run_module._run_workers(2, cfg, tmp_path, (str(tmp_path / "missing.pkl"), 1))

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from eoca.cli import app
 from eoca.data.hillstrom import default_hillstrom_path
 from eoca.simulate import load_simulator_config, simulate
+from eoca.training.trainer import safe_torch_load
 from tests.pipeline.test_metrics_json import check_keys
 
 N = 1200  # customers of the small world: enough for every step to have something to do, quick to train
@@ -27,6 +29,7 @@ SMALL = [
     "train.num_threads=1",
     "ab_test.n_bootstrap=100",
     "progress=false",
+    "jobs=2",  # the two models in two worker processes; test_models_trained_at_once_give_the_numbers_of_one_by_one
 ]
 
 SECTIONS = (
@@ -121,6 +124,28 @@ def test_existing_run_folder_is_refused(small_run: Path) -> None:
     res = CliRunner().invoke(app, ["run", "--out", str(small_run), "--set", "simulator.customers=100"])
     assert res.exit_code != 0
     assert "exists already" in str(res.exception)
+
+
+def test_models_trained_at_once_give_the_numbers_of_one_by_one(small_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "one_by_one"
+    args = ["run", "--out", str(out)]
+    for s in [*SMALL, "jobs=1"]:
+        args += ["--set", s]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    at_once = json.loads((small_run / "metrics.json").read_text())
+    one_by_one = json.loads((out / "metrics.json").read_text())
+    assert at_once["reproducibility"]["training_jobs"] == 2
+    assert one_by_one["reproducibility"]["training_jobs"] == 1
+    # Byte for byte: every score, metric and allocation, whichever process trained the model.
+    for name in ("offline_metrics.csv", "ab_test.csv", "allocation.parquet", "allocations.parquet"):
+        assert (small_run / name).read_bytes() == (out / name).read_bytes(), name
+    assert at_once["primary_framework"] == one_by_one["primary_framework"]
+    # The workers saved the same networks into the run folder.
+    for model in ("esmm", "esdpm"):
+        a = safe_torch_load(small_run / "models" / model / "model.pt")["state_dict"]
+        b = safe_torch_load(out / "models" / model / "model.pt")["state_dict"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), model
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,10 @@
 Public API::
 
     from eoca.pipeline import load_run_config, run_pipeline
-    result = run_pipeline(load_run_config(overrides=["simulator.customers=20000"]))
-    print(result.folder / "report.html")
+
+    if __name__ == "__main__":  # the models train in spawned processes, which import this script
+        result = run_pipeline(load_run_config(overrides=["simulator.customers=20000"]))
+        print(result.folder / "report.html")
 """
 
 from eoca.pipeline.config import RunConfig, load_run_config

@@ -130,6 +130,13 @@ class RunConfig(_Strict):
     ab_test: ABTestSection = Field(default_factory=ABTestSection)
     ope: OPESection = Field(default_factory=OPESection)
     score_chunk: int = Field(65_536, ge=1, description="customers scored per chunk")
+    jobs: int | None = Field(
+        None,
+        ge=1,
+        description="models trained and scored at once, each in its own process; null = one after the other below "
+        "100,000 exposures, else as many as the CPUs hold at train.num_threads threads each, within the available "
+        "memory (eoca.threads.model_jobs); 1 = one after the other in this process. The numbers do not depend on it",
+    )
     progress: bool = Field(True, description="show progress bars")
     tamor: TamorConfig | None = Field(
         None, description="multi-scenario TAMOR run instead of the fund pipeline (see docs/tamor.md); off when null"
