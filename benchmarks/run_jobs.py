@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from eoca.threads import proc_kib
+
 OUTPUTS = ("ab_test.csv", "policy_values.csv", "offline_metrics.csv", "allocation.parquet", "allocations.parquet")
 """Compared byte for byte where the first run wrote them (a simulated world writes the A/B test, randomized data
 the policy values)."""
@@ -51,16 +53,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def _timed_run(cmd: list[str], log: Path) -> tuple[float, float, int]:
     """Wall s, CPU s of the process tree, peak summed RSS in MiB."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -69,7 +61,7 @@ def _timed_run(cmd: list[str], log: Path) -> tuple[float, float, int]:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
         peak = 0
         while proc.poll() is None:
-            peak = max(peak, sum(_rss_kib(p) for p in [proc.pid, *_children(proc.pid)]))
+            peak = max(peak, sum(proc_kib(f"/proc/{p}/status", "VmRSS") or 0 for p in [proc.pid, *_children(proc.pid)]))
             time.sleep(0.2)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -79,13 +71,9 @@ def _timed_run(cmd: list[str], log: Path) -> tuple[float, float, int]:
     return wall, cpu, peak // 1024
 
 
-def _burn() -> None:
-    x = 0
-    while True:
-        x = (x * 1103515245 + 12345) & 0xFFFFFFFF
-
-
 def main() -> None:
+    from train import _burn  # benchmarks/train.py, beside this script
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="folder for the runs (emptied first)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating pairs of runs")

@@ -74,7 +74,9 @@ against 36.2 s, 20,000 (80,000) 54.3 against 50.2 s, Hillstrom (64,000) 21.9 aga
 (400,000) 268-278 against 182-194 s."""
 
 
-def _proc_kib(path: str, key: str) -> int | None:
+def proc_kib(path: str, key: str) -> int | None:
+    """The kibibytes of field ``key`` of a Linux ``/proc`` file (``/proc/meminfo``, ``/proc/<pid>/status``), or None
+    where the file or the field cannot be read."""
     try:
         with open(path, encoding="ascii") as fh:
             for line in fh:
@@ -87,13 +89,13 @@ def _proc_kib(path: str, key: str) -> int | None:
 
 def memory_available() -> int | None:
     """Bytes the machine can give new processes without swapping (Linux ``MemAvailable``), or None if unknown."""
-    kib = _proc_kib("/proc/meminfo", "MemAvailable")
+    kib = proc_kib("/proc/meminfo", "MemAvailable")
     return None if kib is None else kib * 1024
 
 
 def resident_memory() -> int | None:
     """This process's resident memory in bytes (Linux ``VmRSS``), or None if unknown."""
-    kib = _proc_kib("/proc/self/status", "VmRSS")
+    kib = proc_kib("/proc/self/status", "VmRSS")
     return None if kib is None else kib * 1024
 
 
