@@ -19,6 +19,7 @@ from eoca.data import Dataset
 from eoca.models import FeatureSpace, build_model
 from eoca.models.base import Batch
 from eoca.models.layers import (
+    MIX_ROWS,
     BehaviourAttentionPooling,
     BehaviourSelfAttention,
     Embedding,
@@ -301,3 +302,76 @@ def test_mmoe_mixes_the_experts_with_each_tasks_softmax_gate() -> None:
     experts = F.relu(z[:, :20]).view(-1, 4, 5)
     gates = torch.softmax(z[:, 20:].view(-1, 3, 4), dim=-1)
     torch.testing.assert_close(mmoe(pair), torch.bmm(gates, experts), rtol=1e-6, atol=1e-6)
+
+
+def _wide_pair_input(n_units: int, n_funds: int, pair_dim: int) -> PairInput:
+    """A scoring grid at the zoo's widths (customer 60, fund 12)."""
+    gen = torch.Generator().manual_seed(6)
+    return PairInput(
+        customer=torch.randn(n_units, 60, generator=gen),
+        row_unit=torch.arange(n_units).repeat_interleave(n_funds),
+        fund=torch.randn(n_funds, 12, generator=gen),
+        fund_index=torch.arange(n_funds).repeat(n_units),
+        pair=torch.randn(n_units * n_funds, pair_dim, generator=gen),
+    )
+
+
+def test_pair_linear_without_gradients_gives_the_same_values_bit_for_bit() -> None:
+    # Scoring adds the pair product into the sums in place (addmm_); training adds it as a separate tensor.
+    torch.manual_seed(0)
+    cases = [
+        (PairLinear(60, 12, 140, pair_dim=34), _wide_pair_input(512, 8, 34)),
+        (PairLinear(6, 3, 5, pair_dim=2), _pair_input(7, 4, grid=False)),
+    ]
+    for layer, pair in cases:
+        with_grad = layer(pair)
+        assert with_grad.requires_grad
+        with torch.inference_mode():
+            without = layer(pair)
+        assert torch.equal(without, with_grad.detach())
+
+
+def test_mmoe_without_gradients_mixes_in_blocks_with_the_same_values_bit_for_bit() -> None:
+    torch.manual_seed(0)
+    mmoe = MMoE(60, 12, n_tasks=3, n_experts=4, expert_dim=32, dropout=0.1, pair_dim=34).eval()
+    pair = _wide_pair_input(MIX_ROWS * 5 // 16 + 3, 8, 34)  # 2.5 blocks and a few rows
+    assert pair.n_rows > 2 * MIX_ROWS and pair.n_rows % MIX_ROWS
+    in_one_pass = mmoe(pair)  # gradients on: the broadcast product over every row at once
+    with torch.inference_mode():
+        in_blocks = mmoe(pair)
+    assert torch.equal(in_blocks, in_one_pass.detach())
+
+
+def test_target_attention_on_the_scoring_grid_takes_the_grid_path_with_the_rows_values(
+    sim: Dataset, space: FeatureSpace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bound = space.bind(sim)
+    k = bound.n_funds
+    n = 60
+    batch = bound.pair_batch(np.repeat(np.arange(n), k), np.tile(np.arange(k), n))
+    inputs = batch.inputs
+    torch.manual_seed(0)
+    module = TargetAttention(space, 8)
+    with torch.no_grad():
+        module.match.copy_(torch.tensor([0.7, -0.4]))
+    calls: list[int] = []
+    grid_path = TargetAttention._grid
+
+    def spy(self: TargetAttention, *args: object) -> torch.Tensor:
+        calls.append(1)
+        return grid_path(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TargetAttention, "_grid", spy)
+    row_unit, fund = inputs["row_unit"], batch.fund
+    assert torch.equal(row_unit, torch.arange(n).repeat_interleave(k)), "pair_batch of a grid is unit-major"
+    with torch.no_grad():
+        on_grid = module.rows(inputs, row_unit, fund)
+        assert calls == [1]
+        # The same rows in another order are not a grid: the per-row path, put back in grid order.
+        perm = torch.randperm(n * k, generator=torch.Generator().manual_seed(1))
+        per_row = torch.empty_like(on_grid)
+        per_row[perm] = module.rows(inputs, row_unit[perm], fund[perm])
+        assert calls == [1]
+    assert bool(inputs["seq_mask"].any()) and float(on_grid.abs().sum()) > 0
+    torch.testing.assert_close(on_grid, per_row, rtol=1e-6, atol=1e-8)
+    assert float((on_grid == per_row).float().mean()) > 0.99, "only a vector kernel's tail may differ in last bits"

@@ -457,15 +457,20 @@ class PairInput:
 
     @functools.cached_property
     def is_grid(self) -> bool:
-        """Whether the rows are every unit x every fund, unit-major (row ``u * F + j`` is unit ``u``, fund ``j``),
-        as when scoring every customer against every fund."""
-        n_units, n_funds = int(self.customer.shape[0]), int(self.fund.shape[0])
-        if self.n_rows != n_units * n_funds or self.n_rows == 0:
-            return False
-        grid = self.row_unit.view(n_units, n_funds), self.fund_index.view(n_units, n_funds)
-        return torch.equal(grid[0], torch.arange(n_units).unsqueeze(1).expand(-1, n_funds)) and torch.equal(
-            grid[1], torch.arange(n_funds).expand(n_units, -1)
-        )
+        """Whether the rows are every unit x every fund, unit-major (see :func:`is_grid`)."""
+        return is_grid(self.row_unit, self.fund_index, int(self.customer.shape[0]), int(self.fund.shape[0]))
+
+
+def is_grid(row_unit: Tensor, fund_index: Tensor, n_units: int, n_funds: int) -> bool:
+    """Whether rows ``row_unit [B]``, ``fund_index [B]`` are every unit x every fund, unit-major (row ``u * F + j``
+    is unit ``u``, fund ``j``), as when scoring every customer against every fund."""
+    n_rows = int(row_unit.shape[0])
+    if n_rows != n_units * n_funds or n_rows == 0:
+        return False
+    grid = row_unit.view(n_units, n_funds), fund_index.view(n_units, n_funds)
+    return torch.equal(grid[0], torch.arange(n_units).unsqueeze(1).expand(-1, n_funds)) and torch.equal(
+        grid[1], torch.arange(n_funds).expand(n_units, -1)
+    )
 
 
 class CustomerArch(nn.Module):
@@ -572,9 +577,23 @@ class TargetAttention(nn.Module):
     def forward(self, inputs: dict[str, Tensor], events: PackedEvents | None = None) -> Tensor:
         """Every (unit, candidate fund) pair: ``-> [U, F, E]`` (what :meth:`rows` gives the rows of)."""
         n_units, n_funds = inputs["seq_mask"].shape[0], inputs["f_token"].shape[0]
-        row_unit = torch.arange(n_units).repeat_interleave(n_funds)
-        fund_index = torch.arange(n_funds).repeat(n_units)
-        return self.rows(inputs, row_unit, fund_index, events).view(n_units, n_funds, -1)
+        ev = events if events is not None else PackedEvents.from_inputs(inputs)
+        x, kq = self._keys(inputs, ev)
+        return self._grid(inputs, ev, x, kq).view(n_units, n_funds, -1)
+
+    def _keys(self, inputs: dict[str, Tensor], ev: PackedEvents) -> tuple[Tensor, Tensor]:
+        """``(x [N, E], kq [N, F])``: each real event's encoding and its key's product with every candidate's
+        query."""
+        cand_all = inputs["f_token"]
+        groups = self.token_group
+        x = (
+            self.fund(ev.fund)
+            + self.group(groups.index_select(0, ev.fund))
+            + self.etype(ev.etype)
+            + self.value(torch.stack([ev.amount, ev.age], dim=1))
+        )
+        q = self.query(self.fund(cand_all) + self.group(groups.index_select(0, cand_all)))  # [F, E]
+        return x, self.key(x) @ q.t()
 
     def rows(
         self, inputs: dict[str, Tensor], row_unit: Tensor, fund_index: Tensor, events: PackedEvents | None = None
@@ -583,33 +602,51 @@ class TargetAttention(nn.Module):
 
         Work is per real event: each event is encoded once, its key is multiplied with every candidate's query
         once (``[N, F]``), and the weighting and the weighted sum run over the (row, event of the row's unit)
-        pairs, with no padding and no ``U x F`` grid (a training batch has about one row per unit).
+        pairs, with no padding and no ``U x F`` grid (a training batch has about one row per unit). When the rows
+        are every unit x every fund (scoring), they run over the ``[N, F]`` table itself, without gathering
+        each row's events (see :meth:`_grid`).
         """
         ev = events if events is not None else PackedEvents.from_inputs(inputs)
+        x, kq = self._keys(inputs, ev)
+        if is_grid(row_unit, fund_index, ev.n_units, int(kq.shape[1])):
+            return self._grid(inputs, ev, x, kq)
         cand_all = inputs["f_token"]
         groups = self.token_group
         ev_group = groups.index_select(0, ev.fund)
-        x = (
-            self.fund(ev.fund)
-            + self.group(ev_group)
-            + self.etype(ev.etype)
-            + self.value(torch.stack([ev.amount, ev.age], dim=1))
-        )  # [N, E]
-        q = self.query(self.fund(cand_all) + self.group(groups.index_select(0, cand_all)))  # [F, E]
-        kq = self.key(x) @ q.t()  # [N, F]
         row, event = ev.row_events(row_unit)
         fund_of = fund_index.index_select(0, row)
         cand = cand_all.index_select(0, fund_of)
         ev_fund, ev_grp = ev.fund.index_select(0, event), ev_group.index_select(0, event)
         same_fund = (ev_fund == cand).to(kq.dtype)
         same_group = ((ev_grp == groups.index_select(0, cand)) & (ev_grp > 0)).to(kq.dtype)
-        scores = kq.reshape(-1).index_select(0, event * kq.shape[1] + fund_of) * self._scale
-        scores = scores + self.match[0] * same_fund + self.match[1] * same_group
-        # As in DIN the weights are not softmax-normalised: a customer with one event on a bond fund must still
-        # give bond candidates a stronger signal than equity ones, which a softmax over one event cannot.
-        weights = torch.sigmoid(scores) * self._pool
+        weights = self._weights(kq.reshape(-1).index_select(0, event * kq.shape[1] + fund_of), same_fund, same_group)
         weighted = x.index_select(0, event) * weights.unsqueeze(1)
         return x.new_zeros((row_unit.shape[0], self.out_dim)).index_add(0, row, weighted)
+
+    def _weights(self, kq: Tensor, same_fund: Tensor, same_group: Tensor) -> Tensor:
+        """Each (row or fund, event) weight from its key-query product and its "same fund" / "same fund type"
+        flags (all of one shape)."""
+        scores = kq * self._scale + self.match[0] * same_fund + self.match[1] * same_group
+        # As in DIN the weights are not softmax-normalised: a customer with one event on a bond fund must still
+        # give bond candidates a stronger signal than equity ones, which a softmax over one event cannot.
+        return torch.sigmoid(scores) * self._pool
+
+    def _grid(self, inputs: dict[str, Tensor], ev: PackedEvents, x: Tensor, kq: Tensor) -> Tensor:
+        """:meth:`rows` for every unit x every fund, unit-major, ``-> [U * F, E]``: the same formula on the
+        ``[N, F]`` scores as they are, each event's weighted encodings added to its unit's ``F`` rows in the
+        events' sequence order as in :meth:`rows`. The values equal the per-row path's but for the last bits of
+        the few scores that torch's element-wise kernels reach in another position (a vector kernel's scalar
+        tail), measured at most 7.5e-9 on one of 131,072 outputs."""
+        cand_all = inputs["f_token"]
+        groups = self.token_group
+        n_funds = int(kq.shape[1])
+        ev_group = groups.index_select(0, ev.fund).unsqueeze(1)
+        same_fund = (ev.fund.unsqueeze(1) == cand_all.unsqueeze(0)).to(kq.dtype)
+        same_group = ((ev_group == groups.index_select(0, cand_all).unsqueeze(0)) & (ev_group > 0)).to(kq.dtype)
+        weights = self._weights(kq, same_fund, same_group)  # [N, F]
+        weighted = (x.unsqueeze(1) * weights.unsqueeze(2)).view(-1, self.out_dim)  # [N * F, E], event-major
+        dest = (ev.unit.unsqueeze(1) * n_funds + torch.arange(n_funds)).view(-1)
+        return x.new_zeros((ev.n_units * n_funds, self.out_dim)).index_add(0, dest, weighted)
 
 
 class CandidateArch(nn.Module):
@@ -677,7 +714,10 @@ class PairLinear(nn.Module):
             # is a sorting accumulate under deterministic kernels.
             out = c.index_select(0, pair.row_unit) + f.index_select(0, pair.fund_index)
         if self.pair is not None and pair.pair is not None:
-            out = out + self.pair(pair.pair)
+            # Without gradients, the product is added into the sums in place: the same values as the separate add
+            # (bit for bit, tests/models/test_fast_layers.py) without a second pass over the [B, out] sums.
+            grad = torch.is_grad_enabled()
+            out = out + self.pair(pair.pair) if grad else out.addmm_(pair.pair, self.pair.weight.t())
         return out
 
 
@@ -698,6 +738,11 @@ class PairMLP(nn.Module):
 
     def forward(self, pair: PairInput) -> Tensor:
         return self.rest(self.dropout(F.relu(self.first(pair))))
+
+
+MIX_ROWS = 1024
+"""Rows per block of :class:`MMoE`'s mixing without gradients: 1,024 rows' ``[T, n_e, K]`` products (1.5 MB at
+the zoo's 3 x 4 x 32) fit a core's L2 cache."""
 
 
 class MMoE(nn.Module):
@@ -735,11 +780,23 @@ class MMoE(nn.Module):
         experts = self.dropout(F.relu(z[:, :width])).view(b, self.n_experts, self.expert_dim)  # [B, n_e, K]
         # Softmax written out: torch's kernel is slow for a last dimension of a few experts (5x at scoring).
         logits = z[:, width:].reshape(b, self.n_tasks, self.n_experts)
-        gates = (logits - logits.detach().amax(dim=-1, keepdim=True)).exp()
+        # The shift is the experts' maximum taken pairwise (exact, so the same value as amax): torch's reduction
+        # over a last dimension of a few elements cost 5 times as much at scoring.
+        top = functools.reduce(torch.maximum, logits.detach().unbind(-1)).unsqueeze(-1)
+        gates = (logits - top).exp()
         gates = gates / gates.sum(dim=-1, keepdim=True)  # [B, T, n_e]
         # The mixing as a broadcast product summed over the experts: torch's CPU bmm over B tiny [T, n_e] x
         # [n_e, K] products costs about twice as much, at training and at scoring batch sizes alike.
-        return (gates.unsqueeze(3) * experts.unsqueeze(1)).sum(dim=2)
+        if torch.is_grad_enabled() or b <= MIX_ROWS:
+            return (gates.unsqueeze(3) * experts.unsqueeze(1)).sum(dim=2)
+        # Without gradients (scoring, validation), in blocks of rows: the [B, T, n_e, K] product of a scoring
+        # batch (25 MB at 16,384 rows) does not fit a core's cache and made the mixing memory-bound. Each row's
+        # sum is the same whatever the block (tests/models/test_fast_layers.py).
+        mixed = experts.new_empty((b, self.n_tasks, self.expert_dim))
+        for start in range(0, b, MIX_ROWS):
+            stop = min(b, start + MIX_ROWS)
+            torch.sum(gates[start:stop].unsqueeze(3) * experts[start:stop].unsqueeze(1), dim=2, out=mixed[start:stop])
+        return mixed
 
 
 class Tower(nn.Module):
