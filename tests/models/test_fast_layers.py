@@ -262,7 +262,8 @@ def test_presence_table_unique_equals_numpy_unique() -> None:
         np.testing.assert_array_equal(got_inverse, want_inverse.reshape(-1))
 
 
-def _pair_input(n_units: int, n_funds: int, *, grid: bool) -> PairInput:
+def _pair_input(n_units: int, n_funds: int, *, grid: bool, dims: tuple[int, int, int] = (6, 3, 2)) -> PairInput:
+    """Random customer, fund and pair inputs of widths ``dims``, rows a grid or the same rows shuffled."""
     gen = torch.Generator().manual_seed(5)
     if grid:
         row_unit = torch.arange(n_units).repeat_interleave(n_funds)
@@ -272,11 +273,11 @@ def _pair_input(n_units: int, n_funds: int, *, grid: bool) -> PairInput:
         row_unit, fund_index = perm // n_funds, perm % n_funds
     rows = n_units * n_funds
     return PairInput(
-        customer=torch.randn(n_units, 6, generator=gen),
+        customer=torch.randn(n_units, dims[0], generator=gen),
         row_unit=row_unit,
-        fund=torch.randn(n_funds, 3, generator=gen),
+        fund=torch.randn(n_funds, dims[1], generator=gen),
         fund_index=fund_index,
-        pair=torch.randn(rows, 2, generator=gen),
+        pair=torch.randn(rows, dims[2], generator=gen),
     )
 
 
@@ -304,23 +305,15 @@ def test_mmoe_mixes_the_experts_with_each_tasks_softmax_gate() -> None:
     torch.testing.assert_close(mmoe(pair), torch.bmm(gates, experts), rtol=1e-6, atol=1e-6)
 
 
-def _wide_pair_input(n_units: int, n_funds: int, pair_dim: int) -> PairInput:
-    """A scoring grid at the zoo's widths (customer 60, fund 12)."""
-    gen = torch.Generator().manual_seed(6)
-    return PairInput(
-        customer=torch.randn(n_units, 60, generator=gen),
-        row_unit=torch.arange(n_units).repeat_interleave(n_funds),
-        fund=torch.randn(n_funds, 12, generator=gen),
-        fund_index=torch.arange(n_funds).repeat(n_units),
-        pair=torch.randn(n_units * n_funds, pair_dim, generator=gen),
-    )
+ZOO_WIDTHS = (60, 12, 34)
+"""Customer, fund and pair widths of the zoo's default networks."""
 
 
 def test_pair_linear_without_gradients_gives_the_same_values_bit_for_bit() -> None:
     # Scoring adds the pair product into the sums in place (addmm_); training adds it as a separate tensor.
     torch.manual_seed(0)
     cases = [
-        (PairLinear(60, 12, 140, pair_dim=34), _wide_pair_input(512, 8, 34)),
+        (PairLinear(60, 12, 140, pair_dim=34), _pair_input(512, 8, grid=True, dims=ZOO_WIDTHS)),
         (PairLinear(6, 3, 5, pair_dim=2), _pair_input(7, 4, grid=False)),
     ]
     for layer, pair in cases:
@@ -334,7 +327,7 @@ def test_pair_linear_without_gradients_gives_the_same_values_bit_for_bit() -> No
 def test_mmoe_without_gradients_mixes_in_blocks_with_the_same_values_bit_for_bit() -> None:
     torch.manual_seed(0)
     mmoe = MMoE(60, 12, n_tasks=3, n_experts=4, expert_dim=32, dropout=0.1, pair_dim=34).eval()
-    pair = _wide_pair_input(MIX_ROWS * 5 // 16 + 3, 8, 34)  # 2.5 blocks and a few rows
+    pair = _pair_input(MIX_ROWS * 5 // 16 + 3, 8, grid=True, dims=ZOO_WIDTHS)  # 2.5 blocks and a few rows
     assert pair.n_rows > 2 * MIX_ROWS and pair.n_rows % MIX_ROWS
     in_one_pass = mmoe(pair)  # gradients on: the broadcast product over every row at once
     with torch.inference_mode():
