@@ -17,6 +17,12 @@ step). Every figure is CPU milliseconds per step, the median over ``--repeats`` 
 
 The components do not add up to the step exactly: the step also concatenates the branches, runs autograd's
 bookkeeping for the whole graph and accumulates every parameter's gradient. Prints one Markdown table.
+
+``--profile N`` also runs the trainer's step (the joint step for a model that learns from past purchases) over
+the same batches under ``torch.profiler`` for ``--repeats`` passes and prints the N operators with the most self
+CPU time, forward and backward together, each as a share of all operators' self CPU time:
+
+    python benchmarks/train_components.py --customers 100000 --models esdpm --workdir W --profile 12
 """
 
 from __future__ import annotations
@@ -121,7 +127,28 @@ def _heads_rows(model: Any, batches: list[Any], repeats: int) -> dict[str, float
     return {"towers": _ms(towers, hs, repeats)}
 
 
-def measure(data: Path, name: str, n_batches: int, repeats: int) -> list[tuple[str, float]]:
+def _operator_rows(step: Callable[[Any], None], items: list[Any], repeats: int, top: int) -> list[tuple[str, float]]:
+    """The ``top`` operators by self CPU time over ``repeats`` passes of ``step`` (after one untimed pass), each
+    as a percentage of every operator's self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for item in items:
+        step(item)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            for item in items:
+                step(item)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [(e.key, 100.0 * e.self_cpu_time_total / total) for e in events[:top]]
+
+
+def measure(
+    data: Path, name: str, n_batches: int, repeats: int, profile_top: int = 0
+) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """``(components, operators)``: CPU ms per step of each part, and (``profile_top`` > 0) the step's top
+    operators by share of self CPU time (:func:`_operator_rows`)."""
     import numpy as np
     import torch
 
@@ -146,6 +173,7 @@ def measure(data: Path, name: str, n_batches: int, repeats: int) -> list[tuple[s
             for _, (b, a) in zip(range(n_batches), bound.purchase_history(per_step, generator=gen), strict=False)
         ]
     rows: list[tuple[str, float]] = []
+    operators: list[tuple[str, float]] = []
     with deterministic_kernels(True):
 
         def exposure_step(b: Any) -> None:
@@ -174,6 +202,11 @@ def measure(data: Path, name: str, n_batches: int, repeats: int) -> list[tuple[s
                     _ms(joint_step, list(zip(batches, history, strict=False)), repeats),
                 )
             )
+        if profile_top > 0:
+            if history:
+                operators = _operator_rows(joint_step, list(zip(batches, history, strict=False)), repeats, profile_top)
+            else:
+                operators = _operator_rows(exposure_step, batches, repeats, profile_top)
         rows.extend((f"  {k}", v) for k, v in _component_rows(model, batches, repeats).items())
         rows.extend((f"  {k}", v) for k, v in _heads_rows(model, batches, repeats).items())
 
@@ -196,7 +229,7 @@ def measure(data: Path, name: str, n_batches: int, repeats: int) -> list[tuple[s
         adam_step(opt, flat.flat)  # the trainer's step (torch's own creates the state on the first call)
 
     rows.append(("Adam step (flat parameters)", _ms(adam, list(range(n_batches)), repeats)))
-    return rows
+    return rows, operators
 
 
 def main() -> None:
@@ -205,13 +238,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_world_args(ap)
     add_step_args(ap, models="esdpm,esmm", batches=8, repeats=5)
+    ap.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="also print the step's N top operators (torch.profiler)"
+    )
     args = ap.parse_args()
 
     data = world_from_args(args)
     for name in args.models.split(","):
+        rows, operators = measure(data, name, args.batches, args.repeats, args.profile)
         print(f"\n| {name}: component | CPU ms per step |\n|---|---:|")
-        for label, ms in measure(data, name, args.batches, args.repeats):
+        for label, ms in rows:
             print(f"| {label} | {ms:.2f} |", flush=True)
+        if operators:
+            print(f"\n| {name}: operator (the trainer's step) | share of self CPU time |\n|---|---:|")
+            for op, share in operators:
+                print(f"| `{op}` | {share:.1f}% |", flush=True)
 
 
 if __name__ == "__main__":
