@@ -16,11 +16,11 @@ step). Every figure is CPU milliseconds per step, the median over ``--repeats`` 
   autograd); and Adam's update of the flat parameters.
 
 The components do not add up to the step exactly: the step also concatenates the branches, runs autograd's
-bookkeeping for the whole graph and accumulates every parameter's gradient. Prints one Markdown table.
+bookkeeping for the whole graph and accumulates every parameter's gradient. Prints a Markdown table per model.
 
 ``--profile N`` also runs the trainer's step (the joint step for a model that learns from past purchases) over
 the same batches under ``torch.profiler`` for ``--repeats`` passes and prints the N operators with the most self
-CPU time, forward and backward together, each as a share of all operators' self CPU time:
+CPU time, forward and backward together, each as a share of all operators' self CPU time (a second table):
 
     python benchmarks/train_components.py --customers 100000 --models esdpm --workdir W --profile 12
 """
