@@ -181,6 +181,8 @@ def measure(
             model.loss(b).backward()
 
         rows.append(("exposure step: loss forward + backward (1,024 rows)", _ms(exposure_step, batches, repeats)))
+        trainer_step: Callable[[Any], None] = exposure_step
+        trainer_items: list[Any] = batches
         if history:
 
             def history_step(item: Any) -> None:
@@ -196,17 +198,15 @@ def measure(
                 model.zero_grad(set_to_none=True)
                 model.loss_with_history(b, past, amount).backward()
 
+            trainer_step, trainer_items = joint_step, list(zip(batches, history, strict=False))
             rows.append(
                 (
                     f"joint step (what the trainer runs): both batches in one pass ({1024 + per_step:,} rows)",
-                    _ms(joint_step, list(zip(batches, history, strict=False)), repeats),
+                    _ms(joint_step, trainer_items, repeats),
                 )
             )
         if profile_top > 0:
-            if history:
-                operators = _operator_rows(joint_step, list(zip(batches, history, strict=False)), repeats, profile_top)
-            else:
-                operators = _operator_rows(exposure_step, batches, repeats, profile_top)
+            operators = _operator_rows(trainer_step, trainer_items, repeats, profile_top)
         rows.extend((f"  {k}", v) for k, v in _component_rows(model, batches, repeats).items())
         rows.extend((f"  {k}", v) for k, v in _heads_rows(model, batches, repeats).items())
 
