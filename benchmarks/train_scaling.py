@@ -17,6 +17,10 @@ fewer kernels, less Python per step or less per-batch bookkeeping can remove at 
 grows with the data. The table's last column, ``per_row`` of the MLP over ``per_row`` of the model, is the
 model's ratio to its MLP if every fixed cost of both were zero: the best any per-step saving can give. Prints the
 raw points and one Markdown table.
+
+``--autocast bf16`` runs every timed step, the model's and the MLP's, under ``torch.autocast("cpu", bfloat16)``
+(a change of numerics, timing only): whether 16-bit activations pay on the CPU at hand, whose instruction set
+(``torch.backends.cpu.get_cpu_capability()``) is printed first.
 """
 
 from __future__ import annotations
@@ -25,19 +29,34 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 
-def _ms(fn: Callable[[int], None], n: int, repeats: int) -> float:
-    """Median over ``repeats`` passes of the CPU milliseconds per call of ``fn(i)``, ``i`` in ``range(n)``."""
-    fn(0)
+def _precision(autocast: str) -> AbstractContextManager[Any]:
+    """The context every timed step runs in: nothing for ``"none"``, CPU autocast to bfloat16 for ``"bf16"``."""
+    import torch
+
+    if autocast == "none":
+        return nullcontext()
+    if autocast == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    raise ValueError(f"--autocast must be 'none' or 'bf16', not {autocast!r}")
+
+
+def _ms(fn: Callable[[int], None], n: int, repeats: int, autocast: str = "none") -> float:
+    """Median over ``repeats`` passes of the CPU milliseconds per call of ``fn(i)``, ``i`` in ``range(n)``, each pass
+    under :func:`_precision` of ``autocast``."""
+    with _precision(autocast):
+        fn(0)
     times = []
     for _ in range(repeats):
-        c0 = time.process_time()
-        for i in range(n):
-            fn(i)
-        times.append((time.process_time() - c0) / n * 1e3)
+        with _precision(autocast):
+            c0 = time.process_time()
+            for i in range(n):
+                fn(i)
+            times.append((time.process_time() - c0) / n * 1e3)
     return statistics.median(times)
 
 
@@ -77,7 +96,7 @@ def _mlp_step(net: Any, opt: Any, bce: Any, x: Any, y: Any, perm: Any, size: int
 
 
 def model_points(
-    data: Path, name: str, sizes: list[int], n_batches: int, repeats: int
+    data: Path, name: str, sizes: list[int], n_batches: int, repeats: int, autocast: str = "none"
 ) -> tuple[dict[str, list[tuple[int, float]]], int, int]:
     """``({"step": [(rows, ms)], "batching": [...]}, parameters, row width)`` of zoo model ``name``."""
     import torch
@@ -92,7 +111,8 @@ def model_points(
     for size in sizes:
         exposures, pasts = training_batches(model, bound, size, n_batches, 1)
         with deterministic_kernels(True):
-            out["step"].append((size, _ms(_trainer_step(model, flat, opt, exposures, pasts), n_batches, repeats)))
+            step = _trainer_step(model, flat, opt, exposures, pasts)
+            out["step"].append((size, _ms(step, n_batches, repeats, autocast)))
         training_batches(model, bound, size, n_batches, 2)  # fills the past-purchase memo, as epoch 1 does
         c_times = []
         for r in range(repeats):
@@ -105,7 +125,9 @@ def model_points(
     return out, sum(p.numel() for p in model.parameters()), width
 
 
-def mlp_points(width: int, parameters: int, sizes: list[int], n_batches: int, repeats: int) -> list[tuple[int, float]]:
+def mlp_points(
+    width: int, parameters: int, sizes: list[int], n_batches: int, repeats: int, autocast: str = "none"
+) -> list[tuple[int, float]]:
     """``[(rows, ms per step)]`` of the same-size plain MLP (``benchmarks/train.py``'s reference)."""
     import torch
 
@@ -127,7 +149,7 @@ def mlp_points(width: int, parameters: int, sizes: list[int], n_batches: int, re
     for size in sizes:
         step = _mlp_step(net, opt, bce, x, y, torch.randperm(n), size)
         with deterministic_kernels(True):
-            out.append((size, _ms(step, n_batches, repeats)))
+            out.append((size, _ms(step, n_batches, repeats, autocast)))
     return out
 
 
@@ -138,17 +160,23 @@ def main() -> None:
     add_world_args(ap)
     add_step_args(ap, models="esdpm,esmm", batches=8, repeats=5)
     ap.add_argument("--batch-sizes", default="128,256,512,1024,2048", help="exposure rows per step")
+    ap.add_argument(
+        "--autocast", choices=("none", "bf16"), default="none", help="precision of every timed step (timing only)"
+    )
     args = ap.parse_args()
 
     sizes = sorted({int(s) for s in args.batch_sizes.split(",")})
     if len(sizes) < 2 or sizes[0] < 1:
         raise SystemExit("--batch-sizes needs at least two distinct positive sizes")
+    import torch
+
+    print(f"CPU capability: {torch.backends.cpu.get_cpu_capability()}; autocast: {args.autocast}", flush=True)
     data = world_from_args(args)
     rows_md = []
     for name in args.models.split(","):
-        points, parameters, width = model_points(data, name, sizes, args.batches, args.repeats)
+        points, parameters, width = model_points(data, name, sizes, args.batches, args.repeats, args.autocast)
         total = [(s, a + b) for (s, a), (_, b) in zip(points["step"], points["batching"], strict=True)]
-        mlp = mlp_points(width, parameters, sizes, args.batches, args.repeats)
+        mlp = mlp_points(width, parameters, sizes, args.batches, args.repeats, args.autocast)
         for label, series in (("step", points["step"]), ("batching", points["batching"]), ("MLP step", mlp)):
             print(f"{name} {label}: " + ", ".join(f"{s}: {ms:.2f}" for s, ms in series), flush=True)
         fixed, per_row = fit_line(total)

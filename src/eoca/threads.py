@@ -8,6 +8,7 @@ Plain functions of the process's CPUs and environment, without torch, so that th
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 
 def available_cpus() -> int:
@@ -48,13 +49,35 @@ def prediction_threads(predict_threads: int | None = None) -> int:
     and the values do not depend on the count (benchmarks/RESULTS.md, eleventh pass), so it is a setting of its
     own that, unlike ``num_threads``, a run need not pin. Growing the trees keeps :func:`resolve_threads`:
     row-wise histograms summed over another number of threads give another model.
+
+    A process that registered a share with :func:`follow_cpu_share` (``eoca run``'s training workers) takes the
+    count from it instead of ``OMP_NUM_THREADS``, read again at every prediction.
     """
     if predict_threads is not None:
         return max(1, predict_threads)
+    if _CPU_SHARE is not None:
+        return min(max(1, _CPU_SHARE()), available_cpus())
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return min(int(env), available_cpus())
     return available_cpus()
+
+
+_CPU_SHARE: Callable[[], int] | None = None
+
+
+def follow_cpu_share(share: Callable[[], int] | None) -> None:
+    """Let :func:`prediction_threads` take its automatic count from ``share()``, called at each prediction (None:
+    back to ``OMP_NUM_THREADS`` or every CPU).
+
+    For processes that share the machine with a changing number of busy peers: ``eoca run``'s training workers
+    predict on CPUs / busy workers, so a tree model still scoring after the network beside it has finished takes
+    the CPU that network left (the default world's `gbdt` scoring on a slow AVX2 host: 32.8 s on two threads against
+    57.9 s on one, the values equal; in `eoca run` 35-38 s against 59-62 s; benchmarks/RESULTS.md, issue 10,
+    seventeenth pass). Only predictions follow it: training keeps :func:`resolve_threads`, whose count decides the
+    model."""
+    global _CPU_SHARE
+    _CPU_SHARE = share
 
 
 JOB_MEMORY_FACTOR = 2.5

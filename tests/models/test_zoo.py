@@ -13,6 +13,7 @@ from eoca.errors import ConfigError
 from eoca.models import MODEL_NAMES, TASKS, EtvModel, FeatureSpace, ModelOutput, build_model, model_defaults
 from eoca.models.base import DirectFitModel
 from eoca.models.features import BoundFeatures
+from eoca.models.zoo import model_class
 
 WITH_AMOUNT_PARAMS = {"mtl_ziln", "esdpm_ncg", "esdpm", "ptofa"}
 NEEDS_TRANSACTION_LOG = {"bgnbd_gbdt", "bgnbd_ziln", "stack", "stack_tail"}
@@ -196,3 +197,28 @@ def test_pytorch_geometric_is_imported_only_when_a_graph_branch_is_built() -> No
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+NETWORKS = [m for m in ANY_DATA_MODELS if not issubclass(model_class(m), DirectFitModel)]
+"""The zoo models trained by autograd (not fitted by LightGBM in one call)."""
+AUTOCAST_CASES = [(m, {}) for m in NETWORKS] + [("esdpm", {"sequence_encoder": "self_attention"})]
+
+
+@pytest.mark.parametrize(
+    ("name", "params"), AUTOCAST_CASES, ids=[f"{m}{'-' + str(p) if p else ''}" for m, p in AUTOCAST_CASES]
+)
+def test_network_steps_under_mixed_precision(
+    name: str, params: dict[str, str], bound: tuple[FeatureSpace, BoundFeatures]
+) -> None:
+    """A training step under autocast (16-bit activations, as on a GPU with ``torch.autocast``): every scatter
+    buffer takes the dtype of what is added into it, so no layer mixes a 16-bit source with a 32-bit buffer."""
+    space, feats = bound
+    torch.manual_seed(0)
+    model = build_model(name, space, params)
+    batch = next(feats.exposure_batches("train", 256, shuffle=False))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

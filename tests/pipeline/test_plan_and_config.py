@@ -161,21 +161,68 @@ def test_training_workers_predict_on_their_share_of_the_cpus(monkeypatch: pytest
     import os
     import pickle
 
+    from eoca import threads
     from eoca.pipeline import run as run_module
     from eoca.threads import prediction_threads
 
     inputs = tmp_path / "inputs.pkl"
     inputs.write_bytes(pickle.dumps(("data", "plan")))
     monkeypatch.setattr(run_module, "_WORKER", {})
+    monkeypatch.setattr(threads, "_CPU_SHARE", None)
     monkeypatch.setattr(os, "environ", {})
     run_module._worker_init(str(inputs), 1)
-    assert run_module._WORKER == {"data": "data", "plan": "plan"}
+    assert run_module._WORKER == {"data": "data", "plan": "plan", "busy": None}
     # Without the share, a worker's tree predictions would take every CPU beside the other workers' training.
     assert prediction_threads() == 1
     assert prediction_threads(2) == 2  # train.predict_threads still wins
     monkeypatch.setattr(os, "environ", {"OMP_NUM_THREADS": "2"})
     run_module._worker_init(str(inputs), 1)
     assert os.environ["OMP_NUM_THREADS"] == "2"  # the user's own setting is kept
+
+
+def test_a_worker_predicts_on_more_cpus_as_the_others_finish(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import multiprocessing
+    import os
+    import pickle
+
+    from eoca import threads
+    from eoca.pipeline import run as run_module
+    from eoca.threads import prediction_threads
+
+    inputs = tmp_path / "inputs.pkl"
+    inputs.write_bytes(pickle.dumps(("data", "plan")))
+    monkeypatch.setattr(run_module, "_WORKER", {})
+    monkeypatch.setattr(threads, "_CPU_SHARE", None)  # restored after the test, whatever _worker_init registers
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4)
+    monkeypatch.setattr(os, "environ", {})
+    busy = multiprocessing.get_context("spawn").Value("i", 0)
+    run_module._worker_init(str(inputs), 2, busy)
+    assert os.environ["OMP_NUM_THREADS"] == "2"  # the rest of the worker's OpenMP keeps its fixed share
+    seen = []
+
+    def fake_train_and_score(cfg: object, data: object, name: str, plan: object, work: Path) -> object:
+        seen.append((name, busy.value, prediction_threads()))
+        if name == "broken":
+            raise ValueError("a model that fails")
+        return type("Run", (), {"train_seconds": 1.0, "score_seconds": 1.0})()
+
+    monkeypatch.setattr(run_module, "_train_and_score", fake_train_and_score)
+    busy.value = 1  # another worker is at work
+    run_module._worker_train_and_score(None, "gbdt", tmp_path)  # type: ignore[arg-type]
+    assert busy.value == 1  # this worker's count is given back when it finishes
+    busy.value = 0  # the other finished
+    run_module._worker_train_and_score(None, "esmm", tmp_path)  # type: ignore[arg-type]
+    busy.value = 3
+    with pytest.raises(ValueError, match="fails"):
+        run_module._worker_train_and_score(None, "broken", tmp_path)  # type: ignore[arg-type]
+    assert busy.value == 3  # given back when the model fails too
+    # Two busy workers on 4 CPUs: 2 threads each; alone: all 4; four busy: 1 each.
+    assert seen == [("gbdt", 2, 2), ("esmm", 1, 4), ("broken", 4, 1)]
+    assert prediction_threads(3) == 3  # train.predict_threads still wins
+    # A user's own OMP_NUM_THREADS is kept and fixes the count: no share is followed.
+    monkeypatch.setattr(os, "environ", {"OMP_NUM_THREADS": "3"})
+    run_module._worker_init(str(inputs), 2, busy)
+    assert prediction_threads() == 3
 
 
 def test_a_dead_training_worker_fails_the_run_with_what_to_do(tmp_path: Path) -> None:

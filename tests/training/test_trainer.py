@@ -304,6 +304,18 @@ def test_tree_predictions_take_every_cpu_unless_threads_are_set(monkeypatch: pyt
     assert prediction_threads(None) == 6
     monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # nested lists are not a count: every CPU
     assert prediction_threads(None) == 6
+    # A followed share (eoca run's workers) replaces OMP_NUM_THREADS, read at every call, within the CPUs.
+    share = [3]
+    monkeypatch.setattr(threads, "_CPU_SHARE", None)
+    threads.follow_cpu_share(lambda: share[0])
+    assert prediction_threads(None) == 3
+    share[0] = 9
+    assert prediction_threads(None) == 6
+    share[0] = 0
+    assert prediction_threads(None) == 1
+    assert prediction_threads(2) == 2
+    threads.follow_cpu_share(None)
+    assert prediction_threads(None) == 6
 
 
 def test_a_resume_may_change_only_result_neutral_settings() -> None:

@@ -250,10 +250,12 @@ class BehaviourSelfAttention(_EventEncoder):
         qkv = self.qkv(x)  # [N, 3E]
         qkv = torch.cat([qkv, qkv.new_zeros((1, qkv.shape[1]))])  # the row padding slots read
         attended = [self._attend(qkv, width, first, runs) for width, first, runs in _width_buckets(events.runs)]
-        pooled = x.new_zeros((events.n_units, self.out_dim))
         if attended:
             h = self.norm(x + self.proj(torch.cat(attended)))
-            pooled = pooled.index_add(0, events.unit, h) / events.counts.clamp(min=1).unsqueeze(1).to(h.dtype)
+            pooled = h.new_zeros((events.n_units, self.out_dim)).index_add(0, events.unit, h)
+            pooled = pooled / events.counts.clamp(min=1).unsqueeze(1).to(h.dtype)
+        else:
+            pooled = x.new_zeros((events.n_units, self.out_dim))
         return self.dropout(pooled)
 
     def _attend(self, qkv: Tensor, width: int, first: int, runs: list[tuple[int, int]]) -> Tensor:
@@ -323,7 +325,7 @@ class BehaviourAttentionPooling(_EventEncoder):
         w = (s - top.index_select(0, events.unit)).exp()  # [N, H]
         total = s.new_zeros((n_units, heads)).index_add(0, events.unit, w)
         weighted = (x.view(-1, heads, self.out_dim // heads) * w.unsqueeze(2)).view(-1, self.out_dim)
-        pooled = x.new_zeros((n_units, self.out_dim)).index_add(0, events.unit, weighted)
+        pooled = weighted.new_zeros((n_units, self.out_dim)).index_add(0, events.unit, weighted)
         has = events.counts > 0
         # Units without events have total 0: divide by 1 there (their pooled sum is 0) and zero their output.
         pooled = pooled / torch.where(has.unsqueeze(1), total, 1.0).repeat_interleave(self.out_dim // heads, dim=1)
@@ -435,7 +437,8 @@ def _gat(layer: GATConv, x_src: Tensor, x_dst: Tensor, src: Tensor, dst: Tensor,
     if layer.training:
         weight = dropout_mask(weight, layer.dropout)
     message = h_src.index_select(0, src) * weight.unsqueeze(-1)  # [E, H, hidden]
-    out = x_dst.new_zeros((n_dst, heads, hidden)).index_add(0, dst, message).mean(dim=1)
+    # The buffer takes the message's dtype, not x_dst's: under autocast the two differ.
+    out = message.new_zeros((n_dst, heads, hidden)).index_add(0, dst, message).mean(dim=1)
     return out + layer.bias if layer.bias is not None else out
 
 
@@ -620,7 +623,7 @@ class TargetAttention(nn.Module):
         same_group = ((ev_grp == groups.index_select(0, cand)) & (ev_grp > 0)).to(kq.dtype)
         weights = self._weights(kq.reshape(-1).index_select(0, event * kq.shape[1] + fund_of), same_fund, same_group)
         weighted = x.index_select(0, event) * weights.unsqueeze(1)
-        return x.new_zeros((row_unit.shape[0], self.out_dim)).index_add(0, row, weighted)
+        return weighted.new_zeros((row_unit.shape[0], self.out_dim)).index_add(0, row, weighted)
 
     def _weights(self, kq: Tensor, same_fund: Tensor, same_group: Tensor) -> Tensor:
         """Each (row or fund, event) weight from its key-query product and its "same fund" / "same fund type"
@@ -645,7 +648,7 @@ class TargetAttention(nn.Module):
         weights = self._weights(kq, same_fund, same_group)  # [N, F]
         weighted = (x.unsqueeze(1) * weights.unsqueeze(2)).view(-1, self.out_dim)  # [N * F, E], event-major
         dest = (ev.unit.unsqueeze(1) * n_funds + torch.arange(n_funds)).view(-1)
-        return x.new_zeros((ev.n_units * n_funds, self.out_dim)).index_add(0, dest, weighted)
+        return weighted.new_zeros((ev.n_units * n_funds, self.out_dim)).index_add(0, dest, weighted)
 
 
 class CandidateArch(nn.Module):

@@ -289,7 +289,9 @@ def _run_workers(jobs: int, cfg: RunConfig, work: Path, initargs: tuple[str, int
 
     # spawn, not fork: the parent may hold OpenMP and torch thread pools, which a forked child inherits broken.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=initargs) as pool:
+    # How many workers are training or scoring right now: a worker's predictions take CPUs / busy workers.
+    busy = ctx.Value("i", 0)
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(*initargs, busy)) as pool:
         futures = [pool.submit(_worker_train_and_score, cfg, name, work) for name in cfg.models]
         try:
             return [f.result() for f in futures], jobs
@@ -309,17 +311,45 @@ def _run_workers(jobs: int, cfg: RunConfig, work: Path, initargs: tuple[str, int
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(inputs: str, cpus: int) -> None:
+def _worker_init(inputs: str, cpus: int, busy: Any = None) -> None:
+    """Load the run's inputs into this worker; ``busy``, a shared count of the workers at work, sets the threads
+    of this worker's tree predictions."""
     with open(inputs, "rb") as fh:
         _WORKER["data"], _WORKER["plan"] = pickle.load(fh)
     # The workers share the CPUs: a tree model's predictions (eoca.threads.prediction_threads, unless
     # train.predict_threads says otherwise) take this worker's share, not every CPU, so that they do not slow the
-    # model training beside them. Predictions are the same on any number of threads.
-    os.environ.setdefault("OMP_NUM_THREADS", str(cpus))
+    # model training beside them; with the count of busy workers, the share grows as the others finish.
+    # Predictions are the same on any number of threads. A user's own OMP_NUM_THREADS is kept, and then fixed.
+    from eoca.threads import follow_cpu_share
+
+    _WORKER["busy"] = None
+    if "OMP_NUM_THREADS" in os.environ:
+        follow_cpu_share(None)
+        return
+    os.environ["OMP_NUM_THREADS"] = str(cpus)
+    if busy is not None:
+        _WORKER["busy"] = busy
+        follow_cpu_share(lambda: _busy_share(busy))
+
+
+def _busy_share(busy: Any) -> int:
+    """CPUs per busy worker (at least one): this worker's share while it works."""
+    from eoca.threads import available_cpus
+
+    return max(1, available_cpus() // max(1, int(busy.value)))
 
 
 def _worker_train_and_score(cfg: RunConfig, name: str, work: Path) -> ModelRun:
-    run = _train_and_score(cfg, _WORKER["data"], name, _WORKER["plan"], work)
+    busy = _WORKER.get("busy")
+    if busy is not None:
+        with busy.get_lock():
+            busy.value += 1
+    try:
+        run = _train_and_score(cfg, _WORKER["data"], name, _WORKER["plan"], work)
+    finally:
+        if busy is not None:
+            with busy.get_lock():
+                busy.value -= 1
     console.print(f"[green]done[/] training and scoring {name} in {run.train_seconds + run.score_seconds:.1f} s")
     return run
 
