@@ -205,7 +205,7 @@ AUTOCAST_CASES = [(m, {}) for m in NETWORKS] + [("esdpm", {"sequence_encoder": "
 
 
 @pytest.mark.parametrize(
-    ("name", "params"), AUTOCAST_CASES, ids=[f"{m}{'-' + str(p) if p else ''}" for m, p in AUTOCAST_CASES]
+    ("name", "params"), AUTOCAST_CASES, ids=["-".join([m, *p.values()]) for m, p in AUTOCAST_CASES]
 )
 def test_network_steps_under_mixed_precision(
     name: str, params: dict[str, str], bound: tuple[FeatureSpace, BoundFeatures]
