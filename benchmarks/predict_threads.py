@@ -35,6 +35,22 @@ def _pass(trained: Any, ds: Any, threads: int) -> tuple[float, float, dict[str, 
     return wall, cpu, {k: np.concatenate([p[k] for p in parts]) for k in ("p", "etv")}
 
 
+def trained_gbdt(ds: Any) -> Any:
+    """``gbdt`` trained on ``ds`` with the default config on one thread (its trees are what scoring walks: a model
+    fitted on fewer rows would have other trees and another cost); prints the time and the trees per booster."""
+    from eoca.training import train
+
+    t0 = time.perf_counter()
+    trained = train(ds, {"model": "gbdt", "num_threads": 1}, None, progress=False)
+    trees = {
+        n: getattr(trained.model, n).num_trees()
+        for n in ("_classifier", "_cvr", "_regressor", "_spread")
+        if getattr(trained.model, n) is not None
+    }
+    print(f"gbdt trained in {time.perf_counter() - t0:.0f} s; trees {trees}", flush=True)
+    return trained
+
+
 def main() -> None:
     from train import _burn, add_world_args, world_from_args  # benchmarks/train.py, beside this script
 
@@ -47,17 +63,9 @@ def main() -> None:
 
     from eoca.data import Dataset
     from eoca.threads import available_cpus
-    from eoca.training import train
 
     ds = Dataset.load(world_from_args(args))
-    t0 = time.perf_counter()
-    trained = train(ds, {"model": "gbdt", "num_threads": 1}, None, progress=False)
-    trees = {
-        n: getattr(trained.model, n).num_trees()
-        for n in ("_classifier", "_cvr", "_regressor", "_spread")
-        if getattr(trained.model, n) is not None
-    }
-    print(f"gbdt trained in {time.perf_counter() - t0:.0f} s; trees {trees}", flush=True)
+    trained = trained_gbdt(ds)
     every = available_cpus()
     counts = sorted({1, every})
     reference: dict[str, np.ndarray] | None = None

@@ -99,3 +99,9 @@ def test_true_etv_metrics_by_hand() -> None:
     eligible = np.array([[False, True], [True, True]])  # customer 0 may only get fund 1
     out = M.true_etv_metrics(pred, true, eligible)
     assert out["true_value_argmax"] == pytest.approx(4.0 + 3.0)
+    assert out["true_mae"] == pytest.approx((3 + 2 + 2) / 3)  # the eligible pairs' errors only
+    unscored = pred.copy()
+    unscored[0, 0] = np.nan  # an ineligible pair a run leaves unscored changes nothing
+    assert M.true_etv_metrics(unscored, true, eligible) == out
+    with pytest.raises(ValueError, match="non-finite"):
+        M.true_etv_metrics(unscored, true)

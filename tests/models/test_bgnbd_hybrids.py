@@ -90,6 +90,15 @@ def test_the_trees_correct_the_margin_multiplicatively_seeded_and_round_trip(log
     np.testing.assert_allclose(unguarded, np.exp(raw + margin), rtol=1e-5)
     assert np.isfinite(pred["etv"]).all() and (pred["etv"] >= 0).all()
     assert ((pred["p"] >= 0) & (pred["p"] <= 1)).all()
+    # It scores each pair on its own (scoring under the risk rule skips the forbidden pairs): a pair's values do not
+    # depend on the rest of its batch.
+    assert model.scores_pairs_alone
+    cust, fund = test["customer_pos"], test["fund_pos"]
+    whole = trained.predict_pairs(ds, cust, fund)
+    pick = np.random.default_rng(0).permutation(cust.size)[: max(1, cust.size // 3)]
+    alone = trained.predict_pairs(ds, cust[pick], fund[pick], batch_size=7)
+    for key in whole:
+        np.testing.assert_array_equal(alone[key], whole[key][pick])
 
 
 def test_without_the_customer_base_features_it_is_a_clear_error(tmp_path: Path) -> None:

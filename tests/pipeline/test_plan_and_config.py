@@ -58,6 +58,27 @@ def test_risk_rule_off_lifts_every_tolerance(world) -> None:
     assert (plan.tolerance >= plan.risk.max()).all()
 
 
+def test_unscored_forbidden_pairs_allocate_as_scored_ones_and_an_unscored_allowed_pair_is_named(world) -> None:
+    from eoca.errors import DataValidationError
+
+    plan = build_plan(world, DeliveryPlan())
+    allowed = plan.eligible()
+    assert 0 < allowed.sum() < allowed.size
+    scores = np.random.default_rng(1).gamma(2.0, 50.0, size=allowed.shape).astype(np.float32)
+    unscored = np.where(allowed, scores, np.float32(np.nan))
+    solved = allocate(plan.problem(scores, world, "scored"), "exact")
+    again = allocate(plan.problem(unscored, world, "unscored"), "exact")
+    np.testing.assert_array_equal(again.assign, solved.assign)
+    assert again.objective == solved.objective
+    row, fund = map(int, np.argwhere(allowed)[7])
+    unscored[row, fund] = np.nan
+    cid = world.customers.column("customer_id")[row].as_py()
+    with pytest.raises(
+        DataValidationError, match=rf"unscored: scores must be finite.*customer {cid} \(row {row}\), fund"
+    ):
+        plan.problem(unscored, world, "unscored")
+
+
 def test_config_errors_point_at_the_key() -> None:
     with pytest.raises(ConfigError, match="models.*unknown model"):
         load_run_config(overrides=["models=[esmm,nope]"])
@@ -232,3 +253,39 @@ def test_a_dead_training_worker_fails_the_run_with_what_to_do(tmp_path: Path) ->
     # The workers cannot read their inputs: the pool breaks, and the error names the way out.
     with pytest.raises(RuntimeError, match="jobs=1"):
         run_module._run_workers(2, cfg, tmp_path, (str(tmp_path / "missing.pkl"), 1))
+
+
+def test_a_run_scores_and_reads_only_the_pairs_its_plan_allows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eoca.pipeline.run import run_pipeline
+    from eoca.report import plots
+    from eoca.training import TrainedModel
+
+    scored: list[dict[str, np.ndarray]] = []
+    score_matrix = TrainedModel.score_matrix
+
+    def recording(self: TrainedModel, *args: object, **kwargs: object) -> dict[str, np.ndarray]:
+        scored.append(score_matrix(self, *args, **kwargs))  # type: ignore[arg-type]
+        return scored[-1]
+
+    drawn: dict[str, np.ndarray] = {}
+    chart = plots.etv_distribution_chart
+
+    def drawing(etv_by_model: dict[str, np.ndarray], **kwargs: object) -> bytes:
+        drawn.update(etv_by_model)
+        return chart(etv_by_model, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TrainedModel, "score_matrix", recording)
+    monkeypatch.setattr(plots, "etv_distribution_chart", drawing)
+    sets = ["simulator.customers=900", "simulator.funds=5", "models=[gbdt]", "jobs=1", "progress=false"]
+    sets += ["ab_test.control=gbdt+manual", "ab_test.n_bootstrap=50", "train.num_threads=1"]
+    result = run_pipeline(load_run_config(None, sets), out=tmp_path / "run")
+    allowed = result.plan.eligible()  # a simulated world: the plan covers every customer, in order
+    assert result.plan.customer_pos.tolist() == list(range(900))
+    assert 0 < allowed.sum() < allowed.size
+    (mats,) = scored
+    for values in mats.values():
+        assert np.isfinite(values[allowed]).all() and np.isnan(values[~allowed]).all()
+    # The histogram draws the allowed pairs only; the exact allocation meets the plan on scores with holes.
+    assert drawn["gbdt"].size == drawn["true ETV"].size == allowed.sum() and np.isfinite(drawn["gbdt"]).all()
+    exact = next(fw for fw in result.frameworks if fw.name == "gbdt+exact")
+    assert exact.result.unassigned_customers().size == 0

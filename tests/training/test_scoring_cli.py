@@ -80,6 +80,8 @@ def test_offline_metrics_reuse_the_callers_exposure_predictions(
     tiny: Dataset, trained: TrainedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     matrix = trained.score_matrix(tiny)
+    tolerance = np.asarray(tiny.customers.column("risk_tolerance").to_numpy(), dtype=np.int64)
+    ruled = trained.score_matrix(tiny, tolerance=tolerance)["etv"]
     alone = offline_metrics(trained, tiny, "test", grid_etv=matrix["etv"]).to_row()
     test_pred = exposure_predictions(trained, tiny, "test")
     assert test_pred["etv"].shape == (int(tiny.split_mask("test").sum()),)
@@ -95,6 +97,14 @@ def test_offline_metrics_reuse_the_callers_exposure_predictions(
     # A matrix of another dataset (here one customer short) is refused, not read row by row.
     with pytest.raises(ValueError, match="every customer x fund"):
         offline_metrics(trained, tiny, "test", grid_etv=matrix["etv"][:-1], exposure_pred=test_pred)
+    # A matrix scored under the risk rule (the forbidden pairs NaN, as `eoca run` scores) gives the same metrics.
+    assert np.isnan(ruled).any()
+    assert offline_metrics(trained, tiny, "test", grid_etv=ruled, exposure_pred=test_pred).to_row() == alone
+    # An allowed pair of a test customer left unscored is named, not read as a value.
+    test_customer = int(tiny.customer_index(tiny.exposures.column("customer_id"))[tiny.split_mask("test")][0])
+    ruled[test_customer, 0] = np.nan  # fund position 0 has the lowest risk level: every customer may see it
+    with pytest.raises(ValueError, match=f"customer position {test_customer}, fund position 0, a pair the risk"):
+        offline_metrics(trained, tiny, "test", grid_etv=ruled, exposure_pred=test_pred)
 
 
 def test_cli_train_score_evaluate(tiny_dir: Path, tmp_path: Path) -> None:

@@ -407,3 +407,46 @@ def test_bind_returns_its_own_datasets_binding_when_another_thread_replaces_the_
 
     racing = Interleaved(model=trained.model, features=trained.features, config=trained.config, history=[])
     assert racing.bind(tiny) is not other_bound
+
+
+@pytest.mark.parametrize("model", ["gbdt", "esmm"])
+def test_scoring_under_the_risk_rule_gives_the_allowed_pairs_their_grid_values_and_leaves_the_others_nan(
+    tiny: Dataset, monkeypatch: pytest.MonkeyPatch, model: str
+) -> None:
+    from eoca.risk import eligible_mask
+
+    trained = train(tiny, _cfg(model=model, max_epochs=1), None, progress=False)
+    full = trained.score_matrix(tiny, chunk_customers=700)
+    tolerance = np.asarray(tiny.customers.column("risk_tolerance").to_numpy(), dtype=np.int64)
+    allowed = eligible_mask(tolerance, tiny.funds.column("risk_level").to_numpy())
+    assert 0 < allowed.sum() < allowed.size  # the tiny world has forbidden pairs to skip
+    asked: list[int] = []
+    predict_pairs = TrainedModel.predict_pairs
+
+    def counting(self: TrainedModel, dataset: Dataset, cust: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        asked.append(int(np.asarray(cust).size))
+        return predict_pairs(self, dataset, cust, *args, **kwargs)
+
+    monkeypatch.setattr(TrainedModel, "predict_pairs", counting)
+    ruled = trained.score_matrix(tiny, chunk_customers=700, tolerance=tolerance)
+    assert set(ruled) == set(full)
+    for key in full:
+        np.testing.assert_array_equal(ruled[key][allowed], full[key][allowed])  # bit for bit
+        assert np.isnan(ruled[key][~allowed]).all()
+    # The trees are asked for the allowed pairs only; a network scores its whole grid.
+    assert sum(asked) == (int(allowed.sum()) if model == "gbdt" else allowed.size)
+    with pytest.raises(ValueError, match=r"one value per customer, shape \(2000,\)"):
+        trained.score_matrix(tiny, tolerance=tolerance[:5])
+
+
+@pytest.mark.parametrize("model", ["gbdt", "gbdt_mean"])
+def test_a_model_that_scores_pairs_alone_gives_a_pair_the_same_value_in_any_batch(tiny: Dataset, model: str) -> None:
+    trained = train(tiny, _cfg(model=model), None, progress=False)
+    assert trained.model.scores_pairs_alone
+    cust = np.repeat(np.arange(400), tiny.n_funds)
+    fund = np.tile(np.arange(tiny.n_funds), 400)
+    grid = trained.predict_pairs(tiny, cust, fund)
+    pick = np.random.default_rng(3).permutation(cust.size)[: cust.size // 3]
+    alone = trained.predict_pairs(tiny, cust[pick], fund[pick], batch_size=97)
+    for key in grid:
+        np.testing.assert_array_equal(alone[key], grid[key][pick])

@@ -194,16 +194,22 @@ def metrics_from_predictor(
         grid = predict(np.repeat(customers, k), np.tile(np.arange(k, dtype=np.int64), customers.size))
         etv_matrix = grid["etv"].astype(np.float64).reshape(customers.size, k)
     eligible = eligible_mask(np.asarray(tolerance)[customers], risk)
+    if grid_etv is not None and not np.isfinite(etv_matrix[eligible]).all():
+        row, fund_pos = np.argwhere(eligible & ~np.isfinite(etv_matrix))[0]
+        raise ValueError(
+            f"grid_etv has no finite ETV for customer position {customers[row]}, fund position {fund_pos}, a pair "
+            "the risk rule allows: score every pair the decisions read"
+        )
     chosen = np.full(np.asarray(tolerance).size, -1, dtype=np.int64)
     chosen[customers] = M.argmax_fund(etv_matrix, eligible)
     hits = M.hit_totals(chosen, cust, fund, conv, amount)
     out.update({"thc": hits["thc"], "tha": hits["tha"], "hits": hits["hits"]})
     if truth_etv is not None:
         true = truth_etv[customers]
+        # Errors over eligible pairs only: ineligible pairs are never shown (and a run's grid leaves them NaN).
         tm = M.true_etv_metrics(etv_matrix, true, eligible)
-        # Errors over eligible pairs only: ineligible pairs are never shown, so their predictions do not matter.
-        out["true_mae"] = M.mae(true[eligible], etv_matrix[eligible])
-        out["true_spearman"] = _safe(lambda: M.spearman(true[eligible], etv_matrix[eligible]))
+        out["true_mae"] = _safe(lambda: tm["true_mae"])
+        out["true_spearman"] = _safe(lambda: tm["true_spearman"])
         out["true_value_argmax"] = tm["true_value_argmax"]
         out["argmax_share_of_oracle"] = _safe(lambda: tm["argmax_share_of_oracle"])
     return OfflineMetrics(**out)

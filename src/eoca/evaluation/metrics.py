@@ -287,14 +287,23 @@ def hit_totals(
 def true_etv_metrics(pred_etv: Any, true_etv: Any, eligible: Any | None = None) -> dict[str, float]:
     """Errors against the simulator's true ETV, both of shape (n_customers, n_funds).
 
-    Returns ``true_mae`` and ``true_spearman`` over all pairs, ``true_value_argmax`` (sum over customers of the
-    true ETV of the fund with the highest *predicted* ETV, among eligible funds when a mask is given),
-    ``oracle_value`` (the same with the true ETV's argmax), and their ratio ``argmax_share_of_oracle``.
+    Returns ``true_mae`` and ``true_spearman`` over all pairs, or over the eligible ones when a mask is given
+    (the others are never shown, so their predictions do not matter, and a score matrix may leave them unscored,
+    NaN; NaN for both where no pair is eligible), ``true_value_argmax`` (sum over customers of the true ETV of
+    the fund with the highest *predicted* ETV, among eligible funds when a mask is given), ``oracle_value`` (the
+    same with the true ETV's argmax), and their ratio ``argmax_share_of_oracle``.
     """
     pred = np.asarray(pred_etv, dtype=np.float64)
     true = np.asarray(true_etv, dtype=np.float64)
     if pred.shape != true.shape or pred.ndim != 2:
         raise ValueError(f"pred_etv {pred.shape} and true_etv {true.shape} must both be (n_customers, n_funds)")
+    if eligible is None:
+        t, p = true.ravel(), pred.ravel()
+    else:
+        shown = np.asarray(eligible, dtype=bool)
+        if shown.shape != true.shape:
+            raise ValueError(f"eligible: shape {shown.shape} differs from the ETV matrices' {true.shape}")
+        t, p = true[shown], pred[shown]
     rows = np.arange(true.shape[0])
     chosen = argmax_fund(pred, eligible)
     best = argmax_fund(true, eligible)
@@ -302,8 +311,8 @@ def true_etv_metrics(pred_etv: Any, true_etv: Any, eligible: Any | None = None) 
     value = float(true[rows[ok], chosen[ok]].sum())
     oracle = float(true[rows[best >= 0], best[best >= 0]].sum())
     return {
-        "true_mae": mae(true.ravel(), pred.ravel()),
-        "true_spearman": spearman(true.ravel(), pred.ravel()),
+        "true_mae": mae(t, p) if t.size else math.nan,
+        "true_spearman": spearman(t, p) if t.size else math.nan,
         "true_value_argmax": value,
         "oracle_value": oracle,
         "argmax_share_of_oracle": value / oracle if oracle > 0 else math.nan,

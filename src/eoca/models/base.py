@@ -78,6 +78,12 @@ class EtvModel(torch.nn.Module, ABC):
     formula: str | None = None
     """ETV formula of a lognormal amount head (``eoca`` or ``lognormal``; see :mod:`eoca.models.losses`), which
     the ETV guard (:mod:`eoca.models.guard`) uses to recompute a bounded amount; None for other models."""
+    scores_pairs_alone: bool = False
+    """Whether a pair's predictions read that pair's row alone, bit for bit whatever else the batch holds, at a
+    cost per pair that no layout shares (the trees). Scoring then skips the pairs no decision reads
+    (:meth:`~eoca.training.TrainedModel.score_matrix`'s ``tolerance``). The networks leave it False: they score
+    a customer x fund grid, whose layout shares each customer's work across the funds and sets the last bit of a
+    few scores, so they score every pair of the grid."""
 
     @abstractmethod
     def loss(self, batch: Batch) -> Tensor:

@@ -18,6 +18,7 @@ from eoca.allocation import AllocationProblem, AllocationResult, DeliveryPlan, a
 from eoca.data import Dataset
 from eoca.errors import ConfigError
 from eoca.pipeline.config import AllocationSection
+from eoca.risk import eligible_mask
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,20 @@ class Plan:
     K: int
     shares_rule: str
 
+    def eligible(self) -> np.ndarray:
+        """Boolean (n, k): the pairs the plan's risk rule allows, rows aligned with ``customer_pos``."""
+        return eligible_mask(self.tolerance, self.risk)
+
     def problem(self, scores: np.ndarray, dataset: Dataset, source: str) -> AllocationProblem:
-        """The allocation instance for ``scores`` (float32, (n, k), rows aligned with ``customer_pos``)."""
+        """The allocation instance for ``scores`` (float32, (n, k), rows aligned with ``customer_pos``). A pair
+        the risk rule forbids may be NaN (unscored, :meth:`eoca.training.TrainedModel.score_matrix`): no method
+        reads it, and the instance holds 0 there. A NaN anywhere else is the instance's error."""
+        s = np.ascontiguousarray(scores, dtype=np.float32)
+        unscored = np.isnan(s)
+        if unscored.any():
+            s = np.where(unscored & ~self.eligible(), np.float32(0.0), s)
         return AllocationProblem(
-            scores=np.ascontiguousarray(scores, dtype=np.float32),
+            scores=s,
             tolerance=self.tolerance,
             risk=self.risk,
             demand=self.demand,

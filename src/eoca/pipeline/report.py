@@ -71,13 +71,18 @@ def write_plots(
     )
     rng = np.random.default_rng(0)
     etv_by_model: dict[str, Any] = {}
+    # The pairs the plan allows, the only ones a decision reads (and the only ones a tree model scores).
+    allowed = plan.eligible()
     for m in models:
-        flat = m.etv.ravel()
+        flat = m.etv[allowed]
         etv_by_model[m.name] = flat if flat.size <= _ETV_SAMPLE else rng.choice(flat, _ETV_SAMPLE, replace=False)
     if data.truth is not None:
-        flat = data.truth.etv[plan.customer_pos].ravel()
+        flat = data.truth.etv[plan.customer_pos][allowed]
         etv_by_model["true ETV"] = flat if flat.size <= _ETV_SAMPLE else rng.choice(flat, _ETV_SAMPLE, replace=False)
-    out["etv_distribution"] = write_bytes(plots.etv_distribution_chart(etv_by_model), folder / "etv_distribution.png")
+    out["etv_distribution"] = write_bytes(
+        plots.etv_distribution_chart(etv_by_model, title="Predicted ETV per customer-fund pair the plan allows"),
+        folder / "etv_distribution.png",
+    )
     test = dataset.split_mask("test")
     amount = np.asarray(dataset.exposures.column("amount").to_numpy(zero_copy_only=False), dtype=np.float64)[test]
     converted = np.asarray(dataset.exposures.column("converted").to_numpy(zero_copy_only=False), dtype=np.float64)[test]

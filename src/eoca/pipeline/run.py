@@ -366,7 +366,13 @@ def _train_and_score(cfg: RunConfig, data: RunData, name: str, plan: Plan, work:
     trained = train(dataset, tc, work / "models" / name, progress=cfg.progress)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
-    mats = trained.score_matrix(dataset, chunk_customers=cfg.score_chunk, progress=cfg.progress)
+    # Only the pairs a decision reads: the plan's for the customers it allocates, the risk rule's for the others
+    # (the offline decision metrics'); a tree model scores just those.
+    tolerance = np.array(
+        dataset.customers.column("risk_tolerance").to_numpy(), dtype=np.int64
+    )  # a copy: Arrow's is read-only
+    tolerance[plan.customer_pos] = np.maximum(tolerance[plan.customer_pos], plan.tolerance)
+    mats = trained.score_matrix(dataset, chunk_customers=cfg.score_chunk, progress=cfg.progress, tolerance=tolerance)
     t_score = time.perf_counter() - t0
     # The metrics read the score matrix and the test predictions the report plots: scoring every pair again
     # doubled gbdt's scoring (its boosters take 10-20 s over the default world), and the test exposures twice.
@@ -374,8 +380,9 @@ def _train_and_score(cfg: RunConfig, data: RunData, name: str, plan: Plan, work:
     offline = offline_metrics(trained, dataset, "test", data.truth, grid_etv=mats["etv"], exposure_pred=test_pred)
     etv = np.asarray(mats["etv"], dtype=np.float32)[plan.customer_pos]
     p = np.asarray(mats["p"], dtype=np.float32)[plan.customer_pos]
-    if not np.isfinite(etv).all():
-        bad = int((~np.isfinite(etv)).sum())
+    scored = plan.eligible()
+    if not np.isfinite(etv[scored]).all():
+        bad = int((~np.isfinite(etv[scored])).sum())
         raise DataValidationError(f"model '{name}' produced {bad:,} non-finite ETV scores; it diverged in training")
     return ModelRun(
         name=name,

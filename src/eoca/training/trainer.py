@@ -38,6 +38,7 @@ from eoca.io import atomic_path, write_json, write_yaml
 from eoca.models import BoundFeatures, EtvModel, FeatureSpace, build_model, model_defaults
 from eoca.models.base import Batch, DirectFitModel
 from eoca.models.guard import AMOUNT_FACTOR_MAX_ROWS, EtvGuard
+from eoca.risk import eligible_mask
 from eoca.threads import resolve_threads
 from eoca.training.config import TrainConfig, coerce_train_config
 from eoca.training.selection import argmax_policy_value, etv_selection_score, resolve_selection
@@ -404,12 +405,26 @@ class TrainedModel:
             guard.fit_amount_factor(y, np.asarray(guarded["amount"], dtype=np.float64), source)
 
     def score_matrix(
-        self, dataset: Dataset, *, chunk_customers: int = 65536, progress: bool = False
+        self,
+        dataset: Dataset,
+        *,
+        chunk_customers: int = 65536,
+        progress: bool = False,
+        tolerance: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        """Every customer x every fund: one float32 array of shape (N, k) per output (``p``, ``etv``, ...)."""
+        """Every customer x every fund: one float32 array of shape (N, k) per output (``p``, ``etv``, ...).
+
+        ``tolerance``: int (N,) risk tolerance of every customer, when only the pairs the risk rule allows are
+        wanted (no allocation and no decision metric reads another): those pairs' values are the same, the others
+        NaN, for every model. A model that scores each pair on its own (:attr:`EtvModel.scores_pairs_alone`,
+        the trees) then predicts only the allowed pairs; a network scores the whole grid (see there).
+        """
         n, k = dataset.n_customers, dataset.n_funds
         out: dict[str, np.ndarray] = {}
-        for start, stop, chunk in iter_score_chunks(self, dataset, chunk_customers=chunk_customers, progress=progress):
+        chunks = iter_score_chunks(
+            self, dataset, chunk_customers=chunk_customers, progress=progress, tolerance=tolerance
+        )
+        for start, stop, chunk in chunks:
             for name, values in chunk.items():
                 if name not in out:
                     out[name] = np.empty((n, k), dtype=np.float32)
@@ -428,24 +443,52 @@ def dataset_fund_ids(dataset: Dataset) -> list[str]:
 
 
 def iter_score_chunks(
-    trained: TrainedModel, dataset: Dataset, *, chunk_customers: int = 65536, progress: bool = False
+    trained: TrainedModel,
+    dataset: Dataset,
+    *,
+    chunk_customers: int = 65536,
+    progress: bool = False,
+    tolerance: np.ndarray | None = None,
 ) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
     """Yield ``(start, stop, predictions)`` for customers ``start..stop-1`` x all funds, customer-major.
 
-    Memory stays proportional to ``chunk_customers * n_funds`` whatever the number of customers.
+    Memory stays proportional to ``chunk_customers * n_funds`` whatever the number of customers. ``tolerance``:
+    int (N,), the pairs the risk rule forbids come back NaN (see :meth:`TrainedModel.score_matrix`).
     """
     if chunk_customers < 1:
         raise ConfigError(f"chunk_customers must be at least 1, got {chunk_customers}")
     set_threads(trained.config.num_threads)
     n, k = dataset.n_customers, dataset.n_funds
+    risk = None
+    if tolerance is not None:
+        tolerance = np.asarray(tolerance)
+        if tolerance.shape != (n,):
+            raise ValueError(f"tolerance must hold one value per customer, shape ({n},); got {tolerance.shape}")
+        risk = np.asarray(dataset.funds.column("risk_level").to_numpy(zero_copy_only=False))
+    alone = trained.model.scores_pairs_alone
     funds = np.arange(k, dtype=np.int64)
+    batch = trained.config.eval_batch_size
     with make_progress(progress) as bar:
         task = bar.add_task(f"scoring {trained.name}", total=n * k)
         for start in range(0, n, chunk_customers):
             stop = min(n, start + chunk_customers)
             cust = np.repeat(np.arange(start, stop, dtype=np.int64), k)
             fund = np.tile(funds, stop - start)
-            yield start, stop, trained.predict_pairs(dataset, cust, fund, batch_size=trained.config.eval_batch_size)
+            if tolerance is None:
+                yield start, stop, trained.predict_pairs(dataset, cust, fund, batch_size=batch)
+            else:
+                keep = eligible_mask(tolerance[start:stop], risk).ravel()
+                if alone:
+                    some = trained.predict_pairs(dataset, cust[keep], fund[keep], batch_size=batch)
+                    preds = {}
+                    for name, values in some.items():
+                        preds[name] = np.full(keep.size, np.nan, dtype=values.dtype)
+                        preds[name][keep] = values
+                else:
+                    preds = trained.predict_pairs(dataset, cust, fund, batch_size=batch)
+                    for values in preds.values():
+                        values[~keep] = np.nan
+                yield start, stop, preds
             bar.advance(task, (stop - start) * k)
 
 

@@ -85,6 +85,7 @@ class Gbdt(DirectFitModel):
 
     name = "gbdt"
     formula: str | None = "eoca"
+    scores_pairs_alone = True  # LightGBM walks each row's trees on its own
     DEFAULTS: ClassVar[dict[str, Any]] = DEFAULTS
 
     def __init__(self, space: FeatureSpace, params: dict[str, Any]) -> None:
