@@ -3,8 +3,11 @@ few hundred conversions exist and losses have something to learn)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from eoca.data import Dataset
@@ -31,3 +34,23 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny(tiny_dir: Path) -> Dataset:
     return Dataset.load(tiny_dir)
+
+
+@pytest.fixture
+def pairs_asked(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[int]]:
+    """A function that starts counting the pairs asked of ``TrainedModel.predict_pairs`` (one entry per call) and
+    returns the list it appends to; the predictions themselves are unchanged."""
+    from eoca.training import TrainedModel
+
+    def start() -> list[int]:
+        asked: list[int] = []
+        predict_pairs = TrainedModel.predict_pairs
+
+        def counting(self: TrainedModel, dataset: Dataset, cust: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+            asked.append(int(np.asarray(cust).size))
+            return predict_pairs(self, dataset, cust, *args, **kwargs)
+
+        monkeypatch.setattr(TrainedModel, "predict_pairs", counting)
+        return asked
+
+    return start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,18 +54,11 @@ def test_offline_metrics_are_in_range(tiny: Dataset, trained: TrainedModel) -> N
 
 
 def test_offline_metrics_from_the_score_matrix_equal_a_fresh_grid_and_score_no_pair_twice(
-    tiny: Dataset, trained: TrainedModel, monkeypatch: pytest.MonkeyPatch
+    tiny: Dataset, trained: TrainedModel, pairs_asked: Callable[[], list[int]]
 ) -> None:
     fresh = offline_metrics(trained, tiny, "test").to_row()
     matrix = trained.score_matrix(tiny)
-    rows_asked: list[int] = []
-    predict_pairs = TrainedModel.predict_pairs
-
-    def counting(self: TrainedModel, dataset: Dataset, cust: np.ndarray, *args: object, **kw: object) -> object:
-        rows_asked.append(int(np.asarray(cust).size))
-        return predict_pairs(self, dataset, cust, *args, **kw)
-
-    monkeypatch.setattr(TrainedModel, "predict_pairs", counting)
+    rows_asked = pairs_asked()
     from_matrix = offline_metrics(trained, tiny, "test", grid_etv=matrix["etv"]).to_row()
     # Only the test exposures are scored; the decision metrics read the matrix (every customer x fund otherwise).
     assert rows_asked == [int(tiny.split_mask("test").sum())]

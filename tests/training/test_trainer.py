@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -411,7 +412,7 @@ def test_bind_returns_its_own_datasets_binding_when_another_thread_replaces_the_
 
 @pytest.mark.parametrize("model", ["gbdt", "esmm"])
 def test_scoring_under_the_risk_rule_gives_the_allowed_pairs_their_grid_values_and_leaves_the_others_nan(
-    tiny: Dataset, monkeypatch: pytest.MonkeyPatch, model: str
+    tiny: Dataset, pairs_asked: Callable[[], list[int]], model: str
 ) -> None:
     from eoca.risk import eligible_mask
 
@@ -420,14 +421,7 @@ def test_scoring_under_the_risk_rule_gives_the_allowed_pairs_their_grid_values_a
     tolerance = np.asarray(tiny.customers.column("risk_tolerance").to_numpy(), dtype=np.int64)
     allowed = eligible_mask(tolerance, tiny.funds.column("risk_level").to_numpy())
     assert 0 < allowed.sum() < allowed.size  # the tiny world has forbidden pairs to skip
-    asked: list[int] = []
-    predict_pairs = TrainedModel.predict_pairs
-
-    def counting(self: TrainedModel, dataset: Dataset, cust: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        asked.append(int(np.asarray(cust).size))
-        return predict_pairs(self, dataset, cust, *args, **kwargs)
-
-    monkeypatch.setattr(TrainedModel, "predict_pairs", counting)
+    asked = pairs_asked()
     ruled = trained.score_matrix(tiny, chunk_customers=700, tolerance=tolerance)
     assert set(ruled) == set(full)
     for key in full:
