@@ -255,7 +255,12 @@ def test_a_dead_training_worker_fails_the_run_with_what_to_do(tmp_path: Path) ->
         run_module._run_workers(2, cfg, tmp_path, (str(tmp_path / "missing.pkl"), 1))
 
 
-def test_a_run_scores_and_reads_only_the_pairs_its_plan_allows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("data", ["simulated", "log"])
+def test_a_run_scores_and_reads_only_the_pairs_its_plan_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: str
+) -> None:
+    import dataclasses
+
     from eoca.pipeline.run import run_pipeline
     from eoca.report import plots
     from eoca.training import TrainedModel
@@ -277,15 +282,31 @@ def test_a_run_scores_and_reads_only_the_pairs_its_plan_allows(tmp_path: Path, m
     monkeypatch.setattr(TrainedModel, "score_matrix", recording)
     monkeypatch.setattr(plots, "etv_distribution_chart", drawing)
     sets = ["simulator.customers=900", "simulator.funds=5", "models=[gbdt]", "jobs=1", "progress=false"]
-    sets += ["ab_test.control=gbdt+manual", "ab_test.n_bootstrap=50", "train.num_threads=1"]
+    sets += ["ab_test.control=gbdt+manual", "ab_test.n_bootstrap=50", "ope.n_bootstrap=50", "train.num_threads=1"]
+    if data == "log":
+        # A log without truth whose first 300 customers have no test exposure: the plan covers the other 600.
+        ds = simulate(load_simulator_config(None, ["world.n_customers=900", "world.n_funds=5"]))
+        late = ds.customer_index(ds.exposures.column("customer_id")) < 300
+        keep = ~(ds.split_mask("test") & late)
+        log = dataclasses.replace(
+            ds, spec=ds.spec.model_copy(update={"truth": None}), truth=None, exposures=ds.exposures.filter(keep)
+        )
+        log.save(tmp_path / "log")
+        sets.append(f"data={tmp_path / 'log'}")
     result = run_pipeline(load_run_config(None, sets), out=tmp_path / "run")
-    allowed = result.plan.eligible()  # a simulated world: the plan covers every customer, in order
-    assert result.plan.customer_pos.tolist() == list(range(900))
+    plan = result.plan
+    allowed = plan.eligible()
     assert 0 < allowed.sum() < allowed.size
     (mats,) = scored
+    outside = np.setdiff1d(np.arange(900), plan.customer_pos)
+    assert outside.tolist() == ([] if data == "simulated" else list(range(300)))
     for values in mats.values():
-        assert np.isfinite(values[allowed]).all() and np.isnan(values[~allowed]).all()
+        mine = values[plan.customer_pos]
+        assert np.isfinite(mine[allowed]).all() and np.isnan(mine[~allowed]).all()
+        assert np.isnan(values[outside]).all()  # nobody outside the plan is scored
     # The histogram draws the allowed pairs only; the exact allocation meets the plan on scores with holes.
-    assert drawn["gbdt"].size == drawn["true ETV"].size == allowed.sum() and np.isfinite(drawn["gbdt"]).all()
+    assert drawn["gbdt"].size == allowed.sum() and np.isfinite(drawn["gbdt"]).all()
+    if data == "simulated":
+        assert drawn["true ETV"].size == allowed.sum()
     exact = next(fw for fw in result.frameworks if fw.name == "gbdt+exact")
     assert exact.result.unassigned_customers().size == 0

@@ -366,12 +366,11 @@ def _train_and_score(cfg: RunConfig, data: RunData, name: str, plan: Plan, work:
     trained = train(dataset, tc, work / "models" / name, progress=cfg.progress)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
-    # Only the pairs a decision reads: the plan's for the customers it allocates, the risk rule's for the others
-    # (the offline decision metrics'); a tree model scores just those.
-    tolerance = np.array(
-        dataset.customers.column("risk_tolerance").to_numpy(), dtype=np.int64
-    )  # a copy: Arrow's is read-only
-    tolerance[plan.customer_pos] = np.maximum(tolerance[plan.customer_pos], plan.tolerance)
+    # Only the pairs a decision reads, which a tree model then scores alone: those the plan allows the customers it
+    # allocates. The offline decision metrics read the test customers' pairs under the risk rule, which allows no
+    # more, and the plan covers every test customer (evaluation_customers). Nobody else's pair is read.
+    tolerance = np.full(dataset.n_customers, np.iinfo(np.int64).min, dtype=np.int64)
+    tolerance[plan.customer_pos] = plan.tolerance
     mats = trained.score_matrix(dataset, chunk_customers=cfg.score_chunk, progress=cfg.progress, tolerance=tolerance)
     t_score = time.perf_counter() - t0
     # The metrics read the score matrix and the test predictions the report plots: scoring every pair again
